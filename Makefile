@@ -1,0 +1,27 @@
+# batchproc: PostgreSQL extension, built with PGXS.
+
+EXTENSION = batchproc
+MODULE_big = batchproc
+OBJS = \
+	src/api.o \
+	src/batchproc.o \
+	src/hooks.o \
+	src/launcher.o \
+	src/worker.o
+
+# The install script lives in extension/ so that nothing in sql/ (the
+# regression tests) can be mistaken for it.
+DATA = $(wildcard extension/$(EXTENSION)--*.sql)
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+
+# -Wno-unused-parameter: PostgreSQL's own headers and callback signatures
+# have parameters that a given implementation does not use.
+PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter $(BATCHPROC_CFLAGS)
+PG_CPPFLAGS += -I$(srcdir)/src
+SHLIB_LINK += -lcurl -lcrypto -ljansson -lcsv -lz
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,73 @@
+/* extension/batchproc--0.1.0.sql */
+
+\echo Use "CREATE EXTENSION batchproc" to load this file. \quit
+
+CREATE SCHEMA batchproc;
+COMMENT ON SCHEMA batchproc IS 'batchproc catalog: batches, targets and dead letters';
+
+CREATE SCHEMA batchproc_data;
+COMMENT ON SCHEMA batchproc_data IS 'batchproc results: one table batch_N per batch';
+
+CREATE TABLE batchproc.batches (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    state          text NOT NULL DEFAULT 'queued'
+                   CONSTRAINT batches_state_check CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY[
+                       'queued', 'importing', 'running', 'exporting',
+                       'succeeded', 'failed', 'cancelled'])),
+    config         jsonb NOT NULL,
+    owner          regrole NOT NULL DEFAULT pg_catalog.current_user()::pg_catalog.regrole,
+    total_rows     bigint,
+    succeeded_rows bigint NOT NULL DEFAULT 0,
+    failed_rows    bigint NOT NULL DEFAULT 0,
+    result_table   regclass,
+    error          text,
+    submitted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at     timestamptz,
+    finished_at    timestamptz
+);
+COMMENT ON TABLE batchproc.batches IS 'One row per submitted batch and its state';
+
+CREATE INDEX batches_unfinished_idx ON batchproc.batches (id)
+    WHERE state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled']);
+
+CREATE TABLE batchproc.targets (
+    name          text PRIMARY KEY,
+    type          text NOT NULL
+                  CONSTRAINT targets_type_check CHECK (type OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'tool', 'http'])),
+    arn           text,
+    url           text,
+    express       boolean NOT NULL DEFAULT false,
+    headers       jsonb NOT NULL DEFAULT '{}',
+    output_schema jsonb,
+    description   text,
+    CONSTRAINT targets_address_check CHECK (
+        CASE type
+            WHEN 'http' THEN url IS NOT NULL AND arn IS NULL
+            ELSE url IS NULL
+        END),
+    CONSTRAINT targets_express_check CHECK (NOT express OR type OPERATOR(pg_catalog.=) 'agent')
+);
+COMMENT ON TABLE batchproc.targets IS 'Registry of agents, tools and HTTP endpoints that batches may call';
+
+CREATE TABLE batchproc.dead_letters (
+    batch_id  bigint NOT NULL REFERENCES batchproc.batches (id) ON DELETE CASCADE,
+    row_id    bigint NOT NULL,
+    payload   jsonb NOT NULL,
+    error     text NOT NULL,
+    attempts  integer NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (batch_id, row_id)
+);
+COMMENT ON TABLE batchproc.dead_letters IS 'Rows that failed after every retry, kept for review and redrive';
+
+-- User data in these tables belongs in pg_dump output.
+SELECT pg_catalog.pg_extension_config_dump('batchproc.batches', '');
+SELECT pg_catalog.pg_extension_config_dump('batchproc.batches_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('batchproc.targets', '');
+SELECT pg_catalog.pg_extension_config_dump('batchproc.dead_letters', '');
+
+CREATE FUNCTION pg_catalog.batchproc_submit(config jsonb)
+RETURNS bigint
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_submit';
+COMMENT ON FUNCTION pg_catalog.batchproc_submit(jsonb) IS 'Queue a batch; work starts when the transaction commits';

@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * batchproc.c
+ *	  Module entry point: settings, shared memory requests, the launcher's
+ *	  registration and the backend hooks.
+ *
+ * Everything that needs the postmaster (shared memory, background workers)
+ * is set up only when the library is listed in shared_preload_libraries.
+ * Loaded any other way (CREATE EXTENSION, a plain LOAD) the module still
+ * defines its settings, so the SQL objects can be created and inspected;
+ * functions that need a worker then say how to enable it.
+ *
+ * IDENTIFICATION
+ *	  src/batchproc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "batchproc.h"
+
+PG_MODULE_MAGIC;
+
+bool		batchproc_loaded_at_startup = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+static void
+bp_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	batchproc_shmem_request();
+}
+
+static void
+bp_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	batchproc_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("batchproc.max_databases",
+							"Sets the most databases batchproc serves at once.",
+							"Each database with the extension installed uses one "
+							"background worker and one slot of shared memory.",
+							&batchproc_max_databases,
+							64, 1, 4096,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("batchproc");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	batchproc_loaded_at_startup = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = bp_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = bp_shmem_startup;
+
+	batchproc_register_launcher();
+	batchproc_install_hooks();
+}

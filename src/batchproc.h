@@ -1,0 +1,85 @@
+/*-------------------------------------------------------------------------
+ *
+ * batchproc.h
+ *	  Declarations shared by the files of the batchproc extension.
+ *
+ * The extension runs one launcher process per cluster and one worker per
+ * database that has the extension installed.  They share a small array of
+ * database slots in shared memory (launcher.c); ordinary backends reach it
+ * to wake workers when a transaction that queued work commits (api.c).
+ *
+ * IDENTIFICATION
+ *	  src/batchproc.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_H
+#define BATCHPROC_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define BATCHPROC_EXTENSION_NAME	"batchproc"
+#define BATCHPROC_LAUNCHER_TYPE		"batchproc launcher"
+#define BATCHPROC_WORKER_TYPE		"batchproc worker"
+
+/*
+ * What the launcher knows about one database.  A slot is claimed by the
+ * launcher when it first sees a connectable database and is released when
+ * the database disappears.
+ */
+typedef enum BatchprocSlotState
+{
+	SLOT_FREE = 0,
+	SLOT_WANTED,				/* a worker should be started (or probe) */
+	SLOT_STARTING,				/* registered, not yet attached */
+	SLOT_RUNNING,				/* worker attached and serving */
+	SLOT_ABSENT,				/* extension not installed; no worker */
+	SLOT_DROPPING				/* DROP DATABASE under way */
+} BatchprocSlotState;
+
+typedef struct BatchprocDbSlot
+{
+	Oid			dboid;
+	BatchprocSlotState state;
+	pid_t		worker_pid;
+	Latch	   *worker_latch;	/* the worker's procLatch, in shared memory */
+	TimestampTz state_since;
+} BatchprocDbSlot;
+
+typedef struct BatchprocShared
+{
+	LWLock	   *lock;			/* protects everything below */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nslots;
+	BatchprocDbSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} BatchprocShared;
+
+/* batchproc.c */
+extern bool batchproc_loaded_at_startup;
+
+/* launcher.c */
+extern BatchprocShared *batchproc_shared;
+extern void batchproc_shmem_request(void);
+extern void batchproc_shmem_startup(void);
+extern void batchproc_register_launcher(void);
+extern PGDLLEXPORT void batchproc_launcher_main(Datum main_arg);
+extern void batchproc_wake_launcher(void);
+extern void batchproc_wake_worker(Oid dboid);
+extern void batchproc_stop_worker_for_drop(Oid dboid);
+extern void batchproc_worker_attach(int slotno, Oid dboid);
+extern void batchproc_worker_detach(int slotno, bool extension_absent);
+extern int	batchproc_max_databases;
+
+/* worker.c */
+extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
+
+/* hooks.c */
+extern void batchproc_install_hooks(void);
+extern void batchproc_wake_worker_at_commit(void);
+
+#endif							/* BATCHPROC_H */

@@ -1,0 +1,134 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The per-database worker: its life cycle and its one wait point.
+ *
+ * The launcher starts one worker per database.  The worker first checks
+ * that the extension is installed; if not, it tells the launcher so and
+ * exits.  Otherwise it serves the database until the extension is dropped,
+ * the database is dropped, or the server shuts down.  It sleeps on its latch
+ * with no timeout: a backend that queues a batch sets the latch at commit.
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "batchproc.h"
+
+static int	my_slot = -1;
+static bool extension_absent = false;
+
+static void
+worker_on_exit(int code, Datum arg)
+{
+	batchproc_worker_detach(my_slot, extension_absent);
+}
+
+static bool
+extension_installed(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid(BATCHPROC_EXTENSION_NAME, true));
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Take every queued batch.  Running a batch (import, dispatch, export) is
+ * not built yet, so each one is failed with an error that says so rather
+ * than left queued forever.
+ */
+static void
+take_queued_batches(void)
+{
+	int			ret;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "batchproc: taking queued batches");
+
+	ret = SPI_execute("UPDATE batchproc.batches"
+					  "   SET state = 'failed',"
+					  "       started_at = pg_catalog.now(),"
+					  "       finished_at = pg_catalog.now(),"
+					  "       error = 'this version of batchproc queues batches but cannot run them yet'"
+					  " WHERE state OPERATOR(pg_catalog.=) 'queued'",
+					  false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not update queued batches: SPI_execute returned %d", ret);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+batchproc_worker_main(Datum main_arg)
+{
+	Oid			dboid;
+	MemoryContext loop_cxt;
+
+	my_slot = DatumGetInt32(main_arg);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* Attach before connecting, so that DROP DATABASE can reach us. */
+	batchproc_worker_attach(my_slot, dboid);
+	before_shmem_exit(worker_on_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextReset(loop_cxt);
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (!extension_installed())
+		{
+			extension_absent = true;
+			proc_exit(0);
+		}
+
+		take_queued_batches();
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
