@@ -26,8 +26,6 @@
 
 PG_MODULE_MAGIC;
 
-bool		batchproc_loaded_at_startup = false;
-
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -52,22 +50,25 @@ bp_shmem_startup(void)
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("batchproc.max_databases",
-							"Sets the most databases batchproc serves at once.",
-							"Each database with the extension installed uses one "
-							"background worker and one slot of shared memory.",
-							&batchproc_max_databases,
-							64, 1, 4096,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/*
+	 * PGC_POSTMASTER settings can only be defined while the postmaster
+	 * loads the library; loaded later, the module has no workers to size.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("batchproc.max_databases",
+								"Sets the most databases batchproc serves at once.",
+								"Each database with the extension installed uses one "
+								"background worker and one slot of shared memory.",
+								&batchproc_max_databases,
+								64, 1, 4096,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batchproc");
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-
-	batchproc_loaded_at_startup = true;
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = bp_shmem_request;

@@ -59,9 +59,6 @@ typedef struct BatchprocShared
 	BatchprocDbSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } BatchprocShared;
 
-/* batchproc.c */
-extern bool batchproc_loaded_at_startup;
-
 /* launcher.c */
 extern BatchprocShared *batchproc_shared;
 extern void batchproc_shmem_request(void);

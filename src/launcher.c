@@ -347,6 +347,8 @@ static bool
 start_worker(int slotno, Oid dboid)
 {
 	BackgroundWorker worker;
+	MemoryContext oldcxt;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -365,7 +367,11 @@ start_worker(int slotno, Oid dboid)
 		pfree(worker_handles[slotno]);
 		worker_handles[slotno] = NULL;
 	}
-	if (!RegisterDynamicBackgroundWorker(&worker, &worker_handles[slotno]))
+	/* The handle must outlive the loop's memory context. */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &worker_handles[slotno]);
+	MemoryContextSwitchTo(oldcxt);
+	if (!registered)
 	{
 		if (!reported_no_bgworker)
 			ereport(WARNING,
@@ -491,6 +497,7 @@ batchproc_launcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			elog(DEBUG1, "batchproc launcher reloaded its configuration");
 		}
 
 		sync_slots_with_catalog();

@@ -103,6 +103,8 @@ batchproc_worker_main(Datum main_arg)
 	before_shmem_exit(worker_on_exit, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	elog(DEBUG1, "batchproc worker for database %u attached to slot %d",
+		 dboid, my_slot);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -117,11 +119,15 @@ batchproc_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			elog(DEBUG1, "batchproc worker for database %u reloaded its configuration",
+				 dboid);
 		}
 
 		if (!extension_installed())
 		{
 			extension_absent = true;
+			elog(DEBUG1, "batchproc extension is not installed in database %u",
+				 dboid);
 			proc_exit(0);
 		}
 

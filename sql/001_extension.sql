@@ -1,0 +1,67 @@
+-- The extension's objects, as a user sees them right after CREATE EXTENSION.
+CREATE EXTENSION batchproc;
+
+SELECT extname, extversion, extnamespace::regnamespace, extrelocatable
+  FROM pg_extension WHERE extname = 'batchproc';
+
+-- Both schemas belong to the extension.
+SELECT n.nspname
+  FROM pg_namespace n
+  JOIN pg_depend d ON d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'batchproc')
+   AND d.deptype = 'e'
+ ORDER BY 1;
+
+-- The catalog tables and their columns.
+SELECT table_name, column_name, data_type, is_nullable, column_default
+  FROM information_schema.columns
+ WHERE table_schema = 'batchproc'
+ ORDER BY table_name, ordinal_position;
+
+-- The SQL API.
+SELECT p.oid::regprocedure, p.prorettype::regtype
+  FROM pg_proc p
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'batchproc')
+   AND d.deptype = 'e'
+ ORDER BY 1::text;
+
+-- pg_dump keeps user data of the catalog tables.
+SELECT unnest(extconfig)::regclass AS dumped
+  FROM pg_extension WHERE extname = 'batchproc'
+ ORDER BY 1::text;
+
+-- The registry accepts the three kinds of target and refuses nonsense.
+INSERT INTO batchproc.targets (name, type, arn)
+VALUES ('ticket_classifier_agent', 'agent',
+        'arn:aws:states:us-east-1:123456789012:stateMachine:ticket-classifier');
+INSERT INTO batchproc.targets (name, type, arn)
+VALUES ('generate_description', 'tool',
+        'arn:aws:lambda:us-east-1:123456789012:function:generate-description');
+INSERT INTO batchproc.targets (name, type, url)
+VALUES ('enricher', 'http', 'http://127.0.0.1:9/enrich');
+INSERT INTO batchproc.targets (name, type) VALUES ('bad', 'robot');
+INSERT INTO batchproc.targets (name, type, arn) VALUES ('no_url', 'http', 'arn:x');
+INSERT INTO batchproc.targets (name, type, express) VALUES ('fast_tool', 'tool', true);
+SELECT name, type, express FROM batchproc.targets ORDER BY name;
+
+-- A batch row only takes the known states.
+\set VERBOSITY terse
+INSERT INTO batchproc.batches (config, state) VALUES ('{}', 'paused');
+\set VERBOSITY default
+
+-- batchproc_submit wants an object, and queues a batch in the caller's
+-- transaction; a rollback leaves nothing behind.
+SELECT batchproc_submit('[1, 2]');
+SELECT batchproc_submit('"s3://bucket/key.csv"');
+BEGIN;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv"}') > 0 AS queued;
+SELECT state, owner = current_user::regrole AS mine, started_at IS NULL AS not_started
+  FROM batchproc.batches;
+ROLLBACK;
+SELECT count(*) FROM batchproc.batches;
+
+-- DROP EXTENSION removes everything it created.
+DROP EXTENSION batchproc;
+SELECT nspname FROM pg_namespace WHERE nspname LIKE 'batchproc%';
+SELECT proname FROM pg_proc WHERE proname LIKE 'batchproc%';

@@ -1,0 +1,169 @@
+# The launcher and the per-database workers: who runs where, and how they
+# come and go with databases, the extension, signals and crashes.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = PostgreSQL::Test::Cluster->new('workers');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'batchproc'\nrestart_after_crash = on");
+$node->start;
+
+# How many batchproc workers serve a database, by name.
+sub workers_in
+{
+	my ($db) = @_;
+	return "SELECT count(*) FROM pg_stat_activity"
+	  . " WHERE backend_type = 'batchproc worker' AND datname = '$db'";
+}
+
+sub worker_pid
+{
+	my ($db) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity"
+		  . " WHERE backend_type = 'batchproc worker' AND datname = '$db'");
+}
+
+# Poll for at most $seconds: the promise under test is "within $seconds".
+sub comes_true_within
+{
+	my ($seconds, $db, $query, $expected) = @_;
+	my $deadline = time() + $seconds;
+	while (time() < $deadline)
+	{
+		return 1 if $node->safe_psql($db, $query) eq $expected;
+		Time::HiRes::usleep(50_000);
+	}
+	return $node->safe_psql($db, $query) eq $expected;
+}
+
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc launcher'"),
+	'the launcher runs once the server is up');
+
+# CREATE EXTENSION in a running server starts the database's worker.
+$node->safe_psql('postgres', 'CREATE EXTENSION batchproc');
+ok(comes_true_within(5, 'postgres', workers_in('postgres'), '1'),
+	'CREATE EXTENSION starts a worker within 5 seconds');
+
+# A database created later, with the extension, gets its own worker; a
+# template with the extension gets none (it would block CREATE DATABASE).
+$node->safe_psql('template1', 'CREATE EXTENSION batchproc');
+$node->safe_psql('postgres', 'CREATE DATABASE shop');
+ok(comes_true_within(5, 'postgres', workers_in('shop'), '1'),
+	'a database created after start-up gets its worker within 5 seconds');
+is($node->safe_psql('postgres', workers_in('template1')), '0',
+	'no worker connects to a template database');
+$node->safe_psql('template1', 'DROP EXTENSION batchproc');
+
+# A database without the extension has no worker, until it gets it.
+$node->safe_psql('postgres', 'CREATE DATABASE plain');
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION batchproc');
+ok(comes_true_within(5, 'postgres', workers_in('other'), '1'),
+	'the worker of a second new database starts');
+is($node->safe_psql('postgres', workers_in('plain')), '0',
+	'a database without the extension has no worker');
+$node->safe_psql('plain', 'CREATE EXTENSION batchproc');
+ok(comes_true_within(5, 'postgres', workers_in('plain'), '1'),
+	'the extension created later in an existing database gets a worker');
+
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(datname || '=' || n, ',' ORDER BY datname) FROM"
+		  . " (SELECT datname, count(*) AS n FROM pg_stat_activity"
+		  . "   WHERE backend_type = 'batchproc worker' GROUP BY datname) w"),
+	'other=1,plain=1,postgres=1,shop=1',
+	'exactly one worker per database with the extension');
+
+# DROP EXTENSION ends the worker; DROP DATABASE is not blocked by it.
+$node->safe_psql('plain', 'DROP EXTENSION batchproc');
+ok(comes_true_within(5, 'postgres', workers_in('plain'), '0'),
+	'DROP EXTENSION ends the worker');
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP DATABASE other');
+is($ret, 0, 'DROP DATABASE succeeds while the database has a worker')
+  or diag($stderr);
+ok(comes_true_within(5, 'postgres', workers_in('other'), '0'),
+	'the worker of a dropped database is gone');
+
+# An idle worker sleeps on its latch and uses no CPU.
+my $pid = worker_pid('postgres');
+is( $node->safe_psql('postgres',
+		"SELECT wait_event_type || '/' || wait_event FROM pg_stat_activity WHERE pid = $pid"),
+	'Extension/Extension',
+	'an idle worker waits on its latch');
+sub cpu_ticks
+{
+	my ($p) = @_;
+	open(my $fh, '<', "/proc/$p/stat") or die "cannot read /proc/$p/stat: $!";
+	my @f = split(' ', <$fh>);
+	close($fh);
+	return $f[13] + $f[14];
+}
+my $ticks_before = cpu_ticks($pid);
+sleep(2);
+cmp_ok(cpu_ticks($pid) - $ticks_before, '<=', 1,
+	'an idle worker uses no CPU over two seconds');
+
+# The submitting side wakes the worker at commit.  The worker sleeps with
+# no timeout, so without that wake the batch would stay queued.
+my $session = $node->background_psql('postgres');
+$session->query_safe('BEGIN');
+my $batch = $session->query_safe(
+	q{SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv"}')});
+is( $node->safe_psql('postgres', "SELECT count(*) FROM batchproc.batches WHERE id = $batch"),
+	'0', 'an uncommitted batch is invisible to the worker');
+$session->query_safe('COMMIT');
+$session->quit;
+ok( $node->poll_query_until('postgres',
+		"SELECT state <> 'queued' FROM batchproc.batches WHERE id = $batch"),
+	'the worker takes a batch as soon as its transaction commits');
+
+# SIGHUP: the worker rereads the configuration at once.
+$node->append_conf('postgresql.conf', 'log_min_messages = debug1');
+my $log_offset = -s $node->logfile;
+$node->reload;
+ok( $node->wait_for_log(
+		qr/batchproc worker for database \d+ reloaded its configuration/, $log_offset),
+	'the worker reacts to SIGHUP');
+
+# A worker ended by SIGTERM comes back, under a new pid.
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
+		  . " AND datname = 'postgres' AND pid <> $pid"),
+	'a terminated worker is restarted');
+
+# kill -9 makes the postmaster restart every process; the worker returns.
+$pid = worker_pid('postgres');
+kill 'KILL', $pid;
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
+		  . " AND datname = 'postgres' AND pid <> $pid"),
+	'a worker killed with SIGKILL comes back after the crash restart');
+ok($node->poll_query_until('postgres', 'SELECT (' . workers_in('shop') . ') = 1'),
+	'every database gets its worker back after the crash restart');
+
+# A fast shutdown does not wait on the workers.
+my $start = time();
+$node->stop('fast');
+cmp_ok(time() - $start, '<', 2, 'pg_ctl stop -m fast completes within 2 seconds');
+
+# Without the library preloaded, the extension installs but cannot queue.
+my $bare = PostgreSQL::Test::Cluster->new('bare');
+$bare->init;
+$bare->start;
+$bare->safe_psql('postgres', 'CREATE EXTENSION batchproc');
+($ret, $stdout, $stderr) =
+  $bare->psql('postgres', q{SELECT batchproc_submit('{}')});
+isnt($ret, 0, 'batchproc_submit fails when the library is not preloaded');
+like($stderr, qr/needs the batchproc background worker/, 'the error says why');
+like($stderr, qr/HINT:  Add batchproc to "shared_preload_libraries"/,
+	'the hint says what to do');
+$bare->stop;
+
+done_testing();
