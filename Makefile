@@ -4,8 +4,11 @@ EXTENSION = batchproc
 MODULE_big = batchproc
 OBJS = \
 	src/api.o \
+	src/aws_settings.o \
 	src/batchproc.o \
+	src/credentials.o \
 	src/hooks.o \
+	src/http.o \
 	src/launcher.o \
 	src/worker.o
 

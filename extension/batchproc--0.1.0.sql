@@ -71,3 +71,11 @@ RETURNS bigint
 LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_submit';
 COMMENT ON FUNCTION pg_catalog.batchproc_submit(jsonb) IS 'Queue a batch; work starts when the transaction commits';
+
+CREATE FUNCTION batchproc.aws_credentials(OUT source text, OUT access_key_id text,
+                                          OUT expires_at timestamptz)
+RETURNS record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_aws_credentials_info';
+COMMENT ON FUNCTION batchproc.aws_credentials() IS 'Where the server finds its AWS credentials (never the secret)';
+REVOKE ALL ON FUNCTION batchproc.aws_credentials() FROM PUBLIC;

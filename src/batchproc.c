@@ -22,6 +22,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "aws.h"
 #include "batchproc.h"
 
 PG_MODULE_MAGIC;
@@ -64,6 +65,8 @@ _PG_init(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
+
+	batchproc_define_aws_settings();
 
 	MarkGUCPrefixReserved("batchproc");
 

@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * aws.h
+ *	  AWS settings, endpoints, credentials and the standard retry policy.
+ *
+ * IDENTIFICATION
+ *	  src/aws.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_AWS_H
+#define BATCHPROC_AWS_H
+
+#include "datatype/timestamp.h"
+
+typedef enum BatchprocAwsService
+{
+	BATCHPROC_AWS_S3,
+	BATCHPROC_AWS_LAMBDA,
+	BATCHPROC_AWS_SFN,
+	BATCHPROC_AWS_STS
+} BatchprocAwsService;
+
+typedef struct BatchprocAwsCredentials
+{
+	char	   *access_key_id;
+	char	   *secret_access_key;
+	char	   *session_token;	/* NULL for long-term keys */
+	TimestampTz expires_at;		/* 0 for credentials that do not expire */
+	const char *source;			/* "settings", "environment", "profile
+								 * default", ... for messages */
+} BatchprocAwsCredentials;
+
+/* aws_settings.c */
+extern char *batchproc_aws_access_key_id;
+extern char *batchproc_aws_secret_access_key;
+extern char *batchproc_aws_session_token;
+extern int	batchproc_s3_part_size_mb;
+extern int	batchproc_aws_max_attempts;
+
+extern void batchproc_define_aws_settings(void);
+extern const char *batchproc_aws_region(void);
+
+/*
+ * The base URL for a service, without a trailing slash, and whether it was
+ * overridden (an override makes S3 use path-style addressing).
+ */
+extern char *batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden);
+extern bool batchproc_s3_path_style(void);
+
+/*
+ * Standard retry mode: is this failure worth another attempt, and how long
+ * to wait before attempt number `attempt` (2, 3, ...).
+ */
+extern bool batchproc_aws_retryable(long status, bool transport_error,
+									const char *error_code);
+extern bool batchproc_aws_throttling(long status, const char *error_code);
+extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
+									 const char *retry_after);
+
+/* credentials.c */
+extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);
+extern void batchproc_aws_forget_credentials(void);
+
+#endif							/* BATCHPROC_AWS_H */

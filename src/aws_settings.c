@@ -1,0 +1,314 @@
+/*-------------------------------------------------------------------------
+ *
+ * aws_settings.c
+ *	  AWS settings: the batchproc.* parameters for credentials, region,
+ *	  endpoints and S3 behaviour, and the standard retry policy.
+ *
+ * Settings come first, then the standard AWS environment variables, then
+ * AWS's defaults.  Anything that changes where requests go or what they
+ * are signed with is superuser-only: an ordinary user who could point the
+ * endpoint elsewhere could collect the server's signatures.
+ *
+ * Retries follow the AWS SDKs' "standard" mode with the newer parameter
+ * set: full jitter, a 50 ms base for transient errors and 1 s for
+ * throttling, doubling per attempt, capped at 20 s, and a server's
+ * Retry-After or x-amz-retry-after honoured when it asks for longer.
+ *
+ * IDENTIFICATION
+ *	  src/aws_settings.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <stdlib.h>
+
+#include "common/pg_prng.h"
+#include "utils/guc.h"
+
+#include "aws.h"
+
+char	   *batchproc_aws_access_key_id = NULL;
+char	   *batchproc_aws_secret_access_key = NULL;
+char	   *batchproc_aws_session_token = NULL;
+int			batchproc_s3_part_size_mb = 16;
+int			batchproc_aws_max_attempts = 3;
+
+static char *aws_region_setting = NULL;
+static char *endpoint_url = NULL;
+static char *endpoint_url_s3 = NULL;
+static char *endpoint_url_lambda = NULL;
+static char *endpoint_url_sfn = NULL;
+static int	s3_path_style = -1;
+
+#define RETRY_BASE_MS			50
+#define RETRY_THROTTLE_BASE_MS	1000
+#define RETRY_CAP_MS			20000
+
+static const struct config_enum_entry path_style_options[] = {
+	{"auto", -1, false},
+	{"on", 1, false},
+	{"off", 0, false},
+	{"true", 1, true},
+	{"false", 0, true},
+	{"yes", 1, true},
+	{"no", 0, true},
+	{"1", 1, true},
+	{"0", 0, true},
+	{NULL, 0, false}
+};
+
+static bool
+check_endpoint_url(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("An endpoint URL must start with http:// or https://.");
+		return false;
+	}
+	if (strchr(v, '?') || strchr(v, '#'))
+	{
+		GUC_check_errdetail("An endpoint URL takes no query or fragment.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_region(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	for (const char *p = v; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+		{
+			GUC_check_errdetail("A region name holds only lowercase letters, digits and hyphens, as in \"eu-west-1\".");
+			return false;
+		}
+	}
+	return true;
+}
+
+static void
+define_secret(const char *name, const char *short_desc, char **var)
+{
+	DefineCustomStringVariable(name, short_desc, NULL, var, NULL,
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+}
+
+static void
+define_endpoint(const char *name, const char *short_desc, char **var)
+{
+	DefineCustomStringVariable(name, short_desc,
+							   "Empty means the environment's AWS_ENDPOINT_URL variables, then AWS itself.",
+							   var, "", PGC_SUSET, 0,
+							   check_endpoint_url, NULL, NULL);
+}
+
+void
+batchproc_define_aws_settings(void)
+{
+	define_secret("batchproc.aws_access_key_id",
+				  "AWS access key id used to sign requests.",
+				  &batchproc_aws_access_key_id);
+	define_secret("batchproc.aws_secret_access_key",
+				  "AWS secret access key used to sign requests.",
+				  &batchproc_aws_secret_access_key);
+	define_secret("batchproc.aws_session_token",
+				  "AWS session token for temporary credentials.",
+				  &batchproc_aws_session_token);
+
+	DefineCustomStringVariable("batchproc.aws_region",
+							   "AWS region of S3 buckets, functions and state machines.",
+							   "Empty means AWS_REGION, then AWS_DEFAULT_REGION, then us-east-1.",
+							   &aws_region_setting, "", PGC_SUSET, 0,
+							   check_region, NULL, NULL);
+
+	define_endpoint("batchproc.endpoint_url",
+					"Endpoint URL for every AWS service.", &endpoint_url);
+	define_endpoint("batchproc.endpoint_url_s3",
+					"Endpoint URL for S3.", &endpoint_url_s3);
+	define_endpoint("batchproc.endpoint_url_lambda",
+					"Endpoint URL for AWS Lambda.", &endpoint_url_lambda);
+	define_endpoint("batchproc.endpoint_url_sfn",
+					"Endpoint URL for AWS Step Functions.", &endpoint_url_sfn);
+
+	DefineCustomEnumVariable("batchproc.s3_force_path_style",
+							 "Addresses S3 buckets in the path rather than the host name.",
+							 "auto uses path style exactly when an S3 endpoint is overridden.",
+							 &s3_path_style, -1, path_style_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.s3_part_size",
+							"Size of each part of a multipart upload to S3.",
+							"Objects larger than one part are uploaded in parts of this size.",
+							&batchproc_s3_part_size_mb,
+							16, 5, 5120,
+							PGC_USERSET, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.aws_max_attempts",
+							"Attempts per AWS request before giving up, the first included.",
+							NULL,
+							&batchproc_aws_max_attempts,
+							3, 1, 10,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+}
+
+static const char *
+nonempty_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return (v && v[0]) ? v : NULL;
+}
+
+const char *
+batchproc_aws_region(void)
+{
+	const char *v;
+
+	if (aws_region_setting && aws_region_setting[0])
+		return aws_region_setting;
+	if ((v = nonempty_env("AWS_REGION")) != NULL)
+		return v;
+	if ((v = nonempty_env("AWS_DEFAULT_REGION")) != NULL)
+		return v;
+	return "us-east-1";
+}
+
+static char *
+without_trailing_slash(const char *url)
+{
+	char	   *s = pstrdup(url);
+	size_t		len = strlen(s);
+
+	while (len > 0 && s[len - 1] == '/')
+		s[--len] = '\0';
+	return s;
+}
+
+char *
+batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden)
+{
+	const char *setting = NULL;
+	const char *env_name = NULL;
+	const char *host_prefix = NULL;
+	const char *v;
+
+	switch (service)
+	{
+		case BATCHPROC_AWS_S3:
+			setting = endpoint_url_s3;
+			env_name = "AWS_ENDPOINT_URL_S3";
+			host_prefix = "s3";
+			break;
+		case BATCHPROC_AWS_LAMBDA:
+			setting = endpoint_url_lambda;
+			env_name = "AWS_ENDPOINT_URL_LAMBDA";
+			host_prefix = "lambda";
+			break;
+		case BATCHPROC_AWS_SFN:
+			setting = endpoint_url_sfn;
+			env_name = "AWS_ENDPOINT_URL_SFN";
+			host_prefix = "states";
+			break;
+		case BATCHPROC_AWS_STS:
+			setting = NULL;
+			env_name = "AWS_ENDPOINT_URL_STS";
+			host_prefix = "sts";
+			break;
+	}
+
+	*overridden = true;
+	if (setting && setting[0])
+		return without_trailing_slash(setting);
+	if (endpoint_url && endpoint_url[0])
+		return without_trailing_slash(endpoint_url);
+	if ((v = nonempty_env(env_name)) != NULL)
+		return without_trailing_slash(v);
+	if ((v = nonempty_env("AWS_ENDPOINT_URL")) != NULL)
+		return without_trailing_slash(v);
+
+	*overridden = false;
+	return psprintf("https://%s.%s.amazonaws.com", host_prefix, batchproc_aws_region());
+}
+
+bool
+batchproc_s3_path_style(void)
+{
+	bool		overridden;
+
+	if (s3_path_style >= 0)
+		return s3_path_style == 1;
+	(void) batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
+	return overridden;
+}
+
+bool
+batchproc_aws_throttling(long status, const char *code)
+{
+	static const char *const codes[] = {
+		"Throttling", "ThrottlingException", "ThrottledException",
+		"RequestThrottledException", "TooManyRequestsException",
+		"ProvisionedThroughputExceededException", "TransactionInProgressException",
+		"RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException",
+		"RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+		"EC2ThrottledException", NULL
+	};
+
+	if (status == 429)
+		return true;
+	if (code == NULL)
+		return false;
+	for (int i = 0; codes[i]; i++)
+		if (strcmp(code, codes[i]) == 0)
+			return true;
+	return false;
+}
+
+bool
+batchproc_aws_retryable(long status, bool transport_error, const char *error_code)
+{
+	if (transport_error)
+		return true;
+	if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429)
+		return true;
+	if (error_code && (strcmp(error_code, "RequestTimeout") == 0 ||
+					   strcmp(error_code, "RequestTimeoutException") == 0 ||
+					   strcmp(error_code, "InternalError") == 0))
+		return true;
+	return batchproc_aws_throttling(status, error_code);
+}
+
+long
+batchproc_aws_backoff_ms(int attempt, bool throttled, const char *retry_after)
+{
+	double		ceiling = throttled ? RETRY_THROTTLE_BASE_MS : RETRY_BASE_MS;
+	long		delay;
+
+	for (int i = 2; i < attempt && ceiling < RETRY_CAP_MS; i++)
+		ceiling *= 2;
+	ceiling = Min(ceiling, RETRY_CAP_MS);
+	delay = (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
+
+	if (retry_after && retry_after[0])
+	{
+		char	   *end;
+		double		seconds = strtod(retry_after, &end);
+
+		if (end != retry_after && seconds >= 0)
+			delay = Max(delay, (long) Min(seconds * 1000.0, RETRY_CAP_MS));
+	}
+	return delay;
+}

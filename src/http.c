@@ -1,0 +1,628 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The HTTP transport: one libcurl multi handle per process, driven from
+ *	  a WaitEventSet over the latch and curl's sockets.
+ *
+ * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
+ * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION).  Both
+ * callbacks only write into fixed-size state: they cannot throw.  The wait
+ * loop rebuilds its WaitEventSet when the socket set changed (PostgreSQL 15
+ * cannot remove an event from a set), waits, and hands readiness back to
+ * curl_multi_socket_action.  CHECK_FOR_INTERRUPTS runs at every wake, so a
+ * query cancel or SIGTERM ends a transfer at once; the transfer's resources
+ * go with its memory context.
+ *
+ * Response bodies land in malloc'd buffers grown by the write callback up
+ * to the request's limit; a failed allocation or an overflow is recorded
+ * and reported by the caller, never thrown from the callback.
+ *
+ * IDENTIFICATION
+ *	  src/http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+
+#include "http.h"
+
+/* We rely on curl_multi_poll-era behaviour and CURLOPT_PROTOCOLS_STR. */
+_Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is required");
+
+#define MAX_WATCHED_SOCKETS 1024
+#define STREAM_BUFFER_SIZE	(1024 * 1024)
+
+typedef struct WatchedSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} WatchedSocket;
+
+struct BatchprocHttpRequest
+{
+	CURL	   *easy;
+	struct curl_slist *header_list;
+	bool		in_multi;
+	bool		done;
+	bool		headers_done;
+	BatchprocHttpResponse response;
+	size_t		body_limit;
+	size_t		body_cap;
+	bool		body_alloc_failed;
+	const char *upload;
+	size_t		upload_len;
+	size_t		upload_pos;
+
+	/* streaming: a bounded buffer the write callback fills and pauses on */
+	bool		streaming;
+	bool		paused;
+	char	   *stream_buf;
+	size_t		stream_start;
+	size_t		stream_end;
+	char		errbuf[CURL_ERROR_SIZE];
+};
+
+static CURLM *multi = NULL;
+static WatchedSocket watched[MAX_WATCHED_SOCKETS];
+static int	nwatched = 0;
+static bool watch_overflow = false;
+static bool sockets_changed = true;
+static long curl_timeout_ms = -1;
+static WaitEventSet *wait_set = NULL;
+static MemoryContext wait_set_cxt = NULL;
+
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nwatched; i++)
+		if (watched[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nwatched)
+		{
+			watched[i] = watched[nwatched - 1];
+			nwatched--;
+		}
+	}
+	else if (i < nwatched)
+		watched[i].what = what;
+	else if (nwatched < MAX_WATCHED_SOCKETS)
+	{
+		watched[nwatched].fd = fd;
+		watched[nwatched].what = what;
+		nwatched++;
+	}
+	else
+		watch_overflow = true;
+	sockets_changed = true;
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	curl_timeout_ms = timeout_ms;
+	return 0;
+}
+
+static void
+ensure_multi(void)
+{
+	if (multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	wait_set_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc http wait",
+										 ALLOCSET_SMALL_SIZES);
+}
+
+static bool
+body_append(BatchprocHttpRequest *req, const char *data, size_t len)
+{
+	BatchprocHttpResponse *resp = &req->response;
+
+	if (resp->body_len + len > req->body_limit)
+	{
+		len = req->body_limit - resp->body_len;
+		resp->body_truncated = true;
+	}
+	if (resp->body_len + len + 1 > req->body_cap)
+	{
+		size_t		newcap = Max(req->body_cap * 2, resp->body_len + len + 1);
+		char	   *newbuf;
+
+		newcap = Max(newcap, 4096);
+		newbuf = realloc(resp->body, newcap);
+		if (newbuf == NULL)
+		{
+			req->body_alloc_failed = true;
+			return false;
+		}
+		resp->body = newbuf;
+		req->body_cap = newcap;
+	}
+	memcpy(resp->body + resp->body_len, data, len);
+	resp->body_len += len;
+	resp->body[resp->body_len] = '\0';
+	return true;
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	BatchprocHttpRequest *req = userp;
+	size_t		len = size * nmemb;
+	long		status = 0;
+
+	req->headers_done = true;
+	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+
+	if (req->streaming && status >= 200 && status < 300)
+	{
+		size_t		room;
+
+		/* Slide what is left to the front before deciding to pause. */
+		if (req->stream_start > 0)
+		{
+			memmove(req->stream_buf, req->stream_buf + req->stream_start,
+					req->stream_end - req->stream_start);
+			req->stream_end -= req->stream_start;
+			req->stream_start = 0;
+		}
+		room = STREAM_BUFFER_SIZE - req->stream_end;
+		if (room < len)
+		{
+			req->paused = true;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		memcpy(req->stream_buf + req->stream_end, data, len);
+		req->stream_end += len;
+		return len;
+	}
+
+	if (!body_append(req, data, len))
+		return 0;
+	/* Past the limit we stop the transfer; the caller reports it. */
+	if (req->response.body_truncated)
+		return 0;
+	return len;
+}
+
+static void
+keep_header(char *dest, const char *value, size_t len)
+{
+	while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+					   value[len - 1] == ' '))
+		len--;
+	while (len > 0 && *value == ' ')
+	{
+		value++;
+		len--;
+	}
+	len = Min(len, BATCHPROC_HTTP_HEADER_VALUE_MAX - 1);
+	memcpy(dest, value, len);
+	dest[len] = '\0';
+}
+
+static size_t
+header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	BatchprocHttpRequest *req = userp;
+	BatchprocHttpResponse *resp = &req->response;
+	size_t		len = size * nmemb;
+	const char *colon = memchr(data, ':', len);
+	size_t		namelen;
+	const char *value;
+	size_t		valuelen;
+
+	/* A new status line (redirect, 100 Continue) starts a new header set. */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
+	{
+		resp->request_id[0] = resp->retry_after[0] = resp->error_type[0] = '\0';
+		resp->function_error[0] = resp->etag[0] = resp->content_range[0] = '\0';
+		return len;
+	}
+	if (len <= 2)
+	{
+		long		status = 0;
+
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200)
+			req->headers_done = true;
+		return len;
+	}
+	if (colon == NULL)
+		return len;
+
+	namelen = colon - data;
+	value = colon + 1;
+	valuelen = len - namelen - 1;
+
+#define HEADER_IS(name) (namelen == strlen(name) && pg_strncasecmp(data, name, namelen) == 0)
+	if (HEADER_IS("x-amz-request-id") || HEADER_IS("x-amzn-requestid"))
+		keep_header(resp->request_id, value, valuelen);
+	else if (HEADER_IS("retry-after") || HEADER_IS("x-amz-retry-after"))
+		keep_header(resp->retry_after, value, valuelen);
+	else if (HEADER_IS("x-amzn-errortype"))
+		keep_header(resp->error_type, value, valuelen);
+	else if (HEADER_IS("x-amz-function-error"))
+		keep_header(resp->function_error, value, valuelen);
+	else if (HEADER_IS("etag"))
+		keep_header(resp->etag, value, valuelen);
+	else if (HEADER_IS("content-range"))
+		keep_header(resp->content_range, value, valuelen);
+	else if (HEADER_IS("content-length"))
+	{
+		char		buf[32];
+
+		keep_header(buf, value, Min(valuelen, sizeof(buf) - 1));
+		resp->content_length = strtoll(buf, NULL, 10);
+	}
+#undef HEADER_IS
+	return len;
+}
+
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userp)
+{
+	BatchprocHttpRequest *req = userp;
+	size_t		n = Min(size * nitems, req->upload_len - req->upload_pos);
+
+	memcpy(buffer, req->upload + req->upload_pos, n);
+	req->upload_pos += n;
+	return n;
+}
+
+static void
+release_request(BatchprocHttpRequest *req)
+{
+	if (req->easy)
+	{
+		if (req->in_multi)
+			curl_multi_remove_handle(multi, req->easy);
+		curl_easy_cleanup(req->easy);
+		req->easy = NULL;
+		req->in_multi = false;
+	}
+	if (req->header_list)
+	{
+		curl_slist_free_all(req->header_list);
+		req->header_list = NULL;
+	}
+	free(req->response.body);
+	req->response.body = NULL;
+	free(req->stream_buf);
+	req->stream_buf = NULL;
+}
+
+static void
+release_request_cb(void *arg)
+{
+	release_request((BatchprocHttpRequest *) arg);
+}
+
+BatchprocHttpRequest *
+batchproc_http_request(const char *method, const char *url, List *headers,
+					   const char *body, size_t body_len, size_t body_limit,
+					   long timeout_ms)
+{
+	BatchprocHttpRequest *req;
+	MemoryContextCallback *cb;
+	ListCell   *lc;
+
+	ensure_multi();
+
+	req = palloc0(sizeof(BatchprocHttpRequest));
+	req->response.content_length = -1;
+	req->body_limit = body_limit;
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = release_request_cb;
+	cb->arg = req;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+
+	req->easy = curl_easy_init();
+	if (req->easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle")));
+
+	foreach(lc, headers)
+	{
+		struct curl_slist *next = curl_slist_append(req->header_list, lfirst(lc));
+
+		if (next == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while building an HTTP request")));
+		req->header_list = next;
+	}
+	/* libcurl would add "Expect: 100-continue" to large uploads; S3 does
+	 * not need the extra round trip. */
+	req->header_list = curl_slist_append(req->header_list, "Expect:");
+
+	curl_easy_setopt(req->easy, CURLOPT_URL, url);
+	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->header_list);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	if (timeout_ms > 0)
+		curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	/* A connection that delivers nothing for 30 s is dead. */
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_TIME, 30L);
+
+	if (strcmp(method, "GET") == 0)
+		curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
+	else if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
+	else if (strcmp(method, "PUT") == 0)
+	{
+		req->upload = body;
+		req->upload_len = body ? body_len : 0;
+		curl_easy_setopt(req->easy, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(req->easy, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(req->easy, CURLOPT_READDATA, req);
+		curl_easy_setopt(req->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t) req->upload_len);
+	}
+	else
+	{
+		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, method);
+		curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) (body ? body_len : 0));
+	}
+	return req;
+}
+
+/* Collect finished transfers from libcurl. */
+static void
+reap_finished(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		BatchprocHttpRequest *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		req->done = true;
+		req->headers_done = true;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
+		if (msg->data.result != CURLE_OK)
+		{
+			BatchprocHttpResponse *resp = &req->response;
+
+			if (req->body_alloc_failed)
+				strlcpy(resp->error, "out of memory while receiving the response",
+						sizeof(resp->error));
+			else if (resp->body_truncated)
+				snprintf(resp->error, sizeof(resp->error),
+						 "response body larger than %zu bytes", req->body_limit);
+			else
+			{
+				resp->transport_error = true;
+				resp->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
+				strlcpy(resp->error,
+						req->errbuf[0] ? req->errbuf : curl_easy_strerror(msg->data.result),
+						sizeof(resp->error));
+			}
+		}
+	}
+}
+
+static void
+rebuild_wait_set(void)
+{
+	MemoryContextReset(wait_set_cxt);
+	wait_set = CreateWaitEventSet(wait_set_cxt, nwatched + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nwatched; i++)
+	{
+		uint32		events = 0;
+
+		if (watched[i].what & CURL_POLL_IN)
+			events |= WL_SOCKET_READABLE;
+		if (watched[i].what & CURL_POLL_OUT)
+			events |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(wait_set, events, watched[i].fd, NULL, NULL);
+	}
+	sockets_changed = false;
+}
+
+/*
+ * Wait once for curl's sockets, its timer or our latch, and let curl act.
+ * The one wait point of every HTTP exchange.
+ */
+static void
+wait_and_drive(void)
+{
+	WaitEvent	events[16];
+	int			nevents;
+	int			running;
+	long		timeout = curl_timeout_ms;
+
+	if (watch_overflow)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many open HTTP connections"),
+				 errdetail("batchproc watches at most %d sockets per process.",
+						   MAX_WATCHED_SOCKETS)));
+
+	if (sockets_changed || wait_set == NULL)
+		rebuild_wait_set();
+
+	/* With nothing to watch and no timer, curl wants to be called now. */
+	if (timeout < 0 && nwatched == 0)
+		timeout = 0;
+
+	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
+							   PG_WAIT_EXTENSION);
+	for (int i = 0; i < nevents; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		else
+		{
+			int			mask = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, events[i].fd, mask, &running);
+		}
+	}
+	if (nevents == 0)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	CHECK_FOR_INTERRUPTS();
+	reap_finished();
+}
+
+static void
+add_to_multi(BatchprocHttpRequest *req)
+{
+	CURLMcode	rc;
+	int			running;
+
+	rc = curl_multi_add_handle(multi, req->easy);
+	if (rc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(rc))));
+	req->in_multi = true;
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	reap_finished();
+}
+
+static void
+finish_response(BatchprocHttpRequest *req)
+{
+	if (req->in_multi)
+	{
+		curl_multi_remove_handle(multi, req->easy);
+		req->in_multi = false;
+	}
+	if (req->response.body == NULL)
+	{
+		/* Give callers a valid empty string to parse. */
+		if (!body_append(req, "", 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+	}
+}
+
+BatchprocHttpResponse *
+batchproc_http_perform(BatchprocHttpRequest *req)
+{
+	add_to_multi(req);
+	while (!req->done)
+		wait_and_drive();
+	finish_response(req);
+	return &req->response;
+}
+
+BatchprocHttpResponse *
+batchproc_http_stream_start(BatchprocHttpRequest *req)
+{
+	req->streaming = true;
+	req->stream_buf = malloc(STREAM_BUFFER_SIZE);
+	if (req->stream_buf == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	add_to_multi(req);
+	while (!req->done && !req->headers_done)
+		wait_and_drive();
+	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
+
+	/* An error status is read whole, for the caller to parse. */
+	if (req->response.status < 200 || req->response.status >= 300)
+	{
+		while (!req->done)
+			wait_and_drive();
+		finish_response(req);
+	}
+	return &req->response;
+}
+
+size_t
+batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
+						   size_t minread, size_t maxread)
+{
+	size_t		n;
+
+	for (;;)
+	{
+		size_t		avail = req->stream_end - req->stream_start;
+
+		if (avail >= minread || (req->done && !req->paused))
+			break;
+		if (req->paused)
+		{
+			int			running;
+
+			req->paused = false;
+			curl_easy_pause(req->easy, CURLPAUSE_CONT);
+			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			reap_finished();
+			continue;
+		}
+		wait_and_drive();
+	}
+
+	n = Min(maxread, req->stream_end - req->stream_start);
+	memcpy(buf, req->stream_buf + req->stream_start, n);
+	req->stream_start += n;
+	if (req->done && req->stream_start == req->stream_end)
+		finish_response(req);
+	return n;
+}
+
+BatchprocHttpResponse *
+batchproc_http_response(BatchprocHttpRequest *req)
+{
+	return &req->response;
+}
+
+void
+batchproc_http_free(BatchprocHttpRequest *req)
+{
+	release_request(req);
+}

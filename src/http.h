@@ -1,0 +1,89 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  The HTTP transport under everything batchproc says to the network.
+ *
+ * One libcurl multi handle per process holds the connection pool, so
+ * connections are reused across requests.  Waiting happens on a
+ * WaitEventSet over the process latch, curl's sockets and postmaster
+ * death, so a waiting backend or worker reacts to cancel, SIGTERM and
+ * SIGHUP at once.  libcurl callbacks never ereport and never palloc:
+ * they record what went wrong, and the caller reports it.
+ *
+ * A request's resources (easy handle, header list, response buffer) are
+ * released by a reset callback on the memory context it was created in, so
+ * an ERROR anywhere cleans up with the context.
+ *
+ * IDENTIFICATION
+ *	  src/http.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_HTTP_H
+#define BATCHPROC_HTTP_H
+
+#include "lib/stringinfo.h"
+
+/* Response headers worth keeping, each truncated to this many bytes. */
+#define BATCHPROC_HTTP_HEADER_VALUE_MAX 256
+
+typedef struct BatchprocHttpRequest BatchprocHttpRequest;
+
+typedef struct BatchprocHttpResponse
+{
+	long		status;			/* 0 if no HTTP response arrived */
+	bool		transport_error;	/* connection refused, reset, timeout ... */
+	bool		timed_out;
+	char		error[256];		/* libcurl's message, or ours */
+
+	/* body, up to the request's body limit (NUL-terminated) */
+	char	   *body;
+	size_t		body_len;
+	bool		body_truncated;
+
+	/* selected headers, "" when absent */
+	char		request_id[BATCHPROC_HTTP_HEADER_VALUE_MAX];	/* x-amz-request-id
+																 * or x-amzn-requestid */
+	char		retry_after[BATCHPROC_HTTP_HEADER_VALUE_MAX];	/* Retry-After or
+																 * x-amz-retry-after */
+	char		error_type[BATCHPROC_HTTP_HEADER_VALUE_MAX];	/* X-Amzn-ErrorType */
+	char		function_error[BATCHPROC_HTTP_HEADER_VALUE_MAX];	/* X-Amz-Function-Error */
+	char		etag[BATCHPROC_HTTP_HEADER_VALUE_MAX];
+	char		content_range[BATCHPROC_HTTP_HEADER_VALUE_MAX];
+	int64		content_length;	/* -1 when unknown */
+} BatchprocHttpResponse;
+
+/*
+ * Create a request in CurrentMemoryContext.  headers are full header lines
+ * ("Name: value").  body may be NULL; it is not copied and must live until
+ * the request is done.  body_limit caps the bytes of response body kept;
+ * more is an error (response->body_truncated) unless the request streams.
+ */
+extern BatchprocHttpRequest *batchproc_http_request(const char *method,
+													const char *url,
+													List *headers,
+													const char *body,
+													size_t body_len,
+													size_t body_limit,
+													long timeout_ms);
+
+/* Run a request to completion, waiting interruptibly. */
+extern BatchprocHttpResponse *batchproc_http_perform(BatchprocHttpRequest *req);
+
+/*
+ * Streaming: start the request, then read the body in pieces.  Reads
+ * block (interruptibly) until at least minread bytes are available or the
+ * response ends; returns the bytes copied, 0 at the end.  A response whose
+ * status is not 2xx is buffered whole (up to body_limit) instead, so the
+ * caller can parse the error; batchproc_http_stream_start returns once the
+ * status line and headers are in.
+ */
+extern BatchprocHttpResponse *batchproc_http_stream_start(BatchprocHttpRequest *req);
+extern size_t batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
+										 size_t minread, size_t maxread);
+extern BatchprocHttpResponse *batchproc_http_response(BatchprocHttpRequest *req);
+
+/* Release a request now rather than at its context's reset. */
+extern void batchproc_http_free(BatchprocHttpRequest *req);
+
+#endif							/* BATCHPROC_HTTP_H */
