@@ -6,10 +6,13 @@ OBJS = \
 	src/api.o \
 	src/aws_settings.o \
 	src/batchproc.o \
+	src/copy_s3.o \
 	src/credentials.o \
 	src/hooks.o \
 	src/http.o \
 	src/launcher.o \
+	src/s3.o \
+	src/sigv4.o \
 	src/worker.o
 
 # The install script lives in extension/ so that nothing in sql/ (the

@@ -79,3 +79,26 @@ LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_aws_credentials_info';
 COMMENT ON FUNCTION batchproc.aws_credentials() IS 'Where the server finds its AWS credentials (never the secret)';
 REVOKE ALL ON FUNCTION batchproc.aws_credentials() FROM PUBLIC;
+
+-- Roles gate COPY to and from s3:// URIs.  Roles belong to the cluster, not
+-- to one database, so a second CREATE EXTENSION finds them made; a role of
+-- that name that can log in or holds more than membership is refused,
+-- because whoever made it could hand out what it grants.
+DO $roles$
+DECLARE
+    r text;
+    existing record;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['batchproc_s3_read', 'batchproc_s3_write'] LOOP
+        SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls
+          INTO existing FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r;
+        IF NOT FOUND THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole
+              OR existing.rolcreatedb OR existing.rolreplication OR existing.rolbypassrls THEN
+            RAISE EXCEPTION 'role "%" exists and is not a plain NOLOGIN role', r
+                USING HINT = 'Drop or rename that role, then create the extension again.';
+        END IF;
+    END LOOP;
+END
+$roles$;

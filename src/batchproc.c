@@ -70,6 +70,9 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("batchproc");
 
+	/* COPY to and from S3 works in any backend that loaded the library. */
+	batchproc_install_copy_hook();
+
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 

@@ -75,6 +75,9 @@ extern int	batchproc_max_databases;
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
 
+/* copy_s3.c */
+extern void batchproc_install_copy_hook(void);
+
 /* hooks.c */
 extern void batchproc_install_hooks(void);
 extern void batchproc_wake_worker_at_commit(void);

@@ -83,6 +83,9 @@ extern size_t batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
 										 size_t minread, size_t maxread);
 extern BatchprocHttpResponse *batchproc_http_response(BatchprocHttpRequest *req);
 
+/* Sleep interruptibly, on the latch, for ms milliseconds. */
+extern void batchproc_http_sleep(long ms);
+
 /* Release a request now rather than at its context's reset. */
 extern void batchproc_http_free(BatchprocHttpRequest *req);
 

@@ -1,0 +1,656 @@
+/*-------------------------------------------------------------------------
+ *
+ * s3.c
+ *	  A streaming S3 client on the HTTP transport.
+ *
+ * Downloads stream through one fixed-size buffer.  A download that breaks
+ * midway resumes with a Range request from the first byte not yet
+ * received, pinned to the object's ETag with If-Match so that a changed
+ * object is never spliced onto the old one.
+ *
+ * Uploads buffer one part.  An object that fits in one part is sent with a
+ * single PUT; a larger one becomes a multipart upload whose parts are each
+ * retried.  CompleteMultipartUpload can answer 200 with an <Error> body,
+ * which is a failure.  On any failure the upload is aborted, so no partial
+ * object ever appears.
+ *
+ * Every request is signed with SigV4 using S3's rules (signed
+ * x-amz-content-sha256, the path neither normalised nor encoded twice) and
+ * retried under the standard retry policy (aws_settings.c).  Errors name
+ * the operation, the bucket and key, and S3's Code and Message; never a
+ * credential.
+ *
+ * IDENTIFICATION
+ *	  src/s3.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
+
+#include "aws.h"
+#include "http.h"
+#include "s3.h"
+#include "sigv4.h"
+
+/* S3's small answers (errors, upload ids) never come near this. */
+#define S3_SMALL_BODY_LIMIT		(1024 * 1024)
+#define S3_REQUEST_TIMEOUT_MS	(15 * 60 * 1000L)
+
+typedef struct S3Call
+{
+	const char *op;				/* "GetObject", for messages */
+	const char *method;
+	const char *bucket;
+	const char *key;			/* NULL for bucket-level calls */
+	const char *query;			/* without '?', or NULL */
+	const char *range;
+	const char *if_match;
+	const char *body;
+	size_t		body_len;
+} S3Call;
+
+/* What a finished call leaves for its caller, in the caller's context. */
+typedef struct S3Result
+{
+	long		status;
+	char	   *body;
+	char	   *etag;
+} S3Result;
+
+struct BatchprocS3Reader
+{
+	MemoryContext cxt;
+	char	   *bucket;
+	char	   *key;
+	BatchprocHttpRequest *req;
+	int64		received;
+	int64		total;			/* -1 until known */
+	char	   *etag;
+	int64		resumes;
+	int			failures_without_progress;
+	bool		at_end;
+};
+
+struct BatchprocS3Writer
+{
+	MemoryContext cxt;
+	char	   *bucket;
+	char	   *key;
+	char	   *buf;
+	size_t		len;
+	size_t		part_size;
+	char	   *upload_id;
+	List	   *etags;
+	bool		finished;
+	bool		aborted;
+};
+
+const char *
+batchproc_s3_parse_uri(const char *uri, char **bucket, char **key)
+{
+	const char *rest;
+	const char *slash;
+	size_t		blen;
+
+	if (uri == NULL || strncmp(uri, "s3://", 5) != 0)
+		return "an S3 URI starts with s3://";
+	rest = uri + 5;
+	slash = strchr(rest, '/');
+	if (slash == NULL || slash == rest)
+		return "an S3 URI names a bucket and a key, as in s3://bucket/path/file.csv";
+	blen = slash - rest;
+	if (blen < 3 || blen > 63)
+		return "a bucket name is 3 to 63 characters long";
+	for (const char *p = rest; p < slash; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			  *p == '-' || *p == '.'))
+			return "a bucket name holds only lowercase letters, digits, hyphens and dots";
+	if (slash[1] == '\0')
+		return "the key after the bucket is empty";
+	if (strlen(slash + 1) > 1024)
+		return "an S3 key is at most 1024 bytes long";
+	*bucket = pnstrdup(rest, blen);
+	*key = pstrdup(slash + 1);
+	return NULL;
+}
+
+static char *
+amz_now(void)
+{
+	time_t		now = time(NULL);
+	struct tm	tm;
+	char		buf[32];
+
+	gmtime_r(&now, &tm);
+	strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
+	return pstrdup(buf);
+}
+
+/* Split "scheme://authority/base" into its three parts. */
+static void
+split_endpoint(const char *endpoint, char **scheme, char **authority, char **base)
+{
+	const char *p = strstr(endpoint, "://");
+	const char *slash;
+
+	*scheme = pnstrdup(endpoint, p - endpoint);
+	p += 3;
+	slash = strchr(p, '/');
+	if (slash)
+	{
+		*authority = pnstrdup(p, slash - p);
+		*base = pstrdup(slash);
+	}
+	else
+	{
+		*authority = pstrdup(p);
+		*base = pstrdup("");
+	}
+}
+
+static const char *
+xml_value(const char *xml, const char *tag, char **out)
+{
+	char	   *open = psprintf("<%s>", tag);
+	char	   *close = psprintf("</%s>", tag);
+	const char *start = xml ? strstr(xml, open) : NULL;
+	const char *end;
+
+	*out = NULL;
+	if (start == NULL)
+		return NULL;
+	start += strlen(open);
+	end = strstr(start, close);
+	if (end == NULL)
+		return NULL;
+	*out = pnstrdup(start, end - start);
+	return *out;
+}
+
+static BatchprocHttpRequest *
+build_request(const S3Call *c, size_t body_limit)
+{
+	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
+	bool		overridden;
+	char	   *endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
+	char	   *scheme;
+	char	   *authority;
+	char	   *base;
+	char	   *host;
+	StringInfoData path;
+	StringInfoData url;
+	BatchprocSigv4Header headers[7];
+	int			nheaders = 0;
+	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
+	BatchprocSigv4Request sreq;
+	BatchprocSigv4Result signature;
+	List	   *lines = NIL;
+
+	split_endpoint(endpoint, &scheme, &authority, &base);
+	initStringInfo(&path);
+	appendStringInfoString(&path, base);
+	if (batchproc_s3_path_style())
+	{
+		host = authority;
+		appendStringInfo(&path, "/%s", c->bucket);
+	}
+	else
+		host = psprintf("%s.%s", c->bucket, authority);
+	appendStringInfoChar(&path, '/');
+	if (c->key)
+		appendStringInfoString(&path, batchproc_uri_encode(c->key, true));
+
+	initStringInfo(&url);
+	appendStringInfo(&url, "%s://%s%s", scheme, host, path.data);
+	if (c->query)
+		appendStringInfo(&url, "?%s", c->query);
+
+	if (c->body && c->body_len > 0)
+		batchproc_sha256_hex(c->body, c->body_len, payload_hash);
+	else
+		strlcpy(payload_hash, BATCHPROC_EMPTY_SHA256, sizeof(payload_hash));
+
+	headers[nheaders++] = (BatchprocSigv4Header) {"host", host};
+	headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-content-sha256", payload_hash};
+	headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-date", amz_now()};
+	if (creds->session_token)
+		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-security-token", creds->session_token};
+	if (c->range)
+		headers[nheaders++] = (BatchprocSigv4Header) {"range", c->range};
+	if (c->if_match)
+		headers[nheaders++] = (BatchprocSigv4Header) {"if-match", c->if_match};
+
+	memset(&sreq, 0, sizeof(sreq));
+	sreq.method = c->method;
+	sreq.path = path.data;
+	sreq.query = c->query;
+	sreq.headers = headers;
+	sreq.nheaders = nheaders;
+	sreq.payload_hash = payload_hash;
+	sreq.region = batchproc_aws_region();
+	sreq.service = "s3";
+	sreq.amz_date = headers[2].value;
+	sreq.s3_path_rules = true;
+	batchproc_sigv4_sign(&sreq, creds->access_key_id, creds->secret_access_key, &signature);
+
+	for (int i = 0; i < nheaders; i++)
+		lines = lappend(lines, psprintf("%s: %s", headers[i].name, headers[i].value));
+	lines = lappend(lines, psprintf("Authorization: %s", signature.authorization));
+	if (strcmp(c->method, "POST") == 0)
+		lines = lappend(lines, pstrdup("Content-Type: application/xml"));
+
+	return batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
+								  body_limit, S3_REQUEST_TIMEOUT_MS);
+}
+
+static void
+report_s3_error(const S3Call *c, const BatchprocHttpResponse *resp,
+				const char *code, const char *message)
+{
+	const char *object = c->key ? psprintf("s3://%s/%s", c->bucket, c->key) :
+		psprintf("s3://%s", c->bucket);
+	const char *hint = NULL;
+	int			sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+
+	if (resp->status == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("S3 %s of \"%s\" failed: %s", c->op, object, resp->error),
+				 errdetail("No answer came from the S3 endpoint after %d attempts.",
+						   batchproc_aws_max_attempts),
+				 errhint("Check batchproc.endpoint_url_s3 or AWS_ENDPOINT_URL_S3, and that the endpoint is reachable from the database server.")));
+
+	if (code == NULL)
+		code = psprintf("HTTP %ld", resp->status);
+	if (strcmp(code, "NoSuchBucket") == 0)
+	{
+		sqlstate = ERRCODE_UNDEFINED_OBJECT;
+		hint = "Check the bucket name and batchproc.aws_region.";
+	}
+	else if (strcmp(code, "NoSuchKey") == 0 || resp->status == 404)
+	{
+		sqlstate = ERRCODE_UNDEFINED_FILE;
+		hint = "Check the key: S3 keys are case-sensitive and include every folder.";
+	}
+	else if (strcmp(code, "SignatureDoesNotMatch") == 0)
+	{
+		sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		hint = "The secret access key does not belong to the access key id; check the credentials batchproc.aws_credentials() reports.";
+	}
+	else if (strcmp(code, "InvalidAccessKeyId") == 0)
+	{
+		sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		hint = "The access key id is unknown to AWS; check the credentials batchproc.aws_credentials() reports.";
+	}
+	else if (strcmp(code, "AccessDenied") == 0 || resp->status == 403)
+	{
+		sqlstate = ERRCODE_INSUFFICIENT_PRIVILEGE;
+		hint = "Grant the credentials' IAM identity access to this bucket and key.";
+	}
+	else if (strcmp(code, "RequestTimeTooSkewed") == 0)
+		hint = "The database server's clock is off; synchronise it.";
+
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg("S3 %s of \"%s\" failed: %s", c->op, object, code),
+			 errdetail("S3 answered HTTP %ld%s%s%s%s.", resp->status,
+					   message ? ": " : "", message ? message : "",
+					   resp->request_id[0] ? ", request id " : "",
+					   resp->request_id),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * Run a call to completion under the retry policy.  A 2xx answer is
+ * returned; anything else is reported.  The request's memory goes with a
+ * context of its own, so a long multipart upload does not accumulate.
+ */
+static S3Result
+s3_perform(const S3Call *c, bool error_body_is_failure)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext callcxt = AllocSetContextCreate(caller, "batchproc S3 call",
+												  ALLOCSET_DEFAULT_SIZES);
+	S3Result	result = {0};
+
+	for (int attempt = 1;; attempt++)
+	{
+		BatchprocHttpRequest *req;
+		BatchprocHttpResponse *resp;
+		char	   *code = NULL;
+		char	   *message = NULL;
+
+		MemoryContextSwitchTo(callcxt);
+		req = build_request(c, S3_SMALL_BODY_LIMIT);
+		resp = batchproc_http_perform(req);
+
+		if (resp->status >= 200 && resp->status < 300 && !resp->transport_error &&
+			!(error_body_is_failure && strstr(resp->body, "<Error>")))
+		{
+			MemoryContextSwitchTo(caller);
+			result.status = resp->status;
+			result.body = pstrdup(resp->body);
+			result.etag = pstrdup(resp->etag);
+			MemoryContextDelete(callcxt);
+			return result;
+		}
+
+		if (resp->body)
+		{
+			xml_value(resp->body, "Code", &code);
+			xml_value(resp->body, "Message", &message);
+		}
+		if (attempt < batchproc_aws_max_attempts &&
+			batchproc_aws_retryable(resp->status, resp->transport_error, code))
+		{
+			long		delay = batchproc_aws_backoff_ms(attempt + 1,
+														 batchproc_aws_throttling(resp->status, code),
+														 resp->retry_after);
+
+			batchproc_http_free(req);
+			MemoryContextSwitchTo(caller);
+			batchproc_http_sleep(delay);
+			MemoryContextReset(callcxt);
+			continue;
+		}
+		report_s3_error(c, resp, code, message);
+	}
+}
+
+/* Downloads */
+
+static void
+start_download(BatchprocS3Reader *r)
+{
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+	S3Call		c = {0};
+
+	c.op = "GetObject";
+	c.method = "GET";
+	c.bucket = r->bucket;
+	c.key = r->key;
+	if (r->received > 0)
+	{
+		c.range = psprintf("bytes=" INT64_FORMAT "-", r->received);
+		c.if_match = r->etag;
+	}
+
+	for (int attempt = 1;; attempt++)
+	{
+		BatchprocHttpResponse *resp;
+		char	   *code = NULL;
+		char	   *message = NULL;
+
+		if (r->req)
+			batchproc_http_free(r->req);
+		r->req = build_request(&c, S3_SMALL_BODY_LIMIT);
+		resp = batchproc_http_stream_start(r->req);
+
+		if (resp->status == 200 || resp->status == 206)
+		{
+			if (r->received == 0)
+			{
+				r->total = resp->content_length;
+				if (resp->etag[0])
+					r->etag = pstrdup(resp->etag);
+			}
+			break;
+		}
+		/* The last resume asked for bytes past the end: nothing is left. */
+		if (resp->status == 416 && r->total >= 0 && r->received >= r->total)
+		{
+			r->at_end = true;
+			break;
+		}
+		if (resp->body)
+		{
+			xml_value(resp->body, "Code", &code);
+			xml_value(resp->body, "Message", &message);
+		}
+		if (attempt < batchproc_aws_max_attempts &&
+			batchproc_aws_retryable(resp->status, resp->transport_error, code))
+		{
+			batchproc_http_sleep(batchproc_aws_backoff_ms(attempt + 1,
+														  batchproc_aws_throttling(resp->status, code),
+														  resp->retry_after));
+			continue;
+		}
+		report_s3_error(&c, resp, code, message);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+BatchprocS3Reader *
+batchproc_s3_open_read(const char *bucket, const char *key)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc S3 reader",
+											  ALLOCSET_DEFAULT_SIZES);
+	BatchprocS3Reader *r = MemoryContextAllocZero(cxt, sizeof(BatchprocS3Reader));
+
+	r->cxt = cxt;
+	r->bucket = MemoryContextStrdup(cxt, bucket);
+	r->key = MemoryContextStrdup(cxt, key);
+	r->total = -1;
+	start_download(r);
+	return r;
+}
+
+size_t
+batchproc_s3_read(BatchprocS3Reader *r, char *buf, size_t minread, size_t maxread)
+{
+	for (;;)
+	{
+		size_t		n;
+		BatchprocHttpResponse *resp;
+
+		if (r->at_end)
+			return 0;
+		n = batchproc_http_stream_read(r->req, buf, minread, maxread);
+		if (n > 0)
+		{
+			r->received += n;
+			r->failures_without_progress = 0;
+			return n;
+		}
+
+		resp = batchproc_http_response(r->req);
+		if (!resp->transport_error && (r->total < 0 || r->received >= r->total))
+		{
+			r->at_end = true;
+			return 0;
+		}
+
+		/* The connection broke (or ended short): resume where it stopped. */
+		r->failures_without_progress++;
+		if (r->failures_without_progress >= batchproc_aws_max_attempts)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("S3 GetObject of \"s3://%s/%s\" broke off after " INT64_FORMAT " bytes",
+							r->bucket, r->key, r->received),
+					 errdetail("%d attempts to resume the download failed; the last one: %s.",
+							   r->failures_without_progress,
+							   resp->error[0] ? resp->error : "the response ended early")));
+		r->resumes++;
+		batchproc_http_sleep(batchproc_aws_backoff_ms(r->failures_without_progress + 1,
+													  false, NULL));
+		start_download(r);
+	}
+}
+
+int64
+batchproc_s3_reader_resumes(BatchprocS3Reader *r)
+{
+	return r->resumes;
+}
+
+/* Uploads */
+
+BatchprocS3Writer *
+batchproc_s3_open_write(const char *bucket, const char *key)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc S3 writer",
+											  ALLOCSET_DEFAULT_SIZES);
+	BatchprocS3Writer *w = MemoryContextAllocZero(cxt, sizeof(BatchprocS3Writer));
+
+	w->cxt = cxt;
+	w->bucket = MemoryContextStrdup(cxt, bucket);
+	w->key = MemoryContextStrdup(cxt, key);
+	w->part_size = (size_t) batchproc_s3_part_size_mb * 1024 * 1024;
+	w->buf = MemoryContextAllocHuge(cxt, w->part_size);
+	return w;
+}
+
+static void
+upload_part(BatchprocS3Writer *w)
+{
+	MemoryContext old = MemoryContextSwitchTo(w->cxt);
+	S3Call		c = {0};
+	S3Result	res;
+
+	if (w->upload_id == NULL)
+	{
+		char	   *upload_id;
+
+		c.op = "CreateMultipartUpload";
+		c.method = "POST";
+		c.bucket = w->bucket;
+		c.key = w->key;
+		c.query = "uploads";
+		res = s3_perform(&c, false);
+		if (xml_value(res.body, "UploadId", &upload_id) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("S3 CreateMultipartUpload of \"s3://%s/%s\" returned no upload id",
+							w->bucket, w->key)));
+		w->upload_id = upload_id;
+	}
+
+	memset(&c, 0, sizeof(c));
+	c.op = "UploadPart";
+	c.method = "PUT";
+	c.bucket = w->bucket;
+	c.key = w->key;
+	c.query = psprintf("partNumber=%d&uploadId=%s", list_length(w->etags) + 1,
+					   batchproc_uri_encode(w->upload_id, false));
+	c.body = w->buf;
+	c.body_len = w->len;
+	res = s3_perform(&c, false);
+	if (res.etag[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("S3 UploadPart of \"s3://%s/%s\" returned no ETag",
+						w->bucket, w->key)));
+	w->etags = lappend(w->etags, res.etag);
+	w->len = 0;
+	MemoryContextSwitchTo(old);
+}
+
+void
+batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
+{
+	while (len > 0)
+	{
+		size_t		n = Min(len, w->part_size - w->len);
+
+		memcpy(w->buf + w->len, data, n);
+		w->len += n;
+		data += n;
+		len -= n;
+		if (w->len == w->part_size)
+			upload_part(w);
+	}
+}
+
+void
+batchproc_s3_finish_write(BatchprocS3Writer *w)
+{
+	MemoryContext old = MemoryContextSwitchTo(w->cxt);
+	S3Call		c = {0};
+	StringInfoData xml;
+	int			partno = 0;
+	ListCell   *lc;
+
+	c.bucket = w->bucket;
+	c.key = w->key;
+
+	if (w->upload_id == NULL)
+	{
+		c.op = "PutObject";
+		c.method = "PUT";
+		c.body = w->buf;
+		c.body_len = w->len;
+		(void) s3_perform(&c, false);
+		w->finished = true;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+
+	if (w->len > 0)
+		upload_part(w);
+
+	initStringInfo(&xml);
+	appendStringInfoString(&xml, "<CompleteMultipartUpload>");
+	foreach(lc, w->etags)
+		appendStringInfo(&xml, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
+						 ++partno, (char *) lfirst(lc));
+	appendStringInfoString(&xml, "</CompleteMultipartUpload>");
+
+	c.op = "CompleteMultipartUpload";
+	c.method = "POST";
+	c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
+	c.body = xml.data;
+	c.body_len = xml.len;
+	(void) s3_perform(&c, true);
+	w->finished = true;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Abort a multipart upload that has not completed.  Called with no error
+ * pending (the caller saves its own first); reports its own failure as a
+ * WARNING, because the caller is already on its way out with an error.
+ */
+void
+batchproc_s3_abort_write(BatchprocS3Writer *w)
+{
+	MemoryContext old = CurrentMemoryContext;
+
+	if (w->upload_id == NULL || w->finished || w->aborted)
+		return;
+	w->aborted = true;
+
+	PG_TRY();
+	{
+		S3Call		c = {0};
+
+		MemoryContextSwitchTo(w->cxt);
+		c.op = "AbortMultipartUpload";
+		c.method = "DELETE";
+		c.bucket = w->bucket;
+		c.key = w->key;
+		c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
+		(void) s3_perform(&c, false);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not abort the multipart upload of \"s3://%s/%s\"",
+						w->bucket, w->key),
+				 errdetail("%s", edata->message),
+				 errhint("Its parts stay in the bucket until removed; a lifecycle rule for incomplete multipart uploads removes them.")));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+}

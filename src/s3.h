@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ *
+ * s3.h
+ *	  A streaming S3 client: URIs, downloads that resume, uploads that go
+ *	  multipart when they outgrow one part.
+ *
+ * IDENTIFICATION
+ *	  src/s3.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_S3_H
+#define BATCHPROC_S3_H
+
+typedef struct BatchprocS3Reader BatchprocS3Reader;
+typedef struct BatchprocS3Writer BatchprocS3Writer;
+
+/*
+ * Split "s3://bucket/key" into its parts.  Returns NULL on success, or a
+ * message saying what is wrong with the URI.
+ */
+extern const char *batchproc_s3_parse_uri(const char *uri, char **bucket, char **key);
+
+/* Downloads: read until 0.  Memory stays at one fixed-size buffer. */
+extern BatchprocS3Reader *batchproc_s3_open_read(const char *bucket, const char *key);
+extern size_t batchproc_s3_read(BatchprocS3Reader *reader, char *buf,
+								 size_t minread, size_t maxread);
+extern int64 batchproc_s3_reader_resumes(BatchprocS3Reader *reader);
+
+/*
+ * Uploads: bytes written are buffered up to one part.  Finishing makes the
+ * object appear whole; aborting (which never throws) makes sure no part of
+ * it appears.
+ */
+extern BatchprocS3Writer *batchproc_s3_open_write(const char *bucket, const char *key);
+extern void batchproc_s3_write(BatchprocS3Writer *writer, const char *data, size_t len);
+extern void batchproc_s3_finish_write(BatchprocS3Writer *writer);
+extern void batchproc_s3_abort_write(BatchprocS3Writer *writer);
+
+#endif							/* BATCHPROC_S3_H */

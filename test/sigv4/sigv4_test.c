@@ -1,0 +1,847 @@
+/*-------------------------------------------------------------------------
+ *
+ * sigv4_test.c
+ *	  Checks src/sigv4.c against AWS's published Signature Version 4 vectors.
+ *
+ * Usage: sigv4_test DIR...
+ *
+ * Each DIR is searched recursively, and a case is recognised by its files:
+ *
+ * NAME.req, with .creq, .sts, .authz and .sreq: AWS's SigV4 test suite.  The
+ *	raw HTTP request in .req is parsed and signed with the suite's
+ *	credentials and non-S3 rules; the canonical request, string to sign and
+ *	Authorization value must equal .creq, .sts and .authz byte for byte, and
+ *	the Authorization header of .sreq too.
+ *
+ * NAME.signature, with .creq and .sts: the examples of the Amazon S3 API
+ *	reference.  They have no raw request, so the request is rebuilt from the
+ *	.creq (method, path, query, headers, payload hash) and signed with S3
+ *	rules; a .creq whose query holds X-Amz-Algorithm is a presigned URL and
+ *	goes through batchproc_sigv4_presign_query instead.
+ *
+ * A few built-in cases cover rules no vector exercises.
+ *
+ * Prints "ok NAME" or "FAILED NAME: what differs" for each case, then
+ * "N passed, M failed", and exits 1 on any failure or if no case was found.
+ *
+ * IDENTIFICATION
+ *	  test/sigv4/sigv4_test.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres_fe.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "lib/stringinfo.h"
+#include "sigv4.h"
+
+/* Credentials and scope of AWS's SigV4 test suite */
+#define SUITE_ACCESS_KEY "AKIDEXAMPLE"
+#define SUITE_SECRET_KEY "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+#define SUITE_REGION "us-east-1"
+#define SUITE_SERVICE "service"
+
+/* Credentials, scope and time of the S3 API reference's examples */
+#define S3_ACCESS_KEY "AKIAIOSFODNN7EXAMPLE"
+#define S3_SECRET_KEY "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+#define S3_REGION "us-east-1"
+#define S3_SERVICE "s3"
+#define S3_AMZ_DATE "20130524T000000Z"
+
+/*
+ * The suite's get-vanilla-with-session-token.sreq carries the signature of
+ * get-vanilla, not the one its own .authz and .sts lead to; only its .sreq
+ * is wrong, so that one check is skipped for it.
+ */
+#define SREQ_ERRATUM "get-vanilla-with-session-token"
+
+typedef enum CaseKind
+{
+	SUITE_CASE,					/* NAME.req and friends */
+	S3_CASE						/* NAME.signature and friends */
+} CaseKind;
+
+typedef struct TestCase
+{
+	CaseKind	kind;
+	char	   *stem;			/* file path without its extension */
+	char	   *name;			/* what the output calls it */
+} TestCase;
+
+typedef struct CaseList
+{
+	TestCase   *items;
+	int			count;
+	int			capacity;
+} CaseList;
+
+/* A request parsed from a .req, or rebuilt from a .creq */
+typedef struct ParsedRequest
+{
+	char	   *method;
+	char	   *path;
+	char	   *query;			/* NULL when there is no '?' */
+	BatchprocSigv4Header *headers;
+	int			nheaders;
+	char	   *body;			/* .req only */
+	char	   *signed_headers; /* .creq only */
+	char	   *payload_hash;	/* .creq only */
+} ParsedRequest;
+
+
+/*
+ * The whole file, NUL-terminated; NULL with errno set if it cannot be read.
+ */
+static char *
+read_file(const char *path)
+{
+	FILE	   *f = fopen(path, "rb");
+	StringInfoData buf;
+	char		chunk[8192];
+	size_t		n;
+
+	if (f == NULL)
+		return NULL;
+	initStringInfo(&buf);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		appendBinaryStringInfo(&buf, chunk, (int) n);
+	if (ferror(f))
+	{
+		fclose(f);
+		pfree(buf.data);
+		return NULL;
+	}
+	fclose(f);
+	return buf.data;
+}
+
+/*
+ * Reads stem + ext into *contents; on failure returns the message to report.
+ */
+static char *
+read_case_file(const char *stem, const char *ext, char **contents)
+{
+	char	   *path = psprintf("%s%s", stem, ext);
+
+	*contents = read_file(path);
+	if (*contents == NULL)
+		return psprintf("cannot read %s: %s", path, strerror(errno));
+	pfree(path);
+	return NULL;
+}
+
+/*
+ * The line starting at *pos, without its "\n" or "\r\n"; advances *pos past
+ * it.  NULL once the text is exhausted.
+ */
+static char *
+next_line(const char **pos)
+{
+	const char *start = *pos;
+	const char *end;
+	size_t		len;
+
+	if (*start == '\0')
+		return NULL;
+	end = strchr(start, '\n');
+	len = end ? (size_t) (end - start) : strlen(start);
+	*pos = end ? end + 1 : start + len;
+	if (len > 0 && start[len - 1] == '\r')
+		len--;
+	return pnstrdup(start, len);
+}
+
+static int
+count_lines(const char *text)
+{
+	int			n = 1;
+
+	for (; *text != '\0'; text++)
+		if (*text == '\n')
+			n++;
+	return n;
+}
+
+/* Splits "name:value" at its first ':'; false if there is none. */
+static bool
+add_header(ParsedRequest *req, const char *line)
+{
+	const char *colon = strchr(line, ':');
+
+	if (colon == NULL)
+		return false;
+	req->headers[req->nheaders].name = pnstrdup(line, colon - line);
+	req->headers[req->nheaders].value = pstrdup(colon + 1);
+	req->nheaders++;
+	return true;
+}
+
+static const char *
+find_header(const ParsedRequest *req, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < req->nheaders; i++)
+		if (pg_strcasecmp(req->headers[i].name, name) == 0)
+			return req->headers[i].value;
+	return NULL;
+}
+
+/*
+ * Parses a suite .req: "METHOD TARGET HTTP/1.1", header lines, a blank line
+ * and the body.  The target is everything between the first and the last
+ * space, since get-space puts a raw space in it; it is passed on as written,
+ * because the suite's .creq files are what SigV4 makes of exactly those
+ * bytes.  Header values are passed on untrimmed, and a folded continuation
+ * line is kept with its line break, so that both are left to sigv4.c.
+ */
+static char *
+parse_raw_request(const char *text, ParsedRequest *req)
+{
+	const char *pos = text;
+	char	   *line = next_line(&pos);
+	char	   *first_space;
+	char	   *last_space;
+	char	   *question;
+
+	memset(req, 0, sizeof(*req));
+	if (line == NULL ||
+		(first_space = strchr(line, ' ')) == NULL ||
+		(last_space = strrchr(line, ' ')) == first_space)
+		return pstrdup("malformed request line");
+
+	req->method = pnstrdup(line, first_space - line);
+	req->path = pnstrdup(first_space + 1, last_space - first_space - 1);
+	question = strchr(req->path, '?');
+	if (question != NULL)
+	{
+		*question = '\0';
+		req->query = pstrdup(question + 1);
+	}
+
+	req->headers = palloc(sizeof(BatchprocSigv4Header) * count_lines(text));
+	while ((line = next_line(&pos)) != NULL && line[0] != '\0')
+	{
+		if (line[0] == ' ' || line[0] == '\t')
+		{
+			BatchprocSigv4Header *prev;
+
+			if (req->nheaders == 0)
+				return pstrdup("continuation line before any header");
+			prev = &req->headers[req->nheaders - 1];
+			prev->value = psprintf("%s\n%s", prev->value, line);
+		}
+		else if (!add_header(req, line))
+			return psprintf("malformed header line \"%s\"", line);
+	}
+
+	/* the body is every byte after the blank line, exactly */
+	req->body = pstrdup(pos);
+	return NULL;
+}
+
+/*
+ * Rebuilds a request from an S3 example's .creq: method, path, query,
+ * "name:value" lines, a blank line, the signed-header list and the payload
+ * hash.
+ */
+static char *
+parse_canonical_request(const char *text, ParsedRequest *req)
+{
+	const char *pos = text;
+	char	   *line;
+
+	memset(req, 0, sizeof(*req));
+	req->method = next_line(&pos);
+	req->path = next_line(&pos);
+	req->query = next_line(&pos);
+	if (req->query == NULL)
+		return pstrdup("truncated .creq");
+
+	req->headers = palloc(sizeof(BatchprocSigv4Header) * count_lines(text));
+	while ((line = next_line(&pos)) != NULL && line[0] != '\0')
+		if (!add_header(req, line))
+			return psprintf("malformed header line \"%s\" in .creq", line);
+
+	req->signed_headers = next_line(&pos);
+	req->payload_hash = next_line(&pos);
+	if (req->payload_hash == NULL)
+		return pstrdup("truncated .creq");
+	return NULL;
+}
+
+/* Quotes one line for a message, escaping what would not print plainly. */
+static char *
+quote_line(const char *s, size_t len, bool present)
+{
+	StringInfoData buf;
+	size_t		i;
+
+	if (!present)
+		return pstrdup("(no such line)");
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '"');
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\')
+			appendStringInfo(&buf, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			appendStringInfo(&buf, "\\x%02x", c);
+		else
+			appendStringInfoChar(&buf, (char) c);
+	}
+	appendStringInfoChar(&buf, '"');
+	return buf.data;
+}
+
+/*
+ * NULL if got equals expected byte for byte; otherwise names the first line
+ * that differs, which for a canonical request says which rule went wrong.
+ */
+static char *
+compare(const char *what, const char *expected, const char *got)
+{
+	const char *e = expected;
+	const char *g = got;
+	int			lineno;
+
+	if (got == NULL)
+		return psprintf("%s missing", what);
+	if (strcmp(expected, got) == 0)
+		return NULL;
+
+	for (lineno = 1;; lineno++)
+	{
+		size_t		elen = e ? strcspn(e, "\n") : 0;
+		size_t		glen = g ? strcspn(g, "\n") : 0;
+
+		if (e == NULL || g == NULL || elen != glen || memcmp(e, g, elen) != 0)
+		{
+			if (strchr(expected, '\n') == NULL && strchr(got, '\n') == NULL)
+				return psprintf("%s: expected %s, got %s", what,
+								quote_line(e, elen, true),
+								quote_line(g, glen, true));
+			return psprintf("%s line %d: expected %s, got %s", what, lineno,
+							quote_line(e, elen, e != NULL),
+							quote_line(g, glen, g != NULL));
+		}
+		e = e[elen] == '\n' ? e + elen + 1 : NULL;
+		g = g[glen] == '\n' ? g + glen + 1 : NULL;
+	}
+}
+
+/* The value of the Authorization header of a .sreq, or NULL. */
+static char *
+sreq_authorization(const char *sreq)
+{
+	const char *pos = sreq;
+	char	   *line;
+
+	/* skip the request line */
+	if (next_line(&pos) == NULL)
+		return NULL;
+	while ((line = next_line(&pos)) != NULL && line[0] != '\0')
+	{
+		if (pg_strncasecmp(line, "Authorization:", 14) == 0)
+		{
+			const char *value = line + 14;
+
+			while (*value == ' ')
+				value++;
+			return pstrdup(value);
+		}
+	}
+	return NULL;
+}
+
+/* The value of a "name:value" line of a .creq, or NULL. */
+static char *
+creq_header(const char *creq, const char *name)
+{
+	const char *pos = creq;
+	size_t		namelen = strlen(name);
+	char	   *line;
+
+	while ((line = next_line(&pos)) != NULL)
+		if (strncmp(line, name, namelen) == 0 && line[namelen] == ':')
+			return pstrdup(line + namelen + 1);
+	return NULL;
+}
+
+static char *
+trim_spaces(const char *s)
+{
+	size_t		len;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	len = strlen(s);
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	return pnstrdup(s, len);
+}
+
+static char *
+run_suite_case(const TestCase *tc)
+{
+	char	   *req_text;
+	char	   *creq;
+	char	   *sts;
+	char	   *authz;
+	char	   *sreq;
+	char	   *failure;
+	const char *amz_date;
+	ParsedRequest parsed;
+	BatchprocSigv4Request req;
+	BatchprocSigv4Result result;
+	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
+
+	if ((failure = read_case_file(tc->stem, ".req", &req_text)) != NULL ||
+		(failure = read_case_file(tc->stem, ".creq", &creq)) != NULL ||
+		(failure = read_case_file(tc->stem, ".sts", &sts)) != NULL ||
+		(failure = read_case_file(tc->stem, ".authz", &authz)) != NULL ||
+		(failure = read_case_file(tc->stem, ".sreq", &sreq)) != NULL)
+		return failure;
+
+	if ((failure = parse_raw_request(req_text, &parsed)) != NULL)
+		return failure;
+
+	amz_date = find_header(&parsed, "X-Amz-Date");
+	if (amz_date == NULL)
+		return pstrdup("no X-Amz-Date header in .req");
+
+	/*
+	 * get-vanilla-with-session-token's .req has no X-Amz-Security-Token
+	 * header, yet its .creq signs one: the suite expects the signer to add
+	 * it from the credentials.  As botocore's runner does, take the token
+	 * from the .creq and add the header, as a client holding temporary
+	 * credentials would.  post-sts-header-before has the header in its .req
+	 * already; post-sts-header-after adds it only after signing, so it is in
+	 * neither its .req nor its .creq and nothing is added.
+	 */
+	if (find_header(&parsed, "X-Amz-Security-Token") == NULL)
+	{
+		char	   *token = creq_header(creq, "x-amz-security-token");
+
+		if (token != NULL)
+		{
+			parsed.headers[parsed.nheaders].name = "X-Amz-Security-Token";
+			parsed.headers[parsed.nheaders].value = token;
+			parsed.nheaders++;
+		}
+	}
+
+	batchproc_sha256_hex(parsed.body, strlen(parsed.body), payload_hash);
+
+	memset(&req, 0, sizeof(req));
+	req.method = parsed.method;
+	req.path = parsed.path;
+	req.query = parsed.query;
+	req.headers = parsed.headers;
+	req.nheaders = parsed.nheaders;
+	req.payload_hash = payload_hash;
+	req.region = SUITE_REGION;
+	req.service = SUITE_SERVICE;
+	req.amz_date = trim_spaces(amz_date);
+	req.s3_path_rules = false;
+
+	batchproc_sigv4_sign(&req, SUITE_ACCESS_KEY, SUITE_SECRET_KEY, &result);
+
+	if ((failure = compare("canonical request", creq,
+						   result.canonical_request)) != NULL ||
+		(failure = compare("string to sign", sts,
+						   result.string_to_sign)) != NULL ||
+		(failure = compare("authorization", authz,
+						   result.authorization)) != NULL)
+		return failure;
+
+	if (strcmp(strrchr(tc->stem, '/') + 1, SREQ_ERRATUM) != 0)
+	{
+		char	   *sreq_authz = sreq_authorization(sreq);
+
+		if (sreq_authz == NULL)
+			return pstrdup("no Authorization header in .sreq");
+		if ((failure = compare(".sreq authorization", sreq_authz,
+							   result.authorization)) != NULL)
+			return failure;
+	}
+	return NULL;
+}
+
+/*
+ * A presigned example's .creq holds the query the presigned URL signs; the
+ * X-Amz-* parameters in it are the ones batchproc_sigv4_presign_query must
+ * produce, and anything else is the caller's query.
+ */
+static char *
+run_s3_presign_case(ParsedRequest *parsed, BatchprocSigv4Request *req,
+					const char *creq, const char *sts, const char *signature)
+{
+	StringInfoData caller_query;
+	BatchprocSigv4Result result;
+	int			expires = -1;
+	char	   *presigned;
+	char	   *expected_query;
+	char	   *failure;
+	char	   *param;
+	char	   *save = NULL;
+	char	   *query_copy = pstrdup(parsed->query);
+
+	initStringInfo(&caller_query);
+	for (param = strtok_r(query_copy, "&", &save); param != NULL;
+		 param = strtok_r(NULL, "&", &save))
+	{
+		if (strncmp(param, "X-Amz-Expires=", 14) == 0)
+			expires = atoi(param + 14);
+		else if (strncmp(param, "X-Amz-Security-Token=", 21) == 0)
+			return pstrdup("presigned examples with a session token are not supported");
+		else if (strncmp(param, "X-Amz-", 6) != 0)
+			appendStringInfo(&caller_query, "%s%s",
+							 caller_query.len > 0 ? "&" : "", param);
+	}
+	if (expires < 0)
+		return pstrdup("no X-Amz-Expires in the presigned .creq");
+
+	req->query = caller_query.len > 0 ? caller_query.data : NULL;
+	presigned = batchproc_sigv4_presign_query(req, S3_ACCESS_KEY,
+											  S3_SECRET_KEY, NULL, expires,
+											  &result);
+	expected_query = psprintf("%s&X-Amz-Signature=%s",
+							  parsed->query, signature);
+
+	if ((failure = compare("canonical request", creq,
+						   result.canonical_request)) != NULL ||
+		(failure = compare("string to sign", sts,
+						   result.string_to_sign)) != NULL ||
+		(failure = compare("signature", signature, result.signature)) != NULL ||
+		(failure = compare("presigned query", expected_query,
+						   presigned)) != NULL)
+		return failure;
+	return NULL;
+}
+
+/*
+ * The chunked-put-* files (streaming aws-chunked uploads, where every chunk
+ * carries its own signature chained from the seed) are out of scope for
+ * sigv4.c and are skipped when the cases are collected.
+ */
+static char *
+run_s3_case(const TestCase *tc)
+{
+	char	   *creq;
+	char	   *sts;
+	char	   *signature;
+	char	   *failure;
+	char	   *expected_authz;
+	ParsedRequest parsed;
+	BatchprocSigv4Request req;
+	BatchprocSigv4Result result;
+
+	if ((failure = read_case_file(tc->stem, ".creq", &creq)) != NULL ||
+		(failure = read_case_file(tc->stem, ".sts", &sts)) != NULL ||
+		(failure = read_case_file(tc->stem, ".signature", &signature)) != NULL)
+		return failure;
+
+	if ((failure = parse_canonical_request(creq, &parsed)) != NULL)
+		return failure;
+
+	memset(&req, 0, sizeof(req));
+	req.method = parsed.method;
+	req.path = parsed.path;
+	req.query = parsed.query;
+	req.headers = parsed.headers;
+	req.nheaders = parsed.nheaders;
+	req.payload_hash = parsed.payload_hash;
+	req.region = S3_REGION;
+	req.service = S3_SERVICE;
+	req.amz_date = S3_AMZ_DATE;
+	req.s3_path_rules = true;
+
+	if (strstr(parsed.query, "X-Amz-Algorithm=") != NULL)
+		return run_s3_presign_case(&parsed, &req, creq, sts, signature);
+
+	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
+
+	expected_authz = psprintf("AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/%s/aws4_request, "
+							  "SignedHeaders=%s, Signature=%s",
+							  S3_ACCESS_KEY, S3_AMZ_DATE, S3_REGION, S3_SERVICE,
+							  parsed.signed_headers, signature);
+
+	if ((failure = compare("canonical request", creq,
+						   result.canonical_request)) != NULL ||
+		(failure = compare("string to sign", sts,
+						   result.string_to_sign)) != NULL ||
+		(failure = compare("signature", signature, result.signature)) != NULL ||
+		(failure = compare("authorization", expected_authz,
+						   result.authorization)) != NULL)
+		return failure;
+	return NULL;
+}
+
+/* Line n (from 1) of text, or NULL. */
+static char *
+nth_line(const char *text, int n)
+{
+	const char *pos = text;
+	char	   *line = NULL;
+
+	while (n-- > 0)
+		if ((line = next_line(&pos)) == NULL)
+			return NULL;
+	return line;
+}
+
+/*
+ * Signs a GET with only host and x-amz-date and returns its canonical
+ * request, for the built-in cases that look at the URI and query lines.
+ */
+static char *
+canonical_request_for(const char *path, const char *query, bool s3_rules)
+{
+	BatchprocSigv4Header headers[] = {
+		{"Host", "example.amazonaws.com"},
+		{"X-Amz-Date", S3_AMZ_DATE},
+	};
+	BatchprocSigv4Request req;
+	BatchprocSigv4Result result;
+
+	memset(&req, 0, sizeof(req));
+	req.method = "GET";
+	req.path = path;
+	req.query = query;
+	req.headers = headers;
+	req.nheaders = lengthof(headers);
+	req.payload_hash = BATCHPROC_EMPTY_SHA256;
+	req.region = S3_REGION;
+	req.service = s3_rules ? "s3" : "service";
+	req.amz_date = S3_AMZ_DATE;
+	req.s3_path_rules = s3_rules;
+
+	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
+	return result.canonical_request;
+}
+
+static char *
+builtin_uri_encode(void)
+{
+	char	   *failure;
+	char		hash[BATCHPROC_SHA256_HEX_LEN + 1];
+
+	if ((failure = compare("uri_encode keep_slash",
+						   "a%20b/c~-._%C3%BC%25%2B",
+						   batchproc_uri_encode("a b/c~-._\xc3\xbc%+",
+												true))) != NULL ||
+		(failure = compare("uri_encode",
+						   "a%20b%2Fc~-._%C3%BC%25%2B",
+						   batchproc_uri_encode("a b/c~-._\xc3\xbc%+",
+												false))) != NULL)
+		return failure;
+
+	batchproc_sha256_hex("", 0, hash);
+	return compare("sha256 of nothing", BATCHPROC_EMPTY_SHA256, hash);
+}
+
+/*
+ * normalize-path.txt's note: S3 object keys are signed as sent, repeated
+ * slashes included.  A key-only parameter such as S3's "acl" is signed with
+ * an empty value.
+ */
+static char *
+builtin_s3_path_verbatim(void)
+{
+	char	   *creq = canonical_request_for("/my-object//example//photo.user",
+											 "acl", true);
+	char	   *failure;
+
+	if ((failure = compare("canonical URI", "/my-object//example//photo.user",
+						   nth_line(creq, 2))) != NULL)
+		return failure;
+	return compare("canonical query", "acl=", nth_line(creq, 3));
+}
+
+/*
+ * Query escapes are normalised (decoded and encoded again, upper-case hex),
+ * and empty parameters are dropped; outside S3, an escape in the path is
+ * encoded a second time.
+ */
+static char *
+builtin_query_and_path_escapes(void)
+{
+	char	   *creq = canonical_request_for("/a%20b/./c/../d",
+											 "b=%7e%2f&&a=1&c", false);
+	char	   *failure;
+
+	if ((failure = compare("canonical URI", "/a%2520b/d",
+						   nth_line(creq, 2))) != NULL)
+		return failure;
+	return compare("canonical query", "a=1&b=~%2F&c=", nth_line(creq, 3));
+}
+
+static void
+add_case(CaseList *cases, CaseKind kind, char *stem, char *name)
+{
+	if (cases->count == cases->capacity)
+	{
+		cases->capacity = cases->capacity ? cases->capacity * 2 : 64;
+		cases->items = cases->items
+			? repalloc(cases->items, sizeof(TestCase) * cases->capacity)
+			: palloc(sizeof(TestCase) * cases->capacity);
+	}
+	cases->items[cases->count].kind = kind;
+	cases->items[cases->count].stem = stem;
+	cases->items[cases->count].name = name;
+	cases->count++;
+}
+
+static bool
+has_suffix(const char *s, const char *suffix)
+{
+	size_t		slen = strlen(s);
+	size_t		xlen = strlen(suffix);
+
+	return slen > xlen && strcmp(s + slen - xlen, suffix) == 0;
+}
+
+/*
+ * "prefix/rel" without its extension, and without the directory the suite
+ * repeats around each case ("get-space/get-space" becomes "get-space").
+ */
+static char *
+case_name(const char *prefix, const char *rel, size_t rel_len)
+{
+	char	   *name = psprintf("%s%s%.*s", prefix, prefix[0] ? "/" : "",
+								(int) rel_len, rel);
+	char	   *base = strrchr(name, '/');
+
+	if (base != NULL && base > name)
+	{
+		size_t		baselen = strlen(base + 1);
+		char	   *dir = base - baselen;
+
+		if (dir >= name && strncmp(dir, base + 1, baselen) == 0 &&
+			(dir == name || dir[-1] == '/'))
+			*base = '\0';
+	}
+	return name;
+}
+
+static void
+collect_cases(const char *dir, const char *prefix, const char *rel,
+			  CaseList *cases)
+{
+	DIR		   *d = opendir(dir);
+	struct dirent *de;
+
+	if (d == NULL)
+	{
+		fprintf(stderr, "cannot open directory %s: %s\n", dir, strerror(errno));
+		exit(1);
+	}
+	while ((de = readdir(d)) != NULL)
+	{
+		char	   *path;
+		char	   *relpath;
+		struct stat st;
+
+		if (de->d_name[0] == '.')
+			continue;
+		path = psprintf("%s/%s", dir, de->d_name);
+		relpath = rel[0] ? psprintf("%s/%s", rel, de->d_name) : pstrdup(de->d_name);
+		if (stat(path, &st) != 0)
+			continue;
+
+		if (S_ISDIR(st.st_mode))
+			collect_cases(path, prefix, relpath, cases);
+		else if (has_suffix(de->d_name, ".req"))
+			add_case(cases, SUITE_CASE,
+					 pnstrdup(path, strlen(path) - 4),
+					 case_name(prefix, relpath, strlen(relpath) - 4));
+		else if (has_suffix(de->d_name, ".signature") &&
+				 strncmp(de->d_name, "chunked-put", 11) != 0)
+			add_case(cases, S3_CASE,
+					 pnstrdup(path, strlen(path) - 10),
+					 case_name(prefix, relpath, strlen(relpath) - 10));
+	}
+	closedir(d);
+}
+
+static int
+case_cmp(const void *a, const void *b)
+{
+	return strcmp(((const TestCase *) a)->name, ((const TestCase *) b)->name);
+}
+
+static void
+report(const char *name, const char *failure, int *passed, int *failed)
+{
+	if (failure == NULL)
+	{
+		printf("ok %s\n", name);
+		(*passed)++;
+	}
+	else
+	{
+		printf("FAILED %s: %s\n", name, failure);
+		(*failed)++;
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	CaseList	cases = {NULL, 0, 0};
+	int			passed = 0;
+	int			failed = 0;
+	int			i;
+
+	if (argc < 2)
+	{
+		fprintf(stderr, "usage: %s DIR...\n", argv[0]);
+		return 2;
+	}
+
+	for (i = 1; i < argc; i++)
+	{
+		char	   *root = pstrdup(argv[i]);
+		char	   *prefix;
+		size_t		len = strlen(root);
+
+		while (len > 1 && root[len - 1] == '/')
+			root[--len] = '\0';
+		/* name cases after the directory given, e.g. "s3-sigv4-examples/..." */
+		prefix = strrchr(root, '/') ? strrchr(root, '/') + 1 : root;
+		if (strcmp(prefix, ".") == 0 || strcmp(prefix, "..") == 0)
+			prefix = "";
+		collect_cases(root, prefix, "", &cases);
+	}
+	if (cases.count > 0)
+		qsort(cases.items, cases.count, sizeof(TestCase), case_cmp);
+
+	report("builtin/uri-encode", builtin_uri_encode(), &passed, &failed);
+	report("builtin/s3-path-verbatim", builtin_s3_path_verbatim(),
+		   &passed, &failed);
+	report("builtin/query-and-path-escapes", builtin_query_and_path_escapes(),
+		   &passed, &failed);
+
+	for (i = 0; i < cases.count; i++)
+	{
+		TestCase   *tc = &cases.items[i];
+
+		report(tc->name,
+			   tc->kind == SUITE_CASE ? run_suite_case(tc) : run_s3_case(tc),
+			   &passed, &failed);
+	}
+
+	if (cases.count == 0)
+	{
+		printf("FAILED: no test vectors found\n");
+		failed++;
+	}
+
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed > 0 ? 1 : 0;
+}
