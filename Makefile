@@ -4,7 +4,7 @@ EXTENSION = batchproc
 MODULE_big = batchproc
 OBJS = \
 	src/api.o \
-	src/aws_settings.o \
+	src/aws.o \
 	src/batchproc.o \
 	src/copy_s3.o \
 	src/credentials.o \

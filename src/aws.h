@@ -31,7 +31,7 @@ typedef struct BatchprocAwsCredentials
 								 * default", ... for messages */
 } BatchprocAwsCredentials;
 
-/* aws_settings.c */
+/* aws.c */
 extern char *batchproc_aws_access_key_id;
 extern char *batchproc_aws_secret_access_key;
 extern char *batchproc_aws_session_token;
@@ -57,6 +57,9 @@ extern bool batchproc_aws_retryable(long status, bool transport_error,
 extern bool batchproc_aws_throttling(long status, const char *error_code);
 extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
 									 const char *retry_after);
+
+/* The text of the first <name>...</name> in xml, entities decoded, or NULL. */
+extern char *batchproc_aws_xml_element(const char *xml, const char *name);
 
 /* credentials.c */
 extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);

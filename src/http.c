@@ -183,8 +183,8 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	{
 		size_t		room;
 
-		/* Slide what is left to the front before deciding to pause. */
-		if (req->stream_start > 0)
+		/* Slide what is left to the front only when the tail is too short. */
+		if (req->stream_start > 0 && STREAM_BUFFER_SIZE - req->stream_end < len)
 		{
 			memmove(req->stream_buf, req->stream_buf + req->stream_start,
 					req->stream_end - req->stream_start);
@@ -468,12 +468,12 @@ rebuild_wait_set(void)
  * The one wait point of every HTTP exchange.
  */
 static void
-wait_and_drive(void)
+wait_and_drive(bool block)
 {
 	WaitEvent	events[16];
 	int			nevents;
 	int			running;
-	long		timeout = curl_timeout_ms;
+	long		timeout = block ? curl_timeout_ms : 0;
 
 	if (watch_overflow)
 		ereport(ERROR,
@@ -509,7 +509,7 @@ wait_and_drive(void)
 			curl_multi_socket_action(multi, events[i].fd, mask, &running);
 		}
 	}
-	if (nevents == 0)
+	if (nevents == 0 && block)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	CHECK_FOR_INTERRUPTS();
 	reap_finished();
@@ -552,9 +552,29 @@ finish_response(BatchprocHttpRequest *req)
 BatchprocHttpResponse *
 batchproc_http_perform(BatchprocHttpRequest *req)
 {
+	batchproc_http_start(req);
+	return batchproc_http_finish(req);
+}
+
+void
+batchproc_http_start(BatchprocHttpRequest *req)
+{
 	add_to_multi(req);
+}
+
+/* Let running transfers move without waiting: a poll with no timeout. */
+void
+batchproc_http_progress(void)
+{
+	if (multi != NULL)
+		wait_and_drive(false);
+}
+
+BatchprocHttpResponse *
+batchproc_http_finish(BatchprocHttpRequest *req)
+{
 	while (!req->done)
-		wait_and_drive();
+		wait_and_drive(true);
 	finish_response(req);
 	return &req->response;
 }
@@ -570,14 +590,14 @@ batchproc_http_stream_start(BatchprocHttpRequest *req)
 				 errmsg("out of memory")));
 	add_to_multi(req);
 	while (!req->done && !req->headers_done)
-		wait_and_drive();
+		wait_and_drive(true);
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
 
 	/* An error status is read whole, for the caller to parse. */
 	if (req->response.status < 200 || req->response.status >= 300)
 	{
 		while (!req->done)
-			wait_and_drive();
+			wait_and_drive(true);
 		finish_response(req);
 	}
 	return &req->response;
@@ -605,12 +625,14 @@ batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
 			reap_finished();
 			continue;
 		}
-		wait_and_drive();
+		wait_and_drive(true);
 	}
 
 	n = Min(maxread, req->stream_end - req->stream_start);
 	memcpy(buf, req->stream_buf + req->stream_start, n);
 	req->stream_start += n;
+	if (req->stream_start == req->stream_end)
+		req->stream_start = req->stream_end = 0;
 	if (req->done && req->stream_start == req->stream_end)
 		finish_response(req);
 	return n;

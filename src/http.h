@@ -71,6 +71,15 @@ extern BatchprocHttpRequest *batchproc_http_request(const char *method,
 extern BatchprocHttpResponse *batchproc_http_perform(BatchprocHttpRequest *req);
 
 /*
+ * The same in three steps, so that the caller can work while the transfer
+ * runs: start it, call progress now and then (it never waits), and finish
+ * it, which waits for the end.
+ */
+extern void batchproc_http_start(BatchprocHttpRequest *req);
+extern void batchproc_http_progress(void);
+extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
+
+/*
  * Streaming: start the request, then read the body in pieces.  Reads
  * block (interruptibly) until at least minread bytes are available or the
  * response ends; returns the bytes copied, 0 at the end.  A response whose

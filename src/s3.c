@@ -10,13 +10,14 @@
  *
  * Uploads buffer one part.  An object that fits in one part is sent with a
  * single PUT; a larger one becomes a multipart upload whose parts are each
- * retried.  CompleteMultipartUpload can answer 200 with an <Error> body,
+ * retried.  While one part uploads the next one fills, so producing the
+ * data and sending it overlap; two parts are held in memory at most.  CompleteMultipartUpload can answer 200 with an <Error> body,
  * which is a failure.  On any failure the upload is aborted, so no partial
  * object ever appears.
  *
  * Every request is signed with SigV4 using S3's rules (signed
  * x-amz-content-sha256, the path neither normalised nor encoded twice) and
- * retried under the standard retry policy (aws_settings.c).  Errors name
+ * retried under the standard retry policy (aws.c).  Errors name
  * the operation, the bucket and key, and S3's Code and Message; never a
  * credential.
  *
@@ -82,13 +83,20 @@ struct BatchprocS3Writer
 	MemoryContext cxt;
 	char	   *bucket;
 	char	   *key;
-	char	   *buf;
+	char	   *bufs[2];		/* one fills while the other uploads */
+	int			cur;
 	size_t		len;
 	size_t		part_size;
+	size_t		unpolled;		/* bytes written since the upload last moved */
 	char	   *upload_id;
 	List	   *etags;
 	bool		finished;
 	bool		aborted;
+
+	/* the part being uploaded while the next one fills */
+	MemoryContext inflight_cxt;
+	BatchprocHttpRequest *inflight_req;
+	S3Call		inflight_call;
 };
 
 const char *
@@ -99,22 +107,22 @@ batchproc_s3_parse_uri(const char *uri, char **bucket, char **key)
 	size_t		blen;
 
 	if (uri == NULL || strncmp(uri, "s3://", 5) != 0)
-		return "an S3 URI starts with s3://";
+		return "An S3 URI starts with s3://";
 	rest = uri + 5;
 	slash = strchr(rest, '/');
 	if (slash == NULL || slash == rest)
-		return "an S3 URI names a bucket and a key, as in s3://bucket/path/file.csv";
+		return "An S3 URI names a bucket and a key, as in s3://bucket/path/file.csv";
 	blen = slash - rest;
 	if (blen < 3 || blen > 63)
-		return "a bucket name is 3 to 63 characters long";
+		return "A bucket name is 3 to 63 characters long";
 	for (const char *p = rest; p < slash; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
 			  *p == '-' || *p == '.'))
-			return "a bucket name holds only lowercase letters, digits, hyphens and dots";
+			return "A bucket name holds only lowercase letters, digits, hyphens and dots";
 	if (slash[1] == '\0')
-		return "the key after the bucket is empty";
+		return "The key after the bucket is empty";
 	if (strlen(slash + 1) > 1024)
-		return "an S3 key is at most 1024 bytes long";
+		return "An S3 key is at most 1024 bytes long";
 	*bucket = pnstrdup(rest, blen);
 	*key = pstrdup(slash + 1);
 	return NULL;
@@ -152,25 +160,6 @@ split_endpoint(const char *endpoint, char **scheme, char **authority, char **bas
 		*authority = pstrdup(p);
 		*base = pstrdup("");
 	}
-}
-
-static const char *
-xml_value(const char *xml, const char *tag, char **out)
-{
-	char	   *open = psprintf("<%s>", tag);
-	char	   *close = psprintf("</%s>", tag);
-	const char *start = xml ? strstr(xml, open) : NULL;
-	const char *end;
-
-	*out = NULL;
-	if (start == NULL)
-		return NULL;
-	start += strlen(open);
-	end = strstr(start, close);
-	if (end == NULL)
-		return NULL;
-	*out = pnstrdup(start, end - start);
-	return *out;
 }
 
 static BatchprocHttpRequest *
@@ -343,8 +332,8 @@ s3_perform(const S3Call *c, bool error_body_is_failure)
 
 		if (resp->body)
 		{
-			xml_value(resp->body, "Code", &code);
-			xml_value(resp->body, "Message", &message);
+			code = batchproc_aws_xml_element(resp->body, "Code");
+			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
 		if (attempt < batchproc_aws_max_attempts &&
 			batchproc_aws_retryable(resp->status, resp->transport_error, code))
@@ -410,8 +399,8 @@ start_download(BatchprocS3Reader *r)
 		}
 		if (resp->body)
 		{
-			xml_value(resp->body, "Code", &code);
-			xml_value(resp->body, "Message", &message);
+			code = batchproc_aws_xml_element(resp->body, "Code");
+			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
 		if (attempt < batchproc_aws_max_attempts &&
 			batchproc_aws_retryable(resp->status, resp->transport_error, code))
@@ -491,6 +480,9 @@ batchproc_s3_reader_resumes(BatchprocS3Reader *r)
 
 /* Uploads */
 
+/* Let a running part upload move once this much more has been written. */
+#define UPLOAD_POLL_BYTES (256 * 1024)
+
 BatchprocS3Writer *
 batchproc_s3_open_write(const char *bucket, const char *key)
 {
@@ -502,51 +494,104 @@ batchproc_s3_open_write(const char *bucket, const char *key)
 	w->bucket = MemoryContextStrdup(cxt, bucket);
 	w->key = MemoryContextStrdup(cxt, key);
 	w->part_size = (size_t) batchproc_s3_part_size_mb * 1024 * 1024;
-	w->buf = MemoryContextAllocHuge(cxt, w->part_size);
+	w->bufs[0] = MemoryContextAllocHuge(cxt, w->part_size);
 	return w;
 }
 
 static void
-upload_part(BatchprocS3Writer *w)
+begin_multipart(BatchprocS3Writer *w)
 {
-	MemoryContext old = MemoryContextSwitchTo(w->cxt);
 	S3Call		c = {0};
 	S3Result	res;
+	char	   *upload_id;
 
-	if (w->upload_id == NULL)
-	{
-		char	   *upload_id;
-
-		c.op = "CreateMultipartUpload";
-		c.method = "POST";
-		c.bucket = w->bucket;
-		c.key = w->key;
-		c.query = "uploads";
-		res = s3_perform(&c, false);
-		if (xml_value(res.body, "UploadId", &upload_id) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("S3 CreateMultipartUpload of \"s3://%s/%s\" returned no upload id",
-							w->bucket, w->key)));
-		w->upload_id = upload_id;
-	}
-
-	memset(&c, 0, sizeof(c));
-	c.op = "UploadPart";
-	c.method = "PUT";
+	c.op = "CreateMultipartUpload";
+	c.method = "POST";
 	c.bucket = w->bucket;
 	c.key = w->key;
-	c.query = psprintf("partNumber=%d&uploadId=%s", list_length(w->etags) + 1,
-					   batchproc_uri_encode(w->upload_id, false));
-	c.body = w->buf;
-	c.body_len = w->len;
+	c.query = "uploads";
 	res = s3_perform(&c, false);
-	if (res.etag[0] == '\0')
+	if ((upload_id = batchproc_aws_xml_element(res.body, "UploadId")) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("S3 CreateMultipartUpload of \"s3://%s/%s\" returned no upload id",
+						w->bucket, w->key)));
+	w->upload_id = upload_id;
+}
+
+static void
+part_call(BatchprocS3Writer *w, S3Call *c, const char *data, size_t len)
+{
+	memset(c, 0, sizeof(S3Call));
+	c->op = "UploadPart";
+	c->method = "PUT";
+	c->bucket = w->bucket;
+	c->key = w->key;
+	c->query = psprintf("partNumber=%d&uploadId=%s", list_length(w->etags) + 1,
+						batchproc_uri_encode(w->upload_id, false));
+	c->body = data;
+	c->body_len = len;
+}
+
+static void
+record_part(BatchprocS3Writer *w, const char *etag)
+{
+	if (etag == NULL || etag[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("S3 UploadPart of \"s3://%s/%s\" returned no ETag",
 						w->bucket, w->key)));
-	w->etags = lappend(w->etags, res.etag);
+	w->etags = lappend(w->etags, MemoryContextStrdup(w->cxt, etag));
+}
+
+/*
+ * Wait for the part in flight.  If its one attempt failed, it goes again
+ * through the ordinary retry loop, which reports a failure that persists.
+ */
+static void
+finish_inflight(BatchprocS3Writer *w)
+{
+	BatchprocHttpResponse *resp;
+
+	if (w->inflight_req == NULL)
+		return;
+	resp = batchproc_http_finish(w->inflight_req);
+	if (resp->status >= 200 && resp->status < 300 && !resp->transport_error)
+		record_part(w, resp->etag);
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->inflight_cxt);
+		S3Result	res = s3_perform(&w->inflight_call, false);
+
+		MemoryContextSwitchTo(old);
+		record_part(w, res.etag);
+	}
+	w->inflight_req = NULL;
+	MemoryContextDelete(w->inflight_cxt);
+	w->inflight_cxt = NULL;
+}
+
+/* Send the full buffer as the next part, and fill the other meanwhile. */
+static void
+upload_full_buffer(BatchprocS3Writer *w)
+{
+	MemoryContext old = MemoryContextSwitchTo(w->cxt);
+
+	finish_inflight(w);
+	if (w->upload_id == NULL)
+		begin_multipart(w);
+
+	w->inflight_cxt = AllocSetContextCreate(w->cxt, "batchproc S3 part",
+											ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(w->inflight_cxt);
+	part_call(w, &w->inflight_call, w->bufs[w->cur], w->len);
+	w->inflight_req = build_request(&w->inflight_call, S3_SMALL_BODY_LIMIT);
+	batchproc_http_start(w->inflight_req);
+	MemoryContextSwitchTo(w->cxt);
+
+	w->cur = 1 - w->cur;
+	if (w->bufs[w->cur] == NULL)
+		w->bufs[w->cur] = MemoryContextAllocHuge(w->cxt, w->part_size);
 	w->len = 0;
 	MemoryContextSwitchTo(old);
 }
@@ -554,16 +599,23 @@ upload_part(BatchprocS3Writer *w)
 void
 batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 {
+	w->unpolled += len;
 	while (len > 0)
 	{
 		size_t		n = Min(len, w->part_size - w->len);
 
-		memcpy(w->buf + w->len, data, n);
+		memcpy(w->bufs[w->cur] + w->len, data, n);
 		w->len += n;
 		data += n;
 		len -= n;
 		if (w->len == w->part_size)
-			upload_part(w);
+			upload_full_buffer(w);
+	}
+
+	if (w->inflight_req && w->unpolled >= UPLOAD_POLL_BYTES)
+	{
+		w->unpolled = 0;
+		batchproc_http_progress();
 	}
 }
 
@@ -583,7 +635,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	{
 		c.op = "PutObject";
 		c.method = "PUT";
-		c.body = w->buf;
+		c.body = w->bufs[w->cur];
 		c.body_len = w->len;
 		(void) s3_perform(&c, false);
 		w->finished = true;
@@ -591,8 +643,14 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		return;
 	}
 
+	finish_inflight(w);
 	if (w->len > 0)
-		upload_part(w);
+	{
+		S3Call		part;
+
+		part_call(w, &part, w->bufs[w->cur], w->len);
+		record_part(w, s3_perform(&part, false).etag);
+	}
 
 	initStringInfo(&xml);
 	appendStringInfoString(&xml, "<CompleteMultipartUpload>");
@@ -621,6 +679,11 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 {
 	MemoryContext old = CurrentMemoryContext;
 
+	if (w->inflight_req)
+	{
+		batchproc_http_free(w->inflight_req);
+		w->inflight_req = NULL;
+	}
 	if (w->upload_id == NULL || w->finished || w->aborted)
 		return;
 	w->aborted = true;

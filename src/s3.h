@@ -17,7 +17,7 @@ typedef struct BatchprocS3Writer BatchprocS3Writer;
 
 /*
  * Split "s3://bucket/key" into its parts.  Returns NULL on success, or a
- * message saying what is wrong with the URI.
+ * sentence (capitalised, without its period) saying what is wrong.
  */
 extern const char *batchproc_s3_parse_uri(const char *uri, char **bucket, char **key);
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * aws_settings.c
- *	  AWS settings: the batchproc.* parameters for credentials, region,
- *	  endpoints and S3 behaviour, and the standard retry policy.
+ * aws.c
+ *	  What every AWS client here shares: the batchproc.* parameters for
+ *	  credentials, region, endpoints and S3 behaviour, the standard retry
+ *	  policy, and reading AWS's XML answers.
  *
  * Settings come first, then the standard AWS environment variables, then
  * AWS's defaults.  Anything that changes where requests go or what they
@@ -15,7 +16,7 @@
  * Retry-After or x-amz-retry-after honoured when it asks for longer.
  *
  * IDENTIFICATION
- *	  src/aws_settings.c
+ *	  src/aws.c
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 
 #include "common/pg_prng.h"
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
 
 #include "aws.h"
@@ -311,4 +313,58 @@ batchproc_aws_backoff_ms(int attempt, bool throttled, const char *retry_after)
 			delay = Max(delay, (long) Min(seconds * 1000.0, RETRY_CAP_MS));
 	}
 	return delay;
+}
+
+/*
+ * The text of the first <name>...</name> in xml, entities decoded, or
+ * NULL.  AWS's XML answers (S3, STS) are flat and machine-written; a full
+ * XML parser would buy nothing here.
+ */
+char *
+batchproc_aws_xml_element(const char *xml, const char *name)
+{
+	char	   *open = psprintf("<%s>", name);
+	char	   *close = psprintf("</%s>", name);
+	const char *start = strstr(xml, open);
+	const char *end;
+	StringInfoData s;
+
+	if (start == NULL)
+		return NULL;
+	start += strlen(open);
+	end = strstr(start, close);
+	if (end == NULL)
+		return NULL;
+
+	initStringInfo(&s);
+	for (const char *p = start; p < end; p++)
+	{
+		static const struct
+		{
+			const char *entity;
+			char		c;
+		}			entities[] = {
+			{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}
+		};
+		bool		decoded = false;
+
+		if (*p == '&')
+		{
+			for (size_t i = 0; i < lengthof(entities); i++)
+			{
+				size_t		elen = strlen(entities[i].entity);
+
+				if ((size_t) (end - p) >= elen && strncmp(p, entities[i].entity, elen) == 0)
+				{
+					appendStringInfoChar(&s, entities[i].c);
+					p += elen - 1;
+					decoded = true;
+					break;
+				}
+			}
+		}
+		if (!decoded)
+			appendStringInfoChar(&s, *p);
+	}
+	return s.data;
 }

@@ -1,0 +1,76 @@
+# Helpers shared by batchproc's TAP tests: a cluster with the library
+# preloaded and the AWS test environment, and the AWS CLI against moto.
+package BatchprocTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service);
+
+sub moto_url
+{
+	my $url = $ENV{BATCHPROC_TEST_MOTO_URL};
+	plan skip_all => 'moto is not running (run the tests through test/run)'
+	  unless $url;
+	return $url;
+}
+
+# A started cluster with batchproc preloaded and created in "postgres".
+# The server inherits this process's environment: the moto endpoint and
+# the test IAM user's key.
+sub batchproc_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'batchproc'\n" . ($opts{conf} // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION batchproc');
+	return $node;
+}
+
+# Run the AWS CLI against moto; returns (exit code, stdout, stderr).
+sub aws
+{
+	my @args = @_;
+	my ($out, $err) = ('', '');
+	local $ENV{HOME} = $PostgreSQL::Test::Utils::tmp_check;
+	local $ENV{AWS_PAGER} = '';
+	IPC::Run::run([ 'aws', '--endpoint-url', moto_url(), '--region', 'us-east-1', @args ],
+		'>', \$out, '2>', \$err);
+	return ($? >> 8, $out, $err);
+}
+
+sub aws_ok
+{
+	my ($rc, $out, $err) = aws(@_);
+	die "aws @_ failed: $err" if $rc != 0;
+	return $out;
+}
+
+# Start a test service that prints its port on its first line of output;
+# it ends when its stdin closes (at the end of the test).  Returns the
+# harness, the port and a reference to what it has printed so far.
+sub start_service
+{
+	my @cmd = @_;
+	my ($in, $out, $err) = ('', '', '');
+	my $h = IPC::Run::start(\@cmd, '<', \$in, '>', \$out, '2>', \$err);
+	my $deadline = time() + 30;
+	while ($out !~ /^\d+\n/ && time() < $deadline)
+	{
+		$h->pump_nb;
+		select(undef, undef, undef, 0.05);
+	}
+	die "service @cmd did not start: $err" unless $out =~ /^(\d+)\n/;
+	return ($h, $1, \$out);
+}
+
+1;
