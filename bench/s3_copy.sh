@@ -3,8 +3,10 @@
 # a local file, on the same 1,000,000-row (~76 MB) CSV.
 #
 # Prints the median of RUNS timings (default 5) of each, and the ratios.
-# S3 is moto on loopback, so the figures include moto's own cost of
-# serving and storing the object.  Not a pass/fail test.
+# The S3 on loopback is moto (BENCH_S3=moto, the default), whose Python
+# request handling and multipart assembly weigh on the figures, or s3rver
+# (BENCH_S3=s3rver, installed from npm into the run's directory), a leaner
+# S3 emulator that stores objects as files.  Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
 . "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
@@ -12,7 +14,27 @@ RUNS=${RUNS:-5}
 ROWS=${ROWS:-1000000}
 
 build_and_install
-start_moto
+case "${BENCH_S3:-moto}" in
+	moto)
+		start_moto
+		;;
+	s3rver)
+		npm install --silent --prefix "$work/s3rver" s3rver@3.7.1 >/dev/null
+		mkdir -p "$work/s3rver/data"
+		port=$(free_port)
+		"$work/s3rver/node_modules/.bin/s3rver" -d "$work/s3rver/data" -a 127.0.0.1 -p "$port" \
+			--silent >"$work/s3rver.log" 2>&1 &
+		service_pids+=($!)
+		wait_http "http://127.0.0.1:$port/"
+		export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1
+		export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+		export AWS_EC2_METADATA_DISABLED=true
+		;;
+	*)
+		echo "BENCH_S3 is moto or s3rver" >&2
+		exit 2
+		;;
+esac
 start_cluster bench "fsync = off
 max_wal_size = '4GB'
 checkpoint_timeout = '1h'"
@@ -47,8 +69,8 @@ done
 
 m() { printf '%s' "${runs[$1]}" | grep . | median; }
 il=$(m import_local); is=$(m import_s3); el=$(m export_local); es=$(m export_s3)
-awk -v rows="$ROWS" -v size="$size" -v runs="$RUNS" -v il="$il" -v is="$is" -v el="$el" -v es="$es" 'BEGIN {
-	printf "rows: %d, CSV: %.1f MB, runs: %d (median)\n", rows, size / 1e6, runs
+awk -v s3="${BENCH_S3:-moto}" -v rows="$ROWS" -v size="$size" -v runs="$RUNS" -v il="$il" -v is="$is" -v el="$el" -v es="$es" 'BEGIN {
+	printf "S3: %s; rows: %d, CSV: %.1f MB, runs: %d (median)\n", s3, rows, size / 1e6, runs
 	printf "import: local COPY FROM %8.0f ms   S3 COPY FROM %8.0f ms   ratio %.2f\n", il, is, is / il
 	printf "export: local COPY TO   %8.0f ms   S3 COPY TO   %8.0f ms   ratio %.2f\n", el, es, es / el
 }'

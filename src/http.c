@@ -373,6 +373,9 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	/* Bigger buffers than libcurl's 16 kB mean fewer callbacks per MB. */
+	curl_easy_setopt(req->easy, CURLOPT_BUFFERSIZE, 512 * 1024L);
+	curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2 * 1024 * 1024L);
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	if (timeout_ms > 0)
 		curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
