@@ -6,13 +6,24 @@ OBJS = \
 	src/api.o \
 	src/aws.o \
 	src/batchproc.o \
+	src/config.o \
 	src/copy_s3.o \
 	src/credentials.o \
+	src/dispatch.o \
+	src/export.o \
 	src/hooks.o \
 	src/http.o \
+	src/import.o \
 	src/launcher.o \
+	src/payload.o \
+	src/results.o \
+	src/runner.o \
 	src/s3.o \
 	src/sigv4.o \
+	src/target_agent.o \
+	src/target_http.o \
+	src/target_tool.o \
+	src/targets.o \
 	src/worker.o
 
 # The install script lives in extension/ so that nothing in sql/ (the

@@ -16,9 +16,12 @@ CREATE TABLE batchproc.batches (
                        'succeeded', 'failed', 'cancelled'])),
     config         jsonb NOT NULL,
     owner          regrole NOT NULL DEFAULT pg_catalog.current_user()::pg_catalog.regrole,
+    target         jsonb NOT NULL DEFAULT '{}',
+    columns        text[],
     total_rows     bigint,
     succeeded_rows bigint NOT NULL DEFAULT 0,
     failed_rows    bigint NOT NULL DEFAULT 0,
+    in_flight      integer NOT NULL DEFAULT 0,
     result_table   regclass,
     error          text,
     submitted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -71,6 +74,56 @@ RETURNS bigint
 LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_submit';
 COMMENT ON FUNCTION pg_catalog.batchproc_submit(jsonb) IS 'Queue a batch; work starts when the transaction commits';
+
+CREATE FUNCTION pg_catalog.batchproc_wait(batch_id bigint, timeout interval DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_wait';
+COMMENT ON FUNCTION pg_catalog.batchproc_wait(bigint, interval) IS 'Wait until a batch ends and return its final state';
+
+CREATE FUNCTION pg_catalog.batchproc_cancel(batch_id bigint)
+RETURNS text
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_cancel';
+COMMENT ON FUNCTION pg_catalog.batchproc_cancel(bigint) IS 'Stop a batch: nothing more is sent and running executions are stopped';
+
+CREATE FUNCTION pg_catalog.batchproc_retry_failed(batch_id bigint)
+RETURNS bigint
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_retry_failed';
+COMMENT ON FUNCTION pg_catalog.batchproc_retry_failed(bigint) IS 'Run the failed rows of an ended batch again, then export again';
+
+CREATE FUNCTION batchproc.validate_config(config jsonb)
+RETURNS jsonb
+LANGUAGE c STRICT STABLE
+AS 'MODULE_PATHNAME', 'batchproc_validate_config';
+COMMENT ON FUNCTION batchproc.validate_config(jsonb) IS 'Check a batch configuration and return it with every default filled in';
+
+CREATE FUNCTION batchproc.format_number(value numeric, format text)
+RETURNS text
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'batchproc_format_number';
+COMMENT ON FUNCTION batchproc.format_number(numeric, text) IS 'A number in an output column''s printf-style format';
+
+CREATE VIEW batchproc.progress AS
+SELECT b.id,
+       b.state,
+       b.total_rows,
+       b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows AS done,
+       b.failed_rows AS failed,
+       b.in_flight,
+       pg_catalog.round((b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows)::numeric
+             OPERATOR(pg_catalog./) GREATEST(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) b.started_at), 0.001), 1)
+           AS rows_per_second,
+       CASE WHEN b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows OPERATOR(pg_catalog.>) 0 AND b.total_rows IS NOT NULL
+            THEN (pg_catalog.now() OPERATOR(pg_catalog.-) b.started_at)
+                 OPERATOR(pg_catalog.*) ((b.total_rows OPERATOR(pg_catalog.-) b.succeeded_rows OPERATOR(pg_catalog.-) b.failed_rows)::float8
+                      OPERATOR(pg_catalog./) (b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows))
+       END AS eta,
+       b.started_at
+  FROM batchproc.batches b
+ WHERE b.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting']);
+COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, rows per second and ETA';
 
 CREATE FUNCTION batchproc.aws_credentials(OUT source text, OUT access_key_id text,
                                           OUT expires_at timestamptz)

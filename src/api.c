@@ -14,15 +14,40 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "batch.h"
 #include "batchproc.h"
+#include "targets.h"
 
 PG_FUNCTION_INFO_V1(batchproc_submit);
+PG_FUNCTION_INFO_V1(batchproc_wait);
+PG_FUNCTION_INFO_V1(batchproc_cancel);
+PG_FUNCTION_INFO_V1(batchproc_retry_failed);
+
+/* Batches queued by the current transaction, which no worker sees yet. */
+static List *submitted_here = NIL;
+static bool xact_callback_registered = false;
+
+static void
+forget_submitted(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		submitted_here = NIL;
+}
 
 static void
 require_worker(const char *function_name)
@@ -36,43 +61,384 @@ require_worker(const char *function_name)
 				 errhint("Add batchproc to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
 }
 
+static void
+require_role(const char *rolename, const char *uri, const char *what)
+{
+	Oid			roleid;
+
+	if (superuser())
+		return;
+	roleid = get_role_oid(rolename, true);
+	if (!OidIsValid(roleid) || !has_privs_of_role(GetUserId(), roleid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s \"%s\"", what, uri),
+				 errdetail("A batch runs with its submitter's rights, and only superusers and members of \"%s\" may do that.",
+						   rolename),
+				 errhint("Ask an administrator to GRANT %s TO %s.", rolename,
+						 GetUserNameFromId(GetUserId(), false))));
+}
+
+/* The registry's entry of a name, or NULL. */
+static Jsonb *
+registry_entry(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('type', type, 'arn', arn, 'url', url,"
+								" 'express', express, 'headers', headers)"
+								" FROM batchproc.targets WHERE name OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the target registry: SPI_execute_with_args returned %d", ret);
+	if (SPI_processed == 0)
+		return NULL;
+	return DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static const char *
+type_name(BatchprocTargetType type)
+{
+	return type == BATCHPROC_TARGET_AGENT ? "agent" :
+		type == BATCHPROC_TARGET_TOOL ? "tool" : "http";
+}
+
+/*
+ * Resolve the config's target against the registry, into what the worker
+ * needs: {"type", "name", "address", "express", "headers"}.
+ */
+static Jsonb *
+resolve_target(const BatchprocConfig *config)
+{
+	const char *type = type_name(config->target_type);
+	Jsonb	   *entry = config->target_name ? registry_entry(config->target_name) : NULL;
+	char	   *address = config->target_arn;
+	char	   *name = config->target_name;
+	bool		express = false;
+	char	   *headers = "{}";
+	StringInfoData out;
+
+	if (entry)
+	{
+		char	   *entry_type = batchproc_jsonb_string(entry, "type");
+		JsonbValue *x = batchproc_jsonb_key(entry, "express");
+		Jsonb	   *h = batchproc_jsonb_member(entry, "headers");
+
+		if (strcmp(entry_type, type) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("target.name: \"%s\" is registered as a %s, not a %s",
+							name, entry_type, type),
+					 errhint("Set target.type to \"%s\", or name another target.", entry_type)));
+		if (address == NULL)
+			address = batchproc_jsonb_string(entry,
+											 config->target_type == BATCHPROC_TARGET_HTTP ? "url" : "arn");
+		express = x && x->type == jbvBool && x->val.boolean;
+		if (h)
+			headers = JsonbToCString(NULL, &h->root, VARSIZE(h));
+	}
+
+	switch (config->target_type)
+	{
+		case BATCHPROC_TARGET_TOOL:
+			/* A tool with no entry is the Lambda function of that name. */
+			if (address == NULL)
+				address = name;
+			if (name == NULL)
+				name = strrchr(address, ':') + 1;
+			break;
+		case BATCHPROC_TARGET_AGENT:
+			if (address == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("target.name: no agent named \"%s\" is registered", name),
+						 errhint("Register it with INSERT INTO batchproc.targets (name, type, arn) VALUES (..., 'agent', 'arn:aws:states:...'), or give target.arn.")));
+			if (name == NULL)
+				name = strrchr(address, ':') + 1;
+			break;
+		case BATCHPROC_TARGET_HTTP:
+			if (address == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("target.name: no http target named \"%s\" is registered", name),
+						 errhint("Register it with INSERT INTO batchproc.targets (name, type, url) VALUES (..., 'http', 'https://...').")));
+			if (!batchproc_http_target_allowed(address))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("target.name: the URL of \"%s\" is not allowed", name),
+						 errdetail("Its host is not listed in batchproc.allowed_http_targets."),
+						 errhint("An administrator can add the host to batchproc.allowed_http_targets.")));
+			break;
+	}
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"type\": ");
+	escape_json(&out, type);
+	appendStringInfoString(&out, ", \"name\": ");
+	escape_json(&out, name);
+	appendStringInfoString(&out, ", \"address\": ");
+	escape_json(&out, address);
+	appendStringInfo(&out, ", \"express\": %s, \"headers\": %s}", express ? "true" : "false", headers);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
 /*
  * batchproc_submit(config jsonb) RETURNS bigint
  *
- * Queues a batch and returns its id.  The worker is woken at commit, so an
- * aborted transaction leaves nothing behind and wakes nobody.
+ * Validates the whole config, resolves the target and queues the batch.
+ * The worker is woken at commit, so an aborted transaction leaves nothing
+ * behind and wakes nobody.
  */
 Datum
 batchproc_submit(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *config = PG_GETARG_JSONB_P(0);
-	Oid			argtypes[1] = {JSONBOID};
-	Datum		values[1];
+	Jsonb	   *normalised;
+	BatchprocConfig *compiled;
+	Oid			argtypes[2] = {JSONBOID, JSONBOID};
+	Datum		values[2];
 	bool		isnull;
 	int64		batch_id;
 	int			ret;
+	MemoryContext old;
 
 	require_worker("batchproc_submit");
 
-	if (!JB_ROOT_IS_OBJECT(config) || JB_ROOT_IS_SCALAR(config))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch configuration must be a JSON object"),
-				 errhint("Pass an object such as '{\"csv_s3_uri\": \"s3://bucket/key.csv\", \"target\": {...}}'.")));
-
-	values[0] = JsonbPGetDatum(config);
+	normalised = batchproc_config_validate(config);
+	compiled = batchproc_config_compile(normalised);
+	require_role("batchproc_s3_read", compiled->csv_s3_uri, "read");
+	if (compiled->output_s3_uri)
+		require_role("batchproc_s3_write", compiled->output_s3_uri, "write");
 
 	SPI_connect();
-	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config) VALUES ($1)"
+	values[0] = JsonbPGetDatum(normalised);
+	values[1] = JsonbPGetDatum(resolve_target(compiled));
+	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config, target) VALUES ($1, $2)"
 								" RETURNING id",
-								1, argtypes, values, NULL, false, 1);
+								2, argtypes, values, NULL, false, 1);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not queue batch: SPI_execute_with_args returned %d", ret);
 	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(forget_submitted, NULL);
+		xact_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	submitted_here = lappend(submitted_here, (void *) (uintptr_t) batch_id);
+	MemoryContextSwitchTo(old);
 	batchproc_wake_worker_at_commit();
 
 	PG_RETURN_INT64(batch_id);
+}
+
+/* The state of a batch the caller may see, or an error. */
+static char *
+batch_state(int64 batch_id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(batch_id)};
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read batch state: SPI_execute_with_args returned %d", ret);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("batch " INT64_FORMAT " does not exist", batch_id)));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+static bool
+is_final(const char *state)
+{
+	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+		strcmp(state, "cancelled") == 0;
+}
+
+/*
+ * batchproc_wait(batch_id bigint, timeout interval DEFAULT NULL) RETURNS text
+ *
+ * Sleeps on a condition variable the worker broadcasts when a batch ends,
+ * rereading the state with a fresh snapshot each time.
+ */
+Datum
+batchproc_wait(PG_FUNCTION_ARGS)
+{
+	int64		batch_id;
+	TimestampTz deadline = 0;
+	char	   *state;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	batch_id = PG_GETARG_INT64(0);
+	require_worker("batchproc_wait");
+
+	if (list_member_ptr(submitted_here, (void *) (uintptr_t) batch_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " was submitted in this transaction", batch_id),
+				 errdetail("The batch starts only when the transaction that submitted it commits."),
+				 errhint("Commit, then call batchproc_wait.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("batchproc_wait cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("Such a transaction never sees the batch's later states."),
+				 errhint("Call it in a READ COMMITTED transaction.")));
+
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *timeout = PG_GETARG_INTERVAL_P(1);
+		double		seconds = timeout->time / 1000000.0 +
+			(timeout->day + timeout->month * 30.0) * 86400.0;
+
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) (seconds * 1000));
+	}
+
+	SPI_connect();
+	ConditionVariablePrepareToSleep(&batchproc_shared->batch_done);
+	for (;;)
+	{
+		long		wait_ms = 1000;
+
+		state = batch_state(batch_id);
+		if (is_final(state))
+			break;
+		if (deadline)
+		{
+			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+			if (left <= 0)
+			{
+				ConditionVariableCancelSleep();
+				ereport(ERROR,
+						(errcode(ERRCODE_QUERY_CANCELED),
+						 errmsg("batch " INT64_FORMAT " did not end within the timeout", batch_id),
+						 errdetail("The batch is %s.", state),
+						 errhint("Call batchproc_wait again, or watch batchproc.progress.")));
+			}
+			wait_ms = Min(wait_ms, left);
+		}
+		/* The timeout only bounds each sleep; the broadcast wakes us. */
+		(void) ConditionVariableTimedSleep(&batchproc_shared->batch_done, wait_ms,
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	state = MemoryContextStrdup(cxt, state);
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}
+
+/*
+ * batchproc_cancel(batch_id bigint) RETURNS text
+ *
+ * An unfinished batch becomes cancelled at once; the worker, woken at
+ * commit, stops sending and stops its running executions.  An ended batch
+ * is left as it is.  Returns the batch's state.
+ */
+Datum
+batchproc_cancel(PG_FUNCTION_ARGS)
+{
+	int64		batch_id = PG_GETARG_INT64(0);
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(batch_id)};
+	char	   *state;
+	int			ret;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_connect();
+	state = batch_state(batch_id);
+	if (!is_final(state))
+	{
+		ret = SPI_execute_with_args("UPDATE batchproc.batches SET state = 'cancelled',"
+									" in_flight = 0, finished_at = pg_catalog.now()"
+									" WHERE id OPERATOR(pg_catalog.=) $1",
+									1, types, args, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "could not cancel batch: SPI_execute_with_args returned %d", ret);
+		ret = SPI_execute_with_args("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
+									1, types, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not notify: SPI_execute_with_args returned %d", ret);
+		state = "cancelled";
+		batchproc_wake_worker_at_commit();
+	}
+	state = MemoryContextStrdup(cxt, state);
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}
+
+/*
+ * batchproc_retry_failed(batch_id bigint) RETURNS bigint
+ *
+ * Redrive: the rows of an ended batch that failed, timed out or were never
+ * finished run again (under new call names), then the batch exports again.
+ * Returns how many rows go again.
+ */
+Datum
+batchproc_retry_failed(PG_FUNCTION_ARGS)
+{
+	int64		batch_id = PG_GETARG_INT64(0);
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(batch_id)};
+	char	   *state;
+	bool		isnull;
+	int64		rows;
+	int			ret;
+
+	require_worker("batchproc_retry_failed");
+	SPI_connect();
+	state = batch_state(batch_id);
+	if (!is_final(state))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
+				 errhint("Wait for it to end, or cancel it, before retrying its failed rows.")));
+
+	ret = SPI_execute_with_args("SELECT result_table IS NULL FROM batchproc.batches"
+								" WHERE id OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read batch: SPI_execute_with_args returned %d", ret);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " has no rows to retry", batch_id),
+				 errdetail("It ended before its CSV was imported."),
+				 errhint("Submit the batch again.")));
+
+	ret = SPI_execute(psprintf("WITH reset AS ("
+							   " UPDATE batchproc_data.batch_" INT64_FORMAT
+							   " SET _status = NULL, _error_message = NULL, _timestamp = NULL,"
+							   " _execution_time_ms = NULL, _attempts = _attempts OPERATOR(pg_catalog.+) 1"
+							   " WHERE _status IS DISTINCT FROM 'SUCCESS' RETURNING 1)"
+							   " SELECT pg_catalog.count(*) FROM reset", batch_id),
+					  false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not reset failed rows: SPI_execute returned %d", ret);
+	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	ret = SPI_execute_with_args("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not clear dead letters: SPI_execute_with_args returned %d", ret);
+	ret = SPI_execute_with_args("UPDATE batchproc.batches SET state = 'running', failed_rows = 0,"
+								" error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
+								1, types, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not restart batch: SPI_execute_with_args returned %d", ret);
+	SPI_finish();
+
+	batchproc_wake_worker_at_commit();
+	PG_RETURN_INT64(rows);
 }

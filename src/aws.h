@@ -12,12 +12,14 @@
 #define BATCHPROC_AWS_H
 
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 
 typedef enum BatchprocAwsService
 {
 	BATCHPROC_AWS_S3,
 	BATCHPROC_AWS_LAMBDA,
 	BATCHPROC_AWS_SFN,
+	BATCHPROC_AWS_SFN_SYNC,		/* StartSyncExecution's own host */
 	BATCHPROC_AWS_STS
 } BatchprocAwsService;
 
@@ -60,6 +62,17 @@ extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
 
 /* The text of the first <name>...</name> in xml, entities decoded, or NULL. */
 extern char *batchproc_aws_xml_element(const char *xml, const char *name);
+
+/* A signed request to an AWS JSON API; see aws.c. */
+struct BatchprocHttpRequest;
+extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsService service,
+															   const char *method,
+															   const char *path,
+															   List *extra_headers,
+															   const char *body,
+															   size_t body_len,
+															   size_t body_limit,
+															   long timeout_ms);
 
 /* credentials.c */
 extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);

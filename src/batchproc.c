@@ -24,6 +24,7 @@
 
 #include "aws.h"
 #include "batchproc.h"
+#include "targets.h"
 
 PG_MODULE_MAGIC;
 
@@ -67,6 +68,13 @@ _PG_init(void)
 								NULL, NULL, NULL);
 
 	batchproc_define_aws_settings();
+
+	DefineCustomStringVariable("batchproc.allowed_http_targets",
+							   "Hosts that http targets may call.",
+							   "A comma-separated list of host or host:port entries; * allows any host.",
+							   &batchproc_allowed_http_targets, "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batchproc");
 

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -52,6 +53,7 @@ typedef struct BatchprocDbSlot
 
 typedef struct BatchprocShared
 {
+	ConditionVariable batch_done;	/* broadcast when any batch ends */
 	LWLock	   *lock;			/* protects everything below */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;

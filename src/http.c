@@ -471,12 +471,15 @@ rebuild_wait_set(void)
  * The one wait point of every HTTP exchange.
  */
 static void
-wait_and_drive(bool block)
+wait_and_drive_capped(bool block, long cap_ms)
 {
 	WaitEvent	events[16];
 	int			nevents;
 	int			running;
 	long		timeout = block ? curl_timeout_ms : 0;
+
+	if (cap_ms >= 0 && (timeout < 0 || timeout > cap_ms))
+		timeout = cap_ms;
 
 	if (watch_overflow)
 		ereport(ERROR,
@@ -489,7 +492,7 @@ wait_and_drive(bool block)
 		rebuild_wait_set();
 
 	/* With nothing to watch and no timer, curl wants to be called now. */
-	if (timeout < 0 && nwatched == 0)
+	if (timeout < 0 && nwatched == 0 && cap_ms < 0)
 		timeout = 0;
 
 	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
@@ -516,6 +519,12 @@ wait_and_drive(bool block)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	CHECK_FOR_INTERRUPTS();
 	reap_finished();
+}
+
+static void
+wait_and_drive(bool block)
+{
+	wait_and_drive_capped(block, -1);
 }
 
 static void
@@ -639,6 +648,21 @@ batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
 	if (req->done && req->stream_start == req->stream_end)
 		finish_response(req);
 	return n;
+}
+
+void
+batchproc_http_wait(long max_ms)
+{
+	ensure_multi();
+	wait_and_drive_capped(true, max_ms);
+}
+
+bool
+batchproc_http_done(BatchprocHttpRequest *req)
+{
+	if (req->done && req->in_multi)
+		finish_response(req);
+	return req->done;
 }
 
 BatchprocHttpResponse *

@@ -80,6 +80,15 @@ extern void batchproc_http_progress(void);
 extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
 
 /*
+ * For an event loop with many requests in flight: wait once, for at most
+ * max_ms (-1: as long as curl's next timer or until the latch is set), for
+ * any transfer to move; then ask each request whether it is done.  The
+ * latch is reset and interrupts are checked inside.
+ */
+extern void batchproc_http_wait(long max_ms);
+extern bool batchproc_http_done(BatchprocHttpRequest *req);
+
+/*
  * Streaming: start the request, then read the body in pieces.  Reads
  * block (interruptibly) until at least minread bytes are available or the
  * response ends; returns the bytes copied, 0 at the end.  A response whose

@@ -89,6 +89,7 @@ batchproc_shmem_startup(void)
 		memset(batchproc_shared, 0, bp_shmem_size());
 		batchproc_shared->lock = &(GetNamedLWLockTranche("batchproc"))->lock;
 		batchproc_shared->nslots = batchproc_max_databases;
+		ConditionVariableInit(&batchproc_shared->batch_done);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

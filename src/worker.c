@@ -5,9 +5,10 @@
  *
  * The launcher starts one worker per database.  The worker first checks
  * that the extension is installed; if not, it tells the launcher so and
- * exits.  Otherwise it serves the database until the extension is dropped,
- * the database is dropped, or the server shuts down.  It sleeps on its latch
- * with no timeout: a backend that queues a batch sets the latch at commit.
+ * exits.  Otherwise it runs the database's batches (runner.c) until the
+ * extension is dropped, the database is dropped, or the server shuts down.
+ * With nothing to run it sleeps on its latch with no timeout: a backend
+ * that queues, cancels or redrives a batch sets the latch at commit.
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -18,7 +19,6 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -29,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "batch.h"
 #include "batchproc.h"
 
 static int	my_slot = -1;
@@ -50,39 +51,6 @@ extension_installed(void)
 	installed = OidIsValid(get_extension_oid(BATCHPROC_EXTENSION_NAME, true));
 	CommitTransactionCommand();
 	return installed;
-}
-
-/*
- * Take every queued batch.  Running a batch (import, dispatch, export) is
- * not built yet, so each one is failed with an error that says so rather
- * than left queued forever.
- */
-static void
-take_queued_batches(void)
-{
-	int			ret;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "batchproc: taking queued batches");
-
-	ret = SPI_execute("UPDATE batchproc.batches"
-					  "   SET state = 'failed',"
-					  "       started_at = pg_catalog.now(),"
-					  "       finished_at = pg_catalog.now(),"
-					  "       error = 'this version of batchproc queues batches but cannot run them yet'"
-					  " WHERE state OPERATOR(pg_catalog.=) 'queued'",
-					  false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not update queued batches: SPI_execute returned %d", ret);
-
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 void
@@ -131,7 +99,7 @@ batchproc_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
-		take_queued_batches();
+		(void) batchproc_run_batches();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
 						 PG_WAIT_EXTENSION);

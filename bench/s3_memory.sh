@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# bench/s3_memory.sh: the memory of a backend that streams an S3 object
+# through COPY, for objects of 100 MB and 1 GB.
+#
+# Each COPY FROM runs in a fresh session with WHERE false, so that no table
+# pages are touched, and the session then reads its own peak resident set
+# (VmHWM) and anonymous memory (RssAnon) from /proc.  Flat memory means the
+# same figures for both sizes.  Not a pass/fail test.
+set -euo pipefail
+harness_name=bench
+. "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
+
+build_and_install
+start_moto
+start_cluster bench "fsync = off"
+sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+
+aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
+sql -c 'CREATE EXTENSION batchproc' -c 'CREATE TABLE sink (id bigint, payload text)'
+
+echo "object      peak RSS (VmHWM)   anonymous (RssAnon)   rows read"
+for mb in 100 1000; do
+	rows=$((mb * 1000000 / 100))
+	sql -c "COPY (SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, $rows) g)
+	          TO 's3://bench/obj-$mb.csv' WITH (FORMAT csv)"
+	out=$(sql -c "COPY sink FROM 's3://bench/obj-$mb.csv' WITH (FORMAT csv) WHERE false" \
+		-c "SELECT pg_read_file('/proc/self/status')")
+	hwm=$(printf '%s\n' "$out" | sed -n 's/^VmHWM:[[:space:]]*//p')
+	anon=$(printf '%s\n' "$out" | sed -n 's/^RssAnon:[[:space:]]*//p')
+	printf '%5s MB    %-18s %-21s %s\n' "$mb" "$hwm" "$anon" "$rows"
+done

@@ -1,0 +1,134 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.h
+ *	  The batch pipeline: what the worker's runner, import, dispatch, the
+ *	  targets, results and export share.
+ *
+ * IDENTIFICATION
+ *	  src/batch.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_BATCH_H
+#define BATCHPROC_BATCH_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+#include "config.h"
+#include "http.h"
+
+/* A target resolved at submit time, as batches.target stores it. */
+typedef struct BatchprocTarget
+{
+	BatchprocTargetType type;
+	char	   *name;			/* tool: the name sent in the body */
+	char	   *address;		/* tool: function name or ARN; agent: state
+								 * machine ARN; http: URL */
+	bool		express;		/* agent: an express workflow */
+	Jsonb	   *headers;		/* http: extra headers, or NULL */
+} BatchprocTarget;
+
+/* What the worker knows of the batch it runs. */
+typedef struct BatchprocBatch
+{
+	int64		id;
+	Oid			owner;
+	char	   *table;			/* schema-qualified, quoted */
+	BatchprocConfig *config;
+	BatchprocTarget target;
+	List	   *columns;		/* the CSV's header (char *) */
+	int64		total_rows;
+} BatchprocBatch;
+
+/* import.c */
+typedef struct BatchprocImportResult
+{
+	int64		rows;
+	List	   *columns;
+} BatchprocImportResult;
+
+extern BatchprocImportResult batchproc_import_csv(const char *bucket, const char *key,
+												  const char *qualified_table,
+												  const char *extra_columns_sql,
+												  List *reserved_names);
+
+/* targets.c: one call of a row to its target */
+typedef enum BatchprocCallStatus
+{
+	BATCHPROC_CALL_SUCCEEDED,
+	BATCHPROC_CALL_RUNNING,		/* an agent execution: describe it later */
+	BATCHPROC_CALL_RETRY,		/* failed, worth another attempt */
+	BATCHPROC_CALL_FAILED		/* failed for good */
+} BatchprocCallStatus;
+
+typedef struct BatchprocCallOutcome
+{
+	BatchprocCallStatus status;
+	char	   *error;			/* for RETRY and FAILED */
+	bool		throttled;
+	char	   *retry_after;	/* the service's Retry-After, or NULL */
+	Jsonb	   *result;			/* SUCCEEDED: the unwrapped result */
+	char	   *execution_arn;	/* agents */
+} BatchprocCallOutcome;
+
+extern char *batchproc_call_name(int64 batch_id, int64 row_id, int attempt);
+extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
+													  const char *payload,
+													  const char *call_name,
+													  long timeout_ms);
+extern void batchproc_target_outcome(const BatchprocTarget *target,
+									 const char *call_name,
+									 BatchprocHttpResponse *resp,
+									 BatchprocCallOutcome *out);
+extern BatchprocHttpRequest *batchproc_agent_describe_request(const char *execution_arn,
+															  long timeout_ms);
+extern void batchproc_agent_describe_outcome(BatchprocHttpResponse *resp,
+											 BatchprocCallOutcome *out);
+extern BatchprocHttpRequest *batchproc_agent_stop_request(const char *execution_arn);
+
+/* payload.c: a row's input object and its envelope */
+extern char *batchproc_row_input(const BatchprocBatch *batch, List *colnames,
+								 char **values, char **error);
+extern char *batchproc_row_payload(const BatchprocBatch *batch, int64 row_id,
+								   const char *input, const char *call_name);
+
+/* results.c */
+typedef struct BatchprocResult
+{
+	int64		row_id;
+	const char *status;			/* SUCCESS, FAILED or TIMEOUT */
+	char	   *error;
+	int64		ms;
+	TimestampTz at;
+	int			attempts;
+	char	   *execution_id;
+	char	   *payload;		/* the input, for a dead letter */
+	char	  **outputs;		/* one text per output column, or NULL */
+} BatchprocResult;
+
+extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, const char *path);
+extern void batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results,
+									int n, int in_flight);
+extern char *batchproc_result_columns_sql(const BatchprocConfig *config);
+extern List *batchproc_reserved_column_names(const BatchprocConfig *config);
+extern bool batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
+									  char **values, char **error);
+
+/* dispatch.c */
+typedef enum BatchprocDispatchEnd
+{
+	BATCHPROC_DISPATCH_DONE,
+	BATCHPROC_DISPATCH_CANCELLED,
+	BATCHPROC_DISPATCH_STOPPED_ON_ERROR
+} BatchprocDispatchEnd;
+
+extern BatchprocDispatchEnd batchproc_dispatch(BatchprocBatch *batch, char **error);
+
+/* export.c */
+extern void batchproc_export(BatchprocBatch *batch);
+
+/* runner.c */
+extern bool batchproc_run_batches(void);
+
+#endif							/* BATCHPROC_BATCH_H */

@@ -1,0 +1,127 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.h
+ *	  The batch configuration: validation at submit time, and the compiled
+ *	  form the worker runs from.
+ *
+ * batchproc_config_validate() checks a user's config (the seed's schema plus
+ * output_s3_uri) all at once and returns it normalised: every default
+ * filled in, so that what batches.config stores is exactly what runs.
+ * Every fault is an ERROR whose message starts with the JSON path of the
+ * fault, e.g.
+ *   execution_config.retry_policy.backoff_rate: must be a number greater than 0
+ *   output_mapping.columns[1].type: unknown type "colour"; expected string, number or json_string
+ *
+ * batchproc_config_compile() turns a normalised config into C structures,
+ * in CurrentMemoryContext, without re-validating.
+ *
+ * IDENTIFICATION
+ *	  src/config.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_CONFIG_H
+#define BATCHPROC_CONFIG_H
+
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+typedef enum BatchprocTargetType
+{
+	BATCHPROC_TARGET_AGENT,		/* Step Functions state machine */
+	BATCHPROC_TARGET_TOOL,		/* Lambda function */
+	BATCHPROC_TARGET_HTTP		/* JSON POST to a registered URL */
+} BatchprocTargetType;
+
+typedef enum BatchprocOutputType
+{
+	BATCHPROC_OUTPUT_STRING,	/* text */
+	BATCHPROC_OUTPUT_NUMBER,	/* numeric */
+	BATCHPROC_OUTPUT_JSON_STRING	/* jsonb */
+} BatchprocOutputType;
+
+typedef enum BatchprocTransformType
+{
+	BATCHPROC_TRANSFORM_CONCAT,
+	BATCHPROC_TRANSFORM_TEMPLATE,
+	BATCHPROC_TRANSFORM_JSONPATH
+} BatchprocTransformType;
+
+/* One input field the payload gets. */
+typedef struct BatchprocInputField
+{
+	char	   *field;			/* name in the payload's "input" object */
+	enum
+	{
+		BATCHPROC_INPUT_COLUMN,	/* column_mappings: value of a CSV column */
+		BATCHPROC_INPUT_STATIC,	/* static_values: a JSON value */
+		BATCHPROC_INPUT_TRANSFORM	/* transformations */
+	}			kind;
+	char	   *column;			/* COLUMN: CSV column; TRANSFORM jsonpath:
+								 * the column holding JSON */
+	Jsonb	   *static_value;	/* STATIC */
+	BatchprocTransformType transform;	/* TRANSFORM */
+	List	   *columns;		/* concat: CSV columns (char *) */
+	char	   *separator;		/* concat; default "" */
+	char	   *template_text;	/* template: "Process {order_id} ..." */
+	List	   *variable_names; /* template: placeholder names (char *) */
+	List	   *variable_columns;	/* template: CSV column of each (char *) */
+	char	   *path;			/* jsonpath: the path text, already checked
+								 * to parse as a PostgreSQL jsonpath */
+} BatchprocInputField;
+
+typedef struct BatchprocOutputColumn
+{
+	char	   *name;
+	char	   *source;			/* jsonpath text, checked to parse */
+	BatchprocOutputType type;
+	Jsonb	   *default_value;	/* NULL when no default was given */
+	char	   *format;			/* printf-style for numbers ("%.2f"), or NULL */
+} BatchprocOutputColumn;
+
+typedef struct BatchprocConfig
+{
+	char	   *csv_s3_uri;
+	char	   *output_s3_uri;	/* NULL when not given */
+
+	BatchprocTargetType target_type;
+	char	   *target_name;	/* NULL when only arn is given */
+	char	   *target_arn;		/* NULL when only name is given */
+
+	/*
+	 * Input mapping.  With no input_mapping at all (or an empty one),
+	 * pass_all_columns is true and inputs is empty: every CSV column goes
+	 * under its own name.
+	 */
+	bool		pass_all_columns;
+	List	   *inputs;			/* BatchprocInputField *, in config order:
+								 * column_mappings, static_values,
+								 * transformations */
+
+	List	   *outputs;		/* BatchprocOutputColumn * */
+	bool		include_original;	/* default true */
+	bool		add_metadata;	/* default true */
+
+	int			max_concurrency;	/* default 1; 1..10000 */
+	int			timeout_seconds;	/* default 300; 1..86400 */
+	int			max_attempts;	/* retry_policy.max_attempts; default 3;
+								 * 1..100 */
+	double		backoff_rate;	/* default 2.0; > 0 */
+	double		interval_seconds;	/* default 1; >= 0 */
+	double		max_delay_seconds;	/* default 60; >= interval */
+	bool		continue_on_error;	/* default true */
+	bool		debug;			/* default false */
+	char	   *log_level;		/* default "INFO"; DEBUG, INFO, WARN, ERROR */
+	bool		enable_xray;	/* default false; accepted, has no effect */
+} BatchprocConfig;
+
+/* Validate and normalise; ERROR naming the JSON path of the first fault. */
+extern Jsonb *batchproc_config_validate(Jsonb *config);
+
+/* The compiled form of a normalised config. */
+extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
+
+/* The CSV columns a compiled config reads (char *), without duplicates. */
+extern List *batchproc_config_input_columns(const BatchprocConfig *config);
+
+#endif							/* BATCHPROC_CONFIG_H */

@@ -1,0 +1,658 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  The dispatch engine: every pending row of a batch through its target,
+ *	  at most max_concurrency at a time, on one libcurl multi event loop.
+ *
+ * The loop holds one slot per call in flight.  It fills free slots from a
+ * small queue of pending rows, which it refills in short transactions; it
+ * talks to the network with no transaction open; and it writes finished
+ * rows in groups, each in a transaction of its own (results.c).  Memory is
+ * O(max_concurrency): a slot's memory goes when its row finishes, the queue
+ * and the group of results are bounded.
+ *
+ * A call that fails in a way worth retrying (network errors, timeouts, 5xx,
+ * 429 and throttling, function errors, failed executions) waits
+ * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
+ * with full jitter, and never less than the Retry-After the target sent.
+ * After max_attempts the row is FAILED (or TIMEOUT) and gets a dead letter.
+ * An agent's execution is described with growing pauses until it ends,
+ * inside the same loop, so a long execution blocks no other row.
+ *
+ * The wait point is batchproc_http_wait: the latch, curl's sockets, and the
+ * next timer of any slot.
+ *
+ * IDENTIFICATION
+ *	  src/dispatch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+
+/* A group of finished rows is written at this size, or after this long. */
+#define FLUSH_ROWS			500
+#define FLUSH_MS			200
+/* Agent executions are described after these pauses, growing. */
+#define POLL_FIRST_MS		200
+#define POLL_MAX_MS			5000
+/* The batch's state is read at least this often, to notice a cancel. */
+#define STATE_CHECK_MS		500
+
+typedef enum SlotPhase
+{
+	SLOT_CALLING,				/* the call's request is in flight */
+	SLOT_WAIT_RETRY,			/* waiting to try again */
+	SLOT_WAIT_POLL,				/* an agent runs; describe it later */
+	SLOT_DESCRIBING				/* DescribeExecution in flight */
+} SlotPhase;
+
+typedef struct QueuedRow
+{
+	int64		row_id;
+	int			attempts;		/* already recorded in the table */
+	char	   *input;			/* the input object, or NULL on error */
+	char	   *error;
+} QueuedRow;
+
+typedef struct Slot
+{
+	bool		busy;
+	MemoryContext cxt;
+	int64		row_id;
+	int			attempt;		/* numbers go on across runs and redrives */
+	int			first_attempt;	/* of this run */
+	char	   *input;
+	char	   *call_name;
+	SlotPhase	phase;
+	BatchprocHttpRequest *req;
+	TimestampTz row_started;
+	TimestampTz deadline;		/* of the current attempt */
+	TimestampTz next_at;		/* WAIT_RETRY, WAIT_POLL */
+	long		poll_ms;
+	char	   *execution_arn;
+} Slot;
+
+typedef struct Dispatch
+{
+	BatchprocBatch *batch;
+	const BatchprocConfig *config;
+	MemoryContext cxt;
+	Slot	   *slots;
+	int			nslots;
+	int			nbusy;
+
+	QueuedRow  *queue;
+	int			queue_len;
+	int			queue_pos;
+	int			queue_cap;
+	int64		last_row_fetched;
+	bool		exhausted;
+	MemoryContext queue_cxt;
+
+	BatchprocResult *results;
+	int			nresults;
+	TimestampTz first_result_at;
+	MemoryContext results_cxt;
+
+	List	   *stops;			/* StopExecution requests, fire and forget */
+	MemoryContext stops_cxt;
+
+	TimestampTz state_checked_at;
+	bool		cancelled;
+	bool		stop_on_error;
+	char	   *first_error;
+} Dispatch;
+
+static void
+begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_tx(MemoryContext back_to)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(back_to);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Refill the queue with the next pending rows, building each row's input
+ * while its values are at hand, and record a first attempt for rows never
+ * tried, so that call names stay stable across a crash.
+ */
+static void
+refill_queue(Dispatch *d)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	StringInfoData sql;
+	ListCell   *lc;
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, INT4OID};
+	int			ret;
+	uint64		n;
+	Datum	   *first_ids;
+	int			nfirst = 0;
+
+	MemoryContextReset(d->queue_cxt);
+	d->queue_len = d->queue_pos = 0;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT _row_id, _attempts, ARRAY[");
+	foreach(lc, d->batch->columns)
+	{
+		if (lc != list_head(d->batch->columns))
+			appendStringInfoString(&sql, ", ");
+		appendStringInfoString(&sql, quote_identifier(lfirst(lc)));
+	}
+	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
+					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
+					 " ORDER BY _row_id LIMIT $2", d->batch->table);
+
+	begin_tx("batchproc: reading pending rows");
+	args[0] = Int64GetDatum(d->last_row_fetched);
+	args[1] = Int32GetDatum(d->queue_cap);
+	ret = SPI_execute_with_args(sql.data, 2, types, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read pending rows: SPI_execute_with_args returned %d", ret);
+
+	n = SPI_processed;
+	first_ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		row_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int			attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		ArrayType  *arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull));
+		Datum	   *elems;
+		bool	   *elem_nulls;
+		int			nelems;
+		char	  **values;
+		MemoryContext old;
+		QueuedRow  *q = &d->queue[d->queue_len++];
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &nelems);
+		values = palloc(sizeof(char *) * nelems);
+		for (int k = 0; k < nelems; k++)
+			values[k] = elem_nulls[k] ? NULL : TextDatumGetCString(elems[k]);
+
+		old = MemoryContextSwitchTo(d->queue_cxt);
+		q->row_id = row_id;
+		q->attempts = attempts;
+		q->input = batchproc_row_input(d->batch, d->batch->columns, values, &q->error);
+		MemoryContextSwitchTo(old);
+
+		if (attempts == 0)
+			first_ids[nfirst++] = Int64GetDatum(row_id);
+		d->last_row_fetched = row_id;
+	}
+	if (n < (uint64) d->queue_cap)
+		d->exhausted = true;
+
+	if (nfirst > 0)
+	{
+		Oid			atype = INT8ARRAYOID;
+		Datum		arr = PointerGetDatum(construct_array(first_ids, nfirst, INT8OID, 8,
+														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+		resetStringInfo(&sql);
+		appendStringInfo(&sql, "UPDATE %s SET _attempts = 1"
+						 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1) AND _attempts OPERATOR(pg_catalog.=) 0",
+						 d->batch->table);
+		ret = SPI_execute_with_args(sql.data, 1, &atype, &arr, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "could not record first attempts: SPI_execute_with_args returned %d", ret);
+	}
+	end_tx(loop_cxt);
+}
+
+static void
+flush_results(Dispatch *d)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+
+	if (d->nresults == 0)
+		return;
+	begin_tx("batchproc: writing results");
+	batchproc_results_write(d->batch, d->results, d->nresults, d->nbusy);
+	end_tx(loop_cxt);
+	d->nresults = 0;
+	MemoryContextReset(d->results_cxt);
+}
+
+/* Has someone cancelled the batch?  Read at most every STATE_CHECK_MS. */
+static void
+check_state(Dispatch *d, TimestampTz now)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	int			ret;
+	bool		isnull;
+	char	   *state;
+
+	if (!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
+		return;
+	d->state_checked_at = now;
+	begin_tx("batchproc: checking batch state");
+	ret = SPI_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+							   d->batch->id), true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read batch state: SPI_execute returned %d", ret);
+	state = SPI_processed ? TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+															  SPI_tuptable->tupdesc, 1, &isnull)) : "cancelled";
+	if (strcmp(state, "running") != 0)
+		d->cancelled = true;
+	end_tx(loop_cxt);
+}
+
+static void
+finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
+{
+	MemoryContext old = MemoryContextSwitchTo(d->results_cxt);
+	BatchprocResult *r = &d->results[d->nresults];
+	TimestampTz now = GetCurrentTimestamp();
+
+	memset(r, 0, sizeof(*r));
+	r->row_id = s->row_id;
+	r->status = status;
+	r->attempts = s->attempt;
+	r->at = now;
+	r->ms = TimestampDifferenceMilliseconds(s->row_started, now);
+	r->execution_id = pstrdup(s->execution_arn ? s->execution_arn : s->call_name);
+	r->payload = pstrdup(s->input ? s->input : "null");
+	r->error = error ? pstrdup(error) : NULL;
+
+	if (result)
+	{
+		char	   *extract_error = NULL;
+
+		r->outputs = palloc0(sizeof(char *) * Max(list_length(d->config->outputs), 1));
+		if (!batchproc_extract_outputs(d->config, result, r->outputs, &extract_error))
+		{
+			r->status = "FAILED";
+			r->error = extract_error;
+			r->outputs = NULL;
+		}
+	}
+	MemoryContextSwitchTo(old);
+
+	if (strcmp(r->status, "SUCCESS") != 0 && !d->config->continue_on_error)
+	{
+		d->stop_on_error = true;
+		if (d->first_error == NULL)
+			d->first_error = MemoryContextStrdup(d->cxt,
+												 psprintf("row " INT64_FORMAT " failed: %s",
+														  r->row_id, r->error ? r->error : r->status));
+	}
+
+	if (d->nresults++ == 0)
+		d->first_result_at = now;
+	s->busy = false;
+	s->req = NULL;
+	MemoryContextReset(s->cxt);
+	d->nbusy--;
+}
+
+static void
+send_call(Dispatch *d, Slot *s)
+{
+	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	char	   *payload;
+	long		timeout_ms = d->config->timeout_seconds * 1000L;
+
+	s->call_name = batchproc_call_name(d->batch->id, s->row_id, s->attempt);
+	s->execution_arn = NULL;
+	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
+	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
+	batchproc_http_start(s->req);
+	s->phase = SLOT_CALLING;
+	MemoryContextSwitchTo(old);
+}
+
+static void
+describe(Dispatch *d, Slot *s)
+{
+	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), s->deadline);
+
+	s->req = batchproc_agent_describe_request(s->execution_arn, Max(left, 1000));
+	batchproc_http_start(s->req);
+	s->phase = SLOT_DESCRIBING;
+	MemoryContextSwitchTo(old);
+}
+
+/* Stop an agent's execution without waiting for the answer. */
+static void
+stop_execution(Dispatch *d, const char *arn)
+{
+	MemoryContext old = MemoryContextSwitchTo(d->stops_cxt);
+	BatchprocHttpRequest *req = batchproc_agent_stop_request(arn);
+
+	batchproc_http_start(req);
+	d->stops = lappend(d->stops, req);
+	MemoryContextSwitchTo(old);
+}
+
+static long
+retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
+{
+	double		ceiling = config->interval_seconds * 1000.0;
+	long		delay;
+
+	for (int i = 1; i < attempt; i++)
+		ceiling *= config->backoff_rate;
+	ceiling = Min(ceiling, config->max_delay_seconds * 1000.0);
+	delay = (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
+	if (retry_after && retry_after[0])
+	{
+		double		seconds = strtod(retry_after, NULL);
+
+		if (seconds > 0)
+			delay = Max(delay, (long) (Min(seconds, config->max_delay_seconds) * 1000.0));
+	}
+	return delay;
+}
+
+/* A failed attempt: try again later, or finish the row. */
+static void
+attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool timed_out,
+			   const char *retry_after)
+{
+	if (s->req)
+	{
+		batchproc_http_free(s->req);
+		s->req = NULL;
+	}
+	if (retryable && s->attempt - s->first_attempt + 1 < d->config->max_attempts &&
+		!d->stop_on_error)
+	{
+		MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+		elog(DEBUG1, "batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
+			 d->batch->id, s->row_id, s->attempt, error);
+		s->attempt++;
+		s->phase = SLOT_WAIT_RETRY;
+		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 retry_delay_ms(d->config, s->attempt - 1, retry_after));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	finish_row(d, s, timed_out ? "TIMEOUT" : "FAILED", error, NULL);
+}
+
+static void
+handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
+{
+	switch (out->status)
+	{
+		case BATCHPROC_CALL_SUCCEEDED:
+			finish_row(d, s, "SUCCESS", NULL, out->result);
+			break;
+		case BATCHPROC_CALL_RUNNING:
+			{
+				MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+				if (out->execution_arn)
+					s->execution_arn = pstrdup(out->execution_arn);
+				batchproc_http_free(s->req);
+				s->req = NULL;
+				s->phase = SLOT_WAIT_POLL;
+				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->poll_ms);
+				s->poll_ms = Min(s->poll_ms * 3 / 2, POLL_MAX_MS);
+				MemoryContextSwitchTo(old);
+				break;
+			}
+		case BATCHPROC_CALL_RETRY:
+			attempt_failed(d, s, out->error, true, false, out->retry_after);
+			break;
+		case BATCHPROC_CALL_FAILED:
+			attempt_failed(d, s, out->error, false, false, NULL);
+			break;
+	}
+}
+
+static void
+start_row(Dispatch *d, Slot *s, QueuedRow *q)
+{
+	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+	s->busy = true;
+	d->nbusy++;
+	s->row_id = q->row_id;
+	/* A row tried before a crash goes on under the same call name. */
+	s->attempt = Max(q->attempts, 1);
+	s->first_attempt = s->attempt;
+	s->input = q->input ? pstrdup(q->input) : NULL;
+	s->row_started = GetCurrentTimestamp();
+	s->poll_ms = POLL_FIRST_MS;
+	s->execution_arn = NULL;
+	s->call_name = batchproc_call_name(d->batch->id, s->row_id, s->attempt);
+	MemoryContextSwitchTo(old);
+
+	if (q->input == NULL)
+		finish_row(d, s, "FAILED", q->error, NULL);
+	else
+		send_call(d, s);
+}
+
+/* Look at one busy slot: its request done, its deadline or timer passed. */
+static void
+tend_slot(Dispatch *d, Slot *s, TimestampTz now)
+{
+	BatchprocCallOutcome out;
+
+	if (s->req != NULL && batchproc_http_done(s->req))
+	{
+		MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+		if (s->phase == SLOT_DESCRIBING)
+			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);
+		else
+			batchproc_target_outcome(&d->batch->target, s->call_name,
+									 batchproc_http_response(s->req), &out);
+		MemoryContextSwitchTo(old);
+		handle_outcome(d, s, &out);
+		return;
+	}
+
+	if ((s->phase == SLOT_CALLING || s->phase == SLOT_DESCRIBING || s->phase == SLOT_WAIT_POLL) &&
+		now >= s->deadline)
+	{
+		char	   *error = psprintf("timed out after %d seconds", d->config->timeout_seconds);
+
+		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT)
+			stop_execution(d, s->execution_arn);
+		attempt_failed(d, s, error, true, true, NULL);
+		return;
+	}
+
+	if (s->req == NULL && now >= s->next_at)
+	{
+		if (s->phase == SLOT_WAIT_RETRY)
+			send_call(d, s);
+		else if (s->phase == SLOT_WAIT_POLL)
+			describe(d, s);
+	}
+}
+
+static void
+reap_stops(Dispatch *d)
+{
+	ListCell   *lc;
+	bool		all_done = true;
+
+	foreach(lc, d->stops)
+	{
+		if (!batchproc_http_done(lfirst(lc)))
+			all_done = false;
+	}
+	if (all_done && d->stops != NIL)
+	{
+		d->stops = NIL;
+		MemoryContextReset(d->stops_cxt);
+	}
+}
+
+/* Abandon what is in flight; the rows stay pending for a later run. */
+static void
+abandon_slots(Dispatch *d)
+{
+	for (int i = 0; i < d->nslots; i++)
+	{
+		Slot	   *s = &d->slots[i];
+
+		if (!s->busy)
+			continue;
+		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT)
+			stop_execution(d, s->execution_arn);
+		s->busy = false;
+		s->req = NULL;
+		MemoryContextReset(s->cxt);
+		d->nbusy--;
+	}
+}
+
+static long
+next_wait_ms(Dispatch *d, TimestampTz now)
+{
+	TimestampTz next = TimestampTzPlusMilliseconds(now, STATE_CHECK_MS);
+
+	for (int i = 0; i < d->nslots; i++)
+	{
+		Slot	   *s = &d->slots[i];
+
+		if (!s->busy)
+			continue;
+		if (s->deadline < next && s->phase != SLOT_WAIT_RETRY)
+			next = s->deadline;
+		if (s->req == NULL && s->next_at < next)
+			next = s->next_at;
+	}
+	if (d->nresults > 0)
+		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
+	return Max(TimestampDifferenceMilliseconds(now, next), 0);
+}
+
+BatchprocDispatchEnd
+batchproc_dispatch(BatchprocBatch *batch, char **error)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Dispatch   *d;
+	MemoryContext loop_cxt;
+
+	d = palloc0(sizeof(Dispatch));
+	d->batch = batch;
+	d->config = batch->config;
+	d->cxt = AllocSetContextCreate(caller, "batchproc dispatch", ALLOCSET_DEFAULT_SIZES);
+	d->nslots = d->config->max_concurrency;
+	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
+	for (int i = 0; i < d->nslots; i++)
+		d->slots[i].cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch slot",
+												ALLOCSET_SMALL_SIZES);
+	d->queue_cap = Min(Max(2 * d->nslots, 100), 10000);
+	d->queue = MemoryContextAllocZero(d->cxt, sizeof(QueuedRow) * d->queue_cap);
+	d->queue_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch queue", ALLOCSET_DEFAULT_SIZES);
+	d->results = MemoryContextAllocZero(d->cxt, sizeof(BatchprocResult) * (FLUSH_ROWS + d->nslots));
+	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
+	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
+	loop_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		TimestampTz now;
+
+		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextReset(loop_cxt);
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = GetCurrentTimestamp();
+		check_state(d, now);
+		if (d->cancelled || d->stop_on_error)
+			break;
+
+		/* Fill free slots. */
+		for (int i = 0; i < d->nslots && d->nbusy < d->nslots && !d->stop_on_error; i++)
+		{
+			if (d->slots[i].busy)
+				continue;
+			if (d->queue_pos >= d->queue_len)
+			{
+				if (d->exhausted)
+					break;
+				refill_queue(d);
+				MemoryContextSwitchTo(loop_cxt);
+				if (d->queue_len == 0)
+					break;
+			}
+			start_row(d, &d->slots[i], &d->queue[d->queue_pos++]);
+		}
+
+		now = GetCurrentTimestamp();
+		for (int i = 0; i < d->nslots; i++)
+		{
+			if (d->slots[i].busy)
+				tend_slot(d, &d->slots[i], now);
+		}
+		reap_stops(d);
+
+		if (d->nresults >= FLUSH_ROWS ||
+			(d->nresults > 0 &&
+			 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
+			flush_results(d);
+
+		if (d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len && d->nresults == 0)
+			break;
+
+		/* Something finished and a slot is free: fill it before waiting. */
+		if (d->nbusy < d->nslots && !(d->exhausted && d->queue_pos >= d->queue_len) &&
+			!d->stop_on_error)
+			batchproc_http_wait(0);
+		else
+			batchproc_http_wait(next_wait_ms(d, now));
+	}
+
+	MemoryContextSwitchTo(loop_cxt);
+	abandon_slots(d);
+	flush_results(d);
+	MemoryContextSwitchTo(caller);
+
+	if (d->stop_on_error)
+	{
+		*error = pstrdup(d->first_error);
+		MemoryContextDelete(d->cxt);
+		return BATCHPROC_DISPATCH_STOPPED_ON_ERROR;
+	}
+	MemoryContextDelete(d->cxt);
+	return d->cancelled ? BATCHPROC_DISPATCH_CANCELLED : BATCHPROC_DISPATCH_DONE;
+}

@@ -1,0 +1,395 @@
+/*-------------------------------------------------------------------------
+ *
+ * results.c
+ *	  Results: the typed output columns of a batch's table, extracting them
+ *	  from a call's result with PostgreSQL's jsonpath, and writing finished
+ *	  rows in groups.
+ *
+ * Extraction runs in the worker outside any transaction, so it never
+ * throws on what a target sent: a value that does not fit its column's
+ * type becomes the row's error.  Finished rows are written in one short
+ * transaction per group: the row's outputs and metadata, a dead letter for
+ * each failure, and the batch's counters, all from one statement.  Only a
+ * row still without a status is written, so no row ever gets two final
+ * results, whatever a crash replays.
+ *
+ * IDENTIFICATION
+ *	  src/results.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/jsonpath.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+#include "targets.h"
+
+static const char *const metadata_columns[] = {
+	"_execution_id", "_status", "_error_message", "_execution_time_ms",
+	"_timestamp", "_attempts", NULL
+};
+
+/* Compiled jsonpaths, kept for the life of the process: configs repeat. */
+typedef struct PathCacheEntry
+{
+	char	   *text;
+	JsonPath   *path;
+} PathCacheEntry;
+
+static List *path_cache = NIL;
+static Jsonb *empty_vars = NULL;
+
+static const char *
+sql_type(BatchprocOutputType type)
+{
+	switch (type)
+	{
+		case BATCHPROC_OUTPUT_NUMBER:
+			return "numeric";
+		case BATCHPROC_OUTPUT_JSON_STRING:
+			return "jsonb";
+		default:
+			return "text";
+	}
+}
+
+char *
+batchproc_result_columns_sql(const BatchprocConfig *config)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	foreach(lc, config->outputs)
+	{
+		BatchprocOutputColumn *col = lfirst(lc);
+
+		appendStringInfo(&sql, "%s %s, ", quote_identifier(col->name), sql_type(col->type));
+	}
+	appendStringInfoString(&sql,
+						   "_execution_id text, _status text, _error_message text, "
+						   "_execution_time_ms bigint, _timestamp timestamptz, "
+						   "_attempts integer NOT NULL DEFAULT 0");
+	return sql.data;
+}
+
+List *
+batchproc_reserved_column_names(const BatchprocConfig *config)
+{
+	List	   *names = list_make1("_row_id");
+	ListCell   *lc;
+
+	foreach(lc, config->outputs)
+		names = lappend(names, ((BatchprocOutputColumn *) lfirst(lc))->name);
+	for (int i = 0; metadata_columns[i]; i++)
+		names = lappend(names, (char *) metadata_columns[i]);
+	return names;
+}
+
+static JsonPath *
+compiled_path(const char *text)
+{
+	ListCell   *lc;
+	PathCacheEntry *entry;
+	MemoryContext old;
+
+	foreach(lc, path_cache)
+	{
+		entry = lfirst(lc);
+		if (strcmp(entry->text, text) == 0)
+			return entry->path;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	entry = palloc(sizeof(PathCacheEntry));
+	entry->text = pstrdup(text);
+	entry->path = DatumGetJsonPathP(DirectFunctionCall1(jsonpath_in, CStringGetDatum(text)));
+	path_cache = lappend(path_cache, entry);
+	if (empty_vars == NULL)
+		empty_vars = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	MemoryContextSwitchTo(old);
+	return entry->path;
+}
+
+/*
+ * The first item a path finds in a document, or NULL.  Silent mode: a
+ * path that does not fit the document's structure finds nothing.
+ */
+Jsonb *
+batchproc_jsonpath_first(Jsonb *doc, const char *path)
+{
+	LOCAL_FCINFO(fcinfo, 4);
+	JsonPath   *jp = compiled_path(path);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(doc);
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = PointerGetDatum(jp);
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = JsonbPGetDatum(empty_vars);
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = BoolGetDatum(true);
+	fcinfo->args[3].isnull = false;
+	result = jsonb_path_query_first(fcinfo);
+	if (fcinfo->isnull)
+		return NULL;
+	return DatumGetJsonbP(result);
+}
+
+/* A scalar's text as a string column shows it; containers as JSON. */
+static char *
+scalar_text(Jsonb *value, JsonbValue *scalar)
+{
+	switch (scalar->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(scalar->val.string.val, scalar->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(scalar->val.numeric)));
+		case jbvBool:
+			return pstrdup(scalar->val.boolean ? "true" : "false");
+		default:
+			return JsonbToCString(NULL, &value->root, VARSIZE(value));
+	}
+}
+
+static bool
+looks_numeric(const char *s)
+{
+	char	   *end;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	(void) strtod(s, &end);
+	while (*end == ' ')
+		end++;
+	return *end == '\0' && strspn(s, " +-0123456789.eE") == strlen(s) &&
+		pg_strcasecmp(s, "infinity") != 0;
+}
+
+/*
+ * Fill values[i] with the text of output column i (NULL for SQL NULL).
+ * Returns false, with *error, when a value does not fit its type.
+ */
+bool
+batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
+						  char **values, char **error)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, config->outputs)
+	{
+		BatchprocOutputColumn *col = lfirst(lc);
+		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->source) : NULL;
+		JsonbValue	scalar;
+		bool		is_scalar;
+
+		if (found == NULL)
+			found = col->default_value;
+		if (found == NULL)
+		{
+			values[i++] = NULL;
+			continue;
+		}
+		is_scalar = JsonbExtractScalar(&found->root, &scalar);
+
+		switch (col->type)
+		{
+			case BATCHPROC_OUTPUT_JSON_STRING:
+				values[i] = JsonbToCString(NULL, &found->root, VARSIZE(found));
+				break;
+			case BATCHPROC_OUTPUT_STRING:
+				values[i] = is_scalar ? scalar_text(found, &scalar) :
+					JsonbToCString(NULL, &found->root, VARSIZE(found));
+				break;
+			case BATCHPROC_OUTPUT_NUMBER:
+				if (is_scalar && scalar.type == jbvNull)
+					values[i] = NULL;
+				else if (is_scalar && scalar.type == jbvNumeric)
+					values[i] = scalar_text(found, &scalar);
+				else if (is_scalar && scalar.type == jbvString &&
+						 looks_numeric(scalar_text(found, &scalar)))
+					values[i] = scalar_text(found, &scalar);
+				else
+				{
+					*error = psprintf("output column \"%s\": %s is not a number", col->name,
+									  JsonbToCString(NULL, &found->root, VARSIZE(found)));
+					return false;
+				}
+				break;
+		}
+		i++;
+	}
+	return true;
+}
+
+static Datum
+text_array(char **items, bool *nulls, int n)
+{
+	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+		datums[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(items[i]);
+	return PointerGetDatum(construct_md_array(datums, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static Datum
+scalar_array(Datum *items, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(items, n, elemtype, typlen, typbyval, typalign));
+}
+
+/* The statement that writes a group of finished rows; see the header. */
+static char *
+flush_sql(const BatchprocBatch *batch)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+	int			n = 0;
+	int			nout = list_length(batch->config->outputs);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql,
+						   "WITH v AS (SELECT * FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], "
+						   "$3::pg_catalog.text[], $4::pg_catalog.int8[], $5::pg_catalog.timestamptz[], "
+						   "$6::pg_catalog.int4[], $7::pg_catalog.text[], $8::pg_catalog.text[]");
+	for (int i = 0; i < nout; i++)
+		appendStringInfo(&sql, ", $%d::pg_catalog.text[]", 9 + i);
+	appendStringInfoString(&sql, ") AS v(row_id, status, error, ms, at, attempts, execution_id, payload");
+	for (int i = 0; i < nout; i++)
+		appendStringInfo(&sql, ", o%d", i);
+	appendStringInfo(&sql, ")), upd AS (UPDATE %s t SET _status = v.status, "
+					 "_error_message = v.error, _execution_time_ms = v.ms, _timestamp = v.at, "
+					 "_attempts = v.attempts, _execution_id = v.execution_id",
+					 batch->table);
+	foreach(lc, batch->config->outputs)
+	{
+		BatchprocOutputColumn *col = lfirst(lc);
+
+		appendStringInfo(&sql, ", %s = v.o%d::pg_catalog.%s", quote_identifier(col->name),
+						 n++, sql_type(col->type));
+	}
+	appendStringInfo(&sql,
+					 " FROM v WHERE t._row_id OPERATOR(pg_catalog.=) v.row_id AND t._status IS NULL"
+					 " RETURNING v.row_id, v.status, v.error, v.attempts, v.payload),"
+					 " dl AS (INSERT INTO batchproc.dead_letters AS d (batch_id, row_id, payload, error, attempts)"
+					 " SELECT " INT64_FORMAT ", row_id, payload::pg_catalog.jsonb, error, attempts FROM upd"
+					 " WHERE status OPERATOR(pg_catalog.<>) 'SUCCESS'"
+					 " ON CONFLICT (batch_id, row_id) DO UPDATE SET payload = excluded.payload,"
+					 " error = excluded.error, attempts = excluded.attempts, failed_at = pg_catalog.now())"
+					 " UPDATE batchproc.batches b SET"
+					 " succeeded_rows = b.succeeded_rows OPERATOR(pg_catalog.+) s.ok,"
+					 " failed_rows = b.failed_rows OPERATOR(pg_catalog.+) s.bad,"
+					 " in_flight = $%d"
+					 " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.=) 'SUCCESS') AS ok,"
+					 " pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.<>) 'SUCCESS') AS bad FROM upd) s"
+					 " WHERE b.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+					 batch->id, 9 + nout, batch->id);
+	return sql.data;
+}
+
+/*
+ * Write a group of finished rows, in the caller's transaction (SPI
+ * connected).  Returns how many rows were written.
+ */
+void
+batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, int n,
+						int in_flight)
+{
+	int			nout = list_length(batch->config->outputs);
+	int			nargs = 9 + nout;
+	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
+	Datum	   *args = palloc(sizeof(Datum) * nargs);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *ms = palloc(sizeof(Datum) * n);
+	Datum	   *at = palloc(sizeof(Datum) * n);
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	char	  **texts = palloc(sizeof(char *) * n);
+	bool	   *nulls = palloc(sizeof(bool) * n);
+	int			ret;
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(results[i].row_id);
+		ms[i] = Int64GetDatum(results[i].ms);
+		at[i] = TimestampTzGetDatum(results[i].at);
+		attempts[i] = Int32GetDatum(results[i].attempts);
+	}
+	args[0] = scalar_array(ids, n, INT8OID);
+	args[3] = scalar_array(ms, n, INT8OID);
+	args[4] = scalar_array(at, n, TIMESTAMPTZOID);
+	args[5] = scalar_array(attempts, n, INT4OID);
+
+#define TEXT_COLUMN(argno, expr) \
+	do { \
+		for (int i = 0; i < n; i++) \
+		{ \
+			texts[i] = (expr); \
+			nulls[i] = (texts[i] == NULL); \
+		} \
+		args[argno] = text_array(texts, nulls, n); \
+	} while (0)
+
+	TEXT_COLUMN(1, (char *) results[i].status);
+	TEXT_COLUMN(2, results[i].error);
+	TEXT_COLUMN(6, results[i].execution_id);
+	TEXT_COLUMN(7, results[i].payload);
+	for (int c = 0; c < nout; c++)
+		TEXT_COLUMN(8 + c, results[i].outputs ? results[i].outputs[c] : NULL);
+#undef TEXT_COLUMN
+
+	for (int a = 0; a < nargs; a++)
+		argtypes[a] = TEXTARRAYOID;
+	argtypes[0] = argtypes[3] = INT8ARRAYOID;
+	argtypes[4] = 1185;			/* timestamptz[] */
+	argtypes[5] = INT4ARRAYOID;
+	argtypes[nargs - 1] = INT4OID;
+	args[nargs - 1] = Int32GetDatum(in_flight);
+
+	ret = SPI_execute_with_args(flush_sql(batch), nargs, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not write batch results: SPI_execute_with_args returned %d", ret);
+}
+
+/*
+ * batchproc.format_number(value numeric, format text): a number as the
+ * output column's printf-style format shows it in the exported CSV.
+ */
+PG_FUNCTION_INFO_V1(batchproc_format_number);
+
+Datum
+batchproc_format_number(PG_FUNCTION_ARGS)
+{
+	Numeric		value = PG_GETARG_NUMERIC(0);
+	char	   *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	double		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value)));
+	char		buf[512];
+
+	/* The config compiler let through only one double conversion. */
+	snprintf(buf, sizeof(buf), format, d);
+	PG_RETURN_TEXT_P(cstring_to_text(buf));
+}

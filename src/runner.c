@@ -1,0 +1,354 @@
+/*-------------------------------------------------------------------------
+ *
+ * runner.c
+ *	  The life of a batch in the worker: queued, importing, running,
+ *	  exporting, and an end (succeeded, failed or cancelled).
+ *
+ * Every state lives in batchproc.batches, so a worker that starts after a
+ * crash resumes each batch where it stood: an import that did not commit
+ * is done again, a running batch goes on with the rows that have no
+ * status, an export is done again.  Each step is its own transaction; the
+ * dispatch step opens only short ones of its own.
+ *
+ * Import and export run with the rights of the batch's owner, never the
+ * worker's: the batch table belongs to the owner, and the owner's
+ * privileges decide what may be read and written.
+ *
+ * An error in a step fails the batch with the error's message, except a
+ * query cancel (pg_cancel_backend on the worker), which only interrupts:
+ * the batch resumes.  At the end the worker notifies channel "batchproc"
+ * with the batch id and wakes every batchproc_wait().
+ *
+ * IDENTIFICATION
+ *	  src/runner.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "batch.h"
+#include "batchproc.h"
+#include "s3.h"
+#include "targets.h"
+
+typedef struct Step
+{
+	int64		id;
+	char	   *state;
+} Step;
+
+static void
+begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_tx(MemoryContext back_to)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(back_to);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static void
+exec_sql(const char *sql, int expected)
+{
+	int			ret = SPI_execute(sql, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "batchproc: SPI_execute returned %d for: %s", ret, sql);
+}
+
+/* The oldest unfinished batch, taking a queued one into importing. */
+static bool
+next_step(Step *step, MemoryContext cxt)
+{
+	bool		found = false;
+	bool		isnull;
+
+	begin_tx("batchproc: looking for work");
+	exec_sql("SELECT id, state FROM batchproc.batches"
+			 " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting'])"
+			 " ORDER BY id LIMIT 1", SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		found = true;
+		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		step->state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 2));
+		if (strcmp(step->state, "queued") == 0)
+		{
+			exec_sql(psprintf("UPDATE batchproc.batches SET state = 'importing', started_at = pg_catalog.now()"
+							  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, step->id), SPI_OK_UPDATE);
+			step->state = MemoryContextStrdup(cxt, "importing");
+		}
+	}
+	end_tx(cxt);
+	return found;
+}
+
+/* Read the batch's row, compiled, into memory of cxt. */
+static BatchprocBatch *
+load_batch(int64 id, MemoryContext cxt)
+{
+	MemoryContext old;
+	BatchprocBatch *batch;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	Jsonb	   *target;
+	char	   *s;
+
+	exec_sql(psprintf("SELECT config, owner, target, columns, total_rows"
+					  " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+			 SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	old = MemoryContextSwitchTo(cxt);
+	batch = palloc0(sizeof(BatchprocBatch));
+	batch->id = id;
+	batch->table = psprintf("batchproc_data.batch_" INT64_FORMAT, id);
+	batch->config = batchproc_config_compile(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull)));
+	batch->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+
+	target = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+	s = batchproc_jsonb_string(target, "type");
+	batch->target.type = strcmp(s, "agent") == 0 ? BATCHPROC_TARGET_AGENT :
+		strcmp(s, "tool") == 0 ? BATCHPROC_TARGET_TOOL : BATCHPROC_TARGET_HTTP;
+	batch->target.name = batchproc_jsonb_string(target, "name");
+	batch->target.address = batchproc_jsonb_string(target, "address");
+	batch->target.express = (batchproc_jsonb_key(target, "express") &&
+							 batchproc_jsonb_key(target, "express")->type == jbvBool &&
+							 batchproc_jsonb_key(target, "express")->val.boolean);
+	batch->target.headers = batchproc_jsonb_member(target, "headers");
+
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+			batch->columns = lappend(batch->columns, TextDatumGetCString(elems[i]));
+	}
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	batch->total_rows = isnull ? 0 : DatumGetInt64(d);
+	MemoryContextSwitchTo(old);
+	return batch;
+}
+
+static void
+as_owner(BatchprocBatch *batch, Oid *saved_user, int *saved_context)
+{
+	GetUserIdAndSecContext(saved_user, saved_context);
+	SetUserIdAndSecContext(batch->owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+static void
+import_step(int64 id, MemoryContext cxt)
+{
+	BatchprocBatch *batch;
+	BatchprocImportResult imported;
+	char	   *bucket;
+	char	   *key;
+	Oid			saved_user;
+	int			saved_context;
+	List	   *needed;
+	ListCell   *lc;
+	StringInfoData cols;
+
+	begin_tx("batchproc: importing");
+	batch = load_batch(id, cxt);
+	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
+
+	as_owner(batch, &saved_user, &saved_context);
+	imported = batchproc_import_csv(bucket, key, batch->table,
+									batchproc_result_columns_sql(batch->config),
+									batchproc_reserved_column_names(batch->config));
+	SetUserIdAndSecContext(saved_user, saved_context);
+
+	needed = batchproc_config_input_columns(batch->config);
+	foreach(lc, needed)
+	{
+		bool		present = false;
+		ListCell   *h;
+
+		foreach(h, imported.columns)
+			if (strcmp(lfirst(h), lfirst(lc)) == 0)
+				present = true;
+		if (!present)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("the input mapping reads column \"%s\", which the CSV does not have",
+							(char *) lfirst(lc)),
+					 errhint("Check the column names in input_mapping against the CSV's header line.")));
+	}
+
+	initStringInfo(&cols);
+	foreach(lc, imported.columns)
+	{
+		if (cols.len > 0)
+			appendStringInfoString(&cols, ", ");
+		appendStringInfoString(&cols, quote_literal_cstr(lfirst(lc)));
+	}
+	exec_sql(psprintf("UPDATE batchproc.batches SET state = 'running', total_rows = " INT64_FORMAT ","
+					  " result_table = '%s'::pg_catalog.regclass, columns = ARRAY[%s]::pg_catalog.text[]"
+					  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+					  " AND state OPERATOR(pg_catalog.=) 'importing'",
+					  imported.rows, batch->table, cols.len ? cols.data : "", id),
+			 SPI_OK_UPDATE);
+	end_tx(cxt);
+}
+
+/* Set the batch's end, notify listeners and wake waiters. */
+static void
+finish(int64 id, const char *state, const char *error, MemoryContext cxt)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	char		nulls[1] = {error ? ' ' : 'n'};
+	int			ret;
+
+	begin_tx("batchproc: finishing a batch");
+	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	ret = SPI_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
+										 " in_flight = 0, finished_at = pg_catalog.now()"
+										 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+										 state, id),
+								1, types, args, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not finish batch: SPI_execute_with_args returned %d", ret);
+	exec_sql(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), SPI_OK_SELECT);
+	end_tx(cxt);
+	ConditionVariableBroadcast(&batchproc_shared->batch_done);
+}
+
+static void
+run_step(Step *step, MemoryContext cxt)
+{
+	if (strcmp(step->state, "importing") == 0)
+		import_step(step->id, cxt);
+	else if (strcmp(step->state, "running") == 0)
+	{
+		BatchprocBatch *batch;
+		char	   *error = NULL;
+		BatchprocDispatchEnd end;
+
+		begin_tx("batchproc: loading a batch");
+		batch = load_batch(step->id, cxt);
+		end_tx(cxt);
+
+		end = batchproc_dispatch(batch, &error);
+		if (end == BATCHPROC_DISPATCH_STOPPED_ON_ERROR)
+			finish(step->id, "failed", error, cxt);
+		else if (end == BATCHPROC_DISPATCH_CANCELLED)
+		{
+			/* Cancelled, or redriven meanwhile: the table says which. */
+		}
+		else if (batch->config->output_s3_uri)
+		{
+			begin_tx("batchproc: export next");
+			exec_sql(psprintf("UPDATE batchproc.batches SET state = 'exporting'"
+							  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+							  " AND state OPERATOR(pg_catalog.=) 'running'", step->id),
+					 SPI_OK_UPDATE);
+			end_tx(cxt);
+		}
+		else
+			finish(step->id, "succeeded", NULL, cxt);
+	}
+	else if (strcmp(step->state, "exporting") == 0)
+	{
+		BatchprocBatch *batch;
+		Oid			saved_user;
+		int			saved_context;
+
+		begin_tx("batchproc: exporting");
+		batch = load_batch(step->id, cxt);
+		as_owner(batch, &saved_user, &saved_context);
+		batchproc_export(batch);
+		SetUserIdAndSecContext(saved_user, saved_context);
+		end_tx(cxt);
+		finish(step->id, "succeeded", NULL, cxt);
+	}
+}
+
+/*
+ * Run the batches of this database until none is left to run.  Returns
+ * true if there was anything to do.
+ */
+bool
+batchproc_run_batches(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc runner",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext step_cxt = AllocSetContextCreate(cxt, "batchproc step",
+												   ALLOCSET_DEFAULT_SIZES);
+	bool		did_something = false;
+	Step		step;
+
+	MemoryContextSwitchTo(cxt);
+	while (next_step(&step, cxt))
+	{
+		did_something = true;
+		MemoryContextReset(step_cxt);
+		PG_TRY();
+		{
+			MemoryContextSwitchTo(step_cxt);
+			run_step(&step, step_cxt);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			{
+				ereport(LOG,
+						(errmsg("batchproc: batch " INT64_FORMAT " interrupted by a cancel request; it resumes",
+								step.id)));
+				break;
+			}
+			ereport(LOG,
+					(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", step.id, edata->message)));
+			finish(step.id, "failed",
+				   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
+				   cxt);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CHECK_FOR_INTERRUPTS();
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextDelete(cxt);
+	return did_something;
+}

@@ -1,0 +1,52 @@
+/*-------------------------------------------------------------------------
+ *
+ * targets.h
+ *	  Between targets.c and the files of each kind of target.
+ *
+ * IDENTIFICATION
+ *	  src/targets.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_TARGETS_H
+#define BATCHPROC_TARGETS_H
+
+#include "batch.h"
+
+/* Responses from targets are capped: Lambda's own limit is 6 MB. */
+#define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)
+
+extern Jsonb *batchproc_parse_json_soft(const char *text, char **error);
+extern JsonbValue *batchproc_jsonb_key(Jsonb *jb, const char *key);
+extern char *batchproc_jsonb_string(Jsonb *jb, const char *key);
+extern Jsonb *batchproc_jsonb_member(Jsonb *jb, const char *key);
+extern void batchproc_classify_failure(BatchprocHttpResponse *resp, const char *what,
+									   BatchprocCallOutcome *out);
+extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,
+									  const char *type_tag);
+
+/* target_tool.c */
+extern BatchprocHttpRequest *batchproc_tool_request(const BatchprocTarget *target,
+													const char *payload, long timeout_ms);
+extern void batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out);
+
+/* target_agent.c */
+extern BatchprocHttpRequest *batchproc_agent_start_request(const BatchprocTarget *target,
+														   const char *payload,
+														   const char *call_name,
+														   long timeout_ms);
+extern void batchproc_agent_start_outcome(const BatchprocTarget *target,
+										  const char *call_name,
+										  BatchprocHttpResponse *resp,
+										  BatchprocCallOutcome *out);
+
+/* target_http.c */
+extern char *batchproc_allowed_http_targets;
+extern bool batchproc_http_target_allowed(const char *url);
+extern BatchprocHttpRequest *batchproc_http_target_request(const BatchprocTarget *target,
+														   const char *payload,
+														   long timeout_ms);
+extern void batchproc_http_target_outcome(BatchprocHttpResponse *resp,
+										  BatchprocCallOutcome *out);
+
+#endif							/* BATCHPROC_TARGETS_H */
