@@ -42,3 +42,6 @@ SHLIB_LINK += -lcurl -lcrypto -ljansson -lcsv -lz
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies; every object depends on every header.
+$(OBJS): $(wildcard src/*.h)

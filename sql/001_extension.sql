@@ -50,12 +50,14 @@ SELECT name, type, express FROM batchproc.targets ORDER BY name;
 INSERT INTO batchproc.batches (config, state) VALUES ('{}', 'paused');
 \set VERBOSITY default
 
--- batchproc_submit wants an object, and queues a batch in the caller's
--- transaction; a rollback leaves nothing behind.
+-- batchproc_submit wants an object (010_config covers every other fault),
+-- and queues a batch in the caller's transaction; a rollback leaves
+-- nothing behind.
 SELECT batchproc_submit('[1, 2]');
 SELECT batchproc_submit('"s3://bucket/key.csv"');
 BEGIN;
-SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv"}') > 0 AS queued;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv",
+                          "target": {"type": "tool", "name": "echo"}}') > 0 AS queued;
 SELECT state, owner = current_user::regrole AS mine, started_at IS NULL AS not_started
   FROM batchproc.batches;
 ROLLBACK;

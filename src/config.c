@@ -17,10 +17,11 @@
  * stored by batchproc_submit) and only copies it into a BatchprocConfig;
  * it never re-parses jsonpaths, so the worker needs no subtransactions.
  *
- * Template syntax, shared with whoever renders templates: "{name}" is a
- * placeholder, where name is one or more ASCII letters, digits or
+ * Template syntax, checked here and rendered by
+ * batchproc_config_render_template() so that both sides agree: "{name}" is
+ * a placeholder, where name is one or more ASCII letters, digits or
  * underscores (or non-ASCII characters); "{{" and "}}" stand for literal
- * braces; any other "{" or "}" is an error.
+ * braces, as in Python's str.format; any other "{" or "}" is an error.
  *
  * IDENTIFICATION
  *	  src/config.c
@@ -1681,4 +1682,49 @@ batchproc_config_input_columns(const BatchprocConfig *config)
 		}
 	}
 	return columns;
+}
+
+/*
+ * Render a template (see the file header for its syntax).  The template
+ * was checked at submit time, so this only has to be total: a placeholder
+ * it cannot resolve renders empty, and an unpaired brace as itself.
+ */
+void
+batchproc_config_render_template(StringInfo out, const BatchprocInputField *field,
+								 const char *const *values)
+{
+	const char *p = field->template_text;
+
+	while (*p)
+	{
+		const char *close;
+
+		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}'))
+		{
+			appendStringInfoChar(out, *p);
+			p += 2;
+		}
+		else if (*p == '{' && (close = strchr(p + 1, '}')) != NULL)
+		{
+			int			len = close - (p + 1);
+			ListCell   *lc;
+
+			foreach(lc, field->variable_names)
+			{
+				const char *name = lfirst(lc);
+
+				if (strncmp(name, p + 1, len) == 0 && name[len] == '\0')
+				{
+					const char *value = values[foreach_current_index(lc)];
+
+					if (value)
+						appendStringInfoString(out, value);
+					break;
+				}
+			}
+			p = close + 1;
+		}
+		else
+			appendStringInfoChar(out, *p++);
+	}
 }

@@ -23,6 +23,7 @@
 #ifndef BATCHPROC_CONFIG_H
 #define BATCHPROC_CONFIG_H
 
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
@@ -63,8 +64,10 @@ typedef struct BatchprocInputField
 	BatchprocTransformType transform;	/* TRANSFORM */
 	List	   *columns;		/* concat: CSV columns (char *) */
 	char	   *separator;		/* concat; default "" */
-	char	   *template_text;	/* template: "Process {order_id} ..." */
-	List	   *variable_names; /* template: placeholder names (char *) */
+	char	   *template_text;	/* template: "Process {order_id} ..."; see
+								 * batchproc_config_render_template() */
+	List	   *variable_names; /* template: every placeholder name (char *),
+								 * each once, in order of first use */
 	List	   *variable_columns;	/* template: CSV column of each (char *) */
 	char	   *path;			/* jsonpath: the path text, already checked
 								 * to parse as a PostgreSQL jsonpath */
@@ -123,5 +126,15 @@ extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
 
 /* The CSV columns a compiled config reads (char *), without duplicates. */
 extern List *batchproc_config_input_columns(const BatchprocConfig *config);
+
+/*
+ * Append a template transformation's text to out: each "{name}" replaced
+ * by values[i], the value of variable_columns[i], where variable_names[i]
+ * is name (a NULL value counts as empty); "{{" and "}}" as single braces.
+ * Never throws but for out of memory.
+ */
+extern void batchproc_config_render_template(StringInfo out,
+											 const BatchprocInputField *field,
+											 const char *const *values);
 
 #endif							/* BATCHPROC_CONFIG_H */

@@ -255,7 +255,9 @@ check_state(Dispatch *d, TimestampTz now)
 	bool		isnull;
 	char	   *state;
 
-	if (!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
+	/* A cancel or redrive sets our latch at commit: look at once then. */
+	if (!batchproc_http_latch_was_set() &&
+		!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
 		return;
 	d->state_checked_at = now;
 	begin_tx("batchproc: checking batch state");
@@ -469,7 +471,16 @@ tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 
 	if (s->req != NULL && batchproc_http_done(s->req))
 	{
-		MemoryContext old = MemoryContextSwitchTo(s->cxt);
+		MemoryContext old;
+
+		/* libcurl's own timeout is the row's, seen a moment sooner. */
+		if (batchproc_http_response(s->req)->timed_out)
+		{
+			attempt_failed(d, s, psprintf("timed out after %d seconds", d->config->timeout_seconds),
+						   true, true, NULL);
+			return;
+		}
+		old = MemoryContextSwitchTo(s->cxt);
 
 		if (s->phase == SLOT_DESCRIBING)
 			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);

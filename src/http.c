@@ -78,6 +78,7 @@ static bool watch_overflow = false;
 static bool sockets_changed = true;
 static long curl_timeout_ms = -1;
 static WaitEventSet *wait_set = NULL;
+static bool latch_was_set = false;
 static MemoryContext wait_set_cxt = NULL;
 
 static int
@@ -501,6 +502,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 	{
 		if (events[i].events & WL_LATCH_SET)
 		{
+			latch_was_set = true;
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
@@ -655,6 +657,15 @@ batchproc_http_wait(long max_ms)
 {
 	ensure_multi();
 	wait_and_drive_capped(true, max_ms);
+}
+
+bool
+batchproc_http_latch_was_set(void)
+{
+	bool		was = latch_was_set;
+
+	latch_was_set = false;
+	return was;
 }
 
 bool

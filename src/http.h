@@ -86,6 +86,9 @@ extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
  * latch is reset and interrupts are checked inside.
  */
 extern void batchproc_http_wait(long max_ms);
+
+/* Was the latch set since the last call?  Someone wants our attention. */
+extern bool batchproc_http_latch_was_set(void);
 extern bool batchproc_http_done(BatchprocHttpRequest *req);
 
 /*

@@ -8,7 +8,7 @@
  * the input holds, in config order: column_mappings (the column's text),
  * static_values (any JSON, types kept), and transformations: concat,
  * template ("{name}" placeholders, each a variable's column or the column
- * of that name) and jsonpath (a column holding JSON, and a path into it,
+ * of that name; "{{" and "}}" are literal braces) and jsonpath (a column holding JSON, and a path into it,
  * evaluated by PostgreSQL's jsonpath).
  *
  * Envelopes, as the seed gives them:
@@ -48,35 +48,21 @@ column_value(List *colnames, char **values, const char *column)
 	return NULL;
 }
 
+/* A template's text: the config compiler owns its syntax. */
 static void
 append_template(StringInfo out, const BatchprocInputField *f, List *colnames, char **values)
 {
-	const char *p = f->template_text;
+	const char **vars = palloc(sizeof(char *) * Max(list_length(f->variable_columns), 1));
+	ListCell   *c;
+	int			i = 0;
 
-	while (*p)
+	foreach(c, f->variable_columns)
 	{
-		const char *close;
+		const char *value = column_value(colnames, values, lfirst(c));
 
-		if (*p == '{' && (close = strchr(p + 1, '}')) != NULL)
-		{
-			char	   *name = pnstrdup(p + 1, close - p - 1);
-			const char *column = name;
-			ListCell   *n;
-			ListCell   *c;
-			const char *value;
-
-			forboth(n, f->variable_names, c, f->variable_columns)
-			{
-				if (strcmp(lfirst(n), name) == 0)
-					column = lfirst(c);
-			}
-			value = column_value(colnames, values, column);
-			appendStringInfoString(out, value ? value : "");
-			p = close + 1;
-		}
-		else
-			appendStringInfoChar(out, *p++);
+		vars[i++] = value ? value : "";
 	}
+	batchproc_config_render_template(out, f, vars);
 }
 
 /*

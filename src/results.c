@@ -387,9 +387,11 @@ batchproc_format_number(PG_FUNCTION_ARGS)
 	Numeric		value = PG_GETARG_NUMERIC(0);
 	char	   *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	double		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value)));
-	char		buf[512];
+	/* Width and precision are two digits at most: a double fits in 512. */
+	size_t		size = strlen(format) + 512;
+	char	   *buf = palloc(size);
 
 	/* The config compiler let through only one double conversion. */
-	snprintf(buf, sizeof(buf), format, d);
+	snprintf(buf, size, format, d);
 	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }

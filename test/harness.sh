@@ -90,6 +90,15 @@ start_moto() {
 	export AWS_EC2_METADATA_DISABLED=true
 }
 
+# The test agents: state machines in the verifying moto, which runs them.
+# Exports BATCHPROC_AGENT_<name>=<state machine ARN> for each.
+create_agents() {
+	local line
+	while IFS= read -r line; do
+		export "BATCHPROC_AGENT_$line"
+	done < <("$PYTHON" "$src/test/services/agents.py" "$AWS_ENDPOINT_URL")
+}
+
 # A moto without SigV4 verification, for the one unsigned call the extension
 # makes: STS AssumeRoleWithWebIdentity (the verifying moto answers it with
 # a 500).

@@ -114,7 +114,8 @@ cmp_ok(cpu_ticks($pid) - $ticks_before, '<=', 1,
 my $session = $node->background_psql('postgres');
 $session->query_safe('BEGIN');
 my $batch = $session->query_safe(
-	q{SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv"}')});
+	q{SELECT batchproc_submit('{"csv_s3_uri": "s3://no-such-bucket/in.csv",
+	                            "target": {"type": "tool", "name": "echo"}}')});
 is( $node->safe_psql('postgres', "SELECT count(*) FROM batchproc.batches WHERE id = $batch"),
 	'0', 'an uncommitted batch is invisible to the worker');
 $session->query_safe('COMMIT');
