@@ -105,7 +105,7 @@ LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'batchproc_format_number';
 COMMENT ON FUNCTION batchproc.format_number(numeric, text) IS 'A number in an output column''s printf-style format';
 
-CREATE VIEW batchproc.progress AS
+CREATE VIEW batchproc.progress WITH (security_invoker = true) AS
 SELECT b.id,
        b.state,
        b.total_rows,
@@ -133,8 +133,11 @@ AS 'MODULE_PATHNAME', 'batchproc_aws_credentials_info';
 COMMENT ON FUNCTION batchproc.aws_credentials() IS 'Where the server finds its AWS credentials (never the secret)';
 REVOKE ALL ON FUNCTION batchproc.aws_credentials() FROM PUBLIC;
 
--- Roles gate COPY to and from s3:// URIs.  Roles belong to the cluster, not
--- to one database, so a second CREATE EXTENSION finds them made; a role of
+-- Roles: batchproc_user submits, watches and manages its own batches;
+-- batchproc_admin sees and manages every batch and the registry;
+-- batchproc_s3_read and batchproc_s3_write gate COPY from and to s3:// URIs
+-- (and a batch's import and export).  Roles belong to the cluster, not to
+-- one database, so a second CREATE EXTENSION finds them made; a role of
 -- that name that can log in or holds more than membership is refused,
 -- because whoever made it could hand out what it grants.
 DO $roles$
@@ -142,7 +145,8 @@ DECLARE
     r text;
     existing record;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['batchproc_s3_read', 'batchproc_s3_write'] LOOP
+    FOREACH r IN ARRAY ARRAY['batchproc_user', 'batchproc_admin',
+                             'batchproc_s3_read', 'batchproc_s3_write'] LOOP
         SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls
           INTO existing FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r;
         IF NOT FOUND THEN
@@ -155,3 +159,25 @@ BEGIN
     END LOOP;
 END
 $roles$;
+
+-- What each role may see.  Batches and dead letters are filtered by row
+-- security to the caller's own (or every one, for batchproc_admin); all
+-- writes go through the functions above, which check the caller and write
+-- with the extension's rights.  A batch's results table belongs to its
+-- submitter, who creates it through the worker; batchproc_admin may read it.
+GRANT USAGE ON SCHEMA batchproc TO batchproc_user, batchproc_admin;
+GRANT USAGE, CREATE ON SCHEMA batchproc_data TO batchproc_user;
+GRANT USAGE ON SCHEMA batchproc_data TO batchproc_admin;
+GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress,
+                batchproc.targets TO batchproc_user, batchproc_admin;
+GRANT INSERT, UPDATE, DELETE ON batchproc.targets TO batchproc_admin;
+
+ALTER TABLE batchproc.batches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY batches_of_owner ON batchproc.batches FOR SELECT
+    USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'MEMBER')
+           OR pg_catalog.pg_has_role('batchproc_admin', 'MEMBER'));
+
+ALTER TABLE batchproc.dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY dead_letters_of_owner ON batchproc.dead_letters FOR SELECT
+    USING (EXISTS (SELECT FROM batchproc.batches b
+                    WHERE b.id OPERATOR(pg_catalog.=) dead_letters.batch_id));

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -59,6 +60,51 @@ require_worker(const char *function_name)
 						function_name),
 				 errdetail("The batchproc library was not loaded when the server started."),
 				 errhint("Add batchproc to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
+}
+
+/*
+ * Writes to the catalog go through these functions only: they check the
+ * caller, then write with the rights of the bootstrap superuser, so that
+ * no user needs (or gets) write access to batchproc.batches.
+ */
+typedef struct Elevation
+{
+	Oid			userid;
+	int			sec_context;
+} Elevation;
+
+static Elevation
+elevate(void)
+{
+	Elevation	saved;
+
+	GetUserIdAndSecContext(&saved.userid, &saved.sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   saved.sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	return saved;
+}
+
+static void
+restore(Elevation saved)
+{
+	SetUserIdAndSecContext(saved.userid, saved.sec_context);
+}
+
+static void
+require_member(const char *rolename, const char *action)
+{
+	Oid			roleid;
+
+	if (superuser())
+		return;
+	roleid = get_role_oid(rolename, true);
+	if (!OidIsValid(roleid) || !has_privs_of_role(GetUserId(), roleid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s", action),
+				 errdetail("Only superusers and members of \"%s\" may do that.", rolename),
+				 errhint("Ask an administrator to GRANT %s TO %s.", rolename,
+						 GetUserNameFromId(GetUserId(), false))));
 }
 
 static void
@@ -198,14 +244,16 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	Jsonb	   *config = PG_GETARG_JSONB_P(0);
 	Jsonb	   *normalised;
 	BatchprocConfig *compiled;
-	Oid			argtypes[2] = {JSONBOID, JSONBOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {JSONBOID, JSONBOID, REGROLEOID};
+	Datum		values[3];
 	bool		isnull;
 	int64		batch_id;
 	int			ret;
 	MemoryContext old;
+	Elevation	saved;
 
 	require_worker("batchproc_submit");
+	require_member("batchproc_user", "submit batches");
 
 	normalised = batchproc_config_validate(config);
 	compiled = batchproc_config_compile(normalised);
@@ -216,9 +264,12 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	SPI_connect();
 	values[0] = JsonbPGetDatum(normalised);
 	values[1] = JsonbPGetDatum(resolve_target(compiled));
-	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config, target) VALUES ($1, $2)"
-								" RETURNING id",
-								2, argtypes, values, NULL, false, 1);
+	values[2] = ObjectIdGetDatum(GetUserId());
+	saved = elevate();
+	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config, target, owner)"
+								" VALUES ($1, $2, $3) RETURNING id",
+								3, argtypes, values, NULL, false, 1);
+	restore(saved);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not queue batch: SPI_execute_with_args returned %d", ret);
 	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -238,7 +289,11 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(batch_id);
 }
 
-/* The state of a batch the caller may see, or an error. */
+/*
+ * The state of a batch the caller may see (row security shows a role only
+ * its own batches, and batchproc_admin every one), or an error.  Seeing a
+ * batch is what it takes to manage it.
+ */
 static char *
 batch_state(int64 batch_id)
 {
@@ -360,6 +415,8 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	state = batch_state(batch_id);
 	if (!is_final(state))
 	{
+		Elevation	saved = elevate();
+
 		ret = SPI_execute_with_args("UPDATE batchproc.batches SET state = 'cancelled',"
 									" in_flight = 0, finished_at = pg_catalog.now()"
 									" WHERE id OPERATOR(pg_catalog.=) $1",
@@ -370,6 +427,7 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 									1, types, args, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not notify: SPI_execute_with_args returned %d", ret);
+		restore(saved);
 		state = "cancelled";
 		batchproc_wake_worker_at_commit();
 	}
@@ -395,6 +453,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		rows;
 	int			ret;
+	Elevation	saved;
 
 	require_worker("batchproc_retry_failed");
 	SPI_connect();
@@ -405,6 +464,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
 				 errhint("Wait for it to end, or cancel it, before retrying its failed rows.")));
 
+	saved = elevate();
 	ret = SPI_execute_with_args("SELECT result_table IS NULL FROM batchproc.batches"
 								" WHERE id OPERATOR(pg_catalog.=) $1",
 								1, types, args, NULL, false, 1);
@@ -437,6 +497,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 								1, types, args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not restart batch: SPI_execute_with_args returned %d", ret);
+	restore(saved);
 	SPI_finish();
 
 	batchproc_wake_worker_at_commit();

@@ -191,6 +191,7 @@ import_step(int64 id, MemoryContext cxt)
 	imported = batchproc_import_csv(bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),
 									batchproc_reserved_column_names(batch->config));
+	exec_sql(psprintf("GRANT SELECT ON %s TO batchproc_admin", batch->table), SPI_OK_UTILITY);
 	SetUserIdAndSecContext(saved_user, saved_context);
 
 	needed = batchproc_config_input_columns(batch->config);
