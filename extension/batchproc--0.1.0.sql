@@ -17,6 +17,8 @@ CREATE TABLE batchproc.batches (
     config         jsonb NOT NULL,
     owner          regrole NOT NULL DEFAULT pg_catalog.current_user()::pg_catalog.regrole,
     target         jsonb NOT NULL DEFAULT '{}',
+    token          text NOT NULL DEFAULT pg_catalog.substr(pg_catalog.md5(pg_catalog.random()::text
+                       OPERATOR(pg_catalog.||) pg_catalog.clock_timestamp()::text), 1, 8),
     columns        text[],
     total_rows     bigint,
     succeeded_rows bigint NOT NULL DEFAULT 0,

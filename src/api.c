@@ -152,6 +152,14 @@ type_name(BatchprocTargetType type)
 		type == BATCHPROC_TARGET_TOOL ? "tool" : "http";
 }
 
+/* "an agent", "a tool", "an http target", for messages. */
+static const char *
+type_phrase(const char *type)
+{
+	return strcmp(type, "agent") == 0 ? "an agent" :
+		strcmp(type, "tool") == 0 ? "a tool" : "an http target";
+}
+
 /*
  * Resolve the config's target against the registry, into what the worker
  * needs: {"type", "name", "address", "express", "headers"}.
@@ -176,8 +184,8 @@ resolve_target(const BatchprocConfig *config)
 		if (strcmp(entry_type, type) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("target.name: \"%s\" is registered as a %s, not a %s",
-							name, entry_type, type),
+					 errmsg("target.name: \"%s\" is registered as %s, not %s",
+							name, type_phrase(entry_type), type_phrase(type)),
 					 errhint("Set target.type to \"%s\", or name another target.", entry_type)));
 		if (address == NULL)
 			address = batchproc_jsonb_string(entry,

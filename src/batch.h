@@ -33,6 +33,7 @@ typedef struct BatchprocTarget
 typedef struct BatchprocBatch
 {
 	int64		id;
+	char	   *token;			/* random, per batch: see batchproc_call_name */
 	Oid			owner;
 	char	   *table;			/* schema-qualified, quoted */
 	BatchprocConfig *config;
@@ -72,7 +73,7 @@ typedef struct BatchprocCallOutcome
 	char	   *execution_arn;	/* agents */
 } BatchprocCallOutcome;
 
-extern char *batchproc_call_name(int64 batch_id, int64 row_id, int attempt);
+extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
 													  const char *call_name,

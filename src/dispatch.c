@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "batch.h"
+#include "targets.h"
 
 /* A group of finished rows is written at this size, or after this long. */
 #define FLUSH_ROWS			500
@@ -53,6 +54,8 @@
 #define POLL_MAX_MS			5000
 /* The batch's state is read at least this often, to notice a cancel. */
 #define STATE_CHECK_MS		500
+/* StopExecution calls still unanswered when a run ends get this long. */
+#define STOP_WAIT_MS		10000
 
 typedef enum SlotPhase
 {
@@ -246,7 +249,10 @@ flush_results(Dispatch *d)
 	MemoryContextReset(d->results_cxt);
 }
 
-/* Has someone cancelled the batch?  Read at most every STATE_CHECK_MS. */
+/*
+ * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
+ * record how many calls are in flight, for batchproc.progress.
+ */
 static void
 check_state(Dispatch *d, TimestampTz now)
 {
@@ -261,10 +267,15 @@ check_state(Dispatch *d, TimestampTz now)
 		return;
 	d->state_checked_at = now;
 	begin_tx("batchproc: checking batch state");
-	ret = SPI_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
-							   d->batch->id), true, 1);
-	if (ret != SPI_OK_SELECT)
+	ret = SPI_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d"
+							   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+							   " AND in_flight OPERATOR(pg_catalog.<>) %d RETURNING state",
+							   d->nbusy, d->batch->id, d->nbusy), false, 1);
+	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not read batch state: SPI_execute returned %d", ret);
+	if (SPI_processed == 0)
+		ret = SPI_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+								   d->batch->id), true, 1);
 	state = SPI_processed ? TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 															  SPI_tuptable->tupdesc, 1, &isnull)) : "cancelled";
 	if (strcmp(state, "running") != 0)
@@ -323,11 +334,23 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 static void
 send_call(Dispatch *d, Slot *s)
 {
-	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	MemoryContext old;
 	char	   *payload;
 	long		timeout_ms = d->config->timeout_seconds * 1000L;
 
-	s->call_name = batchproc_call_name(d->batch->id, s->row_id, s->attempt);
+	/* The allow-list may have shrunk since the batch was submitted. */
+	if (d->batch->target.type == BATCHPROC_TARGET_HTTP &&
+		!batchproc_http_target_allowed(d->batch->target.address))
+	{
+		finish_row(d, s, "FAILED",
+				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
+							d->batch->target.name),
+				   NULL);
+		return;
+	}
+
+	old = MemoryContextSwitchTo(s->cxt);
+	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
 	s->execution_arn = NULL;
 	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
 	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
@@ -454,7 +477,7 @@ start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = POLL_FIRST_MS;
 	s->execution_arn = NULL;
-	s->call_name = batchproc_call_name(d->batch->id, s->row_id, s->attempt);
+	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
 	MemoryContextSwitchTo(old);
 
 	if (q->input == NULL)
@@ -527,6 +550,23 @@ reap_stops(Dispatch *d)
 	{
 		d->stops = NIL;
 		MemoryContextReset(d->stops_cxt);
+	}
+}
+
+/*
+ * Let the StopExecution requests still in flight reach Step Functions
+ * before their memory goes, for at most STOP_WAIT_MS.
+ */
+static void
+finish_stops(Dispatch *d)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
+
+	reap_stops(d);
+	while (d->stops != NIL && GetCurrentTimestamp() < give_up)
+	{
+		batchproc_http_wait(100);
+		reap_stops(d);
 	}
 }
 
@@ -656,6 +696,7 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	MemoryContextSwitchTo(loop_cxt);
 	abandon_slots(d);
 	flush_results(d);
+	finish_stops(d);
 	MemoryContextSwitchTo(caller);
 
 	if (d->stop_on_error)

@@ -450,6 +450,10 @@ reap_finished(void)
 static void
 rebuild_wait_set(void)
 {
+	/* The set holds an epoll descriptor that a memory reset would leak. */
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
 	MemoryContextReset(wait_set_cxt);
 	wait_set = CreateWaitEventSet(wait_set_cxt, nwatched + 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);

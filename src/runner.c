@@ -119,7 +119,7 @@ load_batch(int64 id, MemoryContext cxt)
 	Jsonb	   *target;
 	char	   *s;
 
-	exec_sql(psprintf("SELECT config, owner, target, columns, total_rows"
+	exec_sql(psprintf("SELECT config, owner, target, columns, total_rows, token"
 					  " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 			 SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -159,6 +159,7 @@ load_batch(int64 id, MemoryContext cxt)
 	}
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	batch->total_rows = isnull ? 0 : DatumGetInt64(d);
+	batch->token = SPI_getvalue(tup, desc, 6);
 	MemoryContextSwitchTo(old);
 	return batch;
 }

@@ -26,14 +26,17 @@
 #include "targets.h"
 
 /*
- * The name of one call: unique per batch, row and attempt, and the same
- * every time it is computed, so that a worker that restarts after a crash
- * finds the agent execution it had already started.
+ * The name of one call: batchproc-<batch>-<token>-<row>-<attempt>.  The
+ * same every time it is computed, so that a worker that restarts after a
+ * crash finds the agent execution it had already started; the batch's
+ * random token, drawn at submit, keeps batches of other databases and
+ * clusters (whose ids repeat) from taking each other's executions.
  */
 char *
-batchproc_call_name(int64 batch_id, int64 row_id, int attempt)
+batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt)
 {
-	return psprintf("batchproc-" INT64_FORMAT "-" INT64_FORMAT "-%d", batch_id, row_id, attempt);
+	return psprintf("batchproc-" INT64_FORMAT "-%s-" INT64_FORMAT "-%d",
+					batch->id, batch->token, row_id, attempt);
 }
 
 /*

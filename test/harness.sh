@@ -48,7 +48,10 @@ harness_cleanup() {
 	fi
 	exit "$status"
 }
-trap harness_cleanup EXIT INT TERM
+trap harness_cleanup EXIT
+# An interrupted run ends non-zero, and cleans up once, on its way out.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() {
 	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -42,8 +42,8 @@ batchContext may be missing (metadata then shows {}).
 - slow_agent: waits input.wait_seconds (a number) or else 3 seconds, then
   answers data {"done": true}.
 - echo_agent: data = the input object as received (for input mapping tests).
-- raw_agent: answers {"echo": <input>} with no result/data wrapper (for
-  "else the whole response").
+- raw_agent: answers {"echo": <the whole execution input>} with no
+  result/data wrapper (for "else the whole response").
 - express_echo_agent: type EXPRESS, otherwise echo_agent; moto 5.2.1 has no
   StartSyncExecution, so it exists for registry tests only.
 """

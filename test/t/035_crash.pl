@@ -81,7 +81,7 @@ is(sql("SELECT count(*) FILTER (WHERE _status = 'SUCCESS' AND done = 'true') FRO
 	'8', 'every row has its result');
 my $executions = aws_ok('stepfunctions', 'list-executions', '--state-machine-arn',
 	$ENV{BATCHPROC_AGENT_slow_agent});
-my %names = map { $_ => 1 } ($executions =~ /"name": "(batchproc-$id-\d+-\d+)"/g);
+my %names = map { $_ => 1 } ($executions =~ /"name": "(batchproc-$id-[0-9a-f]{8}-\d+-\d+)"/g);
 is(scalar(keys %names), 8, 'each row ran exactly one execution: the restarted worker found them again');
 
 $lambda->kill_kill;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# bench/dispatch.sh: rows per second through the dispatch engine, and the
+# worker's memory, for batches of ROWS rows (default 2000 and 20000) sent to
+# the Lambda stand-in (test/services/lambda_server.py, SigV4 checked) with a
+# per-call delay of DELAY_MS (default 50) at max_concurrency CONCURRENCY
+# (default 100).
+#
+# Rows per second counts from the batch's start to its end (import and
+# results included).  Memory is the worker's private memory (RssAnon) after
+# each batch, and its peak resident set (VmHWM), which also counts the
+# shared buffers it touched: flat private memory means the same first
+# figure for both sizes.  Not a pass/fail test.
+set -euo pipefail
+harness_name=bench
+. "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
+SIZES=${SIZES:-"2000 20000"}
+DELAY_MS=${DELAY_MS:-50}
+CONCURRENCY=${CONCURRENCY:-100}
+
+build_and_install
+start_moto
+/usr/bin/python3 "$src/test/services/lambda_server.py" --quiet --ignore-stdin \
+	--key "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" >"$work/lambda.port" 2>"$work/lambda.log" </dev/null &
+service_pids+=($!)
+for _ in $(seq 1 50); do [ -s "$work/lambda.port" ] && break; sleep 0.1; done
+export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$(head -n 1 "$work/lambda.port")"
+start_cluster bench "fsync = off"
+sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+
+aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
+sql -c 'CREATE EXTENSION batchproc'
+
+printf 'rows     concurrency  delay   seconds   rows/s   worker RssAnon   worker VmHWM\n'
+for rows in $SIZES; do
+	sql -c "COPY (SELECT 'key' || g AS key, $DELAY_MS AS delay_ms FROM generate_series(1, $rows) g)
+	          TO 's3://bench/rows-$rows.csv' WITH (FORMAT csv, HEADER)"
+	id=$(sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/rows-$rows.csv\",
+		\"target\": {\"type\": \"tool\", \"name\": \"echo\"},
+		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"},
+		  \"transformations\": {\"delay_ms\": {\"type\": \"jsonpath\", \"config\": {\"column\": \"delay_ms\", \"path\": \"\$\"}}}},
+		\"output_mapping\": {\"columns\": [{\"name\": \"echoed\", \"source\": \"\$.key\"}]},
+		\"execution_config\": {\"max_concurrency\": $CONCURRENCY}}')")
+	state=$(sql -c "SELECT batchproc_wait($id, '1 hour')")
+	[ "$state" = succeeded ] || { echo "batch $id ended $state" >&2; exit 1; }
+	seconds=$(sql -c "SELECT round(extract(epoch FROM finished_at - started_at)::numeric, 2) FROM batchproc.batches WHERE id = $id")
+	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS' AND echoed = key")
+	[ "$ok" = "$rows" ] || { echo "batch $id: $ok of $rows rows right" >&2; exit 1; }
+	pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
+	hwm=$(sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$pid/status")
+	anon=$(sed -n 's/^RssAnon:[[:space:]]*//p' "/proc/$pid/status")
+	awk -v r="$rows" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v a="$anon" -v m="$hwm" \
+		'BEGIN { printf "%-8d %-12d %-4d ms %8.2f %8.0f   %-16s %s\n", r, c, d, s, r / s, a, m }'
+done

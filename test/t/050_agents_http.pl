@@ -1,0 +1,355 @@
+# Agents and http targets beyond the seed's examples: failed and timed-out
+# executions (and the stopping of executions on timeout and cancel),
+# targets given by ARN, results without a data wrapper, the registry's
+# type check, http targets and their allow-list, and the details of
+# output_mapping (defaults, number formats, leaving columns out of the
+# export, values that do not fit their type).
+#
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use BatchprocTest;
+
+moto_url();
+my $dir = $PostgreSQL::Test::Utils::tmp_check;
+my $services = $ENV{BATCHPROC_TEST_SERVICES};
+
+my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
+	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($target, $target_port) = start_service('/usr/bin/python3', "$services/http_target.py", '--quiet');
+my $http = HTTP::Tiny->new;
+
+my $node = batchproc_node('agents_http');
+my $bucket = 'agents-http';
+aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+# The name of a batch's call: batchproc-<batch>-<token>-<row>-<attempt>.
+sub call
+{
+	my ($id, $row, $attempt) = @_;
+	my $token = sql("SELECT token FROM batchproc.batches WHERE id = $id");
+	return "batchproc-$id-$token-$row-$attempt";
+}
+
+# Every test file of a run shares one moto, whose agents see batches 1, 2,
+# ... of other files too: the batch token in each name keeps them apart
+# (see the test of two databases at the end).
+
+sub put_csv
+{
+	my ($key, $content) = @_;
+	open(my $fh, '>:raw', "$dir/upload.csv") or die $!;
+	print $fh $content;
+	close $fh;
+	aws_ok('s3', 'cp', "$dir/upload.csv", "s3://$bucket/$key");
+}
+
+sub get_object
+{
+	my ($key) = @_;
+	aws_ok('s3', 'cp', "s3://$bucket/$key", "$dir/download.csv");
+	return slurp_file("$dir/download.csv");
+}
+
+sub submit
+{
+	my ($config, $db) = @_;
+	return $node->safe_psql($db // 'postgres', "SELECT batchproc_submit('$config')");
+}
+
+# Submit a config that must be refused; returns the error text.
+sub submit_error
+{
+	my ($config) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', "SELECT batchproc_submit('$config')");
+	return $rc == 0 ? "(accepted: batch $out)" : $err;
+}
+
+sub wait_for
+{
+	my ($id, $db) = @_;
+	return $node->safe_psql($db // 'postgres', "SELECT batchproc_wait($id, '120 s')");
+}
+
+sub target_stats
+{
+	return decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content});
+}
+
+# The executions of one agent that belong to batch $id: name => status.
+sub executions
+{
+	my ($agent, $id) = @_;
+	my $list = decode_json(aws_ok('stepfunctions', 'list-executions', '--state-machine-arn',
+			$ENV{"BATCHPROC_AGENT_$agent"}));
+	return { map { $_->{name} => $_->{status} }
+		  grep { $_->{name} =~ /^batchproc-$id-/ } @{ $list->{executions} } };
+}
+
+# The status an execution ends with, waiting at most 20 s while it runs.
+sub final_status
+{
+	my ($agent, $name) = @_;
+	(my $arn = $ENV{"BATCHPROC_AGENT_$agent"}) =~ s/:stateMachine:/:execution:/;
+	my $status = 'RUNNING';
+	my $deadline = time() + 20;
+	while (time() < $deadline)
+	{
+		$status = decode_json(aws_ok('stepfunctions', 'describe-execution', '--execution-arn',
+				"$arn:$name"))->{status};
+		last if $status ne 'RUNNING';
+		sleep(0.25);
+	}
+	return $status;
+}
+
+put_csv('one.csv', "word\nhello\n");
+put_csv('words.csv', "word,n\nalpha,1\nbeta,2\n");
+
+# --- An agent that fails: retried, then FAILED with the execution's error.
+sql(qq{INSERT INTO batchproc.targets (name, type, arn)
+	VALUES ('failing_agent', 'agent', '$ENV{BATCHPROC_AGENT_failing_agent}')});
+my $id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
+  "target": {"type": "agent", "name": "failing_agent"},
+  "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose agent fails still ends (continue_on_error)');
+is(sql("SELECT succeeded_rows || '|' || failed_rows FROM batchproc.batches WHERE id = $id"), '0|1',
+	'its counters show the failed row');
+is(sql("SELECT _status || '/' || _attempts FROM batchproc_data.batch_$id"), 'FAILED/2',
+	'the row ends FAILED after max_attempts executions');
+is(sql("SELECT _error_message FROM batchproc_data.batch_$id"),
+	'execution FAILED: AgentError: failing_agent always fails',
+	'the row error names the execution status, its error and its cause');
+like(sql("SELECT _execution_id FROM batchproc_data.batch_$id"),
+	qr/^arn:aws:states:us-east-1:\d+:execution:failing_agent:${\ call($id, 1, 2)}$/,
+	'_execution_id is the last execution');
+is( sql("SELECT row_id || '|' || attempts || '|' || (payload->>'word') || '|' || error"
+		  . " FROM batchproc.dead_letters WHERE batch_id = $id"),
+	'1|2|hello|execution FAILED: AgentError: failing_agent always fails',
+	'the row has a dead letter with its input, attempts and error');
+my $runs = executions('failing_agent', $id);
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=FAILED,${\ call($id, 1, 2)}=FAILED",
+	'Step Functions ran exactly two executions, one per attempt, named by batch, row and attempt');
+
+# --- An agent slower than timeout_seconds: each attempt is cut off at the
+# timeout and its execution stopped rather than left running; the row ends
+# TIMEOUT.  slow_agent would end by itself, SUCCEEDED, 8 s after it
+# started: ABORTED can only come from a StopExecution.
+put_csv('slow.csv', "wait_seconds\n8\n");
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/slow.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
+  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
+      "config": {"column": "wait_seconds", "path": "\$"}}}},
+  "execution_config": {"timeout_seconds": 1, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.2}}}));
+is(wait_for($id), 'succeeded', 'a batch whose agent is too slow ends');
+is(sql("SELECT _status || '/' || _attempts || '/' || _error_message FROM batchproc_data.batch_$id"),
+	'TIMEOUT/2/timed out after 1 seconds', 'the row ends TIMEOUT after its two attempts');
+my $ms = sql("SELECT _execution_time_ms FROM batchproc_data.batch_$id");
+ok($ms >= 2000 && $ms < 8000, "each attempt was cut off at the timeout, not when the agent ended ($ms ms)");
+like(sql("SELECT _execution_id FROM batchproc_data.batch_$id"),
+	qr/^arn:aws:states:us-east-1:\d+:execution:slow_agent:${\ call($id, 1, 2)}$/,
+	'_execution_id is the execution of the last attempt');
+$runs = executions('slow_agent', $id);
+is(join(',', sort keys %$runs), "${\ call($id, 1, 1)},${\ call($id, 1, 2)}", 'one execution ran per attempt');
+is(final_status('slow_agent', "${\ call($id, 1, 1)}"), 'ABORTED',
+	'the execution of the attempt that timed out and was retried was stopped');
+is(final_status('slow_agent', "${\ call($id, 1, 2)}"), 'ABORTED',
+	'the execution of the last attempt was stopped too');
+
+# --- batchproc_cancel stops the agents' executions in flight.
+put_csv('slower.csv', "wait_seconds\n8\n8\n");
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/slower.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
+  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
+      "config": {"column": "wait_seconds", "path": "\$"}}}},
+  "execution_config": {"max_concurrency": 2, "timeout_seconds": 60}}));
+my $deadline = time() + 30;
+while (time() < $deadline)
+{
+	$runs = executions('slow_agent', $id);
+	last if keys %$runs == 2;
+	sleep(0.25);
+}
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=RUNNING,${\ call($id, 2, 1)}=RUNNING", 'both rows\' executions run');
+is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'the batch is cancelled while they run');
+is(wait_for($id), 'cancelled', 'and ends cancelled');
+is( join(',', map { final_status('slow_agent', call($id, $_, 1)) } 1, 2),
+	'ABORTED,ABORTED', 'the executions in flight are stopped');
+
+# --- A target given by its ARN alone, with no registry entry.  Output paths
+# are evaluated on the agent's "data": its envelope is not in reach.
+is(sql("SELECT count(*) FROM batchproc.targets WHERE name = 'echo_agent'"), '0',
+	'echo_agent is not in the registry');
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/words.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "input_mapping": {"column_mappings": {"word": "text"}, "static_values": {"count": 2}},
+  "output_mapping": {"columns": [
+      {"name": "text", "source": "\$.text"},
+      {"name": "count", "source": "\$.count", "type": "number"},
+      {"name": "envelope_result", "source": "\$.result"},
+      {"name": "envelope_data", "source": "\$.data.text"}]}}));
+is(wait_for($id), 'succeeded', 'a batch whose agent is given by ARN succeeds');
+is( sql("SELECT string_agg(concat_ws('|', word, text, count, envelope_result, envelope_data, _status), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'alpha|alpha|2|SUCCESS,beta|beta|2|SUCCESS',
+	'each row went through the agent, and paths start inside its data');
+like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2"),
+	qr/^arn:aws:states:us-east-1:\d+:execution:echo_agent:${\ call($id, 2, 1)}$/,
+	'the executions ran on the state machine of that ARN');
+
+# --- An agent that answers without the result/data envelope: output paths
+# are evaluated on the whole response.
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/words.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_raw_agent}"},
+  "input_mapping": {"column_mappings": {"word": "text"}},
+  "output_mapping": {"columns": [
+      {"name": "text", "source": "\$.echo.input.text"},
+      {"name": "row_seen", "source": "\$.echo.batchContext.rowId"},
+      {"name": "total_seen", "source": "\$.echo.batchContext.totalRows", "type": "number"}]}}));
+is(wait_for($id), 'succeeded', 'a batch whose agent answers without an envelope succeeds');
+is( sql("SELECT string_agg(concat_ws('|', text, row_seen, total_seen, _status), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'alpha|1|2|SUCCESS,beta|2|2|SUCCESS',
+	'paths read the whole response, which holds the batch context the agent was sent');
+
+# --- A registry entry of another type than the config says.
+sql(q{INSERT INTO batchproc.targets (name, type, arn)
+	VALUES ('summarizer', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo')});
+my $queued = sql('SELECT count(*) FROM batchproc.batches');
+my $err = submit_error(q({"csv_s3_uri": "s3://agents-http/words.csv",
+  "target": {"type": "agent", "name": "summarizer"}}));
+like($err, qr/ERROR:  target\.name: "summarizer" is registered as a tool, not an agent\n/,
+	'a target registered as a tool cannot be called as an agent');
+like($err, qr/HINT:  Set target\.type to "tool", or name another target\./, 'the hint says what to do');
+is(sql('SELECT count(*) FROM batchproc.batches'), $queued, 'and nothing is queued');
+
+# --- http targets: only hosts on batchproc.allowed_http_targets.
+sql(qq{INSERT INTO batchproc.targets (name, type, url, headers)
+	VALUES ('enricher', 'http', 'http://127.0.0.1:$target_port/enrich', '{"X-Api-Key": "k-123"}')});
+put_csv('enrich.csv', <<'CSV');
+key,word,fail_times,fail_mode
+plain,alpha,0,500
+flaky,beta,1,500
+bad,gamma,5,400
+CSV
+my $enrich = q({"csv_s3_uri": "s3://agents-http/enrich.csv",
+  "target": {"type": "http", "name": "enricher"},
+  "input_mapping": {"column_mappings": {"key": "key", "word": "word", "fail_mode": "fail_mode"},
+    "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "$"}}}},
+  "output_mapping": {"columns": [
+      {"name": "echoed", "source": "$.echo.input.word"},
+      {"name": "row_seen", "source": "$.echo.batchContext.rowId"},
+      {"name": "bytes", "source": "$.length", "type": "number"}]},
+  "execution_config": {"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}});
+is(sql('SHOW batchproc.allowed_http_targets'), '', 'no http target is allowed by default');
+$err = submit_error($enrich);
+like($err, qr/ERROR:  target\.name: the URL of "enricher" is not allowed\n/,
+	'an http target whose host is not allowed is refused');
+like($err, qr/DETAIL:  Its host is not listed in batchproc\.allowed_http_targets\./,
+	'the detail names the setting');
+is(sql('SELECT count(*) FROM batchproc.batches'), $queued, 'and nothing is queued');
+
+# Only a superuser may allow hosts.
+sql('CREATE ROLE plain_user LOGIN');
+my ($rc, $out);
+($rc, $out, $err) = $node->psql('postgres', q{SET batchproc.allowed_http_targets = '*'},
+	extra_params => [ '-U', 'plain_user' ]);
+like($err, qr/permission denied to set parameter "batchproc\.allowed_http_targets"/,
+	'a plain role cannot allow hosts for itself');
+
+sql(q{ALTER SYSTEM SET batchproc.allowed_http_targets = '127.0.0.1'});
+sql('SELECT pg_reload_conf()');
+ok($node->poll_query_until('postgres', q{SELECT current_setting('batchproc.allowed_http_targets') = '127.0.0.1'}),
+	'ALTER SYSTEM and a reload allow the host');
+$http->post("http://127.0.0.1:$target_port/_reset");
+$id = submit($enrich);
+is(wait_for($id), 'succeeded', 'the http batch runs once the host is allowed');
+is( sql("SELECT string_agg(concat_ws('|', key, echoed, row_seen, bytes > 0, _status, _attempts), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'plain|alpha|1|t|SUCCESS|1,flaky|beta|2|t|SUCCESS|2,bad|FAILED|1',
+	'results come from the target\'s JSON answer; a 500 is retried, a 400 is not');
+like(sql("SELECT _error_message FROM batchproc_data.batch_$id WHERE key = 'bad'"),
+	qr/^the HTTP target answered HTTP 400: injected failure 1 of 5$/, 'the 400 is the row\'s error');
+my $stats = target_stats();
+is(join(',', map { "$_=" . ($stats->{by_key}{$_} // 0) } qw(plain flaky bad)), 'plain=1,flaky=2,bad=1',
+	'the target saw exactly those requests');
+my %sent = map { lc($_) => $stats->{last_request}{headers}{$_} } keys %{ $stats->{last_request}{headers} };
+is( join('|', $stats->{last_request}{method}, $stats->{last_request}{path}, $sent{'content-type'} // '',
+		$sent{'x-api-key'} // ''),
+	'POST|/enrich|application/json|k-123',
+	'each is a JSON POST to the registered URL with the registered headers');
+
+# --- output_mapping details, through the echo tool.
+put_csv('scores.csv', "key,score,label\na,3.14159,x\nb,2,y\nc,abc,z\n");
+$id = submit(q({"csv_s3_uri": "s3://agents-http/scores.csv",
+  "output_s3_uri": "s3://agents-http/scores.out.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "output_mapping": {"columns": [
+      {"name": "label_out", "source": "$.label", "default": "none"},
+      {"name": "nickname", "source": "$.nickname", "default": "N/A"},
+      {"name": "score_out", "source": "$.score", "type": "number", "format": "%.2f"},
+      {"name": "bonus", "source": "$.bonus", "type": "number", "default": 0, "format": "%.1f"}],
+    "include_original": false, "add_metadata": false}}));
+is(wait_for($id), 'succeeded', 'the output mapping batch ends');
+is( sql("SELECT string_agg(concat_ws('|', key, label_out, nickname, score_out, bonus, _status), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'a|x|N/A|3.14159|0|SUCCESS,b|y|N/A|2|0|SUCCESS,c|FAILED',
+	'defaults fill what the path does not find, never what it finds; the table keeps numbers whole');
+is(sql("SELECT pg_typeof(score_out) FROM batchproc_data.batch_$id LIMIT 1"), 'numeric',
+	'a formatted number column is still numeric in the table');
+is(sql("SELECT _error_message FROM batchproc_data.batch_$id WHERE key = 'c'"),
+	'output column "score_out": "abc" is not a number',
+	'a value that is not a number fails its row with an error naming the column');
+is(sql("SELECT error FROM batchproc.dead_letters WHERE batch_id = $id AND row_id = 3"),
+	'output column "score_out": "abc" is not a number', 'and gives it a dead letter');
+is(get_object('scores.out.csv'), "label_out,nickname,score_out,bonus\nx,N/A,3.14,0.0\ny,N/A,2.00,0.0\n,,,\n",
+	'the export has only the output columns, numbers in their format');
+
+# The same batch with metadata and originals: all of them are exported.
+$id = submit(q({"csv_s3_uri": "s3://agents-http/scores.csv",
+  "output_s3_uri": "s3://agents-http/scores.full.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "output_mapping": {"columns": [{"name": "score_out", "source": "$.score", "type": "number", "format": "%.2f"}]}}));
+is(wait_for($id), 'succeeded', 'the batch with the defaults ends');
+like(get_object('scores.full.csv'),
+	qr/\Akey,score,label,score_out,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\na,3.14159,x,3.14,${\ call($id, 1, 1)},1,SUCCESS,,\d+,[^,]+,1\n/,
+	'by default the export has the original and metadata columns too');
+
+# --- Known bug: execution names are batchproc-<batch>-<row>-<attempt>
+# only, so two databases (or a database whose extension was re-created)
+# that call one agent with the same batch id share executions: the second
+# takes the first one's ExecutionAlreadyExists for its own execution and
+# records the first one's output.
+$node->safe_psql('postgres', 'CREATE DATABASE second');
+$node->safe_psql('second', 'CREATE EXTENSION batchproc');
+sql('ALTER TABLE batchproc.batches ALTER COLUMN id RESTART WITH 59001');
+$node->safe_psql('second', 'ALTER TABLE batchproc.batches ALTER COLUMN id RESTART WITH 59001');
+put_csv('first.csv', "word\nfirst\n");
+put_csv('second.csv', "word\nsecond\n");
+my $echo = q({"csv_s3_uri": "s3://agents-http/%s.csv",
+  "target": {"type": "agent", "arn": "%s"},
+  "output_mapping": {"columns": [{"name": "answer", "source": "$.word"}]}});
+my $first = submit(sprintf($echo, 'first', $ENV{BATCHPROC_AGENT_echo_agent}));
+is(wait_for($first), 'succeeded', 'a batch in one database runs');
+my $second = submit(sprintf($echo, 'second', $ENV{BATCHPROC_AGENT_echo_agent}), 'second');
+is($second, $first, 'a batch in another database gets the same id');
+is(wait_for($second, 'second'), 'succeeded', 'and runs');
+is($node->safe_psql('second', "SELECT answer FROM batchproc_data.batch_$second"), 'second',
+	'each database gets the answer to its own row');
+
+$node->stop;
+$lambda->kill_kill;
+$target->kill_kill;
+done_testing();
