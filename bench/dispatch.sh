@@ -30,7 +30,7 @@ sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgr
 aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
 sql -c 'CREATE EXTENSION batchproc'
 
-printf 'rows     concurrency  delay   seconds   rows/s   worker RssAnon   worker VmHWM\n'
+printf 'rows     concurrency  delay   seconds   rows/s   worker RssAnon   worker VmHWM   worker palloc\n'
 for rows in $SIZES; do
 	sql -c "COPY (SELECT 'key' || g AS key, $DELAY_MS AS delay_ms FROM generate_series(1, $rows) g)
 	          TO 's3://bench/rows-$rows.csv' WITH (FORMAT csv, HEADER)"
@@ -48,6 +48,15 @@ for rows in $SIZES; do
 	pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
 	hwm=$(sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$pid/status")
 	anon=$(sed -n 's/^RssAnon:[[:space:]]*//p' "/proc/$pid/status")
-	awk -v r="$rows" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v a="$anon" -v m="$hwm" \
-		'BEGIN { printf "%-8d %-12d %-4d ms %8.2f %8.0f   %-16s %s\n", r, c, d, s, r / s, a, m }'
+	# The worker's memory contexts, as PostgreSQL itself counts them.
+	before=$(grep -c "\[$pid\].*Grand total" "$work/bench-server.log" || true)
+	sql -c "SELECT pg_log_backend_memory_contexts($pid)" >/dev/null
+	for _ in $(seq 1 50); do
+		[ "$(grep -c "\[$pid\].*Grand total" "$work/bench-server.log" || true)" -gt "$before" ] && break
+		sleep 0.1
+	done
+	palloc=$(grep "\[$pid\].*Grand total" "$work/bench-server.log" | tail -n 1 |
+		sed -n 's/.*Grand total: \([0-9]*\) bytes.*/\1/p')
+	awk -v r="$rows" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v a="$anon" -v m="$hwm" -v p="$palloc" \
+		'BEGIN { printf "%-8d %-12d %-4d ms %8.2f %8.0f   %-16s %-14s %d kB\n", r, c, d, s, r / s, a, m, p / 1024 }'
 done

@@ -117,6 +117,7 @@ typedef struct Dispatch
 	MemoryContext stops_cxt;
 
 	TimestampTz state_checked_at;
+	int			row_log_level;	/* LOG with debug or log_level DEBUG */
 	bool		cancelled;
 	bool		stop_on_error;
 	char	   *first_error;
@@ -314,6 +315,11 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	}
 	MemoryContextSwitchTo(old);
 
+	ereport(d->row_log_level,
+			(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " %s after %d attempts in " INT64_FORMAT " ms%s%s",
+					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
+					r->error ? ": " : "", r->error ? r->error : "")));
+
 	if (strcmp(r->status, "SUCCESS") != 0 && !d->config->continue_on_error)
 	{
 		d->stop_on_error = true;
@@ -419,8 +425,9 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 	{
 		MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
-		elog(DEBUG1, "batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
-			 d->batch->id, s->row_id, s->attempt, error);
+		ereport(d->row_log_level,
+				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
+						d->batch->id, s->row_id, s->attempt, error)));
 		s->attempt++;
 		s->phase = SLOT_WAIT_RETRY;
 		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -622,6 +629,9 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	d->config = batch->config;
 	d->cxt = AllocSetContextCreate(caller, "batchproc dispatch", ALLOCSET_DEFAULT_SIZES);
 	d->nslots = d->config->max_concurrency;
+	d->row_log_level = (d->config->debug ||
+						(d->config->log_level && strcmp(d->config->log_level, "DEBUG") == 0)) ?
+		LOG : DEBUG1;
 	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
 	for (int i = 0; i < d->nslots; i++)
 		d->slots[i].cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch slot",
