@@ -124,32 +124,6 @@ typedef struct Dispatch
 } Dispatch;
 
 static void
-begin_tx(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_tx(MemoryContext back_to)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(back_to);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
- * Refill the queue with the next pending rows, building each row's input
- * while its values are at hand, and record a first attempt for rows never
- * tried, so that call names stay stable across a crash.
- */
-static void
 refill_queue(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
@@ -177,7 +151,7 @@ refill_queue(Dispatch *d)
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
 					 " ORDER BY _row_id LIMIT $2", d->batch->table);
 
-	begin_tx("batchproc: reading pending rows");
+	batchproc_begin_tx("batchproc: reading pending rows");
 	args[0] = Int64GetDatum(d->last_row_fetched);
 	args[1] = Int32GetDatum(d->queue_cap);
 	ret = SPI_execute_with_args(sql.data, 2, types, args, NULL, true, 0);
@@ -233,7 +207,7 @@ refill_queue(Dispatch *d)
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "could not record first attempts: SPI_execute_with_args returned %d", ret);
 	}
-	end_tx(loop_cxt);
+	batchproc_end_tx(loop_cxt);
 }
 
 static void
@@ -243,9 +217,9 @@ flush_results(Dispatch *d)
 
 	if (d->nresults == 0)
 		return;
-	begin_tx("batchproc: writing results");
+	batchproc_begin_tx("batchproc: writing results");
 	batchproc_results_write(d->batch, d->results, d->nresults, d->nbusy);
-	end_tx(loop_cxt);
+	batchproc_end_tx(loop_cxt);
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
 }
@@ -267,7 +241,7 @@ check_state(Dispatch *d, TimestampTz now)
 		!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
 		return;
 	d->state_checked_at = now;
-	begin_tx("batchproc: checking batch state");
+	batchproc_begin_tx("batchproc: checking batch state");
 	ret = SPI_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d"
 							   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 							   " AND in_flight OPERATOR(pg_catalog.<>) %d RETURNING state",
@@ -281,7 +255,7 @@ check_state(Dispatch *d, TimestampTz now)
 															  SPI_tuptable->tupdesc, 1, &isnull)) : "cancelled";
 	if (strcmp(state, "running") != 0)
 		d->cancelled = true;
-	end_tx(loop_cxt);
+	batchproc_end_tx(loop_cxt);
 }
 
 static void

@@ -49,27 +49,6 @@ typedef struct Step
 } Step;
 
 static void
-begin_tx(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_tx(MemoryContext back_to)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(back_to);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-static void
 exec_sql(const char *sql, int expected)
 {
 	int			ret = SPI_execute(sql, false, 0);
@@ -85,7 +64,7 @@ next_step(Step *step, MemoryContext cxt)
 	bool		found = false;
 	bool		isnull;
 
-	begin_tx("batchproc: looking for work");
+	batchproc_begin_tx("batchproc: looking for work");
 	exec_sql("SELECT id, state FROM batchproc.batches"
 			 " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting'])"
 			 " ORDER BY id LIMIT 1", SPI_OK_SELECT);
@@ -102,7 +81,7 @@ next_step(Step *step, MemoryContext cxt)
 			step->state = MemoryContextStrdup(cxt, "importing");
 		}
 	}
-	end_tx(cxt);
+	batchproc_end_tx(cxt);
 	return found;
 }
 
@@ -184,7 +163,7 @@ import_step(int64 id, MemoryContext cxt)
 	ListCell   *lc;
 	StringInfoData cols;
 
-	begin_tx("batchproc: importing");
+	batchproc_begin_tx("batchproc: importing");
 	batch = load_batch(id, cxt);
 	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
 
@@ -225,7 +204,7 @@ import_step(int64 id, MemoryContext cxt)
 					  " AND state OPERATOR(pg_catalog.=) 'importing'",
 					  imported.rows, batch->table, cols.len ? cols.data : "", id),
 			 SPI_OK_UPDATE);
-	end_tx(cxt);
+	batchproc_end_tx(cxt);
 }
 
 /* Set the batch's end, notify listeners and wake waiters. */
@@ -237,7 +216,7 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 	char		nulls[1] = {error ? ' ' : 'n'};
 	int			ret;
 
-	begin_tx("batchproc: finishing a batch");
+	batchproc_begin_tx("batchproc: finishing a batch");
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	ret = SPI_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
 										 " in_flight = 0, finished_at = pg_catalog.now()"
@@ -247,7 +226,7 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not finish batch: SPI_execute_with_args returned %d", ret);
 	exec_sql(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), SPI_OK_SELECT);
-	end_tx(cxt);
+	batchproc_end_tx(cxt);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
 
@@ -262,9 +241,9 @@ run_step(Step *step, MemoryContext cxt)
 		char	   *error = NULL;
 		BatchprocDispatchEnd end;
 
-		begin_tx("batchproc: loading a batch");
+		batchproc_begin_tx("batchproc: loading a batch");
 		batch = load_batch(step->id, cxt);
-		end_tx(cxt);
+		batchproc_end_tx(cxt);
 
 		end = batchproc_dispatch(batch, &error);
 		if (end == BATCHPROC_DISPATCH_STOPPED_ON_ERROR)
@@ -275,12 +254,12 @@ run_step(Step *step, MemoryContext cxt)
 		}
 		else if (batch->config->output_s3_uri)
 		{
-			begin_tx("batchproc: export next");
+			batchproc_begin_tx("batchproc: export next");
 			exec_sql(psprintf("UPDATE batchproc.batches SET state = 'exporting'"
 							  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 							  " AND state OPERATOR(pg_catalog.=) 'running'", step->id),
 					 SPI_OK_UPDATE);
-			end_tx(cxt);
+			batchproc_end_tx(cxt);
 		}
 		else
 			finish(step->id, "succeeded", NULL, cxt);
@@ -291,12 +270,12 @@ run_step(Step *step, MemoryContext cxt)
 		Oid			saved_user;
 		int			saved_context;
 
-		begin_tx("batchproc: exporting");
+		batchproc_begin_tx("batchproc: exporting");
 		batch = load_batch(step->id, cxt);
 		as_owner(batch, &saved_user, &saved_context);
 		batchproc_export(batch);
 		SetUserIdAndSecContext(saved_user, saved_context);
-		end_tx(cxt);
+		batchproc_end_tx(cxt);
 		finish(step->id, "succeeded", NULL, cxt);
 	}
 }
