@@ -24,6 +24,9 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include "miscadmin.h"
@@ -296,6 +299,32 @@ read_cb(char *buffer, size_t size, size_t nitems, void *userp)
 	return n;
 }
 
+/*
+ * Curl's sockets count against the backend's descriptor budget, as libpq
+ * connections made from a backend do; neither callback can throw.
+ */
+static curl_socket_t
+open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	curl_socket_t fd;
+
+	if (!AcquireExternalFD())
+		return CURL_SOCKET_BAD;
+	fd = socket(address->family, address->socktype, address->protocol);
+	if (fd == CURL_SOCKET_BAD)
+		ReleaseExternalFD();
+	return fd;
+}
+
+static int
+close_socket_cb(void *clientp, curl_socket_t fd)
+{
+	int			rc = close(fd);
+
+	ReleaseExternalFD();
+	return rc;
+}
+
 static void
 release_request(BatchprocHttpRequest *req)
 {
@@ -374,6 +403,8 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	/* Bigger buffers than libcurl's 16 kB mean fewer callbacks per MB. */
 	curl_easy_setopt(req->easy, CURLOPT_BUFFERSIZE, 512 * 1024L);
 	curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2 * 1024 * 1024L);

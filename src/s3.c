@@ -257,6 +257,9 @@ report_s3_error(const S3Call *c, const BatchprocHttpResponse *resp,
 
 	if (code == NULL)
 		code = psprintf("HTTP %ld", resp->status);
+	/* S3's messages end in a period; ours follows. */
+	if (message && message[0] && message[strlen(message) - 1] == '.')
+		message = pnstrdup(message, strlen(message) - 1);
 	if (strcmp(code, "NoSuchBucket") == 0)
 	{
 		sqlstate = ERRCODE_UNDEFINED_OBJECT;
@@ -301,14 +304,14 @@ report_s3_error(const S3Call *c, const BatchprocHttpResponse *resp,
  * context of its own, so a long multipart upload does not accumulate.
  */
 static S3Result
-s3_perform(const S3Call *c, bool error_body_is_failure)
+s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext callcxt = AllocSetContextCreate(caller, "batchproc S3 call",
 												  ALLOCSET_DEFAULT_SIZES);
 	S3Result	result = {0};
 
-	for (int attempt = 1;; attempt++)
+	for (int attempt = first_attempt;; attempt++)
 	{
 		BatchprocHttpRequest *req;
 		BatchprocHttpResponse *resp;
@@ -510,7 +513,7 @@ begin_multipart(BatchprocS3Writer *w)
 	c.bucket = w->bucket;
 	c.key = w->key;
 	c.query = "uploads";
-	res = s3_perform(&c, false);
+	res = s3_perform(&c, false, 1);
 	if ((upload_id = batchproc_aws_xml_element(res.body, "UploadId")) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
@@ -561,8 +564,17 @@ finish_inflight(BatchprocS3Writer *w)
 	else
 	{
 		MemoryContext old = MemoryContextSwitchTo(w->inflight_cxt);
-		S3Result	res = s3_perform(&w->inflight_call, false);
+		char	   *code = resp->body ? batchproc_aws_xml_element(resp->body, "Code") : NULL;
+		char	   *message = resp->body ? batchproc_aws_xml_element(resp->body, "Message") : NULL;
+		S3Result	res;
 
+		/* The first attempt was this one: the rest follow the same policy. */
+		if (batchproc_aws_max_attempts <= 1 ||
+			!batchproc_aws_retryable(resp->status, resp->transport_error, code))
+			report_s3_error(&w->inflight_call, resp, code, message);
+		batchproc_http_sleep(batchproc_aws_backoff_ms(2, batchproc_aws_throttling(resp->status, code),
+													  resp->retry_after));
+		res = s3_perform(&w->inflight_call, false, 2);
 		MemoryContextSwitchTo(old);
 		record_part(w, res.etag);
 	}
@@ -637,7 +649,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		c.method = "PUT";
 		c.body = w->bufs[w->cur];
 		c.body_len = w->len;
-		(void) s3_perform(&c, false);
+		(void) s3_perform(&c, false, 1);
 		w->finished = true;
 		MemoryContextSwitchTo(old);
 		return;
@@ -649,7 +661,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		S3Call		part;
 
 		part_call(w, &part, w->bufs[w->cur], w->len);
-		record_part(w, s3_perform(&part, false).etag);
+		record_part(w, s3_perform(&part, false, 1).etag);
 	}
 
 	initStringInfo(&xml);
@@ -664,7 +676,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
 	c.body = xml.data;
 	c.body_len = xml.len;
-	(void) s3_perform(&c, true);
+	(void) s3_perform(&c, true, 1);
 	w->finished = true;
 	MemoryContextSwitchTo(old);
 }
@@ -698,7 +710,7 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 		c.bucket = w->bucket;
 		c.key = w->key;
 		c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
-		(void) s3_perform(&c, false);
+		(void) s3_perform(&c, false, 1);
 	}
 	PG_CATCH();
 	{

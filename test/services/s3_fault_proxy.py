@@ -1,0 +1,381 @@
+"""An HTTP reverse proxy in front of moto's S3 that injects S3 faults.
+
+Every request is forwarded unchanged: method, path and query, every header
+(Host included: SigV4 signatures cover it, and moto checks them) and the
+body, read whole by Content-Length (or chunked, then forwarded with a
+Content-Length).  The answer (status, headers, body) is relayed back.  Each
+request goes upstream on a connection of its own; the client's connection
+is kept alive (HTTP/1.1).  Only path-style addressing (/bucket/key) is
+classified, which is what a client with an overridden endpoint uses.
+
+Faults, each on the first N requests of one kind (N may be "all"); a
+faulted request is answered by the proxy and never forwarded:
+
+  --fail-upload-part N     UploadPart (PUT with partNumber= in the query)
+                           gets 500 InternalError.
+  --slowdown-put N         PutObject (PUT of an object without partNumber)
+                           gets 503 SlowDown.
+  --complete-error N       CompleteMultipartUpload (POST with uploadId=)
+                           gets 200 with an <Error><Code>InternalError</Code>
+                           body, as S3 answers when a completion fails late.
+  --fail-get-status CODE:N GetObject gets CODE (500 InternalError, 503
+                           SlowDown, 502, 504, 403, 404, 429 ...) with S3's
+                           error XML.
+
+GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
+received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
+(injected, not forwarded), "upstream_status": {kind: {status: n}},
+"upstream_errors": n}.  Kinds are S3 operation names (PutObject,
+UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
+AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
+Each fault also prints a line "fault KIND STATUS i/N" on stdout.
+
+It binds 127.0.0.1 only, prints its port on the first line of stdout
+(--port 0, the default, for a free one; --port-file too), and exits when
+its stdin closes or on SIGTERM.  Python 3 standard library only: it runs
+under /usr/bin/python3.
+
+Usage: python3 s3_fault_proxy.py [--upstream URL] [faults] [--port N]
+       [--port-file PATH] [--ignore-stdin] [--quiet]
+--upstream defaults to $BATCHPROC_TEST_MOTO_URL.
+"""
+import argparse
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+# Headers that belong to one connection, not to the request.  One that the
+# client signed is forwarded anyway (its signature must still verify).
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+}
+
+ERRORS = {
+    400: ("BadRequest", "An error occurred when parsing the HTTP request."),
+    403: ("AccessDenied", "Access Denied"),
+    404: ("NoSuchKey", "The specified key does not exist."),
+    429: ("SlowDown", "Please reduce your request rate."),
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    502: ("BadGateway", "The gateway got an invalid answer."),
+    503: ("SlowDown", "Please reduce your request rate."),
+    504: ("GatewayTimeout", "The gateway timed out."),
+}
+
+
+def error_xml(code, message):
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<Error><Code>%s</Code><Message>%s</Message><RequestId>proxy</RequestId></Error>"
+        % (code, message)
+    ).encode()
+
+
+def count_arg(text):
+    if text == "all":
+        return float("inf")
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("a count is a number >= 0 or 'all'")
+    return n
+
+
+def status_count_arg(text):
+    try:
+        code, n = text.split(":", 1)
+        return int(code), count_arg(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected CODE:N, as in 503:1")
+
+
+def classify(method, path, query):
+    """The S3 operation of a path-style request."""
+    parts = path.lstrip("/").split("/", 1)
+    bucket = parts[0]
+    key = parts[1] if len(parts) > 1 else ""
+    q = parse_qs(query, keep_blank_values=True)
+    if not bucket:
+        return "ListBuckets" if method == "GET" else method + "Service"
+    if key:
+        if method == "PUT":
+            if "partNumber" in q:
+                return "UploadPart"
+            return "PutObject"
+        if method == "POST":
+            if "uploads" in q:
+                return "CreateMultipartUpload"
+            if "uploadId" in q:
+                return "CompleteMultipartUpload"
+            return "PostObject"
+        if method == "DELETE":
+            return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
+        if method == "GET":
+            return "ListParts" if "uploadId" in q else "GetObject"
+        if method == "HEAD":
+            return "HeadObject"
+        return method + "Object"
+    if method == "GET":
+        return "ListMultipartUploads" if "uploads" in q else "ListObjects"
+    if method == "PUT":
+        return "CreateBucket" if not q else "PutBucket"
+    if method == "HEAD":
+        return "HeadBucket"
+    return method + "Bucket"
+
+
+class State:
+    def __init__(self, args):
+        self.lock = threading.Lock()
+        self.quiet = args.quiet
+        split = urlsplit(args.upstream)
+        if split.scheme != "http" or not split.hostname:
+            raise SystemExit("s3_fault_proxy: --upstream must be http://HOST:PORT")
+        self.upstream = (split.hostname, split.port or 80)
+        # kind -> (status, body, how many)
+        self.faults = {}
+        if args.fail_upload_part:
+            self.faults["UploadPart"] = (500, error_xml(*ERRORS[500]), args.fail_upload_part)
+        if args.slowdown_put:
+            self.faults["PutObject"] = (503, error_xml(*ERRORS[503]), args.slowdown_put)
+        if args.complete_error:
+            self.faults["CompleteMultipartUpload"] = (
+                200,
+                error_xml(*ERRORS[500]),
+                args.complete_error,
+            )
+        if args.fail_get_status:
+            status, n = args.fail_get_status
+            code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
+            self.faults["GetObject"] = (status, error_xml(code, message), n)
+        self.requests = {}
+        self.forwarded = {}
+        self.injected = {}
+        self.upstream_status = {}
+        self.upstream_errors = 0
+
+    def receive(self, kind):
+        """Count a request; return the fault to inject, or None."""
+        with self.lock:
+            self.requests[kind] = self.requests.get(kind, 0) + 1
+            fault = self.faults.get(kind)
+            done = self.injected.get(kind, 0)
+            if fault is None or done >= fault[2]:
+                return None
+            self.injected[kind] = done + 1
+            total = "all" if fault[2] == float("inf") else str(fault[2])
+            print("fault %s %d %d/%s" % (kind, fault[0], done + 1, total), flush=True)
+            return fault
+
+    def answered(self, kind, status):
+        with self.lock:
+            self.forwarded[kind] = self.forwarded.get(kind, 0) + 1
+            by_status = self.upstream_status.setdefault(kind, {})
+            by_status[str(status)] = by_status.get(str(status), 0) + 1
+
+    def stats(self):
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "forwarded": dict(self.forwarded),
+                "faults": dict(self.injected),
+                "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
+                "upstream_errors": self.upstream_errors,
+            }
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "batchproc-s3-fault-proxy-test"
+
+    @property
+    def state(self):
+        return self.server.state
+
+    def log_message(self, fmt, *args):
+        if not self.state.quiet:
+            sys.stderr.write("s3_fault_proxy: %s\n" % (fmt % args))
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks), True
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return (self.rfile.read(length) if length > 0 else b""), False
+
+    def answer(self, status, body, headers=(), head=False):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def handle_any(self):
+        try:
+            self.proxy()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
+
+    def proxy(self):
+        body, was_chunked = self.read_body()
+        path, _, query = self.path.partition("?")
+        if self.command == "GET" and path == "/_proxy_stats":
+            data = json.dumps(self.state.stats(), sort_keys=True).encode()
+            return self.answer(200, data, [("Content-Type", "application/json")])
+
+        kind = classify(self.command, path, query)
+        fault = self.state.receive(kind)
+        if fault is not None:
+            status, data, _ = fault
+            return self.answer(
+                status,
+                data,
+                [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
+                head=(self.command == "HEAD"),
+            )
+        self.forward(kind, body, was_chunked)
+
+    def forward(self, kind, body, was_chunked):
+        signed = set()
+        auth = self.headers.get("Authorization") or ""
+        if "SignedHeaders=" in auth:
+            signed = set(auth.split("SignedHeaders=", 1)[1].split(",", 1)[0].lower().split(";"))
+
+        conn = http.client.HTTPConnection(*self.state.upstream, timeout=300)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                lname = name.lower()
+                if lname in HOP_BY_HOP and lname not in signed:
+                    continue
+                if was_chunked and lname == "content-length":
+                    continue
+                conn.putheader(name, value)
+            if was_chunked:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = resp.getheaders()
+            status, reason = resp.status, resp.reason
+        except (OSError, http.client.HTTPException) as e:
+            with self.state.lock:
+                self.state.upstream_errors += 1
+            sys.stderr.write("s3_fault_proxy: upstream failed: %r\n" % (e,))
+            return self.answer(
+                502,
+                error_xml("BadGateway", "The proxy could not reach moto."),
+                [("Content-Type", "application/xml")],
+                head=(self.command == "HEAD"),
+            )
+        finally:
+            conn.close()
+        self.state.answered(kind, status)
+
+        self.log_request(status, len(data))
+        self.send_response_only(status, reason)
+        length = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in ("connection", "keep-alive", "transfer-encoding"):
+                continue
+            if lname == "content-length":
+                length = value
+                continue
+            self.send_header(name, value)
+        no_body = self.command == "HEAD" or status in (204, 304) or 100 <= status < 200
+        if no_body:
+            if length is not None:
+                self.send_header("Content-Length", length)
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not no_body:
+            self.wfile.write(data)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", default=os.environ.get("BATCHPROC_TEST_MOTO_URL"))
+    parser.add_argument("--fail-upload-part", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--slowdown-put", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--complete-error", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--fail-get-status", type=status_count_arg, metavar="CODE:N")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    parser.add_argument(
+        "--ignore-stdin",
+        action="store_true",
+        help="do not exit when stdin closes (for running in the background by hand)",
+    )
+    args = parser.parse_args()
+    if not args.upstream:
+        parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")
+
+    state = State(args)
+    server = Server(("127.0.0.1", args.port), Handler)
+    server.state = state
+    port = server.server_address[1]
+
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.replace(tmp, args.port_file)
+    print(port, flush=True)
+
+    def stop(*_):
+        # shutdown() waits for serve_forever to return: not from its thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    if not args.ignore_stdin:
+        def watch_stdin():
+            # os.read, not sys.stdin: a thread blocked inside the buffered
+            # reader holds its lock, and the interpreter aborts at exit.
+            try:
+                while os.read(0, 4096):
+                    pass
+            except OSError:
+                pass
+            stop()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
