@@ -3,8 +3,10 @@
 EXTENSION = batchproc
 MODULE_big = batchproc
 OBJS = \
+	src/answer.o \
 	src/api.o \
 	src/aws.o \
+	src/aws_request.o \
 	src/batchproc.o \
 	src/config.o \
 	src/copy_s3.o \
@@ -24,6 +26,7 @@ OBJS = \
 	src/target_http.o \
 	src/target_tool.o \
 	src/targets.o \
+	src/txn.o \
 	src/worker.o
 
 # The install script lives in extension/ so that nothing in sql/ (the

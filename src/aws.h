@@ -63,7 +63,7 @@ extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
 /* The text of the first <name>...</name> in xml, entities decoded, or NULL. */
 extern char *batchproc_aws_xml_element(const char *xml, const char *name);
 
-/* A signed request to an AWS JSON API; see aws.c. */
+/* aws_request.c: a signed request to an AWS JSON API */
 struct BatchprocHttpRequest;
 extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsService service,
 															   const char *method,

@@ -129,7 +129,7 @@ extern BatchprocDispatchEnd batchproc_dispatch(BatchprocBatch *batch, char **err
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);
 
-/* worker.c */
+/* txn.c */
 extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
 

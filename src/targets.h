@@ -16,6 +16,7 @@
 /* Responses from targets are capped: Lambda's own limit is 6 MB. */
 #define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)
 
+/* answer.c */
 extern Jsonb *batchproc_parse_json_soft(const char *text, char **error);
 extern JsonbValue *batchproc_jsonb_key(Jsonb *jb, const char *key);
 extern char *batchproc_jsonb_string(Jsonb *jb, const char *key);

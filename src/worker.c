@@ -19,7 +19,6 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -40,32 +39,6 @@ static void
 worker_on_exit(int code, Datum arg)
 {
 	batchproc_worker_detach(my_slot, extension_absent);
-}
-
-/*
- * One short unit of database work, as every step of the worker does it:
- * a transaction, SPI and a snapshot, and pg_stat_activity saying what for.
- * Never held across a network wait.
- */
-void
-batchproc_begin_tx(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-void
-batchproc_end_tx(MemoryContext back_to)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(back_to);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 static bool

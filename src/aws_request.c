@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * aws_request.c
+ *	  Signed requests to AWS's JSON APIs (Lambda, Step Functions).
+ *
+ * Credentials, region and endpoint come from aws.c and credentials.c; the
+ * signature from sigv4.c, with the rules of every service but S3 (the path
+ * normalised and encoded once more).  S3 signs its own requests (s3.c),
+ * because its addressing and signing rules differ.
+ *
+ * IDENTIFICATION
+ *	  src/aws_request.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "aws.h"
+#include "http.h"
+#include "sigv4.h"
+
+/*
+ * A signed request to an AWS JSON API (Lambda, Step Functions), with the
+ * path already percent-encoded and extra headers as "Name: value" lines
+ * that are signed too.  The body is signed with its SHA-256.
+ */
+BatchprocHttpRequest *
+batchproc_aws_json_request(BatchprocAwsService service, const char *method,
+						   const char *path, List *extra_headers,
+						   const char *body, size_t body_len,
+						   size_t body_limit, long timeout_ms)
+{
+	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
+	bool		overridden;
+	char	   *endpoint = batchproc_aws_endpoint(service, &overridden);
+	const char *authority = strstr(endpoint, "://") + 3;
+	const char *base_slash = strchr(authority, '/');
+	char	   *host = base_slash ? pnstrdup(authority, base_slash - authority) : pstrdup(authority);
+	char	   *full_path = psprintf("%s%s", base_slash ? base_slash : "", path);
+	int			nheaders = 0;
+	BatchprocSigv4Header *headers = palloc((4 + list_length(extra_headers)) * sizeof(BatchprocSigv4Header));
+	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
+	char		amz_date[32];
+	time_t		now = time(NULL);
+	struct tm	tm;
+	BatchprocSigv4Request sreq;
+	BatchprocSigv4Result signature;
+	List	   *lines = NIL;
+	ListCell   *lc;
+
+	gmtime_r(&now, &tm);
+	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
+	batchproc_sha256_hex(body ? body : "", body ? body_len : 0, payload_hash);
+
+	headers[nheaders++] = (BatchprocSigv4Header) {"host", host};
+	headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-date", pstrdup(amz_date)};
+	if (creds->session_token)
+		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-security-token", creds->session_token};
+	foreach(lc, extra_headers)
+	{
+		const char *line = lfirst(lc);
+		const char *colon = strchr(line, ':');
+
+		headers[nheaders].name = pnstrdup(line, colon - line);
+		headers[nheaders].value = colon + 1 + strspn(colon + 1, " ");
+		nheaders++;
+	}
+
+	memset(&sreq, 0, sizeof(sreq));
+	sreq.method = method;
+	sreq.path = full_path;
+	sreq.headers = headers;
+	sreq.nheaders = nheaders;
+	sreq.payload_hash = payload_hash;
+	sreq.region = batchproc_aws_region();
+	sreq.service = (service == BATCHPROC_AWS_SFN || service == BATCHPROC_AWS_SFN_SYNC) ? "states" :
+		(service == BATCHPROC_AWS_LAMBDA) ? "lambda" :
+		(service == BATCHPROC_AWS_STS) ? "sts" : "s3";
+	sreq.amz_date = amz_date;
+	sreq.s3_path_rules = (service == BATCHPROC_AWS_S3);
+	batchproc_sigv4_sign(&sreq, creds->access_key_id, creds->secret_access_key, &signature);
+
+	for (int i = 0; i < nheaders; i++)
+		lines = lappend(lines, psprintf("%s: %s", headers[i].name, headers[i].value));
+	lines = lappend(lines, psprintf("Authorization: %s", signature.authorization));
+
+	return batchproc_http_request(method, psprintf("%s%s", endpoint, path),
+								  lines, body, body_len, body_limit, timeout_ms);
+}
