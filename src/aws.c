@@ -13,7 +13,8 @@
  * Retries follow the AWS SDKs' "standard" mode with the newer parameter
  * set: full jitter, a 50 ms base for transient errors and 1 s for
  * throttling, doubling per attempt, capped at 20 s, and a server's
- * Retry-After or x-amz-retry-after honoured when it asks for longer.
+ * Retry-After or x-amz-retry-after honoured when it asks for longer; and
+ * the standard mode's retry quota.
  *
  * IDENTIFICATION
  *	  src/aws.c
@@ -46,6 +47,18 @@ static int	s3_path_style = -1;
 #define RETRY_BASE_MS			50
 #define RETRY_THROTTLE_BASE_MS	1000
 #define RETRY_CAP_MS			20000
+
+/*
+ * The standard mode's retry quota, per process: a retry costs 5 tokens (10
+ * after a timeout), a success gives back what its retry cost, or 1 token
+ * when it needed none.  When the bucket runs dry, failures are reported at
+ * once instead of retried: a service that is down is not hammered.
+ */
+#define RETRY_QUOTA_MAX			500
+#define RETRY_COST				5
+#define RETRY_TIMEOUT_COST		10
+
+static int	retry_quota = RETRY_QUOTA_MAX;
 
 static const struct config_enum_entry path_style_options[] = {
 	{"auto", -1, false},
@@ -296,6 +309,33 @@ batchproc_aws_retryable(long status, bool transport_error, const char *error_cod
 					   strcmp(error_code, "InternalError") == 0))
 		return true;
 	return batchproc_aws_throttling(status, error_code);
+}
+
+/*
+ * Should the failed attempt number `attempt` be tried again?  It must be
+ * retryable, within batchproc.aws_max_attempts, and paid for from the
+ * retry quota; *cost is what it took.
+ */
+bool
+batchproc_aws_should_retry(int attempt, long status, bool transport_error,
+						   bool timed_out, const char *error_code, int *cost)
+{
+	int			price = timed_out ? RETRY_TIMEOUT_COST : RETRY_COST;
+
+	if (attempt >= batchproc_aws_max_attempts ||
+		!batchproc_aws_retryable(status, transport_error, error_code) ||
+		retry_quota < price)
+		return false;
+	retry_quota -= price;
+	*cost = price;
+	return true;
+}
+
+/* A request succeeded; cost is what its last retry took (0: none). */
+void
+batchproc_aws_retry_succeeded(int cost)
+{
+	retry_quota = Min(retry_quota + (cost > 0 ? cost : 1), RETRY_QUOTA_MAX);
 }
 
 long

@@ -57,6 +57,9 @@ extern bool batchproc_s3_path_style(void);
 extern bool batchproc_aws_retryable(long status, bool transport_error,
 									const char *error_code);
 extern bool batchproc_aws_throttling(long status, const char *error_code);
+extern bool batchproc_aws_should_retry(int attempt, long status, bool transport_error,
+									   bool timed_out, const char *error_code, int *cost);
+extern void batchproc_aws_retry_succeeded(int cost);
 extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
 									 const char *retry_after);
 

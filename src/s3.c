@@ -310,6 +310,7 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 	MemoryContext callcxt = AllocSetContextCreate(caller, "batchproc S3 call",
 												  ALLOCSET_DEFAULT_SIZES);
 	S3Result	result = {0};
+	int			retry_cost = 0;
 
 	for (int attempt = first_attempt;; attempt++)
 	{
@@ -326,6 +327,7 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 			!(error_body_is_failure && strstr(resp->body, "<Error>")))
 		{
 			MemoryContextSwitchTo(caller);
+			batchproc_aws_retry_succeeded(retry_cost);
 			result.status = resp->status;
 			result.body = pstrdup(resp->body);
 			result.etag = pstrdup(resp->etag);
@@ -338,8 +340,8 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 			code = batchproc_aws_xml_element(resp->body, "Code");
 			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
-		if (attempt < batchproc_aws_max_attempts &&
-			batchproc_aws_retryable(resp->status, resp->transport_error, code))
+		if (batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
+									   resp->timed_out, code, &retry_cost))
 		{
 			long		delay = batchproc_aws_backoff_ms(attempt + 1,
 														 batchproc_aws_throttling(resp->status, code),
@@ -362,6 +364,7 @@ start_download(BatchprocS3Reader *r)
 {
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 	S3Call		c = {0};
+	int			retry_cost = 0;
 
 	c.op = "GetObject";
 	c.method = "GET";
@@ -386,6 +389,7 @@ start_download(BatchprocS3Reader *r)
 
 		if (resp->status == 200 || resp->status == 206)
 		{
+			batchproc_aws_retry_succeeded(retry_cost);
 			if (r->received == 0)
 			{
 				r->total = resp->content_length;
@@ -405,8 +409,8 @@ start_download(BatchprocS3Reader *r)
 			code = batchproc_aws_xml_element(resp->body, "Code");
 			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
-		if (attempt < batchproc_aws_max_attempts &&
-			batchproc_aws_retryable(resp->status, resp->transport_error, code))
+		if (batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
+									   resp->timed_out, code, &retry_cost))
 		{
 			batchproc_http_sleep(batchproc_aws_backoff_ms(attempt + 1,
 														  batchproc_aws_throttling(resp->status, code),
@@ -560,17 +564,21 @@ finish_inflight(BatchprocS3Writer *w)
 		return;
 	resp = batchproc_http_finish(w->inflight_req);
 	if (resp->status >= 200 && resp->status < 300 && !resp->transport_error)
+	{
+		batchproc_aws_retry_succeeded(0);
 		record_part(w, resp->etag);
+	}
 	else
 	{
 		MemoryContext old = MemoryContextSwitchTo(w->inflight_cxt);
 		char	   *code = resp->body ? batchproc_aws_xml_element(resp->body, "Code") : NULL;
 		char	   *message = resp->body ? batchproc_aws_xml_element(resp->body, "Message") : NULL;
 		S3Result	res;
+		int			cost;
 
 		/* The first attempt was this one: the rest follow the same policy. */
-		if (batchproc_aws_max_attempts <= 1 ||
-			!batchproc_aws_retryable(resp->status, resp->transport_error, code))
+		if (!batchproc_aws_should_retry(1, resp->status, resp->transport_error,
+										resp->timed_out, code, &cost))
 			report_s3_error(&w->inflight_call, resp, code, message);
 		batchproc_http_sleep(batchproc_aws_backoff_ms(2, batchproc_aws_throttling(resp->status, code),
 													  resp->retry_after));
