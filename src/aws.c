@@ -34,7 +34,7 @@
 char	   *batchproc_aws_access_key_id = NULL;
 char	   *batchproc_aws_secret_access_key = NULL;
 char	   *batchproc_aws_session_token = NULL;
-int			batchproc_s3_part_size_mb = 16;
+int			batchproc_s3_part_size_mb = 5;
 int			batchproc_aws_max_attempts = 3;
 
 static char *aws_region_setting = NULL;
@@ -164,10 +164,10 @@ batchproc_define_aws_settings(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.s3_part_size",
-							"Size of each part of a multipart upload to S3.",
-							"Objects larger than one part are uploaded in parts of this size.",
+							"Size of the first parts of a multipart upload to S3.",
+							"Objects larger than one part are uploaded in parts of this size, doubled every 1,000 parts.",
 							&batchproc_s3_part_size_mb,
-							16, 5, 5120,
+							5, 5, 5120,
 							PGC_USERSET, GUC_UNIT_MB,
 							NULL, NULL, NULL);
 

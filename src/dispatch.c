@@ -415,6 +415,10 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 static void
 handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 {
+	/* Whatever became of it, the row's execution is the one just named. */
+	if (out->execution_arn)
+		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
+
 	switch (out->status)
 	{
 		case BATCHPROC_CALL_SUCCEEDED:
@@ -424,8 +428,6 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 			{
 				MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
-				if (out->execution_arn)
-					s->execution_arn = pstrdup(out->execution_arn);
 				batchproc_http_free(s->req);
 				s->req = NULL;
 				s->phase = SLOT_WAIT_POLL;
@@ -501,7 +503,8 @@ tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 	{
 		char	   *error = psprintf("timed out after %d seconds", d->config->timeout_seconds);
 
-		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT)
+		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT &&
+			!d->batch->target.express)
 			stop_execution(d, s->execution_arn);
 		attempt_failed(d, s, error, true, true, NULL);
 		return;
@@ -561,7 +564,8 @@ abandon_slots(Dispatch *d)
 
 		if (!s->busy)
 			continue;
-		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT)
+		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT &&
+			!d->batch->target.express && s->phase != SLOT_WAIT_RETRY)
 			stop_execution(d, s->execution_arn);
 		s->busy = false;
 		s->req = NULL;

@@ -11,7 +11,8 @@
  * Uploads buffer one part.  An object that fits in one part is sent with a
  * single PUT; a larger one becomes a multipart upload whose parts are each
  * retried.  While one part uploads the next one fills, so producing the
- * data and sending it overlap; two parts are held in memory at most.  CompleteMultipartUpload can answer 200 with an <Error> body,
+ * data and sending it overlap; two parts are held in memory at most.  The
+ * part size starts at batchproc.s3_part_size and doubles every 1,000 parts.  CompleteMultipartUpload can answer 200 with an <Error> body,
  * which is a failure.  On any failure the upload is aborted, so no partial
  * object ever appears.
  *
@@ -84,6 +85,7 @@ struct BatchprocS3Writer
 	char	   *bucket;
 	char	   *key;
 	char	   *bufs[2];		/* one fills while the other uploads */
+	size_t		buf_size[2];
 	int			cur;
 	size_t		len;
 	size_t		part_size;
@@ -502,6 +504,7 @@ batchproc_s3_open_write(const char *bucket, const char *key)
 	w->key = MemoryContextStrdup(cxt, key);
 	w->part_size = (size_t) batchproc_s3_part_size_mb * 1024 * 1024;
 	w->bufs[0] = MemoryContextAllocHuge(cxt, w->part_size);
+	w->buf_size[0] = w->part_size;
 	return w;
 }
 
@@ -609,9 +612,22 @@ upload_full_buffer(BatchprocS3Writer *w)
 	batchproc_http_start(w->inflight_req);
 	MemoryContextSwitchTo(w->cxt);
 
+	/*
+	 * S3 allows 10,000 parts.  Doubling the part size every 1,000 parts
+	 * keeps small parts (and so a short wait for the last one) for ordinary
+	 * objects and still reaches S3's 5 TB limit from 5 MB parts.
+	 */
+	if (list_length(w->etags) % 1000 == 999 && w->part_size < MaxAllocHugeSize / 4)
+		w->part_size *= 2;
+
 	w->cur = 1 - w->cur;
-	if (w->bufs[w->cur] == NULL)
+	if (w->buf_size[w->cur] < w->part_size)
+	{
+		if (w->bufs[w->cur])
+			pfree(w->bufs[w->cur]);
 		w->bufs[w->cur] = MemoryContextAllocHuge(w->cxt, w->part_size);
+		w->buf_size[w->cur] = w->part_size;
+	}
 	w->len = 0;
 	MemoryContextSwitchTo(old);
 }

@@ -70,13 +70,16 @@ execution_arn(const char *state_machine_arn, const char *call_name)
 
 /* Read a described (or synchronously run) execution. */
 static void
-read_execution(Jsonb *answer, BatchprocCallOutcome *out)
+read_execution(Jsonb *answer, bool express, BatchprocCallOutcome *out)
 {
 	char	   *status = batchproc_jsonb_string(answer, "status");
 
 	if (status == NULL || strcmp(status, "RUNNING") == 0)
 	{
-		out->status = BATCHPROC_CALL_RUNNING;
+		/* An express execution cannot be described later: try it again. */
+		out->status = express ? BATCHPROC_CALL_RETRY : BATCHPROC_CALL_RUNNING;
+		if (express)
+			out->error = pstrdup("StartSyncExecution answered without a final status");
 		return;
 	}
 	if (strcmp(status, "SUCCEEDED") == 0)
@@ -137,7 +140,7 @@ batchproc_agent_start_outcome(const BatchprocTarget *target, const char *call_na
 	}
 	out->execution_arn = batchproc_jsonb_string(answer, "executionArn");
 	if (target->express)
-		read_execution(answer, out);
+		read_execution(answer, true, out);
 	else
 		out->status = BATCHPROC_CALL_RUNNING;
 }
@@ -175,7 +178,7 @@ batchproc_agent_describe_outcome(BatchprocHttpResponse *resp, BatchprocCallOutco
 		out->status = BATCHPROC_CALL_RUNNING;
 		return;
 	}
-	read_execution(answer, out);
+	read_execution(answer, false, out);
 }
 
 BatchprocHttpRequest *
