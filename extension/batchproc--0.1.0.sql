@@ -165,14 +165,18 @@ $roles$;
 -- What each role may see.  Batches and dead letters are filtered by row
 -- security to the caller's own (or every one, for batchproc_admin); all
 -- writes go through the functions above, which check the caller and write
--- with the extension's rights.  A batch's results table belongs to its
--- submitter, who creates it through the worker; batchproc_admin may read it.
+-- with the extension's rights.  A batch's results table belongs to the
+-- extension, so that no user can hang code (triggers, policies, index
+-- expressions) on a table the worker writes; its submitter and
+-- batchproc_admin may read it.
 GRANT USAGE ON SCHEMA batchproc TO batchproc_user, batchproc_admin;
-GRANT USAGE, CREATE ON SCHEMA batchproc_data TO batchproc_user;
-GRANT USAGE ON SCHEMA batchproc_data TO batchproc_admin;
-GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress,
-                batchproc.targets TO batchproc_user, batchproc_admin;
-GRANT INSERT, UPDATE, DELETE ON batchproc.targets TO batchproc_admin;
+GRANT USAGE ON SCHEMA batchproc_data TO batchproc_user, batchproc_admin;
+GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress
+    TO batchproc_user, batchproc_admin;
+-- A target's headers may carry credentials: only admins see them.
+GRANT SELECT (name, type, arn, url, express, output_schema, description)
+    ON batchproc.targets TO batchproc_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON batchproc.targets TO batchproc_admin;
 
 ALTER TABLE batchproc.batches ENABLE ROW LEVEL SECURITY;
 CREATE POLICY batches_of_owner ON batchproc.batches FOR SELECT

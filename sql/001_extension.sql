@@ -63,6 +63,26 @@ SELECT state, owner = current_user::regrole AS mine, started_at IS NULL AS not_s
 ROLLBACK;
 SELECT count(*) FROM batchproc.batches;
 
+-- format_number hands its format to snprintf: only one number conversion
+-- gets through.
+SELECT batchproc.format_number(3.14159, '%.2f');
+SELECT batchproc.format_number(42, 'score: %6.1f%%');
+SELECT batchproc.format_number(1, '%s');
+SELECT batchproc.format_number(1, '%f %f');
+
+-- An http target's URL must name an allowed host, and "user@" in front of
+-- another host does not pass for it.
+SET batchproc.allowed_http_targets = '127.0.0.1';
+INSERT INTO batchproc.targets (name, type, url)
+VALUES ('sneaky', 'http', 'http://127.0.0.1:80@elsewhere.example/x');
+BEGIN;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv",
+                          "target": {"type": "http", "name": "enricher"}}') > 0 AS allowed;
+ROLLBACK;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv",
+                          "target": {"type": "http", "name": "sneaky"}}');
+RESET batchproc.allowed_http_targets;
+
 -- DROP EXTENSION removes everything it created.
 DROP EXTENSION batchproc;
 SELECT nspname FROM pg_namespace WHERE nspname LIKE 'batchproc%';

@@ -24,6 +24,7 @@
 #include "storage/condition_variable.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -71,8 +72,13 @@ typedef struct Elevation
 {
 	Oid			userid;
 	int			sec_context;
+	int			nest_level;
 } Elevation;
 
+/*
+ * As a SECURITY DEFINER function with "SET search_path = pg_catalog" would:
+ * the caller's search_path cannot lend a name to what runs elevated.
+ */
 static Elevation
 elevate(void)
 {
@@ -81,12 +87,16 @@ elevate(void)
 	GetUserIdAndSecContext(&saved.userid, &saved.sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   saved.sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	saved.nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	return saved;
 }
 
 static void
 restore(Elevation saved)
 {
+	AtEOXact_GUC(true, saved.nest_level);
 	SetUserIdAndSecContext(saved.userid, saved.sec_context);
 }
 
@@ -135,7 +145,7 @@ registry_entry(const char *name)
 	int			ret;
 
 	ret = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('type', type, 'arn', arn, 'url', url,"
-								" 'express', express, 'headers', headers)"
+								" 'express', express)"
 								" FROM batchproc.targets WHERE name OPERATOR(pg_catalog.=) $1",
 								1, types, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -172,14 +182,12 @@ resolve_target(const BatchprocConfig *config)
 	char	   *address = config->target_arn;
 	char	   *name = config->target_name;
 	bool		express = false;
-	char	   *headers = "{}";
 	StringInfoData out;
 
 	if (entry)
 	{
 		char	   *entry_type = batchproc_jsonb_string(entry, "type");
 		JsonbValue *x = batchproc_jsonb_key(entry, "express");
-		Jsonb	   *h = batchproc_jsonb_member(entry, "headers");
 
 		if (strcmp(entry_type, type) != 0)
 			ereport(ERROR,
@@ -191,8 +199,6 @@ resolve_target(const BatchprocConfig *config)
 			address = batchproc_jsonb_string(entry,
 											 config->target_type == BATCHPROC_TARGET_HTTP ? "url" : "arn");
 		express = x && x->type == jbvBool && x->val.boolean;
-		if (h)
-			headers = JsonbToCString(NULL, &h->root, VARSIZE(h));
 	}
 
 	switch (config->target_type)
@@ -235,7 +241,9 @@ resolve_target(const BatchprocConfig *config)
 	escape_json(&out, name);
 	appendStringInfoString(&out, ", \"address\": ");
 	escape_json(&out, address);
-	appendStringInfo(&out, ", \"express\": %s, \"headers\": %s}", express ? "true" : "false", headers);
+	/* An http target's headers may hold secrets: the worker reads them
+	 * from the registry, and the batch's row never shows them. */
+	appendStringInfo(&out, ", \"express\": %s}", express ? "true" : "false");
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
 
@@ -377,6 +385,8 @@ batchproc_wait(PG_FUNCTION_ARGS)
 		state = batch_state(batch_id);
 		if (is_final(state))
 			break;
+		/* Each look's result would otherwise stay until SPI_finish. */
+		SPI_freetuptable(SPI_tuptable);
 		if (deadline)
 		{
 			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -489,7 +499,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 							   " UPDATE batchproc_data.batch_" INT64_FORMAT
 							   " SET _status = NULL, _error_message = NULL, _timestamp = NULL,"
 							   " _execution_time_ms = NULL, _attempts = _attempts OPERATOR(pg_catalog.+) 1"
-							   " WHERE _status IS DISTINCT FROM 'SUCCESS' RETURNING 1)"
+							   " WHERE _status IS NULL OR _status OPERATOR(pg_catalog.<>) 'SUCCESS' RETURNING 1)"
 							   " SELECT pg_catalog.count(*) FROM reset", batch_id),
 					  false, 0);
 	if (ret != SPI_OK_SELECT)

@@ -985,8 +985,8 @@ validate_input_mapping(JsonbContainer *root, JsonbParseState **st)
  * its period) saying what is wrong.  Width and precision are capped so the
  * formatted value stays small.
  */
-static char *
-check_number_format(const char *fmt)
+char *
+batchproc_check_number_format(const char *fmt)
 {
 	int			conversions = 0;
 
@@ -1117,7 +1117,7 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 					 errmsg("%s: is only allowed for a column of type number", format_path),
 					 errdetail("This column has type %s.", type),
 					 errhint("Add \"type\": \"number\" to the column, or remove \"format\".")));
-		if ((problem = check_number_format(format)) != NULL)
+		if ((problem = batchproc_check_number_format(format)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s: must be one printf conversion for a number, such as \"%%.2f\"",

@@ -124,6 +124,12 @@ extern Jsonb *batchproc_config_validate(Jsonb *config);
 /* The compiled form of a normalised config. */
 extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
 
+/*
+ * NULL when fmt is one printf conversion for a double (as "%.2f"), else a
+ * sentence saying what is wrong with it.
+ */
+extern char *batchproc_check_number_format(const char *fmt);
+
 /* The CSV columns a compiled config reads (char *), without duplicates. */
 extern List *batchproc_config_input_columns(const BatchprocConfig *config);
 

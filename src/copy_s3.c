@@ -115,15 +115,20 @@ ends_with_gz(const char *key)
 	return len > 3 && strcmp(key + len - 3, ".gz") == 0;
 }
 
-/* zlib's state is malloc'd; it goes when the COPY's memory goes. */
+/*
+ * When the COPY's memory goes (at its end, or at an error): zlib's state is
+ * malloc'd, and the source must no longer be the current one.
+ */
 static void
-end_inflate_cb(void *arg)
+end_source_cb(void *arg)
 {
 	S3CopySource *src = arg;
 
 	if (src->zs_ready)
 		inflateEnd(&src->zs);
 	src->zs_ready = false;
+	if (current_source == src)
+		current_source = NULL;
 }
 
 static void
@@ -251,7 +256,17 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 	if (XactReadOnly && !rel->rd_islocaltemp)
 		PreventCommandIfReadOnly("COPY FROM");
 
+	/* COPY's data source callback has no argument: one source at a time. */
+	if (current_source != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("COPY FROM S3 cannot run inside another COPY FROM S3")));
+
 	src = palloc0(sizeof(S3CopySource));
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = end_source_cb;
+	cb->arg = src;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	src->gzip = ends_with_gz(key);
 	src->reader = batchproc_s3_open_read(bucket, key);
 	if (src->gzip)
@@ -262,10 +277,6 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not start gzip decompression")));
 		src->zs_ready = true;
-		cb = palloc0(sizeof(MemoryContextCallback));
-		cb->func = end_inflate_cb;
-		cb->arg = src;
-		MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	}
 
 	current_source = src;
@@ -273,7 +284,6 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 						   s3_copy_read, stmt->attlist, stmt->options);
 	processed = CopyFrom(cstate);
 	EndCopyFrom(cstate);
-	/* After an error it is set again before it is next read. */
 	current_source = NULL;
 
 	table_close(rel, NoLock);

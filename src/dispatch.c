@@ -76,7 +76,9 @@ typedef struct QueuedRow
 typedef struct Slot
 {
 	bool		busy;
-	MemoryContext cxt;
+	MemoryContext cxt;			/* the row's: reset when it finishes */
+	MemoryContext call_cxt;		/* one request and its answer: reset before
+								 * the next, so that polls do not pile up */
 	int64		row_id;
 	int			attempt;		/* numbers go on across runs and redrives */
 	int			first_attempt;	/* of this run */
@@ -307,6 +309,7 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 		d->first_result_at = now;
 	s->busy = false;
 	s->req = NULL;
+	MemoryContextReset(s->call_cxt);
 	MemoryContextReset(s->cxt);
 	d->nbusy--;
 }
@@ -329,8 +332,9 @@ send_call(Dispatch *d, Slot *s)
 		return;
 	}
 
-	old = MemoryContextSwitchTo(s->cxt);
 	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
+	MemoryContextReset(s->call_cxt);
+	old = MemoryContextSwitchTo(s->call_cxt);
 	s->execution_arn = NULL;
 	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
 	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
@@ -343,9 +347,11 @@ send_call(Dispatch *d, Slot *s)
 static void
 describe(Dispatch *d, Slot *s)
 {
-	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	MemoryContext old;
 	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), s->deadline);
 
+	MemoryContextReset(s->call_cxt);
+	old = MemoryContextSwitchTo(s->call_cxt);
 	s->req = batchproc_agent_describe_request(s->execution_arn, Max(left, 1000));
 	batchproc_http_start(s->req);
 	s->phase = SLOT_DESCRIBING;
@@ -486,7 +492,7 @@ tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 						   true, true, NULL);
 			return;
 		}
-		old = MemoryContextSwitchTo(s->cxt);
+		old = MemoryContextSwitchTo(s->call_cxt);
 
 		if (s->phase == SLOT_DESCRIBING)
 			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);
@@ -569,6 +575,7 @@ abandon_slots(Dispatch *d)
 			stop_execution(d, s->execution_arn);
 		s->busy = false;
 		s->req = NULL;
+		MemoryContextReset(s->call_cxt);
 		MemoryContextReset(s->cxt);
 		d->nbusy--;
 	}
@@ -612,8 +619,12 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 		LOG : DEBUG1;
 	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
 	for (int i = 0; i < d->nslots; i++)
+	{
 		d->slots[i].cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch slot",
 												ALLOCSET_SMALL_SIZES);
+		d->slots[i].call_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch call",
+													 ALLOCSET_SMALL_SIZES);
+	}
 	d->queue_cap = Min(Max(2 * d->nslots, 100), 10000);
 	d->queue = MemoryContextAllocZero(d->cxt, sizeof(QueuedRow) * d->queue_cap);
 	d->queue_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch queue", ALLOCSET_DEFAULT_SIZES);

@@ -136,6 +136,12 @@ ensure_multi(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl multi handle")));
+	/*
+	 * Beyond the backend's share of descriptors, requests wait in curl's
+	 * queue rather than fail to connect.
+	 */
+	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+					  (long) Min(Max(max_safe_fds / 3 - 8, 16), MAX_WATCHED_SOCKETS - 8));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	wait_set_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc http wait",
@@ -411,9 +417,6 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	if (timeout_ms > 0)
 		curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-	/* A connection that delivers nothing for 30 s is dead. */
-	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_TIME, 30L);
 
 	if (strcmp(method, "GET") == 0)
 		curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
@@ -632,6 +635,12 @@ BatchprocHttpResponse *
 batchproc_http_stream_start(BatchprocHttpRequest *req)
 {
 	req->streaming = true;
+	/*
+	 * A download that delivers nothing for 30 s is dead (and resumed);
+	 * other requests may think longer than that before they answer.
+	 */
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_TIME, 30L);
 	req->stream_buf = malloc(STREAM_BUFFER_SIZE);
 	if (req->stream_buf == NULL)
 		ereport(ERROR,

@@ -43,6 +43,7 @@
 
 typedef struct ImportState
 {
+	MemoryContext cxt;			/* lives for the whole import */
 	BatchprocS3Reader *reader;
 	struct csv_parser parser;
 	bool		parser_ready;
@@ -227,6 +228,12 @@ import_read_cb(void *outbuf, int minread, int maxread)
 	ImportState *st = current_import;
 	int			copied = 0;
 
+	/*
+	 * CopyFrom calls us in its per-row context, which it resets row by row;
+	 * a record split across reads must outlive that.
+	 */
+	MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
 	while (copied < minread && fill_output(st))
 	{
 		int			n = Min(maxread - copied, st->out.len - st->out_pos);
@@ -235,6 +242,7 @@ import_read_cb(void *outbuf, int minread, int maxread)
 		st->out_pos += n;
 		copied += n;
 	}
+	MemoryContextSwitchTo(old);
 	return copied;
 }
 
@@ -331,6 +339,7 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	ParseNamespaceItem *nsitem;
 	int			ret;
 
+	st->cxt = CurrentMemoryContext;
 	st->line = 1;
 	st->chunk = palloc(IMPORT_CHUNK);
 	initStringInfo(&st->out);

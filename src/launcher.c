@@ -226,7 +226,8 @@ batchproc_worker_attach(int slotno, Oid dboid)
 /*
  * Called on the worker's way out.  ABSENT keeps the launcher from starting
  * a new worker until the extension is created again; any other exit of a
- * worker leaves the slot RUNNING, which the launcher reads as "restart".
+ * running worker makes the slot WANTED, so that it is restarted even by a
+ * launcher that has restarted itself and lost its handles.
  */
 void
 batchproc_worker_detach(int slotno, bool extension_absent)
@@ -243,6 +244,8 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 		if (extension_absent &&
 			(slot->state == SLOT_RUNNING || slot->state == SLOT_STARTING))
 			set_state(slot, SLOT_ABSENT);
+		else if (slot->state == SLOT_RUNNING)
+			set_state(slot, SLOT_WANTED);
 	}
 	launcher_latch = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
@@ -484,6 +487,20 @@ batchproc_launcher_main(Datum main_arg)
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	batchproc_shared->launcher_pid = MyProcPid;
 	batchproc_shared->launcher_latch = &MyProc->procLatch;
+
+	/*
+	 * A launcher that restarted alone finds the slots of its predecessor:
+	 * a worker that was starting or has gone is wanted again; one still
+	 * running keeps its slot and is restarted when it exits (detach).
+	 */
+	for (int i = 0; i < batchproc_shared->nslots; i++)
+	{
+		BatchprocDbSlot *slot = &batchproc_shared->slots[i];
+
+		if ((slot->state == SLOT_STARTING || slot->state == SLOT_RUNNING) &&
+			slot->worker_pid == 0)
+			set_state(slot, SLOT_WANTED);
+	}
 	LWLockRelease(batchproc_shared->lock);
 
 	for (;;)

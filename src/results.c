@@ -168,18 +168,36 @@ scalar_text(Jsonb *value, JsonbValue *scalar)
 	}
 }
 
+/*
+ * Would numeric_in take this text?  Asked of numeric_in itself, so that
+ * nothing it refuses (an exponent past 1000, say) reaches the group write,
+ * where one bad value would fail every row of the group.
+ */
 static bool
-looks_numeric(const char *s)
+numeric_ok(const char *text)
 {
-	char	   *end;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
 
-	if (s == NULL || *s == '\0')
-		return false;
-	(void) strtod(s, &end);
-	while (*end == ' ')
-		end++;
-	return *end == '\0' && strspn(s, " +-0123456789.eE") == strlen(s) &&
-		pg_strcasecmp(s, "infinity") != 0;
+	PG_TRY();
+	{
+		(void) DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			PG_RE_THROW();
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /*
@@ -221,10 +239,9 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 			case BATCHPROC_OUTPUT_NUMBER:
 				if (is_scalar && scalar.type == jbvNull)
 					values[i] = NULL;
-				else if (is_scalar && scalar.type == jbvNumeric)
-					values[i] = scalar_text(found, &scalar);
-				else if (is_scalar && scalar.type == jbvString &&
-						 looks_numeric(scalar_text(found, &scalar)))
+				else if (is_scalar &&
+						 (scalar.type == jbvNumeric || scalar.type == jbvString) &&
+						 numeric_ok(scalar_text(found, &scalar)))
 					values[i] = scalar_text(found, &scalar);
 				else
 				{
@@ -273,12 +290,11 @@ flush_sql(const BatchprocBatch *batch)
 	int			nout = list_length(batch->config->outputs);
 
 	initStringInfo(&sql);
-	appendStringInfoString(&sql,
-						   "WITH v AS (SELECT * FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], "
-						   "$3::pg_catalog.text[], $4::pg_catalog.int8[], $5::pg_catalog.timestamptz[], "
-						   "$6::pg_catalog.int4[], $7::pg_catalog.text[], $8::pg_catalog.text[]");
-	for (int i = 0; i < nout; i++)
-		appendStringInfo(&sql, ", $%d::pg_catalog.text[]", 9 + i);
+	/* ROWS FROM, since the many-array form of unnest cannot be qualified. */
+	appendStringInfoString(&sql, "WITH v AS (SELECT * FROM ROWS FROM (");
+	for (int i = 0; i < 8 + nout; i++)
+		appendStringInfo(&sql, "%spg_catalog.unnest($%d::pg_catalog.%s[])", i ? ", " : "", i + 1,
+						 i == 0 || i == 3 ? "int8" : i == 4 ? "timestamptz" : i == 5 ? "int4" : "text");
 	appendStringInfoString(&sql, ") AS v(row_id, status, error, ms, at, attempts, execution_id, payload");
 	for (int i = 0; i < nout; i++)
 		appendStringInfo(&sql, ", o%d", i);
@@ -386,12 +402,23 @@ batchproc_format_number(PG_FUNCTION_ARGS)
 {
 	Numeric		value = PG_GETARG_NUMERIC(0);
 	char	   *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	double		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value)));
-	/* Width and precision are two digits at most: a double fits in 512. */
-	size_t		size = strlen(format) + 512;
-	char	   *buf = palloc(size);
+	const char *problem = batchproc_check_number_format(format);
+	double		d;
+	size_t		size;
+	char	   *buf;
 
-	/* The config compiler let through only one double conversion. */
+	/* Anyone may call this: the format must never reach snprintf unchecked. */
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid number format \"%s\"", format),
+				 errdetail("%s.", problem),
+				 errhint("Use one printf conversion for a number, such as \"%%.2f\".")));
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value)));
+	/* Width and precision are two digits at most: a double fits in 512. */
+	size = strlen(format) + 512;
+	buf = palloc(size);
+
 	snprintf(buf, size, format, d);
 	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }

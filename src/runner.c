@@ -10,9 +10,10 @@
  * status, an export is done again.  Each step is its own transaction; the
  * dispatch step opens only short ones of its own.
  *
- * Import and export run with the rights of the batch's owner, never the
- * worker's: the batch table belongs to the owner, and the owner's
- * privileges decide what may be read and written.
+ * The export runs with the rights of the batch's owner, never the
+ * worker's: the owner's privileges decide what may be written to S3.  The
+ * results table belongs to the extension (no user can hang code on a
+ * table the worker writes as superuser); its owner may read it.
  *
  * An error in a step fails the batch with the error's message, except a
  * query cancel (pg_cancel_backend on the worker), which only interrupts:
@@ -30,10 +31,13 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
 #include "utils/array.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -122,7 +126,6 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->target.express = (batchproc_jsonb_key(target, "express") &&
 							 batchproc_jsonb_key(target, "express")->type == jbvBool &&
 							 batchproc_jsonb_key(target, "express")->val.boolean);
-	batch->target.headers = batchproc_jsonb_member(target, "headers");
 
 	d = SPI_getbinval(tup, desc, 4, &isnull);
 	if (!isnull)
@@ -140,14 +143,50 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->total_rows = isnull ? 0 : DatumGetInt64(d);
 	batch->token = SPI_getvalue(tup, desc, 6);
 	MemoryContextSwitchTo(old);
+
+	/* Headers stay in the registry, out of the batch's sight. */
+	if (batch->target.type == BATCHPROC_TARGET_HTTP)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		args[1] = {CStringGetTextDatum(batch->target.name)};
+
+		if (SPI_execute_with_args("SELECT headers FROM batchproc.targets"
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the target registry");
+		if (SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+			{
+				old = MemoryContextSwitchTo(cxt);
+				batch->target.headers = DatumGetJsonbPCopy(d);
+				MemoryContextSwitchTo(old);
+			}
+		}
+	}
 	return batch;
 }
 
-static void
+/*
+ * Run as the batch's owner, as a SECURITY DEFINER function would: the
+ * owner's rights, a restricted operation, and settings that go back when
+ * the work is done.  Returns the GUC nest level to close.
+ */
+static int
 as_owner(BatchprocBatch *batch, Oid *saved_user, int *saved_context)
 {
 	GetUserIdAndSecContext(saved_user, saved_context);
-	SetUserIdAndSecContext(batch->owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(batch->owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	return NewGUCNestLevel();
+}
+
+static void
+as_worker(Oid saved_user, int saved_context, int nest_level)
+{
+	AtEOXact_GUC(false, nest_level);
+	SetUserIdAndSecContext(saved_user, saved_context);
 }
 
 static void
@@ -157,8 +196,6 @@ import_step(int64 id, MemoryContext cxt)
 	BatchprocImportResult imported;
 	char	   *bucket;
 	char	   *key;
-	Oid			saved_user;
-	int			saved_context;
 	List	   *needed;
 	ListCell   *lc;
 	StringInfoData cols;
@@ -167,12 +204,12 @@ import_step(int64 id, MemoryContext cxt)
 	batch = load_batch(id, cxt);
 	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
 
-	as_owner(batch, &saved_user, &saved_context);
 	imported = batchproc_import_csv(bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),
 									batchproc_reserved_column_names(batch->config));
-	exec_sql(psprintf("GRANT SELECT ON %s TO batchproc_admin", batch->table), SPI_OK_UTILITY);
-	SetUserIdAndSecContext(saved_user, saved_context);
+	exec_sql(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
+					  quote_identifier(GetUserNameFromId(batch->owner, false))),
+			 SPI_OK_UTILITY);
 
 	needed = batchproc_config_input_columns(batch->config);
 	foreach(lc, needed)
@@ -218,9 +255,12 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 
 	batchproc_begin_tx("batchproc: finishing a batch");
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	/* A batch cancelled meanwhile stays cancelled. */
 	ret = SPI_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
 										 " in_flight = 0, finished_at = pg_catalog.now()"
-										 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+										 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+										 " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing',"
+										 " 'running', 'exporting'])",
 										 state, id),
 								1, types, args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE)
@@ -269,12 +309,13 @@ run_step(Step *step, MemoryContext cxt)
 		BatchprocBatch *batch;
 		Oid			saved_user;
 		int			saved_context;
+		int			nest_level;
 
 		batchproc_begin_tx("batchproc: exporting");
 		batch = load_batch(step->id, cxt);
-		as_owner(batch, &saved_user, &saved_context);
+		nest_level = as_owner(batch, &saved_user, &saved_context);
 		batchproc_export(batch);
-		SetUserIdAndSecContext(saved_user, saved_context);
+		as_worker(saved_user, saved_context, nest_level);
 		batchproc_end_tx(cxt);
 		finish(step->id, "succeeded", NULL, cxt);
 	}
@@ -317,6 +358,8 @@ batchproc_run_batches(void)
 				ereport(LOG,
 						(errmsg("batchproc: batch " INT64_FORMAT " interrupted by a cancel request; it resumes",
 								step.id)));
+				/* The latch the cancel set is spent: look again at once. */
+				SetLatch(MyLatch);
 				break;
 			}
 			ereport(LOG,

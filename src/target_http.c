@@ -55,6 +55,9 @@ batchproc_http_target_allowed(const char *url)
 	if (batchproc_allowed_http_targets == NULL || batchproc_allowed_http_targets[0] == '\0')
 		return false;
 	authority = url_authority(url);
+	/* user:password@host would let "allowed:1@elsewhere" pass for allowed. */
+	if (strchr(authority, '@') != NULL)
+		return false;
 	host = pstrdup(authority);
 	colon = strrchr(host, ':');
 	if (colon && strchr(host, ']') < colon)
