@@ -160,6 +160,19 @@ is( sql("SELECT string_agg(id || '|' || text || '|' || \"odd, name\" || '|' || s
 	"1|a, b|x|a, b;2|line one\nline two|y|line one\nline two;3|say \"hi\"|z|say \"hi\"",
 	'every field arrives intact, and every column goes to the tool under its own name');
 
+# A file of many reads: records split between reads arrive whole.
+put_csv('large.csv', join('', "n,text\n",
+	map { "$_,\"row $_ says \"\"hello\"\", twice\nover two lines " . ('x' x 200) . "\"\n" } 1 .. 6000));
+$id = submit(q({"csv_s3_uri": "s3://batches/large.csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"n": "n"}},
+  "output_mapping": {"columns": [{"name": "echoed", "source": "$.n"}]},
+  "execution_config": {"max_concurrency": 50}}));
+is(wait_for($id), 'succeeded', 'a CSV of more than a megabyte imports and runs');
+is( sql("SELECT count(*), sum(n::int), count(*) FILTER (WHERE echoed = n AND _row_id = n::int"
+		  . " AND text = 'row ' || n || E' says \"hello\", twice\nover two lines ' || repeat('x', 200))"
+		  . " FROM batchproc_data.batch_$id"),
+	'6000|18003000|6000', 'every record arrives whole and in order');
+
 put_csv('broken.csv', "a,b\n1,2\n3,\"unterminated\n4,5\n");
 $id = submit(q({"csv_s3_uri": "s3://batches/broken.csv", "target": {"type": "tool", "name": "echo"}}));
 is(wait_for($id), 'failed', 'a malformed CSV fails the batch');
