@@ -33,11 +33,13 @@ import datetime
 import json
 import os
 import secrets
-import signal
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import service_runner  # noqa: E402
 
 CONTAINER_PATH = "/v1/credentials"
 IMDS_TOKEN_PATH = "/latest/api/token"
@@ -225,37 +227,7 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.state = State(args.auth_token, args.expires_in)
-    port = server.server_address[1]
-
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.replace(tmp, args.port_file)
-    print(port, flush=True)
-
-    def stop(*_):
-        # shutdown() waits for serve_forever to return: not from its thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    if not args.ignore_stdin:
-        def watch_stdin():
-            try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except (OSError, ValueError):
-                pass
-            stop()
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
+    service_runner.run(server, args.port_file, args.ignore_stdin)
 
 
 if __name__ == "__main__":

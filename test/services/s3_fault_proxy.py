@@ -43,11 +43,13 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import service_runner  # noqa: E402
 
 # Headers that belong to one connection, not to the request.  One that the
 # client signed is forwarded anyway (its signature must still verify).
@@ -342,39 +344,7 @@ def main():
     state = State(args)
     server = Server(("127.0.0.1", args.port), Handler)
     server.state = state
-    port = server.server_address[1]
-
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.replace(tmp, args.port_file)
-    print(port, flush=True)
-
-    def stop(*_):
-        # shutdown() waits for serve_forever to return: not from its thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    if not args.ignore_stdin:
-        def watch_stdin():
-            # os.read, not sys.stdin: a thread blocked inside the buffered
-            # reader holds its lock, and the interpreter aborts at exit.
-            try:
-                while os.read(0, 4096):
-                    pass
-            except OSError:
-                pass
-            stop()
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
+    service_runner.run(server, args.port_file, args.ignore_stdin)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -80,6 +79,7 @@ from http.server import BaseHTTPRequestHandler
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lambda_server  # noqa: E402
+import service_runner  # noqa: E402
 
 MAX_INPUT = 256 * 1024
 MAX_BODY = 1024 * 1024
@@ -379,38 +379,7 @@ def main():
         sys.exit("sfn_sync_server: give at least one --key AKID:SECRET (or --no-auth)")
     server = lambda_server.Server(("127.0.0.1", args.port), Handler)
     server.state = state
-    port = server.server_address[1]
-
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.replace(tmp, args.port_file)
-    print(port, flush=True)
-
-    def stop(*_):
-        state.stop.set()
-        # shutdown() waits for serve_forever to return: not from its thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    if not args.ignore_stdin:
-        def watch_stdin():
-            try:
-                while os.read(0, 4096):
-                    pass
-            except OSError:
-                pass
-            stop()
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
+    service_runner.run(server, args.port_file, args.ignore_stdin, state.stop)
 
 
 if __name__ == "__main__":
