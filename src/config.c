@@ -1393,6 +1393,16 @@ need_key(JsonbContainer *obj, const char *key)
 	return v;
 }
 
+/*
+ * Paths are compiled with the config, so they live and go with the batch
+ * that uses them; validation has already checked that they parse.
+ */
+static JsonPath *
+compile_jsonpath(const char *text)
+{
+	return DatumGetJsonPathP(DirectFunctionCall1(jsonpath_in, CStringGetDatum(text)));
+}
+
 static char *
 need_string(JsonbContainer *obj, const char *key)
 {
@@ -1544,6 +1554,7 @@ compile_inputs(BatchprocConfig *cfg, JsonbContainer *input)
 			in->transform = BATCHPROC_TRANSFORM_JSONPATH;
 			in->column = need_string(config, "column");
 			in->path = need_string(config, "path");
+			in->compiled_path = compile_jsonpath(in->path);
 		}
 		else
 			elog(ERROR, "batch config is not normalised: unknown transformation type \"%s\"",
@@ -1570,6 +1581,7 @@ compile_outputs(BatchprocConfig *cfg, JsonbContainer *output)
 		col = e->val.binary.data;
 		out->name = need_string(col, "name");
 		out->source = need_string(col, "source");
+		out->compiled_source = compile_jsonpath(out->source);
 		type = need_string(col, "type");
 		if (strcmp(type, "string") == 0)
 			out->type = BATCHPROC_OUTPUT_STRING;

@@ -26,6 +26,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/jsonpath.h"
 
 typedef enum BatchprocTargetType
 {
@@ -69,14 +70,15 @@ typedef struct BatchprocInputField
 	List	   *variable_names; /* template: every placeholder name (char *),
 								 * each once, in order of first use */
 	List	   *variable_columns;	/* template: CSV column of each (char *) */
-	char	   *path;			/* jsonpath: the path text, already checked
-								 * to parse as a PostgreSQL jsonpath */
+	char	   *path;			/* jsonpath: the path text, for messages */
+	JsonPath   *compiled_path;	/* jsonpath: compiled with the config */
 } BatchprocInputField;
 
 typedef struct BatchprocOutputColumn
 {
 	char	   *name;
-	char	   *source;			/* jsonpath text, checked to parse */
+	char	   *source;			/* jsonpath text, for messages */
+	JsonPath   *compiled_source;	/* compiled with the config */
 	BatchprocOutputType type;
 	Jsonb	   *default_value;	/* NULL when no default was given */
 	char	   *format;			/* printf-style for numbers ("%.2f"), or NULL */

@@ -81,7 +81,7 @@ jsonpath_value(const BatchprocInputField *f, const char *text, char **error)
 						  f->column, f->field, *error);
 		return NULL;
 	}
-	found = batchproc_jsonpath_first(doc, f->path);
+	found = batchproc_jsonpath_first(doc, f->compiled_path);
 	return found ? JsonbToCString(NULL, &found->root, VARSIZE(found)) : pstrdup("null");
 }
 

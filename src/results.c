@@ -41,14 +41,7 @@ static const char *const metadata_columns[] = {
 	"_timestamp", "_attempts", NULL
 };
 
-/* Compiled jsonpaths, kept for the life of the process: configs repeat. */
-typedef struct PathCacheEntry
-{
-	char	   *text;
-	JsonPath   *path;
-} PathCacheEntry;
-
-static List *path_cache = NIL;
+/* jsonb_path_query_first takes its variables as a jsonb object. */
 static Jsonb *empty_vars = NULL;
 
 static const char *
@@ -98,45 +91,28 @@ batchproc_reserved_column_names(const BatchprocConfig *config)
 	return names;
 }
 
-static JsonPath *
-compiled_path(const char *text)
-{
-	ListCell   *lc;
-	PathCacheEntry *entry;
-	MemoryContext old;
-
-	foreach(lc, path_cache)
-	{
-		entry = lfirst(lc);
-		if (strcmp(entry->text, text) == 0)
-			return entry->path;
-	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	entry = palloc(sizeof(PathCacheEntry));
-	entry->text = pstrdup(text);
-	entry->path = DatumGetJsonPathP(DirectFunctionCall1(jsonpath_in, CStringGetDatum(text)));
-	path_cache = lappend(path_cache, entry);
-	if (empty_vars == NULL)
-		empty_vars = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	MemoryContextSwitchTo(old);
-	return entry->path;
-}
-
 /*
  * The first item a path finds in a document, or NULL.  Silent mode: a
  * path that does not fit the document's structure finds nothing.
  */
 Jsonb *
-batchproc_jsonpath_first(Jsonb *doc, const char *path)
+batchproc_jsonpath_first(Jsonb *doc, JsonPath *path)
 {
 	LOCAL_FCINFO(fcinfo, 4);
-	JsonPath   *jp = compiled_path(path);
 	Datum		result;
+
+	if (empty_vars == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		empty_vars = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		MemoryContextSwitchTo(old);
+	}
 
 	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = JsonbPGetDatum(doc);
 	fcinfo->args[0].isnull = false;
-	fcinfo->args[1].value = PointerGetDatum(jp);
+	fcinfo->args[1].value = PointerGetDatum(path);
 	fcinfo->args[1].isnull = false;
 	fcinfo->args[2].value = JsonbPGetDatum(empty_vars);
 	fcinfo->args[2].isnull = false;
@@ -214,7 +190,7 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 	foreach(lc, config->outputs)
 	{
 		BatchprocOutputColumn *col = lfirst(lc);
-		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->source) : NULL;
+		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->compiled_source) : NULL;
 		JsonbValue	scalar;
 		bool		is_scalar;
 
