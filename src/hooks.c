@@ -8,7 +8,8 @@
  * EXTENSION, and a batch queued by batchproc_submit.  The wake happens at
  * commit, when the change has become visible to the process woken; on
  * abort nothing is sent.  A wake that turns out to be unnecessary costs the
- * woken process one catalog lookup.
+ * woken process one catalog lookup.  A transaction that would need a wake
+ * from a later COMMIT PREPARED cannot be prepared.
  *
  * DROP DATABASE is the exception: it waits only a few seconds for other
  * sessions to leave the database, so its worker is told to exit at once.
@@ -24,7 +25,9 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
+#include "utils/memutils.h"
 
 #include "batchproc.h"
 
@@ -32,7 +35,43 @@ static object_access_hook_type prev_object_access_hook = NULL;
 
 static bool wake_launcher_pending = false;
 static bool wake_worker_pending = false;
+static bool batches_changed = false;	/* submitted, cancelled or retried */
+static bool our_extension_dropped = false;
+static List *created_extensions = NIL;	/* OIDs, in TopTransactionContext */
 static bool xact_callback_registered = false;
+
+static void
+forget_pending(void)
+{
+	wake_worker_pending = wake_launcher_pending = false;
+	batches_changed = our_extension_dropped = false;
+	created_extensions = NIL;
+}
+
+/*
+ * A prepared transaction commits later, maybe in another session, and no
+ * callback runs then: the worker would sleep through the change.  As
+ * PostgreSQL does for NOTIFY, such transactions are refused.
+ */
+static void
+refuse_prepare(void)
+{
+	if (batches_changed)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that has submitted, cancelled or retried a batch"),
+				 errdetail("The batch's worker is woken when that transaction commits, and a prepared transaction commits without it."),
+				 errhint("Call batchproc_submit, batchproc_cancel and batchproc_retry_failed in transactions that are not prepared.")));
+	if (our_extension_dropped ||
+		list_member_oid(created_extensions,
+						get_extension_oid(BATCHPROC_EXTENSION_NAME, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that has created or dropped extension %s",
+						BATCHPROC_EXTENSION_NAME),
+				 errdetail("The database's worker is started or stopped when the transaction commits, and a prepared transaction commits without it."),
+				 errhint("Create or drop the extension in a transaction that is not prepared.")));
+}
 
 static void
 bp_xact_callback(XactEvent event, void *arg)
@@ -44,11 +83,15 @@ bp_xact_callback(XactEvent event, void *arg)
 				batchproc_wake_worker(MyDatabaseId);
 			if (wake_launcher_pending)
 				batchproc_wake_launcher();
-			wake_worker_pending = wake_launcher_pending = false;
+			forget_pending();
 			break;
+		case XACT_EVENT_PRE_PREPARE:
+			refuse_prepare();
+			break;
+		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_worker_pending = wake_launcher_pending = false;
+			forget_pending();
 			break;
 		default:
 			break;
@@ -67,14 +110,15 @@ ensure_xact_callback(void)
 
 /*
  * Ask for this database's worker to be woken when the current transaction
- * commits.  The worker (or, if the database has none yet, the launcher)
- * then finds whatever the transaction queued.
+ * commits, because it changed a batch.  The worker (or, if the database has
+ * none yet, the launcher) then finds it.
  */
 void
 batchproc_wake_worker_at_commit(void)
 {
 	ensure_xact_callback();
 	wake_worker_pending = true;
+	batches_changed = true;
 }
 
 static void
@@ -97,14 +141,27 @@ bp_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		else if (access == OAT_DROP)
 			batchproc_stop_worker_for_drop(objectId);
 	}
-	else if (classId == ExtensionRelationId &&
-			 (access == OAT_POST_CREATE || access == OAT_DROP))
+	else if (classId == ExtensionRelationId && access == OAT_POST_CREATE)
 	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
 		/*
 		 * Any extension will do: the catalog row of a new extension is not
 		 * yet visible here, and the worker checks for ours when woken.
 		 */
-		batchproc_wake_worker_at_commit();
+		ensure_xact_callback();
+		wake_worker_pending = true;
+		created_extensions = lappend_oid(created_extensions, objectId);
+		MemoryContextSwitchTo(old);
+	}
+	else if (classId == ExtensionRelationId && access == OAT_DROP)
+	{
+		char	   *name = get_extension_name(objectId);
+
+		ensure_xact_callback();
+		wake_worker_pending = true;
+		if (name && strcmp(name, BATCHPROC_EXTENSION_NAME) == 0)
+			our_extension_dropped = true;
 	}
 }
 

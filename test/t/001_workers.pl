@@ -10,7 +10,8 @@ use Time::HiRes qw(time);
 
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'batchproc'\nrestart_after_crash = on");
+$node->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'batchproc'\nrestart_after_crash = on\nmax_prepared_transactions = 2");
 $node->start;
 
 # How many batchproc workers serve a database, by name.
@@ -123,6 +124,33 @@ $session->quit;
 ok( $node->poll_query_until('postgres',
 		"SELECT state <> 'queued' FROM batchproc.batches WHERE id = $batch"),
 	'the worker takes a batch as soon as its transaction commits');
+
+# A prepared transaction commits without the wake, so one that queues a
+# batch, or creates or drops the extension, cannot be prepared.
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{BEGIN;
+	  SELECT batchproc_submit('{"csv_s3_uri": "s3://no-such-bucket/in.csv",
+	                            "target": {"type": "tool", "name": "echo"}}');
+	  PREPARE TRANSACTION 'submits'});
+like($stderr,
+	qr/ERROR:  cannot PREPARE a transaction that has submitted, cancelled or retried a batch/,
+	'a transaction that submitted a batch cannot be prepared');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_prepared_xacts"),
+	'0', 'nothing was prepared');
+is( $node->safe_psql('postgres', "SELECT count(*) FROM batchproc.batches WHERE id > $batch"),
+	'0', 'and the refused transaction queued no batch');
+($ret, $stdout, $stderr) = $node->psql('plain',
+	q{BEGIN; CREATE EXTENSION batchproc; PREPARE TRANSACTION 'creates'});
+like($stderr,
+	qr/ERROR:  cannot PREPARE a transaction that has created or dropped extension batchproc/,
+	'a transaction that creates the extension cannot be prepared');
+$node->safe_psql('plain',
+	q{BEGIN; CREATE EXTENSION pg_trgm; PREPARE TRANSACTION 'other_extension'});
+$node->safe_psql('plain', q{COMMIT PREPARED 'other_extension'});
+is($node->safe_psql('plain', "SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"),
+	'1', 'creating another extension can still be prepared and committed');
+is($node->safe_psql('postgres', workers_in('plain')), '0',
+	'and starts no worker');
 
 # SIGHUP: the worker rereads the configuration at once.
 $node->append_conf('postgresql.conf', 'log_min_messages = debug1');
