@@ -167,7 +167,7 @@ batchproc_define_aws_settings(void)
 							"Size of the first parts of a multipart upload to S3.",
 							"Objects larger than one part are uploaded in parts of this size, doubled every 1,000 parts.",
 							&batchproc_s3_part_size_mb,
-							5, 5, 5120,
+							5, 5, 1024,
 							PGC_USERSET, GUC_UNIT_MB,
 							NULL, NULL, NULL);
 

@@ -12,7 +12,8 @@
  * single PUT; a larger one becomes a multipart upload whose parts are each
  * retried.  While one part uploads the next one fills, so producing the
  * data and sending it overlap; two parts are held in memory at most.  The
- * part size starts at batchproc.s3_part_size and doubles every 1,000 parts.  CompleteMultipartUpload can answer 200 with an <Error> body,
+ * part size starts at batchproc.s3_part_size and doubles every 1,000
+ * parts.  CompleteMultipartUpload can answer 200 with an <Error> body,
  * which is a failure.  On any failure the upload is aborted, so no partial
  * object ever appears.
  *
@@ -44,6 +45,13 @@
 #define S3_SMALL_BODY_LIMIT		(1024 * 1024)
 #define S3_REQUEST_TIMEOUT_MS	(15 * 60 * 1000L)
 
+/*
+ * An abort runs while an error is on its way out of COPY, with the
+ * transaction's locks still held: it gets a short leash, as postgres_fdw's
+ * cleanup does.
+ */
+#define S3_ABORT_TIMEOUT_MS		(10 * 1000L)
+
 typedef struct S3Call
 {
 	const char *op;				/* "GetObject", for messages */
@@ -55,6 +63,7 @@ typedef struct S3Call
 	const char *if_match;
 	const char *body;
 	size_t		body_len;
+	long		timeout_ms;		/* per attempt; 0 for S3_REQUEST_TIMEOUT_MS */
 } S3Call;
 
 /* What a finished call leaves for its caller, in the caller's context. */
@@ -237,7 +246,7 @@ build_request(const S3Call *c, size_t body_limit)
 		lines = lappend(lines, pstrdup("Content-Type: application/xml"));
 
 	return batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
-								  body_limit, S3_REQUEST_TIMEOUT_MS);
+								  body_limit, c->timeout_ms ? c->timeout_ms : S3_REQUEST_TIMEOUT_MS);
 }
 
 static void
@@ -709,6 +718,8 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
  * Abort a multipart upload that has not completed.  Called with no error
  * pending (the caller saves its own first); reports its own failure as a
  * WARNING, because the caller is already on its way out with an error.
+ * Each attempt is bounded by S3_ABORT_TIMEOUT_MS, and a query cancel ends
+ * the wait.
  */
 void
 batchproc_s3_abort_write(BatchprocS3Writer *w)
@@ -734,6 +745,7 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 		c.bucket = w->bucket;
 		c.key = w->key;
 		c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
+		c.timeout_ms = S3_ABORT_TIMEOUT_MS;
 		(void) s3_perform(&c, false, 1);
 	}
 	PG_CATCH();
