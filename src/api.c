@@ -306,6 +306,22 @@ batchproc_submit(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Run a statement whose one parameter, $1, is the batch's id; ERROR unless
+ * SPI answers as expected.
+ */
+static void
+exec_for_batch(const char *sql, int64 batch_id, int expected, long limit)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(batch_id)};
+	int			ret;
+
+	ret = SPI_execute_with_args(sql, 1, types, args, NULL, false, limit);
+	if (ret != expected)
+		elog(ERROR, "SPI_execute_with_args returned %d for \"%s\"", ret, sql);
+}
+
+/*
  * The state of a batch the caller may see (row security shows a role only
  * its own batches, and batchproc_admin every one), or an error.  Seeing a
  * batch is what it takes to manage it.
@@ -313,14 +329,8 @@ batchproc_submit(PG_FUNCTION_ARGS)
 static char *
 batch_state(int64 batch_id)
 {
-	Oid			types[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(batch_id)};
-	int			ret;
-
-	ret = SPI_execute_with_args("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1",
-								1, types, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read batch state: SPI_execute_with_args returned %d", ret);
+	exec_for_batch("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1",
+				   batch_id, SPI_OK_SELECT, 1);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -423,10 +433,7 @@ Datum
 batchproc_cancel(PG_FUNCTION_ARGS)
 {
 	int64		batch_id = PG_GETARG_INT64(0);
-	Oid			types[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(batch_id)};
 	char	   *state;
-	int			ret;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	SPI_connect();
@@ -435,16 +442,12 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	{
 		Elevation	saved = elevate();
 
-		ret = SPI_execute_with_args("UPDATE batchproc.batches SET state = 'cancelled',"
-									" in_flight = 0, finished_at = pg_catalog.now()"
-									" WHERE id OPERATOR(pg_catalog.=) $1",
-									1, types, args, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "could not cancel batch: SPI_execute_with_args returned %d", ret);
-		ret = SPI_execute_with_args("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
-									1, types, args, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not notify: SPI_execute_with_args returned %d", ret);
+		exec_for_batch("UPDATE batchproc.batches SET state = 'cancelled',"
+					   " in_flight = 0, finished_at = pg_catalog.now()"
+					   " WHERE id OPERATOR(pg_catalog.=) $1",
+					   batch_id, SPI_OK_UPDATE, 0);
+		exec_for_batch("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
+					   batch_id, SPI_OK_SELECT, 0);
 		restore(saved);
 		state = "cancelled";
 		batchproc_wake_worker_at_commit();
@@ -465,8 +468,6 @@ Datum
 batchproc_retry_failed(PG_FUNCTION_ARGS)
 {
 	int64		batch_id = PG_GETARG_INT64(0);
-	Oid			types[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(batch_id)};
 	char	   *state;
 	bool		isnull;
 	int64		rows;
@@ -483,11 +484,9 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 				 errhint("Wait for it to end, or cancel it, before retrying its failed rows.")));
 
 	saved = elevate();
-	ret = SPI_execute_with_args("SELECT result_table IS NULL FROM batchproc.batches"
-								" WHERE id OPERATOR(pg_catalog.=) $1",
-								1, types, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read batch: SPI_execute_with_args returned %d", ret);
+	exec_for_batch("SELECT result_table IS NULL FROM batchproc.batches"
+				   " WHERE id OPERATOR(pg_catalog.=) $1",
+				   batch_id, SPI_OK_SELECT, 1);
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -506,15 +505,11 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not reset failed rows: SPI_execute returned %d", ret);
 	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	ret = SPI_execute_with_args("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
-								1, types, args, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not clear dead letters: SPI_execute_with_args returned %d", ret);
-	ret = SPI_execute_with_args("UPDATE batchproc.batches SET state = 'running', failed_rows = 0,"
-								" error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
-								1, types, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not restart batch: SPI_execute_with_args returned %d", ret);
+	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
+				   batch_id, SPI_OK_DELETE, 0);
+	exec_for_batch("UPDATE batchproc.batches SET state = 'running', failed_rows = 0,"
+				   " error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
+				   batch_id, SPI_OK_UPDATE, 0);
 	restore(saved);
 	SPI_finish();
 
