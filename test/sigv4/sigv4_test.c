@@ -625,6 +625,15 @@ canonical_request_for(const char *path, const char *query, bool s3_rules)
 	return result.canonical_request;
 }
 
+/* A canonical request's URI and query lines against what they should be. */
+static char *
+compare_uri_and_query(const char *creq, const char *uri, const char *query)
+{
+	char	   *failure = compare("canonical URI", uri, nth_line(creq, 2));
+
+	return failure ? failure : compare("canonical query", query, nth_line(creq, 3));
+}
+
 static char *
 builtin_uri_encode(void)
 {
@@ -653,14 +662,9 @@ builtin_uri_encode(void)
 static char *
 builtin_s3_path_verbatim(void)
 {
-	char	   *creq = canonical_request_for("/my-object//example//photo.user",
-											 "acl", true);
-	char	   *failure;
-
-	if ((failure = compare("canonical URI", "/my-object//example//photo.user",
-						   nth_line(creq, 2))) != NULL)
-		return failure;
-	return compare("canonical query", "acl=", nth_line(creq, 3));
+	return compare_uri_and_query(canonical_request_for("/my-object//example//photo.user",
+													   "acl", true),
+								 "/my-object//example//photo.user", "acl=");
 }
 
 /*
@@ -671,14 +675,9 @@ builtin_s3_path_verbatim(void)
 static char *
 builtin_query_and_path_escapes(void)
 {
-	char	   *creq = canonical_request_for("/a%20b/./c/../d",
-											 "b=%7e%2f&&a=1&c", false);
-	char	   *failure;
-
-	if ((failure = compare("canonical URI", "/a%2520b/d",
-						   nth_line(creq, 2))) != NULL)
-		return failure;
-	return compare("canonical query", "a=1&b=~%2F&c=", nth_line(creq, 3));
+	return compare_uri_and_query(canonical_request_for("/a%20b/./c/../d",
+													   "b=%7e%2f&&a=1&c", false),
+								 "/a%2520b/d", "a=1&b=~%2F&c=");
 }
 
 static void
