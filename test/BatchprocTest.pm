@@ -11,7 +11,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service);
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
+  submit_batch wait_for_batch call_name);
 
 sub moto_url
 {
@@ -53,6 +54,48 @@ sub aws_ok
 	my ($rc, $out, $err) = aws(@_);
 	die "aws @_ failed: $err" if $rc != 0;
 	return $out;
+}
+
+# Store $content, byte for byte, as s3://$bucket/$key.
+sub put_object
+{
+	my ($bucket, $key, $content) = @_;
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/put_object";
+	open(my $fh, '>:raw', $file) or die "cannot write $file: $!";
+	print $fh $content;
+	close $fh;
+	aws_ok('s3', 'cp', $file, "s3://$bucket/$key");
+}
+
+sub get_object
+{
+	my ($bucket, $key) = @_;
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/get_object";
+	aws_ok('s3', 'cp', "s3://$bucket/$key", $file);
+	return slurp_file($file);
+}
+
+# Submit a batch in database $db (default postgres); returns its id.
+sub submit_batch
+{
+	my ($node, $config, $db) = @_;
+	return $node->safe_psql($db // 'postgres', "SELECT batchproc_submit('$config')");
+}
+
+# Wait (at most two minutes) for a batch to end; returns its state.
+sub wait_for_batch
+{
+	my ($node, $id, $db) = @_;
+	return $node->safe_psql($db // 'postgres', "SELECT batchproc_wait($id, '120 s')");
+}
+
+# The name of a batch's call: batchproc-<batch>-<token>-<row>-<attempt>.
+sub call_name
+{
+	my ($node, $id, $row, $attempt, $db) = @_;
+	my $token = $node->safe_psql($db // 'postgres',
+		"SELECT token FROM batchproc.batches WHERE id = $id");
+	return "batchproc-$id-$token-$row-$attempt";
 }
 
 # Start a test service that prints its port on its first line of output;

@@ -14,7 +14,6 @@ use Time::HiRes qw(sleep time);
 use BatchprocTest;
 
 moto_url();
-my $dir = $PostgreSQL::Test::Utils::tmp_check;
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 # Our Lambda stand-in checks SigV4 with the test user's key.
@@ -27,33 +26,10 @@ my $http = HTTP::Tiny->new;
 my $node = batchproc_node('batches');
 aws_ok('s3api', 'create-bucket', '--bucket', 'batches');
 
-sub put_csv
-{
-	my ($key, $content) = @_;
-	open(my $fh, '>:raw', "$dir/upload.csv") or die $!;
-	print $fh $content;
-	close $fh;
-	aws_ok('s3', 'cp', "$dir/upload.csv", "s3://batches/$key");
-}
-
-sub get_object
-{
-	my ($key) = @_;
-	aws_ok('s3', 'cp', "s3://batches/$key", "$dir/download.csv");
-	return slurp_file("$dir/download.csv");
-}
-
-sub submit
-{
-	my ($config) = @_;
-	return $node->safe_psql('postgres', "SELECT batchproc_submit('$config')");
-}
-
-sub wait_for
-{
-	my ($id) = @_;
-	return $node->safe_psql('postgres', "SELECT batchproc_wait($id, '120 s')");
-}
+sub put_csv { put_object('batches', @_) }
+sub get_csv { get_object('batches', @_) }
+sub submit { submit_batch($node, @_) }
+sub wait_for { wait_for_batch($node, @_) }
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -92,7 +68,7 @@ is( sql("SELECT string_agg(product_id || ':' || marketing_description || ':' || 
 	'Example 2 results land in typed columns');
 is(sql("SELECT pg_typeof(seo_keywords) FROM batchproc_data.batch_$id LIMIT 1"), 'jsonb',
 	'json_string columns are jsonb');
-my $csv = get_object('products.enriched.csv');
+my $csv = get_csv('products.enriched.csv');
 like($csv, qr/\Aproduct_id,title,features,marketing_description,seo_keywords,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\n/,
 	'the enriched CSV has the header of original, output and metadata columns');
 like($csv, qr/\nP002,Smart Watch,"Heart rate monitor, GPS","Compelling copy for: [^"]*","\[""write"", ""a"", ""compelling""\]",batchproc-\d+-[0-9a-f]{8}-2-1,2,SUCCESS,,\d+,\d{4}-\d\d-\d\dT[^,]+,1\n\z/,
@@ -126,7 +102,7 @@ is( sql("SELECT string_agg(ticket_id || ':' || category || ':' || priority || ':
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 1"),
 	qr/^arn:aws:states:us-east-1:\d+:execution:ticket_classifier_agent:batchproc-$id-[0-9a-f]{8}-1-1$/,
 	'the execution has a name deterministic per batch, row and attempt');
-like(get_object('tickets.enriched.csv'),
+like(get_csv('tickets.enriched.csv'),
 	qr/^1001,john\@example.com,Cannot login to account,Authentication,High,Please reset your password[^,]*,/m,
 	'Example 1 exports the enriched CSV');
 
@@ -303,7 +279,7 @@ $id = submit(q({"csv_s3_uri": "s3://batches/redrive.csv", "output_s3_uri": "s3:/
 is(wait_for($id), 'succeeded', 'the first run ends');
 is(sql("SELECT string_agg(key || '=' || _status, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
 	'ok1=SUCCESS,bad=FAILED,ok2=SUCCESS', 'with one row failed');
-like(get_object('redrive.out.csv'), qr/^bad,3,500,,/m, 'the first export shows the failure');
+like(get_csv('redrive.out.csv'), qr/^bad,3,500,,/m, 'the first export shows the failure');
 is(sql("SELECT batchproc_retry_failed($id)"), '1', 'retry_failed re-runs one row');
 is(wait_for($id), 'succeeded', 'the redrive ends');
 is(sql("SELECT string_agg(key || '=' || _status || '/' || _attempts, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
@@ -312,7 +288,7 @@ is(join(',', map { "$_=" . ($stats = lambda_stats())->{by_key}{$_} } qw(ok1 bad 
 	'only the failed row was sent again');
 is(sql("SELECT b.failed_rows || '|' || b.succeeded_rows || '|' || (SELECT count(*) FROM batchproc.dead_letters d WHERE d.batch_id = b.id) FROM batchproc.batches b WHERE b.id = $id"),
 	'0|3|0', 'the counters and dead letters follow');
-like(get_object('redrive.out.csv'), qr/^bad,3,500,bad,/m, 'and the export was written again');
+like(get_csv('redrive.out.csv'), qr/^bad,3,500,bad,/m, 'and the export was written again');
 
 $lambda->kill_kill;
 done_testing();

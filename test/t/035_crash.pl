@@ -13,7 +13,6 @@ use Test::More;
 use BatchprocTest;
 
 moto_url();
-my $dir = $PostgreSQL::Test::Utils::tmp_check;
 my ($lambda, $lambda_port) = start_service('/usr/bin/python3',
 	"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
 	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
@@ -25,14 +24,7 @@ aws_ok('s3api', 'create-bucket', '--bucket', 'crash-tests');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub put_csv
-{
-	my ($key, $content) = @_;
-	open(my $fh, '>', "$dir/upload.csv") or die $!;
-	print $fh $content;
-	close $fh;
-	aws_ok('s3', 'cp', "$dir/upload.csv", "s3://crash-tests/$key");
-}
+sub put_csv { put_object('crash-tests', @_) }
 
 sub kill_worker_when
 {

@@ -18,7 +18,6 @@ use Time::HiRes qw(sleep time);
 use BatchprocTest;
 
 moto_url();
-my $dir = $PostgreSQL::Test::Utils::tmp_check;
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
@@ -33,39 +32,15 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# The name of a batch's call: batchproc-<batch>-<token>-<row>-<attempt>.
-sub call
-{
-	my ($id, $row, $attempt) = @_;
-	my $token = sql("SELECT token FROM batchproc.batches WHERE id = $id");
-	return "batchproc-$id-$token-$row-$attempt";
-}
+sub call { call_name($node, @_) }
+sub put_csv { put_object($bucket, @_) }
+sub get_csv { get_object($bucket, @_) }
+sub submit { submit_batch($node, @_) }
+sub wait_for { wait_for_batch($node, @_) }
 
 # Every test file of a run shares one moto, whose agents see batches 1, 2,
 # ... of other files too: the batch token in each name keeps them apart
 # (see the test of two databases at the end).
-
-sub put_csv
-{
-	my ($key, $content) = @_;
-	open(my $fh, '>:raw', "$dir/upload.csv") or die $!;
-	print $fh $content;
-	close $fh;
-	aws_ok('s3', 'cp', "$dir/upload.csv", "s3://$bucket/$key");
-}
-
-sub get_object
-{
-	my ($key) = @_;
-	aws_ok('s3', 'cp', "s3://$bucket/$key", "$dir/download.csv");
-	return slurp_file("$dir/download.csv");
-}
-
-sub submit
-{
-	my ($config, $db) = @_;
-	return $node->safe_psql($db // 'postgres', "SELECT batchproc_submit('$config')");
-}
 
 # Submit a config that must be refused; returns the error text.
 sub submit_error
@@ -73,12 +48,6 @@ sub submit_error
 	my ($config) = @_;
 	my ($rc, $out, $err) = $node->psql('postgres', "SELECT batchproc_submit('$config')");
 	return $rc == 0 ? "(accepted: batch $out)" : $err;
-}
-
-sub wait_for
-{
-	my ($id, $db) = @_;
-	return $node->safe_psql($db // 'postgres', "SELECT batchproc_wait($id, '120 s')");
 }
 
 sub target_stats
@@ -314,7 +283,7 @@ is(sql("SELECT _error_message FROM batchproc_data.batch_$id WHERE key = 'c'"),
 	'a value that is not a number fails its row with an error naming the column');
 is(sql("SELECT error FROM batchproc.dead_letters WHERE batch_id = $id AND row_id = 3"),
 	'output column "score_out": "abc" is not a number', 'and gives it a dead letter');
-is(get_object('scores.out.csv'), "label_out,nickname,score_out,bonus\nx,N/A,3.14,0.0\ny,N/A,2.00,0.0\n,,,\n",
+is(get_csv('scores.out.csv'), "label_out,nickname,score_out,bonus\nx,N/A,3.14,0.0\ny,N/A,2.00,0.0\n,,,\n",
 	'the export has only the output columns, numbers in their format');
 
 # The same batch with metadata and originals: all of them are exported.
@@ -323,7 +292,7 @@ $id = submit(q({"csv_s3_uri": "s3://agents-http/scores.csv",
   "target": {"type": "tool", "name": "echo"},
   "output_mapping": {"columns": [{"name": "score_out", "source": "$.score", "type": "number", "format": "%.2f"}]}}));
 is(wait_for($id), 'succeeded', 'the batch with the defaults ends');
-like(get_object('scores.full.csv'),
+like(get_csv('scores.full.csv'),
 	qr/\Akey,score,label,score_out,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\na,3.14159,x,3.14,${\ call($id, 1, 1)},1,SUCCESS,,\d+,[^,]+,1\n/,
 	'by default the export has the original and metadata columns too');
 

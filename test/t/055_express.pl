@@ -18,7 +18,6 @@ use Test::More;
 use BatchprocTest;
 
 moto_url();
-my $dir = $PostgreSQL::Test::Utils::tmp_check;
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 my ($sfn, $sfn_port) = start_service('/usr/bin/python3', "$services/sfn_sync_server.py",
@@ -36,32 +35,11 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub put_csv
-{
-	my ($key, $content) = @_;
-	open(my $fh, '>:raw', "$dir/upload.csv") or die $!;
-	print $fh $content;
-	close $fh;
-	aws_ok('s3', 'cp', "$dir/upload.csv", "s3://$bucket/$key");
-}
-
-sub get_object
-{
-	my ($key) = @_;
-	aws_ok('s3', 'cp', "s3://$bucket/$key", "$dir/download.csv");
-	return slurp_file("$dir/download.csv");
-}
-
-sub submit { return sql("SELECT batchproc_submit('$_[0]')"); }
-sub wait_for { return sql("SELECT batchproc_wait($_[0], '120 s')"); }
-
-# The name of a batch's call: batchproc-<batch>-<token>-<row>-<attempt>.
-sub call
-{
-	my ($id, $row, $attempt) = @_;
-	my $token = sql("SELECT token FROM batchproc.batches WHERE id = $id");
-	return "batchproc-$id-$token-$row-$attempt";
-}
+sub put_csv { put_object($bucket, @_) }
+sub get_csv { get_object($bucket, @_) }
+sub submit { submit_batch($node, @_) }
+sub wait_for { wait_for_batch($node, @_) }
+sub call { call_name($node, @_) }
 
 sub stats { return decode_json($http->get("$sfn_url/_stats")->{content}); }
 sub reset_stats { $http->post("$sfn_url/_reset"); }
@@ -125,7 +103,7 @@ like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2")
 	'_execution_id is the express execution\'s ARN from the answer');
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2"),
 	qr/\Q${\ call($id, 2, 1)}\E/, '_execution_id names the call of the row\'s attempt');
-like(get_object('words.out.csv'),
+like(get_csv('words.out.csv'),
 	qr/\Aword,n,text,count,n_out,label,envelope_result,envelope_data,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\nalpha,1,alpha,2,1,<alpha>,,,[^,]*\Q${\ call($id, 1, 1)}\E[^,]*,1,SUCCESS,,\d+,[^,]+,1\n/,
 	'the export went to S3 (moto) with the outputs');
 my $stats = stats();
