@@ -7,6 +7,11 @@
 # request handling and multipart assembly weigh on the figures, or s3rver
 # (BENCH_S3=s3rver, installed from npm into the run's directory), a leaner
 # S3 emulator that stores objects as files.  Not a pass/fail test.
+#
+# An export's last step is CompleteMultipartUpload, which both emulators
+# answer only once they have copied the parts into one object; the time
+# the server takes to answer it (batchproc logs it at DEBUG2) is printed
+# apart.
 set -euo pipefail
 harness_name=bench
 . "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
@@ -46,6 +51,15 @@ timed() {
 	sql -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
 }
 
+# The same for an export to S3, followed by the milliseconds the S3 server
+# took to answer its CompleteMultipartUpload (from batchproc's DEBUG2 line).
+timed_export() {
+	sql -c '\timing on' -c 'SET client_min_messages = debug2' -c "$1" 2>&1 |
+		awk '/^Time: / { t = $2 }
+		     /CompleteMultipartUpload .*HTTP 200 in/ { for (i = 1; i < NF; i++) if ($i == "in") c = $(i + 1) }
+		     END { print t, c }'
+}
+
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
@@ -64,13 +78,16 @@ for i in $(seq 1 "$RUNS"); do
 	runs[import_local]+="$(timed "TRUNCATE dst; COPY dst FROM '$work/data.csv' WITH (FORMAT csv, HEADER)")"$'\n'
 	runs[import_s3]+="$(timed "TRUNCATE dst; COPY dst FROM 's3://bench/data.csv' WITH (FORMAT csv, HEADER)")"$'\n'
 	runs[export_local]+="$(timed "COPY src TO '$work/out.csv' WITH (FORMAT csv, HEADER)")"$'\n'
-	runs[export_s3]+="$(timed "COPY src TO 's3://bench/out.csv' WITH (FORMAT csv, HEADER)")"$'\n'
+	read -r t c <<<"$(timed_export "COPY src TO 's3://bench/out.csv' WITH (FORMAT csv, HEADER)")"
+	runs[export_s3]+="$t"$'\n'
+	runs[complete_s3]+="$c"$'\n'
 done
 
 m() { printf '%s' "${runs[$1]}" | grep . | median; }
-il=$(m import_local); is=$(m import_s3); el=$(m export_local); es=$(m export_s3)
-awk -v s3="${BENCH_S3:-moto}" -v rows="$ROWS" -v size="$size" -v runs="$RUNS" -v il="$il" -v is="$is" -v el="$el" -v es="$es" 'BEGIN {
+il=$(m import_local); is=$(m import_s3); el=$(m export_local); es=$(m export_s3); ec=$(m complete_s3)
+awk -v s3="${BENCH_S3:-moto}" -v rows="$ROWS" -v size="$size" -v runs="$RUNS" -v il="$il" -v is="$is" -v el="$el" -v es="$es" -v ec="$ec" 'BEGIN {
 	printf "S3: %s; rows: %d, CSV: %.1f MB, runs: %d (median)\n", s3, rows, size / 1e6, runs
 	printf "import: local COPY FROM %8.0f ms   S3 COPY FROM %8.0f ms   ratio %.2f\n", il, is, is / il
 	printf "export: local COPY TO   %8.0f ms   S3 COPY TO   %8.0f ms   ratio %.2f\n", el, es, es / el
+	printf "        of the S3 COPY TO, the server answering CompleteMultipartUpload %8.0f ms   ratio without it %.2f\n", ec, (es - ec) / el
 }'

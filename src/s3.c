@@ -35,6 +35,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "aws.h"
 #include "http.h"
@@ -327,12 +328,19 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 	{
 		BatchprocHttpRequest *req;
 		BatchprocHttpResponse *resp;
+		TimestampTz started;
 		char	   *code = NULL;
 		char	   *message = NULL;
 
 		MemoryContextSwitchTo(callcxt);
 		req = build_request(c, S3_SMALL_BODY_LIMIT);
+		started = GetCurrentTimestamp();
 		resp = batchproc_http_perform(req);
+		ereport(DEBUG2,
+				(errmsg_internal("S3 %s of \"s3://%s/%s\" attempt %d: HTTP %ld in %ld ms",
+								 c->op, c->bucket, c->key ? c->key : "", attempt, resp->status,
+								 (long) TimestampDifferenceMilliseconds(started,
+																		GetCurrentTimestamp()))));
 
 		if (resp->status >= 200 && resp->status < 300 && !resp->transport_error &&
 			!(error_body_is_failure && strstr(resp->body, "<Error>")))
