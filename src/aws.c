@@ -35,6 +35,7 @@ char	   *batchproc_aws_access_key_id = NULL;
 char	   *batchproc_aws_secret_access_key = NULL;
 char	   *batchproc_aws_session_token = NULL;
 int			batchproc_s3_part_size_mb = 5;
+int			batchproc_s3_upload_concurrency = 4;
 int			batchproc_aws_max_attempts = 3;
 
 static char *aws_region_setting = NULL;
@@ -169,6 +170,14 @@ batchproc_define_aws_settings(void)
 							&batchproc_s3_part_size_mb,
 							5, 5, 1024,
 							PGC_USERSET, GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.s3_upload_concurrency",
+							"Parts of a multipart upload to S3 sent at the same time.",
+							"One more part fills meanwhile, so an upload holds this many parts plus one in memory.",
+							&batchproc_s3_upload_concurrency,
+							4, 1, BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY,
+							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.aws_max_attempts",

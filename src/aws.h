@@ -38,6 +38,9 @@ extern char *batchproc_aws_access_key_id;
 extern char *batchproc_aws_secret_access_key;
 extern char *batchproc_aws_session_token;
 extern int	batchproc_s3_part_size_mb;
+extern int	batchproc_s3_upload_concurrency;
+
+#define BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY 16
 extern int	batchproc_aws_max_attempts;
 
 extern void batchproc_define_aws_settings(void);

@@ -13,7 +13,7 @@
  * the protocol layer's methods swapped for the duration: CopyData messages
  * go to a streaming S3 upload (gzipped for ".gz" keys), CopyOutResponse and
  * CopyDone are dropped, and anything else (notices) goes where it would
- * have gone.  Nothing but the current part is held in memory.
+ * have gone.  Nothing but the parts being uploaded is held in memory.
  *
  * Either way COPY accepts every option it accepts for files.  Who may do
  * it: superusers and members of batchproc_s3_read (FROM) or

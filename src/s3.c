@@ -10,8 +10,9 @@
  *
  * Uploads buffer one part.  An object that fits in one part is sent with a
  * single PUT; a larger one becomes a multipart upload whose parts are each
- * retried.  While one part uploads the next one fills, so producing the
- * data and sending it overlap; two parts are held in memory at most.  The
+ * retried.  While up to batchproc.s3_upload_concurrency parts upload the
+ * next one fills, so producing the data and sending it overlap, and one
+ * connection's throughput does not bound the upload's.  The
  * part size starts at batchproc.s3_part_size and doubles every 1,000
  * parts.  CompleteMultipartUpload can answer 200 with an <Error> body,
  * which is a failure.  On any failure the upload is aborted, so no partial
@@ -89,26 +90,41 @@ struct BatchprocS3Reader
 	bool		at_end;
 };
 
+/* A part on its way to S3, holding its own buffer until it is answered. */
+typedef struct S3Part
+{
+	int			number;
+	char	   *buf;
+	size_t		buf_size;
+	MemoryContext cxt;			/* the request and its answer */
+	BatchprocHttpRequest *req;
+	S3Call		call;
+} S3Part;
+
 struct BatchprocS3Writer
 {
 	MemoryContext cxt;
 	char	   *bucket;
 	char	   *key;
-	char	   *bufs[2];		/* one fills while the other uploads */
-	size_t		buf_size[2];
-	int			cur;
+	char	   *buf;			/* the part being filled */
+	size_t		buf_size;
 	size_t		len;
 	size_t		part_size;
-	size_t		unpolled;		/* bytes written since the upload last moved */
+	size_t		unpolled;		/* bytes written since the uploads last moved */
 	char	   *upload_id;
-	List	   *etags;
+	int			parts;			/* numbered so far, the one filling excluded */
+	char	  **etags;			/* of part n at n - 1 */
+	int			etags_size;
 	bool		finished;
 	bool		aborted;
 
-	/* the part being uploaded while the next one fills */
-	MemoryContext inflight_cxt;
-	BatchprocHttpRequest *inflight_req;
-	S3Call		inflight_call;
+	/* parts in flight, oldest first, and buffers they have given back */
+	S3Part		inflight[BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY];
+	int			ninflight;
+	int			max_inflight;
+	char	   *spare[BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY];
+	size_t		spare_size[BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY];
+	int			nspare;
 };
 
 const char *
@@ -506,7 +522,7 @@ batchproc_s3_reader_resumes(BatchprocS3Reader *r)
 
 /* Uploads */
 
-/* Let a running part upload move once this much more has been written. */
+/* Let the running part uploads move once this much more has been written. */
 #define UPLOAD_POLL_BYTES (256 * 1024)
 
 BatchprocS3Writer *
@@ -520,8 +536,9 @@ batchproc_s3_open_write(const char *bucket, const char *key)
 	w->bucket = MemoryContextStrdup(cxt, bucket);
 	w->key = MemoryContextStrdup(cxt, key);
 	w->part_size = (size_t) batchproc_s3_part_size_mb * 1024 * 1024;
-	w->bufs[0] = MemoryContextAllocHuge(cxt, w->part_size);
-	w->buf_size[0] = w->part_size;
+	w->max_inflight = batchproc_s3_upload_concurrency;
+	w->buf = MemoryContextAllocHuge(cxt, w->part_size);
+	w->buf_size = w->part_size;
 	return w;
 }
 
@@ -547,50 +564,59 @@ begin_multipart(BatchprocS3Writer *w)
 }
 
 static void
-part_call(BatchprocS3Writer *w, S3Call *c, const char *data, size_t len)
+part_call(BatchprocS3Writer *w, S3Call *c, int number, const char *data, size_t len)
 {
 	memset(c, 0, sizeof(S3Call));
 	c->op = "UploadPart";
 	c->method = "PUT";
 	c->bucket = w->bucket;
 	c->key = w->key;
-	c->query = psprintf("partNumber=%d&uploadId=%s", list_length(w->etags) + 1,
+	c->query = psprintf("partNumber=%d&uploadId=%s", number,
 						batchproc_uri_encode(w->upload_id, false));
 	c->body = data;
 	c->body_len = len;
 }
 
 static void
-record_part(BatchprocS3Writer *w, const char *etag)
+record_part(BatchprocS3Writer *w, int number, const char *etag)
 {
 	if (etag == NULL || etag[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("S3 UploadPart of \"s3://%s/%s\" returned no ETag",
 						w->bucket, w->key)));
-	w->etags = lappend(w->etags, MemoryContextStrdup(w->cxt, etag));
+	if (number > w->etags_size)
+	{
+		int			size = Max(number, w->etags_size * 2);
+
+		w->etags = w->etags
+			? repalloc(w->etags, sizeof(char *) * size)
+			: MemoryContextAlloc(w->cxt, sizeof(char *) * size);
+		memset(w->etags + w->etags_size, 0, sizeof(char *) * (size - w->etags_size));
+		w->etags_size = size;
+	}
+	w->etags[number - 1] = MemoryContextStrdup(w->cxt, etag);
 }
 
 /*
- * Wait for the part in flight.  If its one attempt failed, it goes again
- * through the ordinary retry loop, which reports a failure that persists.
+ * Wait for the oldest part in flight.  If its one attempt failed, it goes
+ * again through the ordinary retry loop, which reports a failure that
+ * persists.  Its buffer is kept for a later part.
  */
 static void
-finish_inflight(BatchprocS3Writer *w)
+finish_oldest_part(BatchprocS3Writer *w)
 {
-	BatchprocHttpResponse *resp;
+	S3Part	   *p = &w->inflight[0];
+	BatchprocHttpResponse *resp = batchproc_http_finish(p->req);
 
-	if (w->inflight_req == NULL)
-		return;
-	resp = batchproc_http_finish(w->inflight_req);
 	if (resp->status >= 200 && resp->status < 300 && !resp->transport_error)
 	{
 		batchproc_aws_retry_succeeded(0);
-		record_part(w, resp->etag);
+		record_part(w, p->number, resp->etag);
 	}
 	else
 	{
-		MemoryContext old = MemoryContextSwitchTo(w->inflight_cxt);
+		MemoryContext old = MemoryContextSwitchTo(p->cxt);
 		char	   *code = resp->body ? batchproc_aws_xml_element(resp->body, "Code") : NULL;
 		char	   *message = resp->body ? batchproc_aws_xml_element(resp->body, "Message") : NULL;
 		S3Result	res;
@@ -599,34 +625,47 @@ finish_inflight(BatchprocS3Writer *w)
 		/* The first attempt was this one: the rest follow the same policy. */
 		if (!batchproc_aws_should_retry(1, resp->status, resp->transport_error,
 										resp->timed_out, code, &cost))
-			report_s3_error(&w->inflight_call, resp, code, message);
+			report_s3_error(&p->call, resp, code, message);
 		batchproc_http_sleep(batchproc_aws_backoff_ms(2, batchproc_aws_throttling(resp->status, code),
 													  resp->retry_after));
-		res = s3_perform(&w->inflight_call, false, 2);
+		res = s3_perform(&p->call, false, 2);
 		MemoryContextSwitchTo(old);
-		record_part(w, res.etag);
+		record_part(w, p->number, res.etag);
 	}
-	w->inflight_req = NULL;
-	MemoryContextDelete(w->inflight_cxt);
-	w->inflight_cxt = NULL;
+	MemoryContextDelete(p->cxt);
+	w->spare[w->nspare] = p->buf;
+	w->spare_size[w->nspare] = p->buf_size;
+	w->nspare++;
+	w->ninflight--;
+	memmove(&w->inflight[0], &w->inflight[1], sizeof(S3Part) * w->ninflight);
 }
 
-/* Send the full buffer as the next part, and fill the other meanwhile. */
+/*
+ * Send the full buffer as the next part, and go on filling another while
+ * up to batchproc.s3_upload_concurrency parts upload.
+ */
 static void
 upload_full_buffer(BatchprocS3Writer *w)
 {
 	MemoryContext old = MemoryContextSwitchTo(w->cxt);
+	S3Part	   *p;
 
-	finish_inflight(w);
 	if (w->upload_id == NULL)
 		begin_multipart(w);
+	while (w->ninflight > 0 && batchproc_http_done(w->inflight[0].req))
+		finish_oldest_part(w);
+	if (w->ninflight == w->max_inflight)
+		finish_oldest_part(w);
 
-	w->inflight_cxt = AllocSetContextCreate(w->cxt, "batchproc S3 part",
-											ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(w->inflight_cxt);
-	part_call(w, &w->inflight_call, w->bufs[w->cur], w->len);
-	w->inflight_req = build_request(&w->inflight_call, S3_SMALL_BODY_LIMIT);
-	batchproc_http_start(w->inflight_req);
+	p = &w->inflight[w->ninflight++];
+	p->number = ++w->parts;
+	p->buf = w->buf;
+	p->buf_size = w->buf_size;
+	p->cxt = AllocSetContextCreate(w->cxt, "batchproc S3 part", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(p->cxt);
+	part_call(w, &p->call, p->number, p->buf, w->len);
+	p->req = build_request(&p->call, S3_SMALL_BODY_LIMIT);
+	batchproc_http_start(p->req);
 	MemoryContextSwitchTo(w->cxt);
 
 	/*
@@ -634,16 +673,25 @@ upload_full_buffer(BatchprocS3Writer *w)
 	 * keeps small parts (and so a short wait for the last one) for ordinary
 	 * objects and still reaches S3's 5 TB limit from 5 MB parts.
 	 */
-	if (list_length(w->etags) % 1000 == 999 && w->part_size < MaxAllocHugeSize / 4)
+	if (w->parts % 1000 == 0 && w->part_size < MaxAllocHugeSize / 4)
 		w->part_size *= 2;
 
-	w->cur = 1 - w->cur;
-	if (w->buf_size[w->cur] < w->part_size)
+	w->buf = NULL;
+	while (w->nspare > 0 && w->buf == NULL)
 	{
-		if (w->bufs[w->cur])
-			pfree(w->bufs[w->cur]);
-		w->bufs[w->cur] = MemoryContextAllocHuge(w->cxt, w->part_size);
-		w->buf_size[w->cur] = w->part_size;
+		w->nspare--;
+		if (w->spare_size[w->nspare] >= w->part_size)
+		{
+			w->buf = w->spare[w->nspare];
+			w->buf_size = w->spare_size[w->nspare];
+		}
+		else
+			pfree(w->spare[w->nspare]);
+	}
+	if (w->buf == NULL)
+	{
+		w->buf = MemoryContextAllocHuge(w->cxt, w->part_size);
+		w->buf_size = w->part_size;
 	}
 	w->len = 0;
 	MemoryContextSwitchTo(old);
@@ -657,7 +705,7 @@ batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 	{
 		size_t		n = Min(len, w->part_size - w->len);
 
-		memcpy(w->bufs[w->cur] + w->len, data, n);
+		memcpy(w->buf + w->len, data, n);
 		w->len += n;
 		data += n;
 		len -= n;
@@ -665,7 +713,7 @@ batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 			upload_full_buffer(w);
 	}
 
-	if (w->inflight_req && w->unpolled >= UPLOAD_POLL_BYTES)
+	if (w->ninflight > 0 && w->unpolled >= UPLOAD_POLL_BYTES)
 	{
 		w->unpolled = 0;
 		batchproc_http_progress();
@@ -678,8 +726,6 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	MemoryContext old = MemoryContextSwitchTo(w->cxt);
 	S3Call		c = {0};
 	StringInfoData xml;
-	int			partno = 0;
-	ListCell   *lc;
 
 	c.bucket = w->bucket;
 	c.key = w->key;
@@ -688,7 +734,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	{
 		c.op = "PutObject";
 		c.method = "PUT";
-		c.body = w->bufs[w->cur];
+		c.body = w->buf;
 		c.body_len = w->len;
 		(void) s3_perform(&c, false, 1);
 		w->finished = true;
@@ -696,20 +742,22 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		return;
 	}
 
-	finish_inflight(w);
 	if (w->len > 0)
 	{
 		S3Call		part;
+		int			number = ++w->parts;
 
-		part_call(w, &part, w->bufs[w->cur], w->len);
-		record_part(w, s3_perform(&part, false, 1).etag);
+		part_call(w, &part, number, w->buf, w->len);
+		record_part(w, number, s3_perform(&part, false, 1).etag);
 	}
+	while (w->ninflight > 0)
+		finish_oldest_part(w);
 
 	initStringInfo(&xml);
 	appendStringInfoString(&xml, "<CompleteMultipartUpload>");
-	foreach(lc, w->etags)
+	for (int number = 1; number <= w->parts; number++)
 		appendStringInfo(&xml, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
-						 ++partno, (char *) lfirst(lc));
+						 number, w->etags[number - 1]);
 	appendStringInfoString(&xml, "</CompleteMultipartUpload>");
 
 	c.op = "CompleteMultipartUpload";
@@ -734,11 +782,9 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 {
 	MemoryContext old = CurrentMemoryContext;
 
-	if (w->inflight_req)
-	{
-		batchproc_http_free(w->inflight_req);
-		w->inflight_req = NULL;
-	}
+	for (int i = 0; i < w->ninflight; i++)
+		batchproc_http_free(w->inflight[i].req);
+	w->ninflight = 0;
 	if (w->upload_id == NULL || w->finished || w->aborted)
 		return;
 	w->aborted = true;
