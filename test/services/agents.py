@@ -96,24 +96,27 @@ def any_match(variable, patterns):
     return {"Or": [{"Variable": variable, "StringMatches": p} for p in patterns]}
 
 
+def is_a(variable, test):
+    """Conditions: variable is present and passes test ("IsString", ...)."""
+    return [{"Variable": variable, "IsPresent": True}, {"Variable": variable, test: True}]
+
+
+def when_all(conditions, next_state, default):
+    return {
+        "Type": "Choice",
+        "Choices": [{"And": conditions, "Next": next_state}],
+        "Default": default,
+    }
+
+
 TICKET_CLASSIFIER = {
     "Comment": "Seed Example 1: classify a support ticket by keywords.",
     "StartAt": "CheckBatchContext",
     "States": {
         **batch_context_guard("CheckTicketText"),
-        "CheckTicketText": {
-            "Type": "Choice",
-            "Choices": [
-                {
-                    "And": [
-                        {"Variable": "$.input.ticketText", "IsPresent": True},
-                        {"Variable": "$.input.ticketText", "IsString": True},
-                    ],
-                    "Next": "CheckEmail",
-                }
-            ],
-            "Default": "InvalidTicket",
-        },
+        "CheckTicketText": when_all(
+            is_a("$.input.ticketText", "IsString"), "CheckEmail", "InvalidTicket"
+        ),
         "InvalidTicket": invalid_input("input.ticketText must be a string"),
         "CheckEmail": {
             "Type": "Choice",
@@ -218,26 +221,42 @@ def profile(industry, employees, revenue):
     }
 
 
+def enrichment(social):
+    data = {
+        "enrichment": {
+            "industry.$": "$.profile.industry",
+            "employees.$": "$.profile.employees",
+            "revenue.$": "$.profile.revenue",
+            "description.$": "States.Format('{} ({}) operates in {}.', "
+            "$.input.name, $.input.domain, $.profile.industry)",
+        },
+    }
+    if social:
+        data["social"] = {
+            "linkedin.$": "States.Format('https://linkedin.com/company/{}', "
+            "States.ArrayGetItem(States.StringSplit($.input.domain, '.'), 0))",
+        }
+    return {
+        "Type": "Pass",
+        "Parameters": {
+            "result": "Success",
+            "data": data,
+            "metadata": {"agent": "company_enrichment_agent", "batchContext.$": "$.batchContext"},
+        },
+        "End": True,
+    }
+
+
 COMPANY_ENRICHMENT = {
     "Comment": "Seed Example 3: enrich a company from its name and domain.",
     "StartAt": "CheckBatchContext",
     "States": {
         **batch_context_guard("CheckInput"),
-        "CheckInput": {
-            "Type": "Choice",
-            "Choices": [
-                {
-                    "And": [
-                        {"Variable": "$.input.name", "IsPresent": True},
-                        {"Variable": "$.input.name", "IsString": True},
-                        {"Variable": "$.input.domain", "IsPresent": True},
-                        {"Variable": "$.input.domain", "IsString": True},
-                    ],
-                    "Next": "ByDomain",
-                }
-            ],
-            "Default": "InvalidCompany",
-        },
+        "CheckInput": when_all(
+            is_a("$.input.name", "IsString") + is_a("$.input.domain", "IsString"),
+            "ByDomain",
+            "InvalidCompany",
+        ),
         "InvalidCompany": invalid_input("input.name and input.domain must be strings"),
         "ByDomain": {
             "Type": "Choice",
@@ -250,64 +269,14 @@ COMPANY_ENRICHMENT = {
         "TechProfile": profile("Technology", 45, "$5M"),
         "ComProfile": profile("Manufacturing", 1200, "$250M"),
         "OtherProfile": profile("Services", 10, "$1M"),
-        "Social": {
-            "Type": "Choice",
-            "Choices": [
-                {
-                    "And": [
-                        {"Variable": "$.input.include_social", "IsPresent": True},
-                        {"Variable": "$.input.include_social", "IsBoolean": True},
-                        {"Variable": "$.input.include_social", "BooleanEquals": False},
-                    ],
-                    "Next": "RespondWithoutSocial",
-                }
-            ],
-            "Default": "RespondWithSocial",
-        },
-        "RespondWithSocial": {
-            "Type": "Pass",
-            "Parameters": {
-                "result": "Success",
-                "data": {
-                    "enrichment": {
-                        "industry.$": "$.profile.industry",
-                        "employees.$": "$.profile.employees",
-                        "revenue.$": "$.profile.revenue",
-                        "description.$": "States.Format('{} ({}) operates in {}.', "
-                        "$.input.name, $.input.domain, $.profile.industry)",
-                    },
-                    "social": {
-                        "linkedin.$": "States.Format('https://linkedin.com/company/{}', "
-                        "States.ArrayGetItem(States.StringSplit($.input.domain, '.'), 0))",
-                    },
-                },
-                "metadata": {
-                    "agent": "company_enrichment_agent",
-                    "batchContext.$": "$.batchContext",
-                },
-            },
-            "End": True,
-        },
-        "RespondWithoutSocial": {
-            "Type": "Pass",
-            "Parameters": {
-                "result": "Success",
-                "data": {
-                    "enrichment": {
-                        "industry.$": "$.profile.industry",
-                        "employees.$": "$.profile.employees",
-                        "revenue.$": "$.profile.revenue",
-                        "description.$": "States.Format('{} ({}) operates in {}.', "
-                        "$.input.name, $.input.domain, $.profile.industry)",
-                    },
-                },
-                "metadata": {
-                    "agent": "company_enrichment_agent",
-                    "batchContext.$": "$.batchContext",
-                },
-            },
-            "End": True,
-        },
+        "Social": when_all(
+            is_a("$.input.include_social", "IsBoolean")
+            + [{"Variable": "$.input.include_social", "BooleanEquals": False}],
+            "RespondWithoutSocial",
+            "RespondWithSocial",
+        ),
+        "RespondWithSocial": enrichment(social=True),
+        "RespondWithoutSocial": enrichment(social=False),
     },
 }
 
@@ -323,19 +292,9 @@ SLOW = {
     "Comment": "Waits input.wait_seconds (default 3) seconds, then succeeds.",
     "StartAt": "HowLong",
     "States": {
-        "HowLong": {
-            "Type": "Choice",
-            "Choices": [
-                {
-                    "And": [
-                        {"Variable": "$.input.wait_seconds", "IsPresent": True},
-                        {"Variable": "$.input.wait_seconds", "IsNumeric": True},
-                    ],
-                    "Next": "WaitAsAsked",
-                }
-            ],
-            "Default": "WaitThreeSeconds",
-        },
+        "HowLong": when_all(
+            is_a("$.input.wait_seconds", "IsNumeric"), "WaitAsAsked", "WaitThreeSeconds"
+        ),
         "WaitAsAsked": {
             "Type": "Wait",
             "SecondsPath": "$.input.wait_seconds",

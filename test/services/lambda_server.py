@@ -92,25 +92,21 @@ Usage: python3 lambda_server.py [--port N] [--port-file PATH] [--key AKID:SECRET
            [--no-auth] [--ignore-stdin] [--quiet]
        python3 lambda_server.py --self-test SIGV4_TEST_SUITE_DIR [--all]
 """
-import argparse
 import datetime
 import hashlib
 import hmac
 import json
 import os
 import re
-import select
-import socket
 import string
 import sys
-import threading
-import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_service  # noqa: E402
 import service_runner  # noqa: E402
+from http_service import bump  # noqa: E402
 
 MAX_PAYLOAD = 6 * 1024 * 1024
 SKEW_SECONDS = 300
@@ -359,6 +355,49 @@ def verify(method, raw_target, headers, body, keys, region, service, now=None):
     return parsed["access_key"]
 
 
+# --- what a server that checks signatures needs (sfn_sync_server.py too) ---
+
+
+def add_auth_arguments(parser):
+    parser.add_argument("--key", action="append", help="AKID:SECRET[:SESSION_TOKEN], repeatable")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--account", default="123456789012")
+    parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
+
+
+def parse_keys(specs):
+    """--key AKID:SECRET[:SESSION_TOKEN] options as verify() wants them."""
+    keys = {}
+    for spec in specs or []:
+        parts = spec.split(":", 2)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            sys.exit("--key wants AKID:SECRET[:SESSION_TOKEN], got %r" % spec)
+        keys[parts[0]] = (parts[1], parts[2] if len(parts) == 3 else None)
+    return keys
+
+
+def refusal(handler, body, service):
+    """Why a service that checks signatures (its state has auth, keys,
+    region and auth_failures) refuses the handler's request, as an
+    AuthError; None when the request may pass."""
+    state = handler.state
+    if not state.auth:
+        return None
+    try:
+        verify(handler.command, handler.path.encode("latin-1"), list(handler.headers.items()),
+               body, state.keys, state.region, service)
+    except AuthError as e:
+        with state.lock:
+            state.auth_failures += 1
+        if getattr(e, "creq", None):
+            sys.stderr.write(
+                "%s: signature mismatch; expected canonical request:\n%s\n"
+                "string to sign:\n%s\n" % (handler.log_name, e.creq, e.sts)
+            )
+        return e
+    return None
+
+
 # --- self-test against AWS's SigV4 test suite --------------------------------
 
 VECTOR_KEYS = {"AKIDEXAMPLE": ("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None)}
@@ -546,119 +585,45 @@ FUNCTIONS = {
 # --- server ------------------------------------------------------------------
 
 
-class State:
+class State(http_service.FaultState):
     def __init__(self, args):
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.keys = {}
-        for spec in args.key or []:
-            parts = spec.split(":", 2)
-            if len(parts) < 2 or not parts[0] or not parts[1]:
-                sys.exit("--key wants AKID:SECRET[:SESSION_TOKEN], got %r" % spec)
-            self.keys[parts[0]] = (parts[1], parts[2] if len(parts) == 3 else None)
+        self.keys = parse_keys(args.key)
         self.auth = not args.no_auth
         self.region = args.region
         self.account = args.account
-        self.quiet = args.quiet
         self.aliases = {}
         for spec in args.alias or []:
             alias, sep, target = spec.partition("=")
             if not sep or target not in FUNCTIONS:
                 sys.exit("--alias wants NAME=FUNCTION with FUNCTION one of %s" % ", ".join(FUNCTIONS))
             self.aliases[alias] = target
-        self.reset()
+        super().__init__()
 
-    def reset(self):
-        with self.lock:
-            self.invocations = 0
-            self.by_function = {}
-            self.by_key = {}
-            self.fail_counts = {}
-            self.errors = {}
-            self.auth_failures = 0
-            self.max_in_flight = getattr(self, "in_flight", 0)
-            self.in_flight = getattr(self, "in_flight", 0)
-            self.connections = 0
-            self.control = {}
-            self.control_count = 0
+    def clear(self):
+        self.by_function = {}
+        self.auth_failures = 0
 
     def stats(self):
-        with self.lock:
-            return {
-                "invocations": self.invocations,
-                "by_function": dict(self.by_function),
-                "by_key": dict(self.by_key),
-                "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight,
-                "connections": self.connections,
-                "auth_failures": self.auth_failures,
-                "errors": dict(self.errors),
-                "control": dict(self.control),
-            }
+        return http_service.snapshot(self, (
+            "invocations", "by_function", "by_key", "in_flight", "max_in_flight", "connections",
+            "auth_failures", "errors", "control",
+        ))
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Benchmarks open many connections at once; the default backlog of 5
-    # would make the kernel drop SYNs and the clients wait a second.
-    request_queue_size = 1024
-
-
-def key_text(value):
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(http_service.FaultHandler):
     server_version = "batchproc-lambda-test"
-
-    @property
-    def state(self):
-        return self.server.state
-
-    def setup(self):
-        super().setup()
-        with self.state.lock:
-            self.state.connections += 1
-
-    def log_message(self, fmt, *args):
-        if not self.state.quiet:
-            sys.stderr.write("lambda_server: %s\n" % (fmt % args))
-
-    # -- plumbing --
-
-    def read_body(self):
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    log_name = "lambda_server"
+    bad_control_body = {"message": "body must be a JSON object"}
 
     def send(self, status, body, headers=()):
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Amzn-RequestId", str(uuid.uuid4()))
-        for name, value in headers:
-            self.send_header(name, value)
-        # Out of flight before the client can see the answer, so that a
-        # client that starts its next request at once is never counted twice.
-        self.leave_flight()
-        self.end_headers()
-        self.wfile.write(data)
+        headers = [("X-Amzn-RequestId", str(uuid.uuid4()))] + list(headers)
+        if body is None:
+            return self.reply(status, [("Content-Length", "0")] + headers)
+        self.send_json(status, body, headers)
 
     def error(self, status, error_type, message, extra=None, headers=()):
         with self.state.lock:
-            self.state.errors[error_type] = self.state.errors.get(error_type, 0) + 1
+            bump(self.state.errors, error_type)
         body = {"message": message}
         if extra:
             body = dict(extra, message=message)
@@ -666,48 +631,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def function_error(self, message, error_type="Error", kind="Unhandled"):
         with self.state.lock:
-            key = "FunctionError:" + kind
-            self.state.errors[key] = self.state.errors.get(key, 0) + 1
+            bump(self.state.errors, "FunctionError:" + kind)
         self.send(
             200,
             {"errorMessage": message, "errorType": error_type, "stackTrace": []},
             [("X-Amz-Function-Error", kind), ("X-Amz-Executed-Version", "$LATEST")],
         )
-
-    def enter_flight(self):
-        with self.state.lock:
-            self.state.in_flight += 1
-            self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
-        self.in_flight = True
-
-    def leave_flight(self):
-        if getattr(self, "in_flight", False):
-            self.in_flight = False
-            with self.state.lock:
-                self.state.in_flight -= 1
-
-    def wait_for_disconnect(self):
-        """Hold the connection without answering until the client closes it
-        or the server stops."""
-        self.close_connection = True
-        sock = self.connection
-        while not self.state.stop.is_set():
-            readable, _, _ = select.select([sock], [], [], 0.2)
-            if readable:
-                try:
-                    if not sock.recv(65536, socket.MSG_PEEK):
-                        return
-                except OSError:
-                    return
-                time.sleep(0.2)
-
-    def drop_connection(self):
-        self.close_connection = True
-        self.leave_flight()
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     # -- dispatch --
 
@@ -718,55 +647,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]
-        if path == "/_reset":
-            self.read_body()
-            self.state.reset()
-            return self.send(200, {"reset": True})
-        if path == "/_control":
-            try:
-                control = json.loads(self.read_body() or b"{}")
-                if not isinstance(control, dict):
-                    raise ValueError
-            except ValueError:
-                return self.send(400, {"message": "body must be a JSON object"})
-            with self.state.lock:
-                self.state.control = control
-                self.state.control_count = 0
-            return self.send(200, {"control": control})
+        if self.control_endpoint(path):
+            return
         if not INVOKE_RE.match(path):
             self.read_body()
             return self.error(404, "UnknownOperationException", "Unknown operation")
-        self.enter_flight()
-        try:
-            self.invoke(path)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        finally:
-            self.leave_flight()
+        self.in_flight(self.invoke, path)
 
     def invoke(self, path):
         body = self.read_body()
         state = self.state
-        if state.auth:
-            headers = list(self.headers.items())
-            try:
-                verify(self.command, self.path.encode("latin-1"), headers, body,
-                       state.keys, state.region, "lambda")
-            except AuthError as e:
-                with state.lock:
-                    state.auth_failures += 1
-                if getattr(e, "creq", None):
-                    sys.stderr.write(
-                        "lambda_server: signature mismatch; expected canonical request:\n%s\n"
-                        "string to sign:\n%s\n" % (e.creq, e.sts)
-                    )
-                return self.error(e.status, e.error_type, e.message)
+        refused = refusal(self, body, "lambda")
+        if refused:
+            return self.error(refused.status, refused.error_type, refused.message)
 
         name_in_url = urllib.parse.unquote(INVOKE_RE.match(path).group(1))
         name = self.resolve(name_in_url)
         with state.lock:
             state.invocations += 1
-            state.by_function[name or name_in_url] = state.by_function.get(name or name_in_url, 0) + 1
+            bump(state.by_function, name or name_in_url)
         if name is None:
             return self.not_found(name_in_url)
 
@@ -805,38 +704,16 @@ class Handler(BaseHTTPRequestHandler):
             )
 
         inp = invocation["input"]
-        with state.lock:
-            control = dict(state.control)
-            state.control_count += 1
-            control_count = state.control_count
-            if "key" in inp:
-                k = key_text(inp["key"])
-                state.by_key[k] = state.by_key.get(k, 0) + 1
-            fail_key = key_text(inp["key"]) if "key" in inp else "input:" + json.dumps(inp, sort_keys=True)
-            state.fail_counts[fail_key] = state.fail_counts.get(fail_key, 0) + 1
-            attempt = state.fail_counts[fail_key]
-
+        self.count_call(inp)
         if invocation_type == "DryRun":
             return self.send(204, None)
         if invocation_type == "Event":
             return self.send(202, None)
-
-        delay = inp.get("delay_ms", control.get("delay_ms"))
-        if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
-            if state.stop.wait(delay / 1000.0):
-                return self.drop_connection()
-        if inp.get("hang") is True or control.get("hang") is True:
-            return self.wait_for_disconnect()
-
-        fail_times, mode, count, retry_after = None, None, None, None
-        if "fail_times" in inp:
-            fail_times, mode, count = inp["fail_times"], inp.get("fail_mode", "500"), attempt
-            retry_after = inp.get("retry_after")
-        elif "fail_times" in control:
-            fail_times, mode, count = control["fail_times"], control.get("fail_mode", "500"), control_count
-            retry_after = control.get("retry_after")
-        if isinstance(fail_times, int) and count <= fail_times:
-            return self.inject(str(mode), name, count, fail_times, retry_after)
+        if self.stalled(inp):
+            return
+        failure = self.failure(inp)
+        if failure:
+            return self.inject(name, *failure)
 
         try:
             result = FUNCTIONS[name](invocation)
@@ -876,18 +753,16 @@ class Handler(BaseHTTPRequestHandler):
             404, "ResourceNotFoundException", "Function not found: " + arn, {"Type": "User"}
         )
 
-    def inject(self, mode, name, count, fail_times, retry_after):
-        why = "injected failure %d of %d" % (count, fail_times)
+    def inject(self, name, mode, why, retry_after):
         if mode == "500":
             return self.error(500, "ServiceException", "Internal error (%s)" % why, {"Type": "Service"})
         if mode == "503":
             return self.error(503, "ServiceException", "Service unavailable (%s)" % why, {"Type": "Service"})
         if mode == "429":
-            after = retry_after if retry_after is not None else 1
             return self.error(
                 429, "TooManyRequestsException", "Rate Exceeded.",
                 {"Type": "User", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
-                [("Retry-After", str(after))],
+                [("Retry-After", str(retry_after))],
             )
         if mode == "function":
             return self.function_error("%s was asked to fail (%s)" % (name, why))
@@ -907,20 +782,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file")
-    parser.add_argument("--key", action="append", help="AKID:SECRET[:SESSION_TOKEN], repeatable")
-    parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--account", default="123456789012")
+    parser = service_runner.arguments(__doc__)
+    add_auth_arguments(parser)
     parser.add_argument("--alias", action="append", help="NAME=FUNCTION, repeatable")
-    parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
-    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="do not exit when stdin closes (for running in the background by hand)",
-    )
     parser.add_argument("--self-test", metavar="SIGV4_TEST_SUITE_DIR")
     parser.add_argument("--all", action="store_true", help="with --self-test: every vector")
     args = parser.parse_args()
@@ -931,9 +795,7 @@ def main():
     state = State(args)
     if state.auth and not state.keys:
         sys.exit("lambda_server: give at least one --key AKID:SECRET (or --no-auth)")
-    server = Server(("127.0.0.1", args.port), Handler)
-    server.state = state
-    service_runner.run(server, args.port_file, args.ignore_stdin, state.stop)
+    http_service.serve(args, Handler, state, http_service.MANY_CLIENTS, state.stop)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Python 3 standard library only: it runs under /usr/bin/python3.
 Usage: python3 metadata_server.py [--port N] [--port-file PATH]
            [--auth-token TOKEN] [--expires-in SECONDS] [--ignore-stdin]
 """
-import argparse
 import datetime
 import json
 import os
@@ -36,9 +35,9 @@ import secrets
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_service  # noqa: E402
 import service_runner  # noqa: E402
 
 CONTAINER_PATH = "/v1/credentials"
@@ -85,31 +84,12 @@ class State:
         return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 with a Content-Length on every answer, so clients may keep
-    # the connection open as they would with the real services.
-    protocol_version = "HTTP/1.1"
+class Handler(http_service.Handler):
     server_version = "batchproc-metadata-test"
+    log_name = "metadata_server"
 
-    @property
-    def state(self):
-        return self.server.state
-
-    def log_message(self, fmt, *args):
-        sys.stderr.write("metadata_server: %s\n" % (fmt % args))
-
-    def read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def answer(self, status, body, content_type="application/json"):
-        if not isinstance(body, bytes):
-            body = (json.dumps(body) if content_type == "application/json" else body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def send_text(self, status, text):
+        self.send_body(status, text.encode(), "text/plain")
 
     def keys(self, template):
         return dict(template, Expiration=self.state.expiration())
@@ -119,16 +99,16 @@ class Handler(BaseHTTPRequestHandler):
     def container(self):
         if self.headers.get("Authorization") != self.state.auth_token:
             self.state.count("container_unauthorized")
-            return self.answer(
+            return self.send_json(
                 401,
                 {"code": "Unauthorized", "message": "Authorization header missing or wrong"},
             )
         self.state.count("container")
         if self.state.fail:
-            return self.answer(500, {"code": "InternalError", "message": "test failure"})
+            return self.send_json(500, {"code": "InternalError", "message": "test failure"})
         body = self.keys(CONTAINER_KEYS)
         body["RoleArn"] = "arn:aws:iam::123456789012:role/" + ROLE_NAME
-        return self.answer(200, body)
+        return self.send_json(200, body)
 
     # --- IMDSv2 -------------------------------------------------------------
 
@@ -137,14 +117,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             ttl = int(ttl)
         except (TypeError, ValueError):
-            return self.answer(400, "missing or invalid TTL header", "text/plain")
+            return self.send_text(400, "missing or invalid TTL header")
         if not 1 <= ttl <= 21600:
-            return self.answer(400, "TTL out of range", "text/plain")
+            return self.send_text(400, "TTL out of range")
         token = secrets.token_urlsafe(32)
         with self.state.lock:
             self.state.imds_tokens[token] = time.monotonic() + ttl
         self.state.count("imds_token")
-        return self.answer(200, token, "text/plain")
+        return self.send_text(200, token)
 
     def imds_authorized(self):
         token = self.headers.get("X-aws-ec2-metadata-token")
@@ -152,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
             expiry = self.state.imds_tokens.get(token)
         if expiry is None or expiry < time.monotonic():
             self.state.count("imds_unauthorized")
-            self.answer(401, "", "text/plain")
+            self.send_text(401, "")
             return False
         return True
 
@@ -162,15 +142,15 @@ class Handler(BaseHTTPRequestHandler):
         rest = self.path[len(IMDS_CREDENTIALS_PATH):]
         if rest == "":
             self.state.count("imds_role")
-            return self.answer(200, ROLE_NAME, "text/plain")
+            return self.send_text(200, ROLE_NAME)
         if rest != ROLE_NAME:
-            return self.answer(404, "Not Found", "text/plain")
+            return self.send_text(404, "Not Found")
         self.state.count("imds_credentials")
         if self.state.fail:
-            return self.answer(500, "test failure", "text/plain")
+            return self.send_text(500, "test failure")
         body = {"Code": "Success", "LastUpdated": self.state.expiration(0), "Type": "AWS-HMAC"}
         body.update(self.keys(INSTANCE_KEYS))
-        return self.answer(200, body)
+        return self.send_json(200, body)
 
     # --- test control -------------------------------------------------------
 
@@ -178,13 +158,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             change = json.loads(self.read_body() or b"{}")
         except ValueError:
-            return self.answer(400, {"message": "body must be JSON"})
+            return self.send_json(400, {"message": "body must be JSON"})
         with self.state.lock:
             if "expires_in" in change:
                 self.state.expires_in = int(change["expires_in"])
             if "fail" in change:
                 self.state.fail = bool(change["fail"])
-        return self.answer(200, {"expires_in": self.state.expires_in, "fail": self.state.fail})
+        return self.send_json(200, {"expires_in": self.state.expires_in, "fail": self.state.fail})
 
     # --- dispatch -----------------------------------------------------------
 
@@ -195,39 +175,29 @@ class Handler(BaseHTTPRequestHandler):
             return self.imds_get()
         if self.path == "/_stats":
             with self.state.lock:
-                return self.answer(200, dict(self.state.stats))
-        return self.answer(404, {"code": "NotFound", "message": "no such path"})
+                return self.send_json(200, dict(self.state.stats))
+        return self.send_json(404, {"code": "NotFound", "message": "no such path"})
 
     def do_PUT(self):
         self.read_body()
         if self.path == IMDS_TOKEN_PATH:
             return self.imds_token()
-        return self.answer(405, "", "text/plain")
+        return self.send_text(405, "")
 
     def do_POST(self):
         if self.path == "/_control":
             return self.control()
         self.read_body()
-        return self.answer(405, "", "text/plain")
+        return self.send_text(405, "")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file")
+    parser = service_runner.arguments(__doc__, quiet=False)
     parser.add_argument("--auth-token", default="container-test-authorization-token")
     parser.add_argument("--expires-in", type=int, default=3600)
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="do not exit when stdin closes (for running in the background by hand)",
-    )
     args = parser.parse_args()
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.state = State(args.auth_token, args.expires_in)
-    service_runner.run(server, args.port_file, args.ignore_stdin)
+    http_service.serve(args, Handler, State(args.auth_token, args.expires_in))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""An HTTP reverse proxy in front of moto's S3 that injects S3 faults.
+"""An HTTP reverse proxy in front of moto's S3 that injects S3 faults (and
+delays Step Functions' StartExecution).
 
 Every request is forwarded unchanged: method, path and query, every header
 (Host included: SigV4 signatures cover it, and moto checks them) and the
@@ -6,7 +7,9 @@ body, read whole by Content-Length (or chunked, then forwarded with a
 Content-Length).  The answer (status, headers, body) is relayed back.  Each
 request goes upstream on a connection of its own; the client's connection
 is kept alive (HTTP/1.1).  Only path-style addressing (/bucket/key) is
-classified, which is what a client with an overridden endpoint uses.
+classified, which is what a client with an overridden endpoint uses; a
+request with an X-Amz-Target header (Step Functions' JSON API) is of the
+kind its target names, as StartExecution.
 
 Faults, each on the first N requests of one kind (N may be "all"); a
 faulted request is answered by the proxy and never forwarded:
@@ -21,10 +24,19 @@ faulted request is answered by the proxy and never forwarded:
   --fail-get-status CODE:N GetObject gets CODE (500 InternalError, 503
                            SlowDown, 502, 504, 403, 404, 429 ...) with S3's
                            error XML.
+  --fail-abort N           AbortMultipartUpload (DELETE with uploadId=) gets
+                           500 InternalError.
+
+And one delay, on every request of its kind, which is then forwarded:
+
+  --delay-start-execution SECONDS
+                           StartExecution is held SECONDS first, as a slow
+                           or distant Step Functions would answer it.
 
 GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
-(injected, not forwarded), "upstream_status": {kind: {status: n}},
+(injected, not forwarded), "delayed": {kind: n} (held, then forwarded),
+"upstream_status": {kind: {status: n}},
 "upstream_errors": n}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
 AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
@@ -45,10 +57,11 @@ import json
 import os
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_service  # noqa: E402
 import service_runner  # noqa: E402
 
 # Headers that belong to one connection, not to the request.  One that the
@@ -139,7 +152,6 @@ def classify(method, path, query):
 class State:
     def __init__(self, args):
         self.lock = threading.Lock()
-        self.quiet = args.quiet
         split = urlsplit(args.upstream)
         if split.scheme != "http" or not split.hostname:
             raise SystemExit("s3_fault_proxy: --upstream must be http://HOST:PORT")
@@ -156,6 +168,11 @@ class State:
                 error_xml(*ERRORS[500]),
                 args.complete_error,
             )
+        if args.fail_abort:
+            self.faults["AbortMultipartUpload"] = (500, error_xml(*ERRORS[500]), args.fail_abort)
+        self.delays = {}
+        if args.delay_start_execution:
+            self.delays["StartExecution"] = args.delay_start_execution
         if args.fail_get_status:
             status, n = args.fail_get_status
             code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
@@ -163,6 +180,7 @@ class State:
         self.requests = {}
         self.forwarded = {}
         self.injected = {}
+        self.delayed = {}
         self.upstream_status = {}
         self.upstream_errors = 0
 
@@ -179,6 +197,14 @@ class State:
             print("fault %s %d %d/%s" % (kind, fault[0], done + 1, total), flush=True)
             return fault
 
+    def delay(self, kind):
+        """Seconds to hold a request of this kind before forwarding it."""
+        seconds = self.delays.get(kind, 0)
+        if seconds:
+            with self.lock:
+                self.delayed[kind] = self.delayed.get(kind, 0) + 1
+        return seconds
+
     def answered(self, kind, status):
         with self.lock:
             self.forwarded[kind] = self.forwarded.get(kind, 0) + 1
@@ -191,67 +217,34 @@ class State:
                 "requests": dict(self.requests),
                 "forwarded": dict(self.forwarded),
                 "faults": dict(self.injected),
+                "delayed": dict(self.delayed),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
             }
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(http_service.Handler):
     server_version = "batchproc-s3-fault-proxy-test"
+    log_name = "s3_fault_proxy"
 
-    @property
-    def state(self):
-        return self.server.state
-
-    def log_message(self, fmt, *args):
-        if not self.state.quiet:
-            sys.stderr.write("s3_fault_proxy: %s\n" % (fmt % args))
-
-    def read_body(self):
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks), True
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return (self.rfile.read(length) if length > 0 else b""), False
-
-    def answer(self, status, body, headers=(), head=False):
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+    def answer(self, status, body, headers, head=False):
+        self.reply(status, list(headers) + [("Content-Length", str(len(body)))], body, head)
 
     def handle_any(self):
-        try:
-            self.proxy()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.serve_call(self.proxy)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
 
     def proxy(self):
-        body, was_chunked = self.read_body()
+        was_chunked = self.chunked()
+        body = self.read_body()
         path, _, query = self.path.partition("?")
         if self.command == "GET" and path == "/_proxy_stats":
             data = json.dumps(self.state.stats(), sort_keys=True).encode()
-            return self.answer(200, data, [("Content-Type", "application/json")])
+            return self.send_body(200, data, "application/json")
 
-        kind = classify(self.command, path, query)
+        target = self.headers.get("X-Amz-Target")
+        kind = target.rsplit(".", 1)[-1] if target else classify(self.command, path, query)
         fault = self.state.receive(kind)
         if fault is not None:
             status, data, _ = fault
@@ -261,6 +254,7 @@ class Handler(BaseHTTPRequestHandler):
                 [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
                 head=(self.command == "HEAD"),
             )
+        time.sleep(self.state.delay(kind))
         self.forward(kind, body, was_chunked)
 
     def forward(self, kind, body, was_chunked):
@@ -323,28 +317,19 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = service_runner.arguments(__doc__)
     parser.add_argument("--upstream", default=os.environ.get("BATCHPROC_TEST_MOTO_URL"))
     parser.add_argument("--fail-upload-part", type=count_arg, default=0, metavar="N")
     parser.add_argument("--slowdown-put", type=count_arg, default=0, metavar="N")
     parser.add_argument("--complete-error", type=count_arg, default=0, metavar="N")
     parser.add_argument("--fail-get-status", type=status_count_arg, metavar="CODE:N")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file")
-    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="do not exit when stdin closes (for running in the background by hand)",
-    )
+    parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")
 
-    state = State(args)
-    server = Server(("127.0.0.1", args.port), Handler)
-    server.state = state
-    service_runner.run(server, args.port_file, args.ignore_stdin)
+    http_service.serve(args, Handler, State(args), backlog=128)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,34 @@
-"""How every test service of ours runs once its server is built.
+"""How our HTTP test services start and stop.
 
-It tells its port (on the first line of stdout, and in --port-file if
-given), serves until SIGTERM, SIGINT or the end of its stdin (unless
---ignore-stdin), and then stops cleanly.  Standard library only.
+arguments() gives the options they all take: --port (0, the default, lets
+the OS choose), --port-file, --ignore-stdin and, for one that logs
+requests, --quiet.  run() tells the port of the server built (on the first
+line of stdout, and in --port-file if given), serves until SIGTERM, SIGINT
+or the end of stdin (unless --ignore-stdin), and then stops cleanly.
+Standard library only.
 """
+import argparse
 import os
 import signal
 import threading
+
+
+def arguments(doc, quiet=True):
+    """A parser with the options every service takes; doc is the service's
+    docstring, whose first line describes it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    if quiet:
+        parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    else:
+        parser.set_defaults(quiet=False)
+    parser.add_argument(
+        "--ignore-stdin",
+        action="store_true",
+        help="do not exit when stdin closes (for running in the background by hand)",
+    )
+    return parser
 
 
 def run(server, port_file=None, ignore_stdin=False, stop_event=None):

@@ -64,7 +64,6 @@ library only: it runs under /usr/bin/python3.
 Usage: python3 sfn_sync_server.py [--port N] [--port-file PATH] [--key AKID:SECRET[:TOKEN]]...
            [--region us-east-1] [--account 123456789012] [--no-auth] [--ignore-stdin] [--quiet]
 """
-import argparse
 import json
 import os
 import re
@@ -72,14 +71,15 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 
 # The SigV4 verifier is lambda_server's; importing it runs nothing but
 # definitions.  No .pyc next to the sources.
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_service  # noqa: E402
 import lambda_server  # noqa: E402
 import service_runner  # noqa: E402
+from http_service import bump, key_text  # noqa: E402
 
 MAX_INPUT = 256 * 1024
 MAX_BODY = 1024 * 1024
@@ -94,24 +94,14 @@ BAD_NAME_RE = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
 MACHINES = ("express_echo", "express_fail", "express_flaky", "express_raw")
 
 
-def key_text(value):
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
 class State:
     def __init__(self, args):
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.keys = {}
-        for spec in args.key or []:
-            parts = spec.split(":", 2)
-            if len(parts) < 2 or not parts[0] or not parts[1]:
-                sys.exit("--key wants AKID:SECRET[:SESSION_TOKEN], got %r" % spec)
-            self.keys[parts[0]] = (parts[1], parts[2] if len(parts) == 3 else None)
+        self.keys = lambda_server.parse_keys(args.key)
         self.auth = not args.no_auth
         self.region = args.region
         self.account = args.account
-        self.quiet = args.quiet
         self.connections = 0
         self.reset()
 
@@ -131,67 +121,20 @@ class State:
             self.connections = 0
 
     def stats(self):
-        with self.lock:
-            return {
-                "calls": self.calls,
-                "by_machine": dict(self.by_machine),
-                "by_key": dict(self.by_key),
-                "names": list(self.names),
-                "by_operation": dict(self.by_operation),
-                "statuses": dict(self.statuses),
-                "content_types": dict(self.content_types),
-                "hosts": dict(self.hosts),
-                "auth_failures": self.auth_failures,
-                "errors": dict(self.errors),
-                "connections": self.connections,
-            }
+        return http_service.snapshot(self, (
+            "calls", "by_machine", "by_key", "names", "by_operation", "statuses",
+            "content_types", "hosts", "auth_failures", "errors", "connections",
+        ))
 
 
-def bump(counter, key):
-    counter[key] = counter.get(key, 0) + 1
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(http_service.Handler):
     server_version = "batchproc-sfn-sync-test"
-
-    @property
-    def state(self):
-        return self.server.state
-
-    def setup(self):
-        super().setup()
-        with self.state.lock:
-            self.state.connections += 1
-
-    def log_message(self, fmt, *args):
-        if not self.state.quiet:
-            sys.stderr.write("sfn_sync_server: %s\n" % (fmt % args))
-
-    # -- plumbing --
-
-    def read_body(self):
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    log_name = "sfn_sync_server"
+    count_connections = True
 
     def send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, body, [("X-Amzn-RequestId", str(uuid.uuid4()))],
+                       content_type="application/x-amz-json-1.0")
 
     def error(self, status, error_type, message, namespace=SFN_ERROR):
         """An awsJson1_0 error: the type in the body's "__type"."""
@@ -215,14 +158,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_reset":
             self.state.reset()
             return self.send(200, {"reset": True})
-        try:
-            if path != "/":
-                return self.error(404, "UnknownOperationException", "Unknown operation", CORAL_ERROR)
-            self.api(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.serve_call(self.api, path, body)
 
-    def api(self, body):
+    def api(self, path, body):
+        if path != "/":
+            return self.error(404, "UnknownOperationException", "Unknown operation", CORAL_ERROR)
         state = self.state
         target = self.headers.get("X-Amz-Target") or ""
         operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else target
@@ -239,20 +179,9 @@ class Handler(BaseHTTPRequestHandler):
                 "Content-Type must be application/x-amz-json-1.0", CORAL_ERROR,
             )
 
-        if state.auth:
-            try:
-                lambda_server.verify(self.command, self.path.encode("latin-1"),
-                                     list(self.headers.items()), body,
-                                     state.keys, state.region, "states")
-            except lambda_server.AuthError as e:
-                with state.lock:
-                    state.auth_failures += 1
-                if getattr(e, "creq", None):
-                    sys.stderr.write(
-                        "sfn_sync_server: signature mismatch; expected canonical request:\n%s\n"
-                        "string to sign:\n%s\n" % (e.creq, e.sts)
-                    )
-                return self.error(e.status, e.error_type, e.message, CORAL_ERROR)
+        refused = lambda_server.refusal(self, body, "states")
+        if refused:
+            return self.error(refused.status, refused.error_type, refused.message, CORAL_ERROR)
 
         if len(body) > MAX_BODY:
             return self.error(413, "RequestEntityTooLargeException", "Request is too large",
@@ -312,10 +241,9 @@ class Handler(BaseHTTPRequestHandler):
 
         started = time.time()
         delay = inp.get("delay_ms") if isinstance(inp, dict) else None
-        if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
-            if state.stop.wait(delay / 1000.0):
-                self.close_connection = True
-                return
+        if not http_service.wait_delay(state.stop, delay):
+            self.close_connection = True
+            return
 
         answer = {
             "executionArn": "arn:aws:states:%s:%s:express:%s:%s:%s" % (
@@ -359,27 +287,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file")
-    parser.add_argument("--key", action="append", help="AKID:SECRET[:SESSION_TOKEN], repeatable")
-    parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--account", default="123456789012")
-    parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
-    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="do not exit when stdin closes (for running in the background by hand)",
-    )
+    parser = service_runner.arguments(__doc__)
+    lambda_server.add_auth_arguments(parser)
     args = parser.parse_args()
 
     state = State(args)
     if state.auth and not state.keys:
         sys.exit("sfn_sync_server: give at least one --key AKID:SECRET (or --no-auth)")
-    server = lambda_server.Server(("127.0.0.1", args.port), Handler)
-    server.state = state
-    service_runner.run(server, args.port_file, args.ignore_stdin, state.stop)
+    http_service.serve(args, Handler, state, http_service.MANY_CLIENTS, state.stop)
 
 
 if __name__ == "__main__":
