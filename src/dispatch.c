@@ -560,6 +560,56 @@ finish_stops(Dispatch *d)
 	}
 }
 
+/* Is the slot waiting for StartExecution to name its execution? */
+static bool
+starting_execution(Dispatch *d, Slot *s)
+{
+	return d->batch->target.type == BATCHPROC_TARGET_AGENT && !d->batch->target.express &&
+		s->busy && s->phase == SLOT_CALLING;
+}
+
+/*
+ * A StartExecution still unanswered when a run ends may yet start an
+ * execution, which nothing would stop.  Take the answers that come within
+ * STOP_WAIT_MS, so that abandon_slots() stops those executions too.
+ */
+static void
+await_starts(Dispatch *d)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
+
+	for (;;)
+	{
+		bool		waiting = false;
+
+		for (int i = 0; i < d->nslots; i++)
+		{
+			Slot	   *s = &d->slots[i];
+			BatchprocCallOutcome out;
+			MemoryContext old;
+
+			if (!starting_execution(d, s) || s->req == NULL)
+				continue;
+			if (!batchproc_http_done(s->req))
+			{
+				waiting = true;
+				continue;
+			}
+			old = MemoryContextSwitchTo(s->call_cxt);
+			batchproc_target_outcome(&d->batch->target, s->call_name,
+									 batchproc_http_response(s->req), &out);
+			MemoryContextSwitchTo(old);
+			if (out.execution_arn)
+				s->execution_arn = MemoryContextStrdup(s->cxt, out.execution_arn);
+			batchproc_http_free(s->req);
+			s->req = NULL;
+		}
+		if (!waiting || GetCurrentTimestamp() >= give_up)
+			return;
+		batchproc_http_wait(100);
+	}
+}
+
 /* Abandon what is in flight; the rows stay pending for a later run. */
 static void
 abandon_slots(Dispatch *d)
@@ -693,6 +743,7 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	}
 
 	MemoryContextSwitchTo(loop_cxt);
+	await_starts(d);
 	abandon_slots(d);
 	flush_results(d);
 	finish_stops(d);

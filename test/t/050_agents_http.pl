@@ -296,11 +296,10 @@ like(get_csv('scores.full.csv'),
 	qr/\Akey,score,label,score_out,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\na,3.14159,x,3.14,${\ call($id, 1, 1)},1,SUCCESS,,\d+,[^,]+,1\n/,
 	'by default the export has the original and metadata columns too');
 
-# --- Known bug: execution names are batchproc-<batch>-<row>-<attempt>
-# only, so two databases (or a database whose extension was re-created)
-# that call one agent with the same batch id share executions: the second
-# takes the first one's ExecutionAlreadyExists for its own execution and
-# records the first one's output.
+# --- Two databases (or a database whose extension was re-created) that
+# call one agent with the same batch id: the batch token in the execution
+# names keeps their executions apart, where ExecutionAlreadyExists would
+# otherwise hand the second the first one's execution and output.
 $node->safe_psql('postgres', 'CREATE DATABASE second');
 $node->safe_psql('second', 'CREATE EXTENSION batchproc');
 sql('ALTER TABLE batchproc.batches ALTER COLUMN id RESTART WITH 59001');
@@ -318,7 +317,36 @@ is(wait_for($second, 'second'), 'succeeded', 'and runs');
 is($node->safe_psql('second', "SELECT answer FROM batchproc_data.batch_$second"), 'second',
 	'each database gets the answer to its own row');
 
+# --- A cancel that comes while StartExecution calls are unanswered (Step
+# Functions reached through a proxy that holds them 3 s): the executions
+# they start are stopped as well.
+my ($slow_sfn, $slow_sfn_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--delay-start-execution', 3);
+sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$slow_sfn_port'");
+$node->restart;
+put_csv('held.csv', "wait_seconds\n8\n8\n");
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/held.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
+  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
+      "config": {"column": "wait_seconds", "path": "\$"}}}},
+  "execution_config": {"max_concurrency": 2, "timeout_seconds": 60}}));
+my $http_stats = sub {
+	decode_json($http->get("http://127.0.0.1:$slow_sfn_port/_proxy_stats")->{content});
+};
+$deadline = time() + 30;
+sleep(0.1) while time() < $deadline && ($http_stats->()->{requests}{StartExecution} // 0) < 2;
+is($http_stats->()->{requests}{StartExecution}, 2, 'both rows\' StartExecution calls are held');
+is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'the batch is cancelled before they are answered');
+is(wait_for($id), 'cancelled', 'and ends cancelled');
+$deadline = time() + 30;
+sleep(0.1) while time() < $deadline && ($http_stats->()->{forwarded}{StartExecution} // 0) < 2;
+is($http_stats->()->{forwarded}{StartExecution}, 2, 'the held calls reach Step Functions');
+is( join(',', map { final_status('slow_agent', call($id, $_, 1)) } 1, 2),
+	'ABORTED,ABORTED', 'the executions those calls started are stopped');
+is($http_stats->()->{requests}{StopExecution}, 2, 'with one StopExecution each');
+
 $node->stop;
+$slow_sfn->kill_kill;
 $lambda->kill_kill;
 $target->kill_kill;
 done_testing();
