@@ -178,6 +178,29 @@ like(aws_ok('s3api', 'list-multipart-uploads', '--bucket', $bucket), qr/"Key": "
 aws_ok('s3api', 'abort-multipart-upload', '--bucket', $bucket, '--key', 'control.csv',
 	'--upload-id', $control_id);
 
+# When the abort fails too, the COPY still fails with its own error, and a
+# warning says that the parts remain and how they go away.
+$p = start_proxy('--complete-error', 'all', '--fail-abort', 'all');
+($ret, $stdout, $stderr) = via_proxy($p, qq{
+	SET batchproc.s3_part_size = '5MB';
+	COPY $big TO 's3://$bucket/abort-fails.csv' WITH (FORMAT csv)});
+like($stderr, qr/ERROR:  S3 CompleteMultipartUpload of "s3:\/\/$bucket\/abort-fails\.csv" failed: InternalError/,
+	'an export whose abort fails too reports its own error');
+like($stderr, qr/WARNING:  could not abort the multipart upload of "s3:\/\/$bucket\/abort-fails\.csv"\n/,
+	'with a warning that the abort failed');
+like($stderr, qr/HINT:  Its parts stay in the bucket until removed; a lifecycle rule for incomplete multipart uploads removes them\./,
+	'whose hint says how the parts go away');
+$stats = proxy_stats($p);
+is(count_of($stats, 'faults', 'AbortMultipartUpload'), 3,
+	'the abort was tried batchproc.aws_max_attempts (3) times');
+ok(object_absent('abort-fails.csv'), 'no object appears');
+my ($left) = grep { $_->{Key} eq 'abort-fails.csv' }
+  @{ decode_json(aws_ok('s3api', 'list-multipart-uploads', '--bucket', $bucket))->{Uploads} // [] };
+ok($left, 'the unfinished upload remains, as the warning says');
+aws_ok('s3api', 'abort-multipart-upload', '--bucket', $bucket, '--key', 'abort-fails.csv',
+	'--upload-id', $left->{UploadId}) if $left;
+stop_proxy($p);
+
 # Answering 200 with an <Error> once: the completion is retried and the
 # object is whole.
 $p = start_proxy('--complete-error', 1);
