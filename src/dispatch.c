@@ -81,7 +81,7 @@ typedef struct Slot
 								 * the next, so that polls do not pile up */
 	int64		row_id;
 	int			attempt;		/* numbers go on across runs and redrives */
-	int			first_attempt;	/* of this run */
+	int			tries;			/* in this run, counted against max_attempts */
 	char	   *input;
 	char	   *call_name;
 	SlotPhase	phase;
@@ -332,7 +332,8 @@ send_call(Dispatch *d, Slot *s)
 		return;
 	}
 
-	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
+	s->call_name = MemoryContextStrdup(s->cxt,
+									   batchproc_call_name(d->batch, s->row_id, s->attempt));
 	MemoryContextReset(s->call_cxt);
 	old = MemoryContextSwitchTo(s->call_cxt);
 	s->execution_arn = NULL;
@@ -370,6 +371,14 @@ stop_execution(Dispatch *d, const char *arn)
 	MemoryContextSwitchTo(old);
 }
 
+/* Is the slot waiting for StartExecution to name its execution? */
+static bool
+starting_execution(Dispatch *d, Slot *s)
+{
+	return d->batch->target.type == BATCHPROC_TARGET_AGENT && !d->batch->target.express &&
+		s->busy && s->phase == SLOT_CALLING;
+}
+
 static long
 retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
 {
@@ -400,18 +409,26 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 		batchproc_http_free(s->req);
 		s->req = NULL;
 	}
-	if (retryable && s->attempt - s->first_attempt + 1 < d->config->max_attempts &&
-		!d->stop_on_error)
+	if (retryable && s->tries < d->config->max_attempts && !d->stop_on_error)
 	{
 		MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
 		ereport(d->row_log_level,
 				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
 						d->batch->id, s->row_id, s->attempt, error)));
-		s->attempt++;
+
+		/*
+		 * A StartExecution that failed without naming an execution may have
+		 * started one all the same.  Sent again under the same name, it
+		 * finds that execution (Step Functions starts a name once); a new
+		 * name would start a second.
+		 */
+		if (!(starting_execution(d, s) && s->execution_arn == NULL))
+			s->attempt++;
 		s->phase = SLOT_WAIT_RETRY;
 		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 retry_delay_ms(d->config, s->attempt - 1, retry_after));
+												 retry_delay_ms(d->config, s->tries, retry_after));
+		s->tries++;
 		MemoryContextSwitchTo(old);
 		return;
 	}
@@ -461,7 +478,7 @@ start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	s->row_id = q->row_id;
 	/* A row tried before a crash goes on under the same call name. */
 	s->attempt = Max(q->attempts, 1);
-	s->first_attempt = s->attempt;
+	s->tries = 1;
 	s->input = q->input ? pstrdup(q->input) : NULL;
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = POLL_FIRST_MS;
@@ -558,14 +575,6 @@ finish_stops(Dispatch *d)
 		batchproc_http_wait(100);
 		reap_stops(d);
 	}
-}
-
-/* Is the slot waiting for StartExecution to name its execution? */
-static bool
-starting_execution(Dispatch *d, Slot *s)
-{
-	return d->batch->target.type == BATCHPROC_TARGET_AGENT && !d->batch->target.express &&
-		s->busy && s->phase == SLOT_CALLING;
 }
 
 /*
@@ -743,9 +752,9 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	}
 
 	MemoryContextSwitchTo(loop_cxt);
+	flush_results(d);
 	await_starts(d);
 	abandon_slots(d);
-	flush_results(d);
 	finish_stops(d);
 	MemoryContextSwitchTo(caller);
 

@@ -56,16 +56,21 @@ batchproc_agent_start_request(const BatchprocTarget *target, const char *payload
 	return sfn_request(BATCHPROC_AWS_SFN, "StartExecution", body.data, timeout_ms);
 }
 
-/* arn:...:stateMachine:M plus a name is arn:...:execution:M:name */
+/*
+ * arn:...:stateMachine:M (or M:version, M:alias) plus a name is
+ * arn:...:execution:M:name: an execution's ARN never carries the qualifier.
+ */
 static char *
 execution_arn(const char *state_machine_arn, const char *call_name)
 {
 	const char *marker = strstr(state_machine_arn, ":stateMachine:");
+	const char *machine;
 
 	if (marker == NULL)
 		return NULL;
-	return psprintf("%.*s:execution:%s:%s", (int) (marker - state_machine_arn),
-					state_machine_arn, marker + strlen(":stateMachine:"), call_name);
+	machine = marker + strlen(":stateMachine:");
+	return psprintf("%.*s:execution:%.*s:%s", (int) (marker - state_machine_arn),
+					state_machine_arn, (int) strcspn(machine, ":"), machine, call_name);
 }
 
 /* Read a described (or synchronously run) execution. */
@@ -122,8 +127,15 @@ batchproc_agent_start_outcome(const BatchprocTarget *target, const char *call_na
 	if (!resp->transport_error && resp->status == 400 && resp->body &&
 		strstr(resp->body, "ExecutionAlreadyExists"))
 	{
-		out->status = BATCHPROC_CALL_RUNNING;
 		out->execution_arn = execution_arn(target->address, call_name);
+		if (out->execution_arn == NULL)
+		{
+			out->status = BATCHPROC_CALL_FAILED;
+			out->error = psprintf("the execution \"%s\" exists, and \"%s\" is not a state machine ARN to find it by",
+								  call_name, target->address);
+			return;
+		}
+		out->status = BATCHPROC_CALL_RUNNING;
 		return;
 	}
 	if (resp->transport_error || resp->status < 200 || resp->status >= 300)
@@ -141,6 +153,12 @@ batchproc_agent_start_outcome(const BatchprocTarget *target, const char *call_na
 	out->execution_arn = batchproc_jsonb_string(answer, "executionArn");
 	if (target->express)
 		read_execution(answer, true, out);
+	else if (out->execution_arn == NULL)
+	{
+		/* Not Step Functions, or not its StartExecution: nothing to poll. */
+		out->status = BATCHPROC_CALL_FAILED;
+		out->error = pstrdup("Step Functions answered StartExecution without an executionArn; check batchproc.endpoint_url_sfn");
+	}
 	else
 		out->status = BATCHPROC_CALL_RUNNING;
 }
@@ -150,6 +168,7 @@ batchproc_agent_describe_request(const char *arn, long timeout_ms)
 {
 	StringInfoData body;
 
+	Assert(arn != NULL);
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"executionArn\": ");
 	escape_json(&body, arn);
@@ -186,6 +205,7 @@ batchproc_agent_stop_request(const char *arn)
 {
 	StringInfoData body;
 
+	Assert(arn != NULL);
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"executionArn\": ");
 	escape_json(&body, arn);

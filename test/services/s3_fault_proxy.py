@@ -27,6 +27,10 @@ faulted request is answered by the proxy and never forwarded:
   --fail-abort N           AbortMultipartUpload (DELETE with uploadId=) gets
                            500 InternalError.
 
+  --lose-start-execution N StartExecution is forwarded, and its answer
+                           replaced by 500 InternalFailure: the execution
+                           starts, but the caller cannot know it.
+
 And one delay, on every request of its kind, which is then forwarded:
 
   --delay-start-execution SECONDS
@@ -36,6 +40,7 @@ And one delay, on every request of its kind, which is then forwarded:
 GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 (injected, not forwarded), "delayed": {kind: n} (held, then forwarded),
+"lost": {kind: n} (forwarded, answer replaced),
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
@@ -170,6 +175,10 @@ class State:
             )
         if args.fail_abort:
             self.faults["AbortMultipartUpload"] = (500, error_xml(*ERRORS[500]), args.fail_abort)
+        self.lose = {}
+        if args.lose_start_execution:
+            self.lose["StartExecution"] = args.lose_start_execution
+        self.lost = {}
         self.delays = {}
         if args.delay_start_execution:
             self.delays["StartExecution"] = args.delay_start_execution
@@ -197,6 +206,15 @@ class State:
             print("fault %s %d %d/%s" % (kind, fault[0], done + 1, total), flush=True)
             return fault
 
+    def lose_answer(self, kind):
+        """Whether to forward this request but not its answer."""
+        with self.lock:
+            done = self.lost.get(kind, 0)
+            if done >= self.lose.get(kind, 0):
+                return False
+            self.lost[kind] = done + 1
+            return True
+
     def delay(self, kind):
         """Seconds to hold a request of this kind before forwarding it."""
         seconds = self.delays.get(kind, 0)
@@ -218,6 +236,7 @@ class State:
                 "forwarded": dict(self.forwarded),
                 "faults": dict(self.injected),
                 "delayed": dict(self.delayed),
+                "lost": dict(self.lost),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
             }
@@ -255,9 +274,9 @@ class Handler(http_service.Handler):
                 head=(self.command == "HEAD"),
             )
         time.sleep(self.state.delay(kind))
-        self.forward(kind, body, was_chunked)
+        self.forward(kind, body, was_chunked, self.state.lose_answer(kind))
 
-    def forward(self, kind, body, was_chunked):
+    def forward(self, kind, body, was_chunked, lose_answer=False):
         signed = set()
         auth = self.headers.get("Authorization") or ""
         if "SignedHeaders=" in auth:
@@ -293,6 +312,14 @@ class Handler(http_service.Handler):
         finally:
             conn.close()
         self.state.answered(kind, status)
+        if lose_answer:
+            print("lost %s %d" % (kind, status), flush=True)
+            failure = {"__type": "InternalFailure", "message": "Injected by the proxy."}
+            return self.answer(
+                500,
+                json.dumps(failure).encode(),
+                [("Content-Type", "application/x-amz-json-1.0")],
+            )
 
         self.log_request(status, len(data))
         self.send_response_only(status, reason)
@@ -325,6 +352,7 @@ def main():
     parser.add_argument("--fail-get-status", type=status_count_arg, metavar="CODE:N")
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
+    parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")

@@ -345,7 +345,29 @@ is( join(',', map { final_status('slow_agent', call($id, $_, 1)) } 1, 2),
 	'ABORTED,ABORTED', 'the executions those calls started are stopped');
 is($http_stats->()->{requests}{StopExecution}, 2, 'with one StopExecution each');
 
+# --- A StartExecution whose answer is lost (the proxy forwards it, then
+# answers 500 itself): it goes again under the same name, which finds the
+# execution it started, so the agent runs once for the row.
+my ($lossy_sfn, $lossy_sfn_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--lose-start-execution', 1);
+sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$lossy_sfn_port'");
+$node->restart;
+put_csv('lost.csv', "word\nonce\n");
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/lost.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "output_mapping": {"columns": [{"name": "answer", "source": "\$.word"}]},
+  "execution_config": {"retry_policy": {"interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose StartExecution answer is lost succeeds');
+my $lossy = decode_json($http->get("http://127.0.0.1:$lossy_sfn_port/_proxy_stats")->{content});
+is($lossy->{lost}{StartExecution}, 1, 'the answer to its first StartExecution was lost');
+is($lossy->{requests}{StartExecution}, 2, 'so StartExecution was sent again');
+is(join(',', sort keys %{ executions('echo_agent', $id) }), call($id, 1, 1),
+	'one execution ran, under the name of the first attempt');
+is(sql("SELECT answer || '|' || _status || '|' || _attempts FROM batchproc_data.batch_$id"),
+	'once|SUCCESS|1', 'and the row has its answer');
+
 $node->stop;
+$lossy_sfn->kill_kill;
 $slow_sfn->kill_kill;
 $lambda->kill_kill;
 $target->kill_kill;
