@@ -442,15 +442,22 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	{
 		Elevation	saved = elevate();
 
+		/* The worker may end the batch meanwhile: its ending stands. */
 		exec_for_batch("UPDATE batchproc.batches SET state = 'cancelled',"
 					   " in_flight = 0, finished_at = pg_catalog.now()"
-					   " WHERE id OPERATOR(pg_catalog.=) $1",
+					   " WHERE id OPERATOR(pg_catalog.=) $1"
+					   " AND state OPERATOR(pg_catalog.<>) ALL ('{succeeded,failed,cancelled}')",
 					   batch_id, SPI_OK_UPDATE, 0);
-		exec_for_batch("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
-					   batch_id, SPI_OK_SELECT, 0);
+		if (SPI_processed == 1)
+		{
+			exec_for_batch("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
+						   batch_id, SPI_OK_SELECT, 0);
+			state = "cancelled";
+			batchproc_wake_worker_at_commit();
+		}
+		else
+			state = batch_state(batch_id);
 		restore(saved);
-		state = "cancelled";
-		batchproc_wake_worker_at_commit();
 	}
 	state = MemoryContextStrdup(cxt, state);
 	SPI_finish();
@@ -476,18 +483,27 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	require_worker("batchproc_retry_failed");
 	SPI_connect();
-	state = batch_state(batch_id);
+	(void) batch_state(batch_id);
+
+	/* Locked, so that the worker cannot end the batch under us. */
+	saved = elevate();
+	exec_for_batch("SELECT state, result_table IS NULL FROM batchproc.batches"
+				   " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+				   batch_id, SPI_OK_SELECT, 1);
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (!is_final(state))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
 				 errhint("Wait for it to end, or cancel it, before retrying its failed rows.")));
-
-	saved = elevate();
-	exec_for_batch("SELECT result_table IS NULL FROM batchproc.batches"
-				   " WHERE id OPERATOR(pg_catalog.=) $1",
-				   batch_id, SPI_OK_SELECT, 1);
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	if (batchproc_batch_running(MyDatabaseId, batch_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("batch " INT64_FORMAT " is %s, and its worker is still winding it down",
+						batch_id, state),
+				 errdetail("The worker stops the batch's calls in flight for up to 10 seconds after a cancel."),
+				 errhint("Call batchproc_retry_failed again in a few seconds.")));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("batch " INT64_FORMAT " has no rows to retry", batch_id),

@@ -49,6 +49,7 @@ typedef struct BatchprocDbSlot
 	pid_t		worker_pid;
 	Latch	   *worker_latch;	/* the worker's procLatch, in shared memory */
 	TimestampTz state_since;
+	int64		running_batch;	/* the batch its worker runs, or 0 */
 } BatchprocDbSlot;
 
 typedef struct BatchprocShared
@@ -72,13 +73,19 @@ extern void batchproc_wake_worker(Oid dboid);
 extern void batchproc_stop_worker_for_drop(Oid dboid);
 extern void batchproc_worker_attach(int slotno, Oid dboid);
 extern void batchproc_worker_detach(int slotno, bool extension_absent);
+extern void batchproc_worker_running(int slotno, int64 batch_id);
+extern bool batchproc_batch_running(Oid dboid, int64 batch_id);
 extern int	batchproc_max_databases;
 
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
+extern void batchproc_running(int64 batch_id);
 
 /* copy_s3.c */
 extern void batchproc_install_copy_hook(void);
+
+/* answer.c */
+extern bool batchproc_soft_call(void (*fn) (void *arg), void *arg, char **error);
 
 /* hooks.c */
 extern void batchproc_install_hooks(void);

@@ -171,6 +171,33 @@ batchproc_wake_worker(Oid dboid)
 		SetLatch(latch);
 }
 
+/* The worker says which batch it runs (0: none). */
+void
+batchproc_worker_running(int slotno, int64 batch_id)
+{
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	batchproc_shared->slots[slotno].running_batch = batch_id;
+	LWLockRelease(batchproc_shared->lock);
+}
+
+/*
+ * Is the database's worker still on this batch?  A cancelled batch's
+ * state is final at once, while its worker winds down for a few seconds
+ * more.
+ */
+bool
+batchproc_batch_running(Oid dboid, int64 batch_id)
+{
+	BatchprocDbSlot *slot;
+	bool		running;
+
+	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
+	slot = find_slot(dboid);
+	running = slot && slot->state == SLOT_RUNNING && slot->running_batch == batch_id;
+	LWLockRelease(batchproc_shared->lock);
+	return running;
+}
+
 /*
  * DROP DATABASE waits only a few seconds for other sessions to leave, so
  * the worker is told to go at once rather than at commit.  If the drop
@@ -214,6 +241,7 @@ batchproc_worker_attach(int slotno, Oid dboid)
 	{
 		slot->worker_pid = MyProcPid;
 		slot->worker_latch = &MyProc->procLatch;
+		slot->running_batch = 0;
 		set_state(slot, SLOT_RUNNING);
 	}
 	LWLockRelease(batchproc_shared->lock);
@@ -241,6 +269,7 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 	{
 		slot->worker_pid = 0;
 		slot->worker_latch = NULL;
+		slot->running_batch = 0;
 		if (extension_absent &&
 			(slot->state == SLOT_RUNNING || slot->state == SLOT_STARTING))
 			set_state(slot, SLOT_ABSENT);

@@ -340,6 +340,7 @@ batchproc_run_batches(void)
 	{
 		did_something = true;
 		MemoryContextReset(step_cxt);
+		batchproc_running(step.id);
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(step_cxt);
@@ -369,6 +370,7 @@ batchproc_run_batches(void)
 				   cxt);
 		}
 		PG_END_TRY();
+		batchproc_running(0);
 		MemoryContextSwitchTo(cxt);
 		CHECK_FOR_INTERRUPTS();
 	}

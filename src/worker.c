@@ -42,6 +42,13 @@ worker_on_exit(int code, Datum arg)
 	batchproc_worker_detach(my_slot, extension_absent);
 }
 
+/* Tell others (batchproc_retry_failed) which batch we run, 0 for none. */
+void
+batchproc_running(int64 batch_id)
+{
+	batchproc_worker_running(my_slot, batch_id);
+}
+
 static bool
 extension_installed(void)
 {
