@@ -74,25 +74,32 @@ static const struct config_enum_entry path_style_options[] = {
 	{NULL, 0, false}
 };
 
+/* What is wrong with an endpoint URL, as a sentence, or NULL. */
+static const char *
+endpoint_url_fault(const char *v)
+{
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+		return "An endpoint URL must start with http:// or https://.";
+	if (strchr(v, '?') || strchr(v, '#'))
+		return "An endpoint URL takes no query or fragment.";
+	return NULL;
+}
+
 static bool
 check_endpoint_url(char **newval, void **extra, GucSource source)
 {
-	const char *v = *newval;
+	const char *fault;
 
-	if (v == NULL || v[0] == '\0')
+	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
-	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+	if ((fault = endpoint_url_fault(*newval)) != NULL)
 	{
-		GUC_check_errdetail("An endpoint URL must start with http:// or https://.");
-		return false;
-	}
-	if (strchr(v, '?') || strchr(v, '#'))
-	{
-		GUC_check_errdetail("An endpoint URL takes no query or fragment.");
+		GUC_check_errdetail("%s", fault);
 		return false;
 	}
 	return true;
 }
+
 
 static bool
 check_region(char **newval, void **extra, GucSource source)
@@ -169,7 +176,7 @@ batchproc_define_aws_settings(void)
 							"Objects larger than one part are uploaded in parts of this size, doubled every 1,000 parts.",
 							&batchproc_s3_part_size_mb,
 							5, 5, 1024,
-							PGC_USERSET, GUC_UNIT_MB,
+							PGC_SUSET, GUC_UNIT_MB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.s3_upload_concurrency",
@@ -177,7 +184,7 @@ batchproc_define_aws_settings(void)
 							"One more part fills meanwhile, so an upload holds this many parts plus one in memory.",
 							&batchproc_s3_upload_concurrency,
 							4, 1, BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY,
-							PGC_USERSET, 0,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.aws_max_attempts",
@@ -222,13 +229,31 @@ without_trailing_slash(const char *url)
 	return s;
 }
 
+/* An endpoint from the environment gets the checks a setting gets. */
+static char *
+endpoint_from_env(const char *name)
+{
+	const char *v = nonempty_env(name);
+	const char *fault;
+
+	if (v == NULL)
+		return NULL;
+	if ((fault = endpoint_url_fault(v)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value in the server's environment variable %s: \"%s\"", name, v),
+				 errdetail("%s", fault),
+				 errhint("Fix the variable where the server is started, or override it with a batchproc.endpoint_url* setting.")));
+	return without_trailing_slash(v);
+}
+
 char *
 batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden)
 {
 	const char *setting = NULL;
 	const char *env_name = NULL;
 	const char *host_prefix = NULL;
-	const char *v;
+	char	   *from_env;
 
 	switch (service)
 	{
@@ -264,10 +289,10 @@ batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden)
 		return without_trailing_slash(setting);
 	if (endpoint_url && endpoint_url[0])
 		return without_trailing_slash(endpoint_url);
-	if ((v = nonempty_env(env_name)) != NULL)
-		return without_trailing_slash(v);
-	if ((v = nonempty_env("AWS_ENDPOINT_URL")) != NULL)
-		return without_trailing_slash(v);
+	if ((from_env = endpoint_from_env(env_name)) != NULL)
+		return from_env;
+	if ((from_env = endpoint_from_env("AWS_ENDPOINT_URL")) != NULL)
+		return from_env;
 
 	*overridden = false;
 	return psprintf("https://%s.%s.amazonaws.com", host_prefix, batchproc_aws_region());

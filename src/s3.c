@@ -53,6 +53,7 @@
  * cleanup does.
  */
 #define S3_ABORT_TIMEOUT_MS		(10 * 1000L)
+#define S3_ABORT_ATTEMPTS		2
 
 typedef struct S3Call
 {
@@ -66,6 +67,7 @@ typedef struct S3Call
 	const char *body;
 	size_t		body_len;
 	long		timeout_ms;		/* per attempt; 0 for S3_REQUEST_TIMEOUT_MS */
+	int			max_attempts;	/* 0 for batchproc.aws_max_attempts */
 } S3Call;
 
 /* What a finished call leaves for its caller, in the caller's context. */
@@ -375,7 +377,8 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 			code = batchproc_aws_xml_element(resp->body, "Code");
 			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
-		if (batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
+		if ((c->max_attempts == 0 || attempt < c->max_attempts) &&
+			batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
 									   resp->timed_out, code, &retry_cost))
 		{
 			long		delay = batchproc_aws_backoff_ms(attempt + 1,
@@ -407,6 +410,13 @@ start_download(BatchprocS3Reader *r)
 	c.key = r->key;
 	if (r->received > 0)
 	{
+		/* Without an ETag, a changed object could be spliced onto the old. */
+		if (r->etag == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("S3 GetObject of \"s3://%s/%s\" broke off after " INT64_FORMAT " bytes and cannot resume",
+							r->bucket, r->key, r->received),
+					 errdetail("The server gave the object no ETag, which a resumed download needs to be sure the object is unchanged.")));
 		c.range = psprintf("bytes=" INT64_FORMAT "-", r->received);
 		c.if_match = r->etag;
 	}
@@ -422,6 +432,12 @@ start_download(BatchprocS3Reader *r)
 		r->req = build_request(&c, S3_SMALL_BODY_LIMIT);
 		resp = batchproc_http_stream_start(r->req);
 
+		if (resp->status == 200 && r->received > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("S3 GetObject of \"s3://%s/%s\" broke off after " INT64_FORMAT " bytes and cannot resume",
+							r->bucket, r->key, r->received),
+					 errdetail("The server answered the request for the rest with the whole object (200, not 206).")));
 		if (resp->status == 200 || resp->status == 206)
 		{
 			batchproc_aws_retry_succeeded(retry_cost);
@@ -774,8 +790,8 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
  * Abort a multipart upload that has not completed.  Called with no error
  * pending (the caller saves its own first); reports its own failure as a
  * WARNING, because the caller is already on its way out with an error.
- * Each attempt is bounded by S3_ABORT_TIMEOUT_MS, and a query cancel ends
- * the wait.
+ * It makes S3_ABORT_ATTEMPTS attempts of S3_ABORT_TIMEOUT_MS at most, and
+ * a query cancel ends the wait.
  */
 void
 batchproc_s3_abort_write(BatchprocS3Writer *w)
@@ -800,6 +816,7 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 		c.key = w->key;
 		c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
 		c.timeout_ms = S3_ABORT_TIMEOUT_MS;
+		c.max_attempts = S3_ABORT_ATTEMPTS;
 		(void) s3_perform(&c, false, 1);
 	}
 	PG_CATCH();
