@@ -108,7 +108,7 @@ typedef struct BatchprocResult
 	char	  **outputs;		/* one text per output column, or NULL */
 } BatchprocResult;
 
-extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, JsonPath *path);
+extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error);
 extern void batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results,
 									int n, int in_flight);
 extern char *batchproc_result_columns_sql(const BatchprocConfig *config);

@@ -14,8 +14,9 @@
  * runs.  Validating a normalised config returns it unchanged.
  *
  * batchproc_config_compile() trusts its input (a normalised config, as
- * stored by batchproc_submit) and only copies it into a BatchprocConfig;
- * it never re-parses jsonpaths, so the worker needs no subtransactions.
+ * stored by batchproc_submit): it copies it into a BatchprocConfig and
+ * compiles its jsonpaths, which validation has already parsed once, so
+ * compiling cannot fail and the worker needs no subtransactions.
  *
  * Template syntax, checked here and rendered by
  * batchproc_config_render_template() so that both sides agree: "{name}" is
@@ -32,7 +33,6 @@
 
 #include <math.h>
 
-#include "access/xact.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -43,8 +43,8 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
-#include "utils/resowner.h"
 
+#include "batchproc.h"
 #include "config.h"
 #include "s3.h"
 
@@ -316,57 +316,22 @@ require_bool(const JsonbValue *v, const char *path)
 	return v->val.boolean;
 }
 
-/*
- * Does text parse as a PostgreSQL jsonpath?  jsonpath_in can only say no
- * by throwing, so it runs in a subtransaction that is rolled back on
- * failure, as PL/pgSQL's exception blocks do: catching an error without one
- * would leave whatever the failed code had begun half-done.  Only errors a
- * bad path can raise (data exceptions and syntax errors) become our
- * message; anything else, a cancel for instance, goes on as it was.
- */
+static void
+parse_jsonpath(void *arg)
+{
+	(void) DirectFunctionCall1(jsonpath_in, CStringGetDatum((const char *) arg));
+}
+
+/* Does text parse as a PostgreSQL jsonpath? */
 static void
 check_jsonpath(const char *text, const char *path)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *error;
 
-	BeginInternalSubTransaction(NULL);
-	/* Run in the caller's context, not the subtransaction's. */
-	MemoryContextSwitchTo(oldcontext);
-
-	PG_TRY();
-	{
-		(void) DirectFunctionCall1(jsonpath_in, CStringGetDatum(text));
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			category;
-
-		/* Keep the error in our context: the subtransaction's goes away. */
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category != ERRCODE_DATA_EXCEPTION &&
-			category != ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
-			ReThrowError(edata);
-
+	if (!batchproc_soft_call(parse_jsonpath, (void *) text, &error))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: invalid jsonpath: %s", path, edata->message),
-				 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
-	}
-	PG_END_TRY();
+				 errmsg("%s: invalid jsonpath: %s", path, error)));
 }
 
 

@@ -81,7 +81,13 @@ jsonpath_value(const BatchprocInputField *f, const char *text, char **error)
 						  f->column, f->field, *error);
 		return NULL;
 	}
-	found = batchproc_jsonpath_first(doc, f->compiled_path);
+	found = batchproc_jsonpath_first(doc, f->compiled_path, error);
+	if (*error)
+	{
+		*error = psprintf("the jsonpath transformation of \"%s\" failed on column \"%s\": %s",
+						  f->field, f->column, *error);
+		return NULL;
+	}
 	return found ? JsonbToCString(NULL, &found->root, VARSIZE(found)) : pstrdup("null");
 }
 

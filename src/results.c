@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "batch.h"
+#include "batchproc.h"
 #include "targets.h"
 
 static const char *const metadata_columns[] = {
@@ -91,15 +92,43 @@ batchproc_reserved_column_names(const BatchprocConfig *config)
 	return names;
 }
 
-/*
- * The first item a path finds in a document, or NULL.  Silent mode: a
- * path that does not fit the document's structure finds nothing.
- */
-Jsonb *
-batchproc_jsonpath_first(Jsonb *doc, JsonPath *path)
+typedef struct PathQuery
 {
+	Jsonb	   *doc;
+	JsonPath   *path;
+	Jsonb	   *found;
+} PathQuery;
+
+static void
+query_first(void *arg)
+{
+	PathQuery  *q = arg;
 	LOCAL_FCINFO(fcinfo, 4);
 	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(q->doc);
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = PointerGetDatum(q->path);
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = JsonbPGetDatum(empty_vars);
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = BoolGetDatum(true);
+	fcinfo->args[3].isnull = false;
+	result = jsonb_path_query_first(fcinfo);
+	q->found = fcinfo->isnull ? NULL : DatumGetJsonbP(result);
+}
+
+/*
+ * The first item a path finds in a document, or NULL.  Silent mode: a
+ * path that does not fit the document's structure finds nothing.  What
+ * silent mode still raises (a datetime comparison that needs a time zone,
+ * a document too deep) becomes *error, with NULL.
+ */
+Jsonb *
+batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error)
+{
+	PathQuery	q = {doc, path, NULL};
 
 	if (empty_vars == NULL)
 	{
@@ -108,20 +137,7 @@ batchproc_jsonpath_first(Jsonb *doc, JsonPath *path)
 		empty_vars = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
 		MemoryContextSwitchTo(old);
 	}
-
-	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = JsonbPGetDatum(doc);
-	fcinfo->args[0].isnull = false;
-	fcinfo->args[1].value = PointerGetDatum(path);
-	fcinfo->args[1].isnull = false;
-	fcinfo->args[2].value = JsonbPGetDatum(empty_vars);
-	fcinfo->args[2].isnull = false;
-	fcinfo->args[3].value = BoolGetDatum(true);
-	fcinfo->args[3].isnull = false;
-	result = jsonb_path_query_first(fcinfo);
-	if (fcinfo->isnull)
-		return NULL;
-	return DatumGetJsonbP(result);
+	return batchproc_soft_call(query_first, &q, error) ? q.found : NULL;
 }
 
 /* A scalar's text as a string column shows it; containers as JSON. */
@@ -149,31 +165,19 @@ scalar_text(Jsonb *value, JsonbValue *scalar)
  * nothing it refuses (an exponent past 1000, say) reaches the group write,
  * where one bad value would fail every row of the group.
  */
+static void
+parse_numeric(void *arg)
+{
+	(void) DirectFunctionCall3(numeric_in, CStringGetDatum((const char *) arg),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
 static bool
 numeric_ok(const char *text)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = true;
+	char	   *ignored;
 
-	PG_TRY();
-	{
-		(void) DirectFunctionCall3(numeric_in, CStringGetDatum(text),
-								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	return batchproc_soft_call(parse_numeric, (void *) text, &ignored);
 }
 
 /*
@@ -190,9 +194,17 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 	foreach(lc, config->outputs)
 	{
 		BatchprocOutputColumn *col = lfirst(lc);
-		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->compiled_source) : NULL;
+		char	   *path_error = NULL;
+		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->compiled_source,
+															  &path_error) : NULL;
 		JsonbValue	scalar;
 		bool		is_scalar;
+
+		if (path_error)
+		{
+			*error = psprintf("output column \"%s\": %s", col->name, path_error);
+			return false;
+		}
 
 		if (found == NULL)
 			found = col->default_value;
