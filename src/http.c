@@ -521,11 +521,15 @@ wait_and_drive_capped(bool block, long cap_ms)
 		timeout = cap_ms;
 
 	if (watch_overflow)
+	{
+		/* Said once: the requests the error ends give their sockets back. */
+		watch_overflow = false;
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many open HTTP connections"),
 				 errdetail("batchproc watches at most %d sockets per process.",
 						   MAX_WATCHED_SOCKETS)));
+	}
 
 	if (sockets_changed || wait_set == NULL)
 		rebuild_wait_set();

@@ -64,7 +64,7 @@ batchproc_http_target_allowed(const char *url)
 		*colon = '\0';
 
 	list = pstrdup(batchproc_allowed_http_targets);
-	if (!SplitIdentifierString(list, ',', &entries))
+	if (!SplitGUCList(list, ',', &entries))
 		return false;
 	foreach(lc, entries)
 	{
