@@ -260,6 +260,18 @@ is( join('|', $stats->{last_request}{method}, $stats->{last_request}{path}, $sen
 	'POST|/enrich|application/json|k-123',
 	'each is a JSON POST to the registered URL with the registered headers');
 
+# A target re-pointed since the batch was submitted: its headers (its new
+# credentials, say) are not sent to the URL the batch was submitted with.
+sql(qq{UPDATE batchproc.targets SET url = 'http://127.0.0.1:$target_port/moved' WHERE name = 'enricher'});
+my $invocations = target_stats()->{invocations};
+is(sql("SELECT batchproc_retry_failed($id)"), '1', 'the failed row of the http batch is redriven');
+is(wait_for($id), 'failed', 'after its target was re-pointed, the redrive fails');
+like(sql("SELECT error FROM batchproc.batches WHERE id = $id"),
+	qr/^the http target "enricher" now has another URL than when batch $id was submitted: Its registered headers are not sent/,
+	'with an error that says why');
+is(target_stats()->{invocations}, $invocations, 'and no request was sent');
+sql(qq{UPDATE batchproc.targets SET url = 'http://127.0.0.1:$target_port/enrich' WHERE name = 'enricher'});
+
 # --- output_mapping details, through the echo tool.
 put_csv('scores.csv', "key,score,label\na,3.14159,x\nb,2,y\nc,abc,z\n");
 $id = submit(q({"csv_s3_uri": "s3://agents-http/scores.csv",
