@@ -619,10 +619,22 @@ await_starts(Dispatch *d)
 	}
 }
 
-/* Abandon what is in flight; the rows stay pending for a later run. */
+/*
+ * Abandon what is in flight; the rows stay pending for a later run.  That
+ * run, or a redrive, goes on from the attempt each row had reached, so
+ * that no new attempt takes the name of an execution already started.
+ */
 static void
 abandon_slots(Dispatch *d)
 {
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	Datum	   *ids = palloc(sizeof(Datum) * d->nslots);
+	Datum	   *attempts = palloc(sizeof(Datum) * d->nslots);
+	int			n = 0;
+	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Datum		args[2];
+	int			ret;
+
 	for (int i = 0; i < d->nslots; i++)
 	{
 		Slot	   *s = &d->slots[i];
@@ -632,12 +644,29 @@ abandon_slots(Dispatch *d)
 		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT &&
 			!d->batch->target.express && s->phase != SLOT_WAIT_RETRY)
 			stop_execution(d, s->execution_arn);
+		ids[n] = Int64GetDatum(s->row_id);
+		attempts[n] = Int32GetDatum(s->attempt);
+		n++;
 		s->busy = false;
 		s->req = NULL;
 		MemoryContextReset(s->call_cxt);
 		MemoryContextReset(s->cxt);
 		d->nbusy--;
 	}
+	if (n == 0)
+		return;
+
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	batchproc_begin_tx("batchproc: recording the attempts of abandoned rows");
+	ret = SPI_execute_with_args(psprintf("UPDATE %s t SET _attempts = GREATEST(t._attempts, a.attempt)"
+										 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) a(row_id, attempt)"
+										 " WHERE t._row_id OPERATOR(pg_catalog.=) a.row_id AND t._status IS NULL",
+										 d->batch->table),
+								2, types, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the attempts of abandoned rows: SPI_execute_with_args returned %d", ret);
+	batchproc_end_tx(loop_cxt);
 }
 
 static long
