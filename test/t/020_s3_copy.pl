@@ -204,4 +204,17 @@ is(scalar(() = slurp_file("$dir/plain.txt") =~ /\n/g), 3, 'COPY TO a file works 
 like($stderr, qr/must be superuser or have privileges of the pg_write_server_files role/,
 	'a non-superuser still cannot COPY TO a file');
 
+# An endpoint in the server's environment that is not a URL is an error
+# that names the variable, as a bad setting is.
+$node->stop;
+{
+	local $ENV{AWS_ENDPOINT_URL_S3} = 'localhost:4566';
+	$node->start;
+}
+($ret, $stdout, $stderr) = $node->psql('postgres', "COPY people TO 's3://copy-tests/env.csv'");
+like($stderr,
+	qr/ERROR:  invalid value in the server's environment variable AWS_ENDPOINT_URL_S3: "localhost:4566"\nDETAIL:  An endpoint URL must start with http:\/\/ or https:\/\/\./,
+	'a malformed AWS_ENDPOINT_URL_S3 is refused with the variable named');
+$node->stop;
+
 done_testing();
