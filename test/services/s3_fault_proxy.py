@@ -31,7 +31,11 @@ faulted request is answered by the proxy and never forwarded:
                            replaced by 500 InternalFailure: the execution
                            starts, but the caller cannot know it.
 
-And one delay, on every request of its kind, which is then forwarded:
+And delays, on every request they apply to, which is then forwarded:
+
+  --link-mbps MB           a request's body takes len/MB seconds to pass,
+                           as on a link whose connections each carry MB
+                           megabytes a second (for benchmarks);
 
   --delay-start-execution SECONDS
                            StartExecution is held SECONDS first, as a slow
@@ -179,6 +183,7 @@ class State:
         if args.lose_start_execution:
             self.lose["StartExecution"] = args.lose_start_execution
         self.lost = {}
+        self.link_mbps = args.link_mbps
         self.delays = {}
         if args.delay_start_execution:
             self.delays["StartExecution"] = args.delay_start_execution
@@ -214,6 +219,9 @@ class State:
                 return False
             self.lost[kind] = done + 1
             return True
+
+    def transfer_seconds(self, nbytes):
+        return nbytes / (self.link_mbps * 1e6) if self.link_mbps else 0
 
     def delay(self, kind):
         """Seconds to hold a request of this kind before forwarding it."""
@@ -273,7 +281,7 @@ class Handler(http_service.Handler):
                 [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
                 head=(self.command == "HEAD"),
             )
-        time.sleep(self.state.delay(kind))
+        time.sleep(self.state.delay(kind) + self.state.transfer_seconds(len(body)))
         self.forward(kind, body, was_chunked, self.state.lose_answer(kind))
 
     def forward(self, kind, body, was_chunked, lose_answer=False):
@@ -353,6 +361,7 @@ def main():
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--link-mbps", type=float, default=0, metavar="MB")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")
