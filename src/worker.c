@@ -17,6 +17,10 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -88,6 +92,18 @@ batchproc_worker_main(Datum main_arg)
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
+#ifdef __GLIBC__
+
+	/*
+	 * glibc raises its mmap threshold to the size of each large block freed,
+	 * so after the first upload buffer (5 MB) every block below that comes
+	 * from the heap, whose top rarely shrinks: a worker that ran a few large
+	 * batches kept tens of megabytes it no longer used.  A fixed threshold
+	 * gives large blocks back when they are freed.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+
 	for (;;)
 	{
 		MemoryContextSwitchTo(loop_cxt);
@@ -110,7 +126,13 @@ batchproc_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
-		(void) batchproc_run_batches();
+		if (batchproc_run_batches())
+		{
+#ifdef __GLIBC__
+			/* Idle from here on: what the batches freed goes back. */
+			malloc_trim(0);
+#endif
+		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
 						 PG_WAIT_EXTENSION);
