@@ -25,10 +25,9 @@ service_pids+=($!)
 for _ in $(seq 1 50); do [ -s "$work/lambda.port" ] && break; sleep 0.1; done
 export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$(head -n 1 "$work/lambda.port")"
 start_cluster bench "fsync = off"
-sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+. "$src/bench/common.sh"
 
-aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
-sql -c 'CREATE EXTENSION batchproc'
+bench_setup
 
 printf 'rows     concurrency  delay   seconds   rows/s   worker RssAnon   worker VmHWM   worker palloc\n'
 for rows in $SIZES; do

@@ -44,7 +44,7 @@ start_cluster bench "fsync = off
 max_wal_size = '4GB'
 checkpoint_timeout = '1h'"
 
-sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+. "$src/bench/common.sh"
 
 # A psql script's elapsed time in milliseconds, as \timing reports it.
 timed() {
@@ -60,14 +60,9 @@ timed_export() {
 		     END { print t, c }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
-sql -c 'CREATE EXTENSION batchproc' -c "
-	CREATE UNLOGGED TABLE src AS
-	SELECT g AS id, md5(g::text) AS name, (g % 1000) * 1.5 AS amount,
-	       now() - g * interval '1 minute' AS at
-	  FROM generate_series(1, $ROWS) g;
+bench_setup "$ROWS"
+sql -c "
 	CREATE UNLOGGED TABLE dst (LIKE src);
 	COPY src TO '$work/data.csv' WITH (FORMAT csv, HEADER);
 	COPY src TO 's3://bench/data.csv' WITH (FORMAT csv, HEADER);"

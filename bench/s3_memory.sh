@@ -13,10 +13,10 @@ harness_name=bench
 build_and_install
 start_moto
 start_cluster bench "fsync = off"
-sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+. "$src/bench/common.sh"
 
-aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
-sql -c 'CREATE EXTENSION batchproc' -c 'CREATE TABLE sink (id bigint, payload text)'
+bench_setup
+sql -c 'CREATE TABLE sink (id bigint, payload text)'
 
 echo "object      peak RSS (VmHWM)   anonymous (RssAnon)   rows read"
 for mb in 100 1000; do

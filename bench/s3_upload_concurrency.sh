@@ -28,16 +28,10 @@ service_pids+=($!)
 wait_http "http://127.0.0.1:$proxy_port/_proxy_stats"
 start_cluster bench "fsync = off"
 
-sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
+. "$src/bench/common.sh"
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-aws --endpoint-url "$AWS_ENDPOINT_URL" s3api create-bucket --bucket bench >/dev/null
-sql -c 'CREATE EXTENSION batchproc' -c "
-	CREATE UNLOGGED TABLE src AS
-	SELECT g AS id, md5(g::text) AS name, (g % 1000) * 1.5 AS amount,
-	       now() - g * interval '1 minute' AS at
-	  FROM generate_series(1, $ROWS) g;"
+bench_setup "$ROWS"
 size=$(sql -c "COPY src TO '$work/data.csv' WITH (FORMAT csv, HEADER)" >/dev/null; stat -c %s "$work/data.csv")
 
 awk -v link="$LINK_MBPS" -v rows="$ROWS" -v size="$size" -v runs="$RUNS" 'BEGIN {
