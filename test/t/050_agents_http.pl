@@ -332,19 +332,26 @@ is($node->safe_psql('second', "SELECT answer FROM batchproc_data.batch_$second")
 # --- A cancel that comes while StartExecution calls are unanswered (Step
 # Functions reached through a proxy that holds them 3 s): the executions
 # they start are stopped as well.
-my ($slow_sfn, $slow_sfn_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--delay-start-execution', 3);
-sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$slow_sfn_port'");
-$node->restart;
+
+# Restart the server with Step Functions reached through a fault proxy
+# started with these options; returns the proxy and a reader of its stats.
+sub sfn_through_proxy
+{
+	my ($proxy, $port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+		'--quiet', '--upstream', moto_url(), @_);
+	sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$port'");
+	$node->restart;
+	return ($proxy,
+		sub { decode_json($http->get("http://127.0.0.1:$port/_proxy_stats")->{content}) });
+}
+
+my ($slow_sfn, $http_stats) = sfn_through_proxy('--delay-start-execution', 3);
 put_csv('held.csv', "wait_seconds\n8\n8\n");
 $id = submit(qq({"csv_s3_uri": "s3://agents-http/held.csv",
   "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
   "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
       "config": {"column": "wait_seconds", "path": "\$"}}}},
   "execution_config": {"max_concurrency": 2, "timeout_seconds": 60}}));
-my $http_stats = sub {
-	decode_json($http->get("http://127.0.0.1:$slow_sfn_port/_proxy_stats")->{content});
-};
 $deadline = time() + 30;
 sleep(0.1) while time() < $deadline && ($http_stats->()->{requests}{StartExecution} // 0) < 2;
 is($http_stats->()->{requests}{StartExecution}, 2, 'both rows\' StartExecution calls are held');
@@ -360,17 +367,14 @@ is($http_stats->()->{requests}{StopExecution}, 2, 'with one StopExecution each')
 # --- A StartExecution whose answer is lost (the proxy forwards it, then
 # answers 500 itself): it goes again under the same name, which finds the
 # execution it started, so the agent runs once for the row.
-my ($lossy_sfn, $lossy_sfn_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--lose-start-execution', 1);
-sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$lossy_sfn_port'");
-$node->restart;
+my ($lossy_sfn, $lossy_stats) = sfn_through_proxy('--lose-start-execution', 1);
 put_csv('lost.csv', "word\nonce\n");
 $id = submit(qq({"csv_s3_uri": "s3://agents-http/lost.csv",
   "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
   "output_mapping": {"columns": [{"name": "answer", "source": "\$.word"}]},
   "execution_config": {"retry_policy": {"interval_seconds": 0.1}}}));
 is(wait_for($id), 'succeeded', 'a batch whose StartExecution answer is lost succeeds');
-my $lossy = decode_json($http->get("http://127.0.0.1:$lossy_sfn_port/_proxy_stats")->{content});
+my $lossy = $lossy_stats->();
 is($lossy->{lost}{StartExecution}, 1, 'the answer to its first StartExecution was lost');
 is($lossy->{requests}{StartExecution}, 2, 'so StartExecution was sent again');
 is(join(',', sort keys %{ executions('echo_agent', $id) }), call($id, 1, 1),
