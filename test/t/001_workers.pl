@@ -149,8 +149,6 @@ $node->safe_psql('plain',
 $node->safe_psql('plain', q{COMMIT PREPARED 'other_extension'});
 is($node->safe_psql('plain', "SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"),
 	'1', 'creating another extension can still be prepared and committed');
-is($node->safe_psql('postgres', workers_in('plain')), '0',
-	'and starts no worker');
 
 # SIGHUP: the worker rereads the configuration at once.
 $node->append_conf('postgresql.conf', 'log_min_messages = debug1');

@@ -355,6 +355,7 @@ $id = submit(qq({"csv_s3_uri": "s3://agents-http/held.csv",
 $deadline = time() + 30;
 sleep(0.1) while time() < $deadline && ($http_stats->()->{requests}{StartExecution} // 0) < 2;
 is($http_stats->()->{requests}{StartExecution}, 2, 'both rows\' StartExecution calls are held');
+is($http_stats->()->{forwarded}{StartExecution} // 0, 0, 'and neither has reached Step Functions yet');
 is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'the batch is cancelled before they are answered');
 is(wait_for($id), 'cancelled', 'and ends cancelled');
 $deadline = time() + 30;
