@@ -134,6 +134,6 @@ extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
 
 /* runner.c */
-extern bool batchproc_run_batches(void);
+extern bool batchproc_run_batches(int slotno);
 
 #endif							/* BATCHPROC_BATCH_H */

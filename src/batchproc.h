@@ -79,7 +79,6 @@ extern int	batchproc_max_databases;
 
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
-extern void batchproc_running(int64 batch_id);
 
 /* copy_s3.c */
 extern void batchproc_install_copy_hook(void);

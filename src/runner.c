@@ -335,25 +335,27 @@ run_step(Step *step, MemoryContext cxt)
 }
 
 /*
- * Run the batches of this database until none is left to run.  Returns
- * true if there was anything to do.
+ * Run the batches of this database until none is left to run, saying in
+ * the worker's slot which one runs (batchproc_retry_failed looks there).
+ * Returns true if there was anything to do.
  */
 bool
-batchproc_run_batches(void)
+batchproc_run_batches(int slotno)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc runner",
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext step_cxt = AllocSetContextCreate(cxt, "batchproc step",
 												   ALLOCSET_DEFAULT_SIZES);
 	bool		did_something = false;
+	bool		cancelled = false;
 	Step		step;
 
 	MemoryContextSwitchTo(cxt);
-	while (next_step(&step, cxt))
+	while (!cancelled && next_step(&step, cxt))
 	{
 		did_something = true;
 		MemoryContextReset(step_cxt);
-		batchproc_running(step.id);
+		batchproc_worker_running(slotno, step.id);
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(step_cxt);
@@ -374,16 +376,19 @@ batchproc_run_batches(void)
 								step.id)));
 				/* The latch the cancel set is spent: look again at once. */
 				SetLatch(MyLatch);
-				break;
+				cancelled = true;
 			}
-			ereport(LOG,
-					(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", step.id, edata->message)));
-			finish(step.id, "failed",
-				   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
-				   cxt);
+			else
+			{
+				ereport(LOG,
+						(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", step.id, edata->message)));
+				finish(step.id, "failed",
+					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
+					   cxt);
+			}
 		}
 		PG_END_TRY();
-		batchproc_running(0);
+		batchproc_worker_running(slotno, 0);
 		MemoryContextSwitchTo(cxt);
 		CHECK_FOR_INTERRUPTS();
 	}

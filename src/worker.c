@@ -46,13 +46,6 @@ worker_on_exit(int code, Datum arg)
 	batchproc_worker_detach(my_slot, extension_absent);
 }
 
-/* Tell others (batchproc_retry_failed) which batch we run, 0 for none. */
-void
-batchproc_running(int64 batch_id)
-{
-	batchproc_worker_running(my_slot, batch_id);
-}
-
 static bool
 extension_installed(void)
 {
@@ -126,7 +119,7 @@ batchproc_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
-		if (batchproc_run_batches())
+		if (batchproc_run_batches(my_slot))
 		{
 #ifdef __GLIBC__
 			/* Idle from here on: what the batches freed goes back. */
