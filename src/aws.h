@@ -82,6 +82,5 @@ extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsServi
 
 /* credentials.c */
 extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);
-extern void batchproc_aws_forget_credentials(void);
 
 #endif							/* BATCHPROC_AWS_H */

@@ -3,7 +3,8 @@
  * credentials.c
  *	  The AWS credentials chain.
  *
- * Sources in the order DESIGN.md gives; the first that yields a key wins:
+ * Sources in the order the AWS SDKs look at them (and the README lists);
+ * the first that yields a key wins:
  *
  *	1. the batchproc.aws_* settings;
  *	2. the server's environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -1362,8 +1363,7 @@ temporary_credentials(List *looked)
 
 /*
  * The credentials to sign with.  The result and its strings stay valid
- * until the next call or batchproc_aws_forget_credentials(); they are
- * replaced only when the credentials change.
+ * until the next call; they are replaced only when the credentials change.
  */
 const BatchprocAwsCredentials *
 batchproc_aws_credentials(void)
@@ -1403,17 +1403,6 @@ batchproc_aws_credentials(void)
 	}
 	PG_END_TRY();
 	return result;
-}
-
-/*
- * Drop the cached credentials, e.g. after a service rejected them as
- * expired, so that the next call fetches new ones.
- */
-void
-batchproc_aws_forget_credentials(void)
-{
-	forget_current();
-	last_failed_refresh = 0;
 }
 
 /*

@@ -87,7 +87,6 @@ struct BatchprocS3Reader
 	int64		received;
 	int64		total;			/* -1 until known */
 	char	   *etag;
-	int64		resumes;
 	int			failures_without_progress;
 	bool		at_end;
 };
@@ -523,17 +522,10 @@ batchproc_s3_read(BatchprocS3Reader *r, char *buf, size_t minread, size_t maxrea
 					 errdetail("%d attempts to resume the download failed; the last one: %s.",
 							   r->failures_without_progress,
 							   resp->error[0] ? resp->error : "the response ended early")));
-		r->resumes++;
 		batchproc_http_sleep(batchproc_aws_backoff_ms(r->failures_without_progress + 1,
 													  false, NULL));
 		start_download(r);
 	}
-}
-
-int64
-batchproc_s3_reader_resumes(BatchprocS3Reader *r)
-{
-	return r->resumes;
 }
 
 /* Uploads */

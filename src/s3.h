@@ -25,7 +25,6 @@ extern const char *batchproc_s3_parse_uri(const char *uri, char **bucket, char *
 extern BatchprocS3Reader *batchproc_s3_open_read(const char *bucket, const char *key);
 extern size_t batchproc_s3_read(BatchprocS3Reader *reader, char *buf,
 								 size_t minread, size_t maxread);
-extern int64 batchproc_s3_reader_resumes(BatchprocS3Reader *reader);
 
 /*
  * Uploads: bytes written are buffered up to one part.  Finishing makes the
