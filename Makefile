@@ -33,8 +33,11 @@ OBJS = \
 # regression tests) can be mistaken for it.
 DATA = $(wildcard extension/$(EXTENSION)--*.sql)
 
+# The one list of regression tests, for `make installcheck` and test/run
+# alike.  sql/001_extension.sql creates the extension itself: that is the
+# first thing it checks.
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
-REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+REGRESS_OPTS = --inputdir=.
 
 # -Wno-unused-parameter: PostgreSQL's own headers and callback signatures
 # have parameters that a given implementation does not use.
