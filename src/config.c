@@ -4,8 +4,8 @@
  *	  The batch configuration: validation and normalisation at submit time,
  *	  and compilation into the C structures the worker runs from.
  *
- * batchproc_config_validate() walks a user's config (the seed's schema plus
- * output_s3_uri) in one fixed order: at each object, first any key that
+ * batchproc_config_validate() walks a user's config (the schema of the
+ * Batch Processor Tool's specification plus output_s3_uri) in one fixed order: at each object, first any key that
  * does not belong there, then the known keys in schema order.  The first
  * fault is an ERROR whose primary message is "<json path>: <problem>", so
  * the same config always draws the same message.  While it walks, it builds
@@ -50,7 +50,7 @@
 
 PG_FUNCTION_INFO_V1(batchproc_validate_config);
 
-/* The seed's limit on the columns of an output file. */
+/* The specification's limit on the columns of an output file. */
 #define MAX_OUTPUT_COLUMNS	1000
 
 /*

@@ -4,8 +4,8 @@
  *	  The batch configuration: validation at submit time, and the compiled
  *	  form the worker runs from.
  *
- * batchproc_config_validate() checks a user's config (the seed's schema plus
- * output_s3_uri) all at once and returns it normalised: every default
+ * batchproc_config_validate() checks a user's config (the schema of the
+ * Batch Processor Tool's specification, plus output_s3_uri) all at once and returns it normalised: every default
  * filled in, so that what batches.config stores is exactly what runs.
  * Every fault is an ERROR whose message starts with the JSON path of the
  * fault, e.g.

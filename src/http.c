@@ -38,7 +38,7 @@
 
 #include "http.h"
 
-/* We rely on curl_multi_poll-era behaviour and CURLOPT_PROTOCOLS_STR. */
+/* CURLOPT_PROTOCOLS_STR came in libcurl 7.85.0. */
 _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is required");
 
 #define MAX_WATCHED_SOCKETS 1024

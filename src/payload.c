@@ -11,7 +11,7 @@
  * of that name; "{{" and "}}" are literal braces) and jsonpath (a column holding JSON, and a path into it,
  * evaluated by PostgreSQL's jsonpath).
  *
- * Envelopes, as the seed gives them:
+ * Envelopes, as the Batch Processor Tool's specification gives them:
  *   tool:  {"name": <tool>, "input": {...}, "id": <call name>}
  *   agent and http:
  *          {"batchContext": {"executionId": "batch-<id>", "rowId": "<row>",

@@ -318,7 +318,7 @@ flush_sql(const BatchprocBatch *batch)
 
 /*
  * Write a group of finished rows, in the caller's transaction (SPI
- * connected).  Returns how many rows were written.
+ * connected).
  */
 void
 batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, int n,
@@ -369,7 +369,7 @@ batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, i
 	for (int a = 0; a < nargs; a++)
 		argtypes[a] = TEXTARRAYOID;
 	argtypes[0] = argtypes[3] = INT8ARRAYOID;
-	argtypes[4] = 1185;			/* timestamptz[] */
+	argtypes[4] = TIMESTAMPTZARRAYOID;
 	argtypes[5] = INT4ARRAYOID;
 	argtypes[nargs - 1] = INT4OID;
 	args[nargs - 1] = Int32GetDatum(in_flight);
