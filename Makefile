@@ -3,31 +3,31 @@
 EXTENSION = batchproc
 MODULE_big = batchproc
 OBJS = \
-	src/answer.o \
 	src/api.o \
-	src/aws.o \
-	src/aws_request.o \
 	src/batchproc.o \
 	src/config.o \
 	src/copy_s3.o \
-	src/credentials.o \
-	src/dispatch.o \
-	src/export.o \
 	src/hooks.o \
-	src/http.o \
-	src/import.o \
 	src/launcher.o \
-	src/payload.o \
-	src/results.o \
-	src/runner.o \
-	src/s3.o \
-	src/sigv4.o \
-	src/target_agent.o \
-	src/target_http.o \
-	src/target_tool.o \
-	src/targets.o \
-	src/txn.o \
-	src/worker.o
+	src/worker.o \
+	src/aws/aws.o \
+	src/aws/aws_request.o \
+	src/aws/credentials.o \
+	src/aws/http.o \
+	src/aws/s3.o \
+	src/aws/sigv4.o \
+	src/batch/answer.o \
+	src/batch/dispatch.o \
+	src/batch/export.o \
+	src/batch/import.o \
+	src/batch/payload.o \
+	src/batch/results.o \
+	src/batch/runner.o \
+	src/batch/target_agent.o \
+	src/batch/target_http.o \
+	src/batch/target_tool.o \
+	src/batch/targets.o \
+	src/batch/txn.o
 
 # The install script lives in extension/ so that nothing in sql/ (the
 # regression tests) can be mistaken for it.
@@ -50,4 +50,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies; every object depends on every header.
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/aws/*.h src/batch/*.h)

@@ -30,9 +30,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 #include "batchproc.h"
-#include "targets.h"
+#include "batch/targets.h"
 
 PG_FUNCTION_INFO_V1(batchproc_submit);
 PG_FUNCTION_INFO_V1(batchproc_wait);

@@ -22,9 +22,9 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
-#include "aws.h"
+#include "aws/aws.h"
 #include "batchproc.h"
-#include "targets.h"
+#include "batch/targets.h"
 
 PG_MODULE_MAGIC;
 

@@ -46,7 +46,7 @@
 
 #include "batchproc.h"
 #include "config.h"
-#include "s3.h"
+#include "aws/s3.h"
 
 PG_FUNCTION_INFO_V1(batchproc_validate_config);
 

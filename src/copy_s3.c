@@ -52,7 +52,7 @@
 #include "utils/rls.h"
 
 #include "batchproc.h"
-#include "s3.h"
+#include "aws/s3.h"
 
 #define GZIP_CHUNK (256 * 1024)
 

@@ -34,7 +34,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 #include "batchproc.h"
 
 static int	my_slot = -1;

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * sigv4_test.c
- *	  Checks src/sigv4.c against AWS's published Signature Version 4 vectors.
+ *	  Checks src/aws/sigv4.c against AWS's published Signature Version 4 vectors.
  *
  * Usage: sigv4_test DIR...
  *
@@ -35,7 +35,7 @@
 #include <sys/stat.h>
 
 #include "lib/stringinfo.h"
-#include "sigv4.h"
+#include "aws/sigv4.h"
 
 /* Credentials and scope of AWS's SigV4 test suite */
 #define SUITE_ACCESS_KEY "AKIDEXAMPLE"

@@ -8,7 +8,7 @@
  * none is ever held across a network wait.
  *
  * IDENTIFICATION
- *	  src/txn.c
+ *	  src/batch/txn.c
  *
  *-------------------------------------------------------------------------
  */
@@ -20,7 +20,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 
 /* Begin one unit of work; see the header. */
 void

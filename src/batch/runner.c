@@ -21,7 +21,7 @@
  * with the batch id and wakes every batchproc_wait().
  *
  * IDENTIFICATION
- *	  src/runner.c
+ *	  src/batch/runner.c
  *
  *-------------------------------------------------------------------------
  */
@@ -41,10 +41,10 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 #include "batchproc.h"
-#include "s3.h"
-#include "targets.h"
+#include "aws/s3.h"
+#include "batch/targets.h"
 
 typedef struct Step
 {

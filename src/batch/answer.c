@@ -10,7 +10,7 @@
  * ones unwrapped to the result the output paths read.
  *
  * IDENTIFICATION
- *	  src/answer.c
+ *	  src/batch/answer.c
  *
  *-------------------------------------------------------------------------
  */
@@ -23,9 +23,9 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-#include "aws.h"
+#include "aws/aws.h"
 #include "batchproc.h"
-#include "targets.h"
+#include "batch/targets.h"
 
 /*
  * Errors that say something about the data a function was given: bad

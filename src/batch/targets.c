@@ -5,14 +5,14 @@
  *	  kind of target (target_tool.c, target_agent.c, target_http.c).
  *
  * IDENTIFICATION
- *	  src/targets.c
+ *	  src/batch/targets.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "batch.h"
-#include "targets.h"
+#include "batch/batch.h"
+#include "batch/targets.h"
 
 /*
  * The name of one call: batchproc-<batch>-<token>-<row>-<attempt>.  The

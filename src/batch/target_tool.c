@@ -11,15 +11,15 @@
  * content; any other answer is the result as it stands.
  *
  * IDENTIFICATION
- *	  src/target_tool.c
+ *	  src/batch/target_tool.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "aws.h"
-#include "sigv4.h"
-#include "targets.h"
+#include "aws/aws.h"
+#include "aws/sigv4.h"
+#include "batch/targets.h"
 
 BatchprocHttpRequest *
 batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms)

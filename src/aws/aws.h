@@ -4,7 +4,7 @@
  *	  AWS settings, endpoints, credentials and the standard retry policy.
  *
  * IDENTIFICATION
- *	  src/aws.h
+ *	  src/aws/aws.h
  *
  *-------------------------------------------------------------------------
  */

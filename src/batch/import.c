@@ -16,7 +16,7 @@
  * seen half-filled.
  *
  * IDENTIFICATION
- *	  src/import.c
+ *	  src/batch/import.c
  *
  *-------------------------------------------------------------------------
  */
@@ -36,8 +36,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-#include "batch.h"
-#include "s3.h"
+#include "batch/batch.h"
+#include "aws/s3.h"
 
 #define IMPORT_CHUNK (256 * 1024)
 

@@ -18,7 +18,7 @@
  * and reported by the caller, never thrown from the callback.
  *
  * IDENTIFICATION
- *	  src/http.c
+ *	  src/aws/http.c
  *
  *-------------------------------------------------------------------------
  */
@@ -36,7 +36,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "http.h"
+#include "aws/http.h"
 
 /* CURLOPT_PROTOCOLS_STR came in libcurl 7.85.0. */
 _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is required");

@@ -38,7 +38,7 @@
  * away when the lookup ends, by error or not.
  *
  * IDENTIFICATION
- *	  src/credentials.c
+ *	  src/aws/credentials.c
  *
  *-------------------------------------------------------------------------
  */
@@ -72,8 +72,8 @@
 #undef json_object
 #include <jansson.h>
 
-#include "aws.h"
-#include "http.h"
+#include "aws/aws.h"
+#include "aws/http.h"
 
 PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 

@@ -9,7 +9,7 @@
  * allocating with palloc in both.
  *
  * IDENTIFICATION
- *	  src/sigv4.h
+ *	  src/aws/sigv4.h
  *
  *-------------------------------------------------------------------------
  */

@@ -5,7 +5,7 @@
  *	  multipart when they outgrow one part.
  *
  * IDENTIFICATION
- *	  src/s3.h
+ *	  src/aws/s3.h
  *
  *-------------------------------------------------------------------------
  */

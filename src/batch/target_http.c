@@ -9,7 +9,7 @@
  * cannot turn the server into a client of arbitrary addresses.
  *
  * IDENTIFICATION
- *	  src/target_http.c
+ *	  src/batch/target_http.c
  *
  *-------------------------------------------------------------------------
  */
@@ -18,7 +18,7 @@
 #include "utils/jsonb.h"
 #include "utils/varlena.h"
 
-#include "targets.h"
+#include "batch/targets.h"
 
 char	   *batchproc_allowed_http_targets = NULL;
 

@@ -10,7 +10,7 @@
  * upload does the work, and an upload that fails leaves no object.
  *
  * IDENTIFICATION
- *	  src/export.c
+ *	  src/batch/export.c
  *
  *-------------------------------------------------------------------------
  */
@@ -20,7 +20,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 
 void
 batchproc_export(BatchprocBatch *batch)

@@ -23,7 +23,7 @@
  * next timer of any slot.
  *
  * IDENTIFICATION
- *	  src/dispatch.c
+ *	  src/batch/dispatch.c
  *
  *-------------------------------------------------------------------------
  */
@@ -43,8 +43,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "batch.h"
-#include "targets.h"
+#include "batch/batch.h"
+#include "batch/targets.h"
 
 /* A group of finished rows is written at this size, or after this long. */
 #define FLUSH_ROWS			500

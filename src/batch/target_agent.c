@@ -13,7 +13,7 @@
  * agent's envelope {"result", "data", "metadata"} is unwrapped to data.
  *
  * IDENTIFICATION
- *	  src/target_agent.c
+ *	  src/batch/target_agent.c
  *
  *-------------------------------------------------------------------------
  */
@@ -22,8 +22,8 @@
 #include "lib/stringinfo.h"
 #include "utils/json.h"
 
-#include "aws.h"
-#include "targets.h"
+#include "aws/aws.h"
+#include "batch/targets.h"
 
 static BatchprocHttpRequest *
 sfn_request(BatchprocAwsService service, const char *operation, const char *body,

@@ -15,7 +15,7 @@
  * an ERROR anywhere cleans up with the context.
  *
  * IDENTIFICATION
- *	  src/http.h
+ *	  src/aws/http.h
  *
  *-------------------------------------------------------------------------
  */

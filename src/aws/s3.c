@@ -25,7 +25,7 @@
  * credential.
  *
  * IDENTIFICATION
- *	  src/s3.c
+ *	  src/aws/s3.c
  *
  *-------------------------------------------------------------------------
  */
@@ -38,10 +38,10 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "aws.h"
-#include "http.h"
-#include "s3.h"
-#include "sigv4.h"
+#include "aws/aws.h"
+#include "aws/http.h"
+#include "aws/s3.h"
+#include "aws/sigv4.h"
 
 /* S3's small answers (errors, upload ids) never come near this. */
 #define S3_SMALL_BODY_LIMIT		(1024 * 1024)

@@ -5,7 +5,7 @@
  *	  targets, results and export share.
  *
  * IDENTIFICATION
- *	  src/batch.h
+ *	  src/batch/batch.h
  *
  *-------------------------------------------------------------------------
  */
@@ -16,7 +16,7 @@
 #include "utils/jsonb.h"
 
 #include "config.h"
-#include "http.h"
+#include "aws/http.h"
 
 /* A target resolved at submit time, as batches.target stores it. */
 typedef struct BatchprocTarget

@@ -14,7 +14,7 @@
  * results, whatever a crash replays.
  *
  * IDENTIFICATION
- *	  src/results.c
+ *	  src/batch/results.c
  *
  *-------------------------------------------------------------------------
  */
@@ -33,9 +33,9 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "batch.h"
+#include "batch/batch.h"
 #include "batchproc.h"
-#include "targets.h"
+#include "batch/targets.h"
 
 static const char *const metadata_columns[] = {
 	"_execution_id", "_status", "_error_message", "_execution_time_ms",

@@ -9,7 +9,7 @@
  * because its addressing and signing rules differ.
  *
  * IDENTIFICATION
- *	  src/aws_request.c
+ *	  src/aws/aws_request.c
  *
  *-------------------------------------------------------------------------
  */
@@ -17,9 +17,9 @@
 
 #include <time.h>
 
-#include "aws.h"
-#include "http.h"
-#include "sigv4.h"
+#include "aws/aws.h"
+#include "aws/http.h"
+#include "aws/sigv4.h"
 
 /*
  * A signed request to an AWS JSON API (Lambda, Step Functions), with the

@@ -17,7 +17,7 @@
  * the standard mode's retry quota.
  *
  * IDENTIFICATION
- *	  src/aws.c
+ *	  src/aws/aws.c
  *
  *-------------------------------------------------------------------------
  */
@@ -29,7 +29,7 @@
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
 
-#include "aws.h"
+#include "aws/aws.h"
 
 char	   *batchproc_aws_access_key_id = NULL;
 char	   *batchproc_aws_secret_access_key = NULL;

@@ -18,7 +18,7 @@
  *                            "totalRows": <n>}, "input": {...}}
  *
  * IDENTIFICATION
- *	  src/payload.c
+ *	  src/batch/payload.c
  *
  *-------------------------------------------------------------------------
  */
@@ -30,8 +30,8 @@
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
 
-#include "batch.h"
-#include "targets.h"
+#include "batch/batch.h"
+#include "batch/targets.h"
 
 static const char *
 column_value(List *colnames, char **values, const char *column)

@@ -4,14 +4,14 @@
  *	  Between targets.c and the files of each kind of target.
  *
  * IDENTIFICATION
- *	  src/targets.h
+ *	  src/batch/targets.h
  *
  *-------------------------------------------------------------------------
  */
 #ifndef BATCHPROC_TARGETS_H
 #define BATCHPROC_TARGETS_H
 
-#include "batch.h"
+#include "batch/batch.h"
 
 /* Responses from targets are capped: Lambda's own limit is 6 MB. */
 #define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)

@@ -17,7 +17,7 @@
  * look like a canonicalisation bug.
  *
  * IDENTIFICATION
- *	  src/sigv4.c
+ *	  src/aws/sigv4.c
  *
  *-------------------------------------------------------------------------
  */
@@ -31,7 +31,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "sigv4.h"
+#include "aws/sigv4.h"
 
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define SHA256_LEN 32
