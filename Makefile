@@ -5,11 +5,16 @@ MODULE_big = batchproc
 OBJS = \
 	src/api.o \
 	src/batchproc.o \
-	src/config.o \
 	src/copy_s3.o \
 	src/hooks.o \
 	src/launcher.o \
+	src/soft.o \
 	src/worker.o \
+	src/config/compile.o \
+	src/config/number_format.o \
+	src/config/template.o \
+	src/config/validate.o \
+	src/config/walk.o \
 	src/aws/aws.o \
 	src/aws/aws_request.o \
 	src/aws/credentials.o \
@@ -50,4 +55,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies; every object depends on every header.
-$(OBJS): $(wildcard src/*.h src/aws/*.h src/batch/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h)

@@ -1,11 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * api.c
- *	  SQL-callable functions that users call to queue and manage batches.
+ *	  Every SQL-callable function of the extension.
  *
- * These run in the user's own backend and transaction.  They only read and
- * write the catalog tables; the work itself is done by the database's
- * worker, which is woken when the calling transaction commits.
+ * Users queue and manage batches (submit, wait, cancel, retry_failed),
+ * check a config (validate_config), see which AWS credentials the server
+ * would sign with (aws_credentials), and the export formats numbers
+ * (format_number).  These run in the user's own backend and transaction.
+ * They only read and write the catalog tables; the work itself is done by
+ * the database's worker, which is woken when the calling transaction
+ * commits.
  *
  * IDENTIFICATION
  *	  src/api.c
@@ -19,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
@@ -30,14 +35,19 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "batch/batch.h"
-#include "batchproc.h"
+#include "aws/aws.h"
 #include "batch/targets.h"
+#include "batchproc.h"
+#include "config/config.h"
+#include "soft.h"
 
 PG_FUNCTION_INFO_V1(batchproc_submit);
 PG_FUNCTION_INFO_V1(batchproc_wait);
 PG_FUNCTION_INFO_V1(batchproc_cancel);
 PG_FUNCTION_INFO_V1(batchproc_retry_failed);
+PG_FUNCTION_INFO_V1(batchproc_validate_config);
+PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
+PG_FUNCTION_INFO_V1(batchproc_format_number);
 
 /* Batches queued by the current transaction, which no worker sees yet. */
 static List *submitted_here = NIL;
@@ -531,4 +541,52 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	batchproc_wake_worker_at_commit();
 	PG_RETURN_INT64(rows);
+}
+
+/*
+ * batchproc.validate_config(config jsonb) RETURNS jsonb
+ *
+ * The normalised config, or the error batchproc_submit would raise: lets a
+ * user check a config, and see its defaults, without queueing anything.
+ */
+Datum
+batchproc_validate_config(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(batchproc_config_validate(PG_GETARG_JSONB_P(0)));
+}
+
+/*
+ * batchproc.aws_credentials(): where the credentials come from, the key id
+ * and when they expire.  Never the secret.
+ */
+Datum
+batchproc_aws_credentials_info(PG_FUNCTION_ARGS)
+{
+	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	values[0] = CStringGetTextDatum(creds->source);
+	values[1] = CStringGetTextDatum(creds->access_key_id);
+	if (creds->expires_at != 0)
+		values[2] = TimestampTzGetDatum(creds->expires_at);
+	else
+		nulls[2] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * batchproc.format_number(value numeric, format text): a number as the
+ * output column's printf-style format shows it in the exported CSV.
+ * Anyone may call it: the format is checked before it reaches snprintf.
+ */
+Datum
+batchproc_format_number(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(batchproc_apply_number_format(PG_GETARG_NUMERIC(0),
+																   text_to_cstring(PG_GETARG_TEXT_PP(1)))));
 }

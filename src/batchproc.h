@@ -83,9 +83,6 @@ extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
 /* copy_s3.c */
 extern void batchproc_install_copy_hook(void);
 
-/* answer.c */
-extern bool batchproc_soft_call(void (*fn) (void *arg), void *arg, char **error);
-
 /* hooks.c */
 extern void batchproc_install_hooks(void);
 extern void batchproc_wake_worker_at_commit(void);

@@ -75,7 +75,6 @@
 #include "aws/aws.h"
 #include "aws/http.h"
 
-PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 
 /*
  * Fetch temporary credentials again when less than this remains.  The
@@ -1403,28 +1402,4 @@ batchproc_aws_credentials(void)
 	}
 	PG_END_TRY();
 	return result;
-}
-
-/*
- * batchproc.aws_credentials(): where the credentials come from, the key id
- * and when they expire.  Never the secret.
- */
-Datum
-batchproc_aws_credentials_info(PG_FUNCTION_ARGS)
-{
-	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
-	TupleDesc	tupdesc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
-	values[0] = CStringGetTextDatum(creds->source);
-	values[1] = CStringGetTextDatum(creds->access_key_id);
-	if (creds->expires_at != 0)
-		values[2] = TimestampTzGetDatum(creds->expires_at);
-	else
-		nulls[2] = true;
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

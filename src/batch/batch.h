@@ -15,7 +15,7 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
-#include "config.h"
+#include "config/config.h"
 #include "aws/http.h"
 
 /* A target resolved at submit time, as batches.target stores it. */
@@ -82,11 +82,6 @@ extern void batchproc_target_outcome(const BatchprocTarget *target,
 									 const char *call_name,
 									 BatchprocHttpResponse *resp,
 									 BatchprocCallOutcome *out);
-extern BatchprocHttpRequest *batchproc_agent_describe_request(const char *execution_arn,
-															  long timeout_ms);
-extern void batchproc_agent_describe_outcome(BatchprocHttpResponse *resp,
-											 BatchprocCallOutcome *out);
-extern BatchprocHttpRequest *batchproc_agent_stop_request(const char *execution_arn);
 
 /* payload.c: a row's input object and its envelope */
 extern char *batchproc_row_input(const BatchprocBatch *batch, List *colnames,

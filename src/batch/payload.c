@@ -32,6 +32,7 @@
 
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "soft.h"
 
 static const char *
 column_value(List *colnames, char **values, const char *column)

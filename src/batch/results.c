@@ -34,8 +34,8 @@
 #include "utils/timestamp.h"
 
 #include "batch/batch.h"
-#include "batchproc.h"
 #include "batch/targets.h"
+#include "soft.h"
 
 static const char *const metadata_columns[] = {
 	"_execution_id", "_status", "_error_message", "_execution_time_ms",
@@ -377,36 +377,4 @@ batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, i
 	ret = SPI_execute_with_args(flush_sql(batch), nargs, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not write batch results: SPI_execute_with_args returned %d", ret);
-}
-
-/*
- * batchproc.format_number(value numeric, format text): a number as the
- * output column's printf-style format shows it in the exported CSV.
- */
-PG_FUNCTION_INFO_V1(batchproc_format_number);
-
-Datum
-batchproc_format_number(PG_FUNCTION_ARGS)
-{
-	Numeric		value = PG_GETARG_NUMERIC(0);
-	char	   *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	const char *problem = batchproc_check_number_format(format);
-	double		d;
-	size_t		size;
-	char	   *buf;
-
-	/* Anyone may call this: the format must never reach snprintf unchecked. */
-	if (problem)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid number format \"%s\"", format),
-				 errdetail("%s.", problem),
-				 errhint("Use one printf conversion for a number, such as \"%%.2f\".")));
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(value)));
-	/* Width and precision are two digits at most: a double fits in 512. */
-	size = strlen(format) + 512;
-	buf = palloc(size);
-
-	snprintf(buf, size, format, d);
-	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }

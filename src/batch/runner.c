@@ -41,10 +41,11 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "batch/batch.h"
-#include "batchproc.h"
 #include "aws/s3.h"
+#include "batch/batch.h"
 #include "batch/targets.h"
+#include "batchproc.h"
+#include "soft.h"
 
 typedef struct Step
 {

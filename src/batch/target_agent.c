@@ -24,6 +24,7 @@
 
 #include "aws/aws.h"
 #include "batch/targets.h"
+#include "soft.h"
 
 static BatchprocHttpRequest *
 sfn_request(BatchprocAwsService service, const char *operation, const char *body,

@@ -19,6 +19,7 @@
 #include "utils/varlena.h"
 
 #include "batch/targets.h"
+#include "soft.h"
 
 char	   *batchproc_allowed_http_targets = NULL;
 

@@ -20,6 +20,7 @@
 #include "aws/aws.h"
 #include "aws/sigv4.h"
 #include "batch/targets.h"
+#include "soft.h"
 
 BatchprocHttpRequest *
 batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms)

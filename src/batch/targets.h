@@ -17,10 +17,6 @@
 #define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)
 
 /* answer.c */
-extern Jsonb *batchproc_parse_json_soft(const char *text, char **error);
-extern JsonbValue *batchproc_jsonb_key(Jsonb *jb, const char *key);
-extern char *batchproc_jsonb_string(Jsonb *jb, const char *key);
-extern Jsonb *batchproc_jsonb_member(Jsonb *jb, const char *key);
 extern void batchproc_classify_failure(BatchprocHttpResponse *resp, const char *what,
 									   BatchprocCallOutcome *out);
 extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,
@@ -32,6 +28,11 @@ extern BatchprocHttpRequest *batchproc_tool_request(const BatchprocTarget *targe
 extern void batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out);
 
 /* target_agent.c */
+extern BatchprocHttpRequest *batchproc_agent_describe_request(const char *execution_arn,
+															  long timeout_ms);
+extern void batchproc_agent_describe_outcome(BatchprocHttpResponse *resp,
+											 BatchprocCallOutcome *out);
+extern BatchprocHttpRequest *batchproc_agent_stop_request(const char *execution_arn);
 extern BatchprocHttpRequest *batchproc_agent_start_request(const BatchprocTarget *target,
 														   const char *payload,
 														   const char *call_name,

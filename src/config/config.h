@@ -4,19 +4,20 @@
  *	  The batch configuration: validation at submit time, and the compiled
  *	  form the worker runs from.
  *
- * batchproc_config_validate() checks a user's config (the schema of the
- * Batch Processor Tool's specification, plus output_s3_uri) all at once and returns it normalised: every default
- * filled in, so that what batches.config stores is exactly what runs.
+ * batchproc_config_validate() (validate.c) checks a user's config (the
+ * schema of the Batch Processor Tool's specification, plus output_s3_uri)
+ * all at once and returns it normalised: every default filled in, so that
+ * what batches.config stores is exactly what runs.
  * Every fault is an ERROR whose message starts with the JSON path of the
  * fault, e.g.
  *   execution_config.retry_policy.backoff_rate: must be a number greater than 0
  *   output_mapping.columns[1].type: unknown type "colour"; expected string, number or json_string
  *
- * batchproc_config_compile() turns a normalised config into C structures,
- * in CurrentMemoryContext, without re-validating.
+ * batchproc_config_compile() (compile.c) turns a normalised config into C
+ * structures, in CurrentMemoryContext, without re-validating.
  *
  * IDENTIFICATION
- *	  src/config.h
+ *	  src/config/config.h
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +28,7 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
+#include "utils/numeric.h"
 
 typedef enum BatchprocTargetType
 {
@@ -120,27 +122,36 @@ typedef struct BatchprocConfig
 	bool		enable_xray;	/* default false; accepted, has no effect */
 } BatchprocConfig;
 
-/* Validate and normalise; ERROR naming the JSON path of the first fault. */
+/*
+ * validate.c: validate and normalise, with an ERROR naming the JSON path
+ * of the first fault.
+ */
 extern Jsonb *batchproc_config_validate(Jsonb *config);
 
-/* The compiled form of a normalised config. */
-extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
-
 /*
- * NULL when fmt is one printf conversion for a double (as "%.2f"), else a
- * sentence saying what is wrong with it.
+ * compile.c: the compiled form of a normalised config, and the CSV columns
+ * it reads (char *), without duplicates.
  */
-extern char *batchproc_check_number_format(const char *fmt);
-
-/* The CSV columns a compiled config reads (char *), without duplicates. */
+extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
 extern List *batchproc_config_input_columns(const BatchprocConfig *config);
 
 /*
- * Append a template transformation's text to out: each "{name}" replaced
- * by values[i], the value of variable_columns[i], where variable_names[i]
- * is name (a NULL value counts as empty); "{{" and "}}" as single braces.
- * Never throws but for out of memory.
+ * number_format.c: NULL when fmt is one printf conversion for a double (as
+ * "%.2f"), else a sentence saying what is wrong with it; and a value as a
+ * format shows it (an ERROR for a format that check refuses).
  */
+extern char *batchproc_check_number_format(const char *fmt);
+extern char *batchproc_apply_number_format(Numeric value, const char *format);
+
+/*
+ * template.c: the distinct placeholder names of a template, in order of
+ * first use (an ERROR naming path for a malformed template); and a
+ * template transformation rendered onto out: each "{name}" replaced by
+ * values[i], the value of variable_columns[i], where variable_names[i] is
+ * name (a NULL value counts as empty); "{{" and "}}" as single braces.
+ * Rendering never throws but for out of memory.
+ */
+extern List *batchproc_template_placeholders(const char *tmpl, const char *path);
 extern void batchproc_config_render_template(StringInfo out,
 											 const BatchprocInputField *field,
 											 const char *const *values);

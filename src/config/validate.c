@@ -1,0 +1,877 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.c
+ *	  The batch configuration's validation and normalisation, at submit time.
+ *
+ * batchproc_config_validate() walks a user's config (the schema of the
+ * Batch Processor Tool's specification plus output_s3_uri) in one fixed order: at each object, first any key that
+ * does not belong there, then the known keys in schema order.  The first
+ * fault is an ERROR whose primary message is "<json path>: <problem>", so
+ * the same config always draws the same message.  While it walks, it builds
+ * the normalised document with the jsonb API: the same keys, with every
+ * default filled in, so that what batches.config stores is exactly what
+ * runs.  Validating a normalised config returns it unchanged.
+ *
+ * Compilation (config/compile.c) then trusts what this writes; templates
+ * are parsed by config/template.c, number formats checked by
+ * config/number_format.c, so that what is checked here is exactly what
+ * runs.
+ *
+ * IDENTIFICATION
+ *	  src/config/validate.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "aws/s3.h"
+#include "config/config.h"
+#include "config/walk.h"
+
+/* The specification's limit on the columns of an output file. */
+#define MAX_OUTPUT_COLUMNS	1000
+
+/*
+ * The keys each object may hold, in the order they are checked and listed
+ * in hints.
+ */
+static const char *const top_keys[] = {
+	"csv_s3_uri", "output_s3_uri", "target", "input_mapping",
+	"output_mapping", "execution_config", NULL
+};
+static const char *const target_keys[] = {"type", "name", "arn", NULL};
+static const char *const input_keys[] = {
+	"column_mappings", "static_values", "transformations", NULL
+};
+static const char *const transform_keys[] = {"type", "config", NULL};
+static const char *const concat_keys[] = {"columns", "separator", NULL};
+static const char *const template_keys[] = {"template", "variables", NULL};
+static const char *const jsonpath_keys[] = {"column", "path", NULL};
+static const char *const output_keys[] = {
+	"columns", "include_original", "add_metadata", NULL
+};
+static const char *const column_keys[] = {
+	"name", "source", "default", "type", "format", NULL
+};
+static const char *const exec_keys[] = {
+	"max_concurrency", "timeout_seconds", "retry_policy",
+	"continue_on_error", "debug", "log_level", "enable_xray", NULL
+};
+static const char *const retry_keys[] = {
+	"max_attempts", "backoff_rate", "interval_seconds", "max_delay_seconds",
+	NULL
+};
+
+/* Which section of input_mapping set an input field first. */
+typedef struct FieldClaim
+{
+	const char *field;
+	const char *section;		/* "input_mapping.column_mappings", ... */
+	const char *column;			/* the CSV column, for column_mappings */
+} FieldClaim;
+
+
+/* ---------- S3 URIs and the target ---------- */
+
+/* Check an S3 URI at key, copy it to the output, and return it. */
+static char *
+validate_s3_uri(JsonbContainer *root, const char *key, JsonbParseState **st)
+{
+	JsonbValue *v = batchproc_cfg_get_key(root, key);
+	char	   *uri;
+	char	   *bucket;
+	char	   *object;
+	const char *problem;
+
+	if (v == NULL)
+		return NULL;
+	uri = batchproc_cfg_require_string(v, key);
+	problem = batchproc_s3_parse_uri(uri, &bucket, &object);
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be an S3 URI such as s3://bucket/key.csv", key),
+				 errdetail("%s.", problem)));
+	batchproc_cfg_push_string(st, key, uri);
+	return uri;
+}
+
+/*
+ * An agent is a Step Functions state machine and a tool a Lambda function;
+ * the worker calls the service the type names, so an ARN of any other
+ * service (or resource) could never work.  The resource may carry a
+ * version or alias qualifier.
+ */
+static void
+check_arn(const char *arn, const char *type)
+{
+	bool		agent = (strcmp(type, "agent") == 0);
+	const char *service = agent ? "states" : "lambda";
+	const char *resource = agent ? "stateMachine" : "function";
+	const char *example = agent ?
+		"arn:aws:states:us-east-1:123456789012:stateMachine:name" :
+		"arn:aws:lambda:us-east-1:123456789012:function:name";
+	char	   *copy = pstrdup(arn);
+	char	   *parts[9];
+	int			n = 0;
+	bool		well_formed;
+
+	/* Split at every ':'; more than 8 parts is malformed for both. */
+	parts[n++] = copy;
+	for (char *p = copy; *p && n < (int) lengthof(parts); p++)
+	{
+		if (*p == ':')
+		{
+			*p = '\0';
+			parts[n++] = p + 1;
+		}
+	}
+
+	if (n < 3 || strcmp(parts[0], "arn") != 0 || parts[1][0] == '\0')
+		well_formed = false;
+	else if (strcmp(parts[2], service) != 0)
+	{
+		bool		swapped = (strcmp(parts[2], agent ? "lambda" : "states") == 0);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.arn: expected an ARN of service \"%s\" for a target of type \"%s\", not \"%s\"",
+						service, type, parts[2]),
+				 agent ?
+				 errdetail("An agent is a Step Functions state machine, as in %s.", example) :
+				 errdetail("A tool is a Lambda function, as in %s.", example),
+				 !swapped ? 0 : agent ?
+				 errhint("A Lambda function is a target of type \"tool\".") :
+				 errhint("A state machine is a target of type \"agent\".")));
+	}
+	else if (n < 7 || n > 8 ||
+			 parts[3][0] == '\0' || parts[4][0] == '\0' || parts[6][0] == '\0' ||
+			 (n == 8 && parts[7][0] == '\0'))
+		well_formed = false;
+	else if (strcmp(parts[5], resource) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.arn: expected a resource of type \"%s\" for a target of type \"%s\", not \"%s\"",
+						resource, type, parts[5]),
+				 errdetail("A target of type \"%s\" has an ARN such as %s.", type, example)));
+	else
+		well_formed = true;
+
+	if (!well_formed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.arn: must be an ARN such as %s", example),
+				 errdetail("An ARN has the form arn:partition:service:region:account:resource.")));
+}
+
+static void
+validate_target(JsonbContainer *root, JsonbParseState **st)
+{
+	JsonbContainer *obj;
+	JsonbValue *v;
+	char	   *type;
+	char	   *name = NULL;
+	char	   *arn = NULL;
+
+	if (batchproc_cfg_get_key(root, "target") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target: is required"),
+				 errhint("Name the agent or tool each row goes to, as in \"target\": {\"type\": \"agent\", \"name\": \"my_agent\"}.")));
+	obj = batchproc_cfg_get_object(root, "target", "target");
+	batchproc_cfg_check_keys(obj, "target", target_keys);
+
+	v = batchproc_cfg_get_key(obj, "type");
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.type: is required"),
+				 errhint("Use \"agent\" for a Step Functions state machine, \"tool\" for a Lambda function or \"http\" for a registered HTTP endpoint.")));
+	type = batchproc_cfg_require_string(v, "target.type");
+	if (strcmp(type, "agent") != 0 && strcmp(type, "tool") != 0 &&
+		strcmp(type, "http") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.type: unknown type \"%s\"; expected agent, tool or http", type),
+				 errhint("Use \"agent\" for a Step Functions state machine, \"tool\" for a Lambda function or \"http\" for a registered HTTP endpoint.")));
+
+	if ((v = batchproc_cfg_get_key(obj, "name")) != NULL)
+		name = batchproc_cfg_require_nonempty_string(v, "target.name");
+
+	if ((v = batchproc_cfg_get_key(obj, "arn")) != NULL)
+	{
+		arn = batchproc_cfg_require_string(v, "target.arn");
+		if (strcmp(type, "http") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("target.arn: is not allowed for a target of type \"http\""),
+					 errhint("An HTTP target is looked up by name in batchproc.targets; give only its name.")));
+		check_arn(arn, type);
+	}
+
+	if (name == NULL && strcmp(type, "http") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.name: is required for a target of type \"http\""),
+				 errhint("An HTTP target is looked up by name in batchproc.targets.")));
+	if (name == NULL && arn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target: must have a name or an arn"),
+				 errhint("Give the name of a target registered in batchproc.targets, or the ARN of the state machine or Lambda function.")));
+
+	batchproc_cfg_push_key(st, "target");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	batchproc_cfg_push_string(st, "type", type);
+	if (name)
+		batchproc_cfg_push_string(st, "name", name);
+	if (arn)
+		batchproc_cfg_push_string(st, "arn", arn);
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+
+/* ---------- input_mapping ---------- */
+
+/*
+ * Each input field gets its value from exactly one place; a second source
+ * would silently win or lose depending on the order the worker applies
+ * them in.
+ */
+static void
+claim_field(List **claims, const char *field, const char *path,
+			const char *section, const char *column)
+{
+	ListCell   *lc;
+	FieldClaim *claim;
+
+	foreach(lc, *claims)
+	{
+		FieldClaim *c = lfirst(lc);
+
+		if (strcmp(c->field, field) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: field \"%s\" is already set by %s",
+							path, field, c->section),
+					 c->column ?
+					 errdetail("CSV column \"%s\" is mapped to \"%s\".", c->column, field) : 0,
+					 errhint("Set each input field once: by a column mapping, a static value or a transformation.")));
+	}
+	claim = palloc(sizeof(FieldClaim));
+	claim->field = field;
+	claim->section = section;
+	claim->column = column;
+	*claims = lappend(*claims, claim);
+}
+/* concat: {columns: [...], separator: ""} */
+static void
+validate_concat(JsonbContainer *config, const char *cpath, JsonbParseState **st)
+{
+	char	   *path = psprintf("%s.columns", cpath);
+	JsonbValue *v = batchproc_cfg_get_key(config, "columns");
+	JsonbContainer *cols;
+	char	   *separator = "";
+	int			n;
+
+	if (v == NULL)
+		batchproc_cfg_report_required(path);
+	if (!batchproc_cfg_is_array(v) || JsonContainerSize(v->val.binary.data) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be a non-empty array of column names", path)));
+	cols = v->val.binary.data;
+	n = JsonContainerSize(cols);
+
+	batchproc_cfg_push_key(st, "columns");
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(cols, i);
+		JsonbValue	out;
+		char	   *column = batchproc_cfg_require_nonempty_string(e, batchproc_cfg_path_index(path, i));
+
+		out.type = jbvString;
+		out.val.string.val = column;
+		out.val.string.len = strlen(column);
+		pushJsonbValue(st, WJB_ELEM, &out);
+	}
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+
+	if ((v = batchproc_cfg_get_key(config, "separator")) != NULL)
+		separator = batchproc_cfg_require_string(v, psprintf("%s.separator", cpath));
+	batchproc_cfg_push_string(st, "separator", separator);
+}
+
+/*
+ * template: {template: "...", variables: {placeholder: column}}.  The
+ * normalised variables name a column for every placeholder, the ones left
+ * out naming the column of the same name.  A variable the template never
+ * uses is refused: it is almost always a typo for a placeholder, which
+ * would otherwise quietly read a column of its own name.
+ */
+static void
+validate_template(JsonbContainer *config, const char *cpath, JsonbParseState **st)
+{
+	char	   *tpath = psprintf("%s.template", cpath);
+	char	   *vpath = psprintf("%s.variables", cpath);
+	JsonbValue *v = batchproc_cfg_get_key(config, "template");
+	JsonbContainer *vars;
+	char	   *text;
+	List	   *placeholders;
+	ListCell   *lc;
+
+	if (v == NULL)
+		batchproc_cfg_report_required(tpath);
+	text = batchproc_cfg_require_string(v, tpath);
+	placeholders = batchproc_template_placeholders(text, tpath);
+
+	vars = batchproc_cfg_get_object(config, "variables", vpath);
+	if (vars)
+	{
+		char	  **keys;
+		JsonbValue *values;
+		int			n = batchproc_cfg_object_pairs(vars, &keys, &values);
+
+		for (int i = 0; i < n; i++)
+		{
+			char	   *path = batchproc_cfg_path_key(vpath, keys[i]);
+
+			(void) batchproc_cfg_require_nonempty_string(&values[i], path);
+			if (!batchproc_cfg_str_list_member(placeholders, keys[i]))
+			{
+				StringInfoData list;
+
+				initStringInfo(&list);
+				foreach(lc, placeholders)
+					appendStringInfo(&list, "%s{%s}",
+									 foreach_current_index(lc) == 0 ? "" : ", ",
+									 (char *) lfirst(lc));
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s: \"{%s}\" does not appear in the template",
+								path, keys[i]),
+						 placeholders == NIL ?
+						 errdetail("The template has no placeholders.") :
+						 errdetail("The template's placeholders are %s.", list.data)));
+			}
+		}
+	}
+
+	batchproc_cfg_push_string(st, "template", text);
+	batchproc_cfg_push_key(st, "variables");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	foreach(lc, placeholders)
+	{
+		char	   *name = lfirst(lc);
+		JsonbValue *column = batchproc_cfg_get_key(vars, name);
+
+		if (column)
+			batchproc_cfg_push_value(st, name, column);
+		else
+			batchproc_cfg_push_string(st, name, name);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+/* jsonpath: {column: "...", path: "$..."} */
+static void
+validate_jsonpath_transform(JsonbContainer *config, const char *cpath,
+							JsonbParseState **st)
+{
+	char	   *colpath = psprintf("%s.column", cpath);
+	char	   *ppath = psprintf("%s.path", cpath);
+	JsonbValue *v;
+	char	   *column;
+	char	   *path;
+
+	if ((v = batchproc_cfg_get_key(config, "column")) == NULL)
+		batchproc_cfg_report_required(colpath);
+	column = batchproc_cfg_require_nonempty_string(v, colpath);
+
+	if ((v = batchproc_cfg_get_key(config, "path")) == NULL)
+		batchproc_cfg_report_required(ppath);
+	path = batchproc_cfg_require_string(v, ppath);
+	batchproc_cfg_check_jsonpath(path, ppath);
+
+	batchproc_cfg_push_string(st, "column", column);
+	batchproc_cfg_push_string(st, "path", path);
+}
+
+static void
+validate_transformation(const char *field, JsonbValue *spec, const char *path,
+						JsonbParseState **st)
+{
+	char	   *type_path = psprintf("%s.type", path);
+	char	   *cpath = psprintf("%s.config", path);
+	JsonbContainer *obj;
+	JsonbContainer *config;
+	JsonbValue *v;
+	char	   *type;
+
+	if (!batchproc_cfg_is_object(spec))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be a JSON object", path),
+				 errhint("A transformation looks like {\"type\": \"concat\", \"config\": {\"columns\": [\"first_name\", \"last_name\"], \"separator\": \" \"}}.")));
+	obj = spec->val.binary.data;
+	batchproc_cfg_check_keys(obj, path, transform_keys);
+
+	if ((v = batchproc_cfg_get_key(obj, "type")) == NULL)
+		batchproc_cfg_report_required(type_path);
+	type = batchproc_cfg_require_string(v, type_path);
+	if (strcmp(type, "concat") != 0 && strcmp(type, "template") != 0 &&
+		strcmp(type, "jsonpath") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: unknown type \"%s\"; expected concat, template or jsonpath",
+						type_path, type)));
+
+	if (batchproc_cfg_get_key(obj, "config") == NULL)
+		batchproc_cfg_report_required(cpath);
+	config = batchproc_cfg_get_object(obj, "config", cpath);
+
+	batchproc_cfg_push_key(st, field);
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	batchproc_cfg_push_string(st, "type", type);
+	batchproc_cfg_push_key(st, "config");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	if (strcmp(type, "concat") == 0)
+	{
+		batchproc_cfg_check_keys(config, cpath, concat_keys);
+		validate_concat(config, cpath, st);
+	}
+	else if (strcmp(type, "template") == 0)
+	{
+		batchproc_cfg_check_keys(config, cpath, template_keys);
+		validate_template(config, cpath, st);
+	}
+	else
+	{
+		batchproc_cfg_check_keys(config, cpath, jsonpath_keys);
+		validate_jsonpath_transform(config, cpath, st);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+static void
+validate_input_mapping(JsonbContainer *root, JsonbParseState **st)
+{
+	const char *cm_path = "input_mapping.column_mappings";
+	const char *sv_path = "input_mapping.static_values";
+	const char *tr_path = "input_mapping.transformations";
+	JsonbContainer *obj = batchproc_cfg_get_object(root, "input_mapping", "input_mapping");
+	JsonbContainer *section;
+	List	   *claims = NIL;
+	char	  **keys;
+	JsonbValue *values;
+	int			n;
+
+	if (obj)
+		batchproc_cfg_check_keys(obj, "input_mapping", input_keys);
+
+	batchproc_cfg_push_key(st, "input_mapping");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+
+	/* column_mappings: CSV column -> field */
+	section = batchproc_cfg_get_object(obj, "column_mappings", cm_path);
+	batchproc_cfg_push_key(st, "column_mappings");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	n = section ? batchproc_cfg_object_pairs(section, &keys, &values) : 0;
+	for (int i = 0; i < n; i++)
+	{
+		char	   *path = batchproc_cfg_path_key(cm_path, keys[i]);
+		char	   *field;
+
+		if (keys[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: CSV column name must not be empty", path)));
+		field = batchproc_cfg_require_nonempty_string(&values[i], path);
+		claim_field(&claims, field, path, cm_path, keys[i]);
+		batchproc_cfg_push_string(st, keys[i], field);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+
+	/* static_values: field -> any JSON value */
+	section = batchproc_cfg_get_object(obj, "static_values", sv_path);
+	batchproc_cfg_push_key(st, "static_values");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	n = section ? batchproc_cfg_object_pairs(section, &keys, &values) : 0;
+	for (int i = 0; i < n; i++)
+	{
+		char	   *path = batchproc_cfg_path_key(sv_path, keys[i]);
+
+		if (keys[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: field name must not be empty", path)));
+		claim_field(&claims, keys[i], path, sv_path, NULL);
+		batchproc_cfg_push_value(st, keys[i], &values[i]);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+
+	/* transformations: field -> {type, config} */
+	section = batchproc_cfg_get_object(obj, "transformations", tr_path);
+	batchproc_cfg_push_key(st, "transformations");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	n = section ? batchproc_cfg_object_pairs(section, &keys, &values) : 0;
+	for (int i = 0; i < n; i++)
+	{
+		char	   *path = batchproc_cfg_path_key(tr_path, keys[i]);
+
+		if (keys[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: field name must not be empty", path)));
+		claim_field(&claims, keys[i], path, tr_path, NULL);
+		validate_transformation(keys[i], &values[i], path, st);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+
+/* ---------- output_mapping ---------- */
+static void
+validate_output_column(JsonbValue *e, const char *path, List **names,
+					   JsonbParseState **st)
+{
+	char	   *name_path = psprintf("%s.name", path);
+	char	   *source_path = psprintf("%s.source", path);
+	char	   *type_path = psprintf("%s.type", path);
+	char	   *default_path = psprintf("%s.default", path);
+	char	   *format_path = psprintf("%s.format", path);
+	JsonbContainer *obj;
+	JsonbValue *v;
+	JsonbValue *dflt;
+	char	   *name;
+	char	   *source;
+	char	   *type = "string";
+	char	   *format = NULL;
+	ListCell   *lc;
+
+	if (!batchproc_cfg_is_object(e))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be a JSON object", path),
+				 errhint("An output column looks like {\"name\": \"category\", \"source\": \"$.classification.category\"}.")));
+	obj = e->val.binary.data;
+	batchproc_cfg_check_keys(obj, path, column_keys);
+
+	/* name: the column of the result table, a quoted identifier */
+	if ((v = batchproc_cfg_get_key(obj, "name")) == NULL)
+		batchproc_cfg_report_required(name_path);
+	name = batchproc_cfg_require_nonempty_string(v, name_path);
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be at most %d bytes long", name_path, NAMEDATALEN - 1),
+				 errdetail("\"%s\" is %d bytes long.", name, (int) strlen(name))));
+	if (name[0] == '_')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must not start with \"_\"", name_path),
+				 errdetail("Names starting with \"_\" are reserved for batchproc's metadata columns, such as _row_id and _status.")));
+	foreach(lc, *names)
+		if (strcmp(lfirst(lc), name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: duplicate output column name \"%s\"", name_path, name),
+					 errdetail("output_mapping.columns[%d] has the same name.",
+							   foreach_current_index(lc))));
+	*names = lappend(*names, name);
+
+	if ((v = batchproc_cfg_get_key(obj, "source")) == NULL)
+		batchproc_cfg_report_required(source_path);
+	source = batchproc_cfg_require_string(v, source_path);
+	batchproc_cfg_check_jsonpath(source, source_path);
+
+	if ((v = batchproc_cfg_get_key(obj, "type")) != NULL)
+	{
+		type = batchproc_cfg_require_string(v, type_path);
+		if (strcmp(type, "string") != 0 && strcmp(type, "number") != 0 &&
+			strcmp(type, "json_string") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: unknown type \"%s\"; expected string, number or json_string",
+							type_path, type)));
+	}
+
+	/* A number column's default must be a value the column can hold. */
+	dflt = batchproc_cfg_get_key(obj, "default");
+	if (dflt && strcmp(type, "number") == 0 &&
+		dflt->type != jbvNumeric && dflt->type != jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be a number or null for a column of type number",
+						default_path)));
+
+	if ((v = batchproc_cfg_get_key(obj, "format")) != NULL)
+	{
+		char	   *problem;
+
+		format = batchproc_cfg_require_string(v, format_path);
+		if (strcmp(type, "number") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: is only allowed for a column of type number", format_path),
+					 errdetail("This column has type %s.", type),
+					 errhint("Add \"type\": \"number\" to the column, or remove \"format\".")));
+		if ((problem = batchproc_check_number_format(format)) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: must be one printf conversion for a number, such as \"%%.2f\"",
+							format_path),
+					 errdetail("%s.", problem),
+					 errhint("A format is %%[flags][width][.precision] followed by f, e, g, E or G, with optional text around it; write %%%% for a literal percent sign.")));
+	}
+
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	batchproc_cfg_push_string(st, "name", name);
+	batchproc_cfg_push_string(st, "source", source);
+	batchproc_cfg_push_string(st, "type", type);
+	if (dflt)
+		batchproc_cfg_push_value(st, "default", dflt);
+	if (format)
+		batchproc_cfg_push_string(st, "format", format);
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+static void
+validate_output_mapping(JsonbContainer *root, JsonbParseState **st)
+{
+	JsonbContainer *obj = batchproc_cfg_get_object(root, "output_mapping", "output_mapping");
+	JsonbValue *v;
+	List	   *names = NIL;
+	bool		include_original = true;
+	bool		add_metadata = true;
+
+	if (obj)
+		batchproc_cfg_check_keys(obj, "output_mapping", output_keys);
+
+	batchproc_cfg_push_key(st, "output_mapping");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+
+	batchproc_cfg_push_key(st, "columns");
+	pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+	if ((v = batchproc_cfg_get_key(obj, "columns")) != NULL)
+	{
+		int			n;
+
+		if (!batchproc_cfg_is_array(v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("output_mapping.columns: must be an array")));
+		n = JsonContainerSize(v->val.binary.data);
+		if (n > MAX_OUTPUT_COLUMNS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("output_mapping.columns: must have at most %d entries",
+							MAX_OUTPUT_COLUMNS),
+					 errdetail("It has %d.", n)));
+		for (int i = 0; i < n; i++)
+			validate_output_column(getIthJsonbValueFromContainer(v->val.binary.data, i),
+								   batchproc_cfg_path_index("output_mapping.columns", i),
+								   &names, st);
+	}
+	pushJsonbValue(st, WJB_END_ARRAY, NULL);
+
+	if ((v = batchproc_cfg_get_key(obj, "include_original")) != NULL)
+		include_original = batchproc_cfg_require_bool(v, "output_mapping.include_original");
+	batchproc_cfg_push_bool(st, "include_original", include_original);
+	if ((v = batchproc_cfg_get_key(obj, "add_metadata")) != NULL)
+		add_metadata = batchproc_cfg_require_bool(v, "output_mapping.add_metadata");
+	batchproc_cfg_push_bool(st, "add_metadata", add_metadata);
+
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+
+/* ---------- execution_config ---------- */
+
+static void
+validate_retry_policy(JsonbContainer *exec, JsonbParseState **st)
+{
+	const char *path = "execution_config.retry_policy";
+	JsonbContainer *obj = batchproc_cfg_get_object(exec, "retry_policy", path);
+	JsonbValue *v;
+	int			max_attempts = 3;
+	Numeric		backoff_rate = batchproc_cfg_numeric_from_text("2.0");
+	Numeric		interval = int64_to_numeric(1);
+	Numeric		max_delay;
+	double		interval_d = 1;
+
+	if (obj)
+		batchproc_cfg_check_keys(obj, path, retry_keys);
+
+	if ((v = batchproc_cfg_get_key(obj, "max_attempts")) != NULL)
+		max_attempts = batchproc_cfg_require_int(v, "execution_config.retry_policy.max_attempts", 1, 100);
+
+	if ((v = batchproc_cfg_get_key(obj, "backoff_rate")) != NULL)
+	{
+		const char *p = "execution_config.retry_policy.backoff_rate";
+
+		if (!(batchproc_cfg_require_number(v, p, "must be a number greater than 0") > 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: must be a number greater than 0", p)));
+		backoff_rate = v->val.numeric;
+	}
+
+	if ((v = batchproc_cfg_get_key(obj, "interval_seconds")) != NULL)
+	{
+		const char *p = "execution_config.retry_policy.interval_seconds";
+
+		interval_d = batchproc_cfg_require_number(v, p, "must be a number greater than or equal to 0");
+		if (interval_d < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: must be a number greater than or equal to 0", p)));
+		interval = v->val.numeric;
+	}
+
+	/*
+	 * The cap defaults to 60 seconds, or to the interval when that is
+	 * longer: a user who asks only for a long interval should get it.
+	 */
+	max_delay = interval_d > 60 ? interval : int64_to_numeric(60);
+	if ((v = batchproc_cfg_get_key(obj, "max_delay_seconds")) != NULL)
+	{
+		const char *p = "execution_config.retry_policy.max_delay_seconds";
+		const char *problem = "must be a number greater than or equal to interval_seconds";
+
+		if (batchproc_cfg_require_number(v, p, problem) < interval_d)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", p, problem),
+					 errdetail("interval_seconds is %s.",
+							   DatumGetCString(DirectFunctionCall1(numeric_out,
+																   NumericGetDatum(interval))))));
+		max_delay = v->val.numeric;
+	}
+
+	batchproc_cfg_push_key(st, "retry_policy");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	batchproc_cfg_push_int(st, "max_attempts", max_attempts);
+	batchproc_cfg_push_numeric(st, "backoff_rate", backoff_rate);
+	batchproc_cfg_push_numeric(st, "interval_seconds", interval);
+	batchproc_cfg_push_numeric(st, "max_delay_seconds", max_delay);
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+static void
+validate_execution_config(JsonbContainer *root, JsonbParseState **st)
+{
+	JsonbContainer *obj = batchproc_cfg_get_object(root, "execution_config", "execution_config");
+	JsonbValue *v;
+	int			max_concurrency = 1;
+	int			timeout_seconds = 300;
+	bool		continue_on_error = true;
+	bool		debug = false;
+	char	   *log_level = "INFO";
+	bool		enable_xray = false;
+
+	if (obj)
+		batchproc_cfg_check_keys(obj, "execution_config", exec_keys);
+
+	batchproc_cfg_push_key(st, "execution_config");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+
+	if ((v = batchproc_cfg_get_key(obj, "max_concurrency")) != NULL)
+		max_concurrency = batchproc_cfg_require_int(v, "execution_config.max_concurrency", 1, 10000);
+	batchproc_cfg_push_int(st, "max_concurrency", max_concurrency);
+
+	if ((v = batchproc_cfg_get_key(obj, "timeout_seconds")) != NULL)
+		timeout_seconds = batchproc_cfg_require_int(v, "execution_config.timeout_seconds", 1, 86400);
+	batchproc_cfg_push_int(st, "timeout_seconds", timeout_seconds);
+
+	validate_retry_policy(obj, st);
+
+	if ((v = batchproc_cfg_get_key(obj, "continue_on_error")) != NULL)
+		continue_on_error = batchproc_cfg_require_bool(v, "execution_config.continue_on_error");
+	batchproc_cfg_push_bool(st, "continue_on_error", continue_on_error);
+
+	if ((v = batchproc_cfg_get_key(obj, "debug")) != NULL)
+		debug = batchproc_cfg_require_bool(v, "execution_config.debug");
+	batchproc_cfg_push_bool(st, "debug", debug);
+
+	if ((v = batchproc_cfg_get_key(obj, "log_level")) != NULL)
+	{
+		char	   *given = batchproc_cfg_require_string(v, "execution_config.log_level");
+
+		log_level = asc_toupper(given, strlen(given));
+		if (strcmp(log_level, "DEBUG") != 0 && strcmp(log_level, "INFO") != 0 &&
+			strcmp(log_level, "WARN") != 0 && strcmp(log_level, "ERROR") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("execution_config.log_level: unknown log level \"%s\"; expected DEBUG, INFO, WARN or ERROR",
+							given)));
+	}
+	batchproc_cfg_push_string(st, "log_level", log_level);
+
+	if ((v = batchproc_cfg_get_key(obj, "enable_xray")) != NULL)
+		enable_xray = batchproc_cfg_require_bool(v, "execution_config.enable_xray");
+	batchproc_cfg_push_bool(st, "enable_xray", enable_xray);
+
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+
+/* ---------- the entry points ---------- */
+
+/*
+ * Validate a config and return it normalised.  Must run inside a
+ * transaction: jsonpaths are checked in subtransactions.
+ */
+Jsonb *
+batchproc_config_validate(Jsonb *config)
+{
+	JsonbContainer *root;
+	JsonbParseState *st = NULL;
+	JsonbValue *result;
+	char	   *csv_uri;
+	char	   *output_uri;
+
+	if (!JB_ROOT_IS_OBJECT(config))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("config: must be a JSON object"),
+				 errhint("Pass an object such as {\"csv_s3_uri\": \"s3://bucket/key.csv\", \"target\": {\"type\": \"agent\", \"name\": \"my_agent\"}}.")));
+	root = &config->root;
+	batchproc_cfg_check_keys(root, NULL, top_keys);
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+
+	if (batchproc_cfg_get_key(root, "csv_s3_uri") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("csv_s3_uri: is required"),
+				 errhint("Name the input file, as in \"csv_s3_uri\": \"s3://bucket/key.csv\".")));
+	csv_uri = validate_s3_uri(root, "csv_s3_uri", &st);
+	output_uri = validate_s3_uri(root, "output_s3_uri", &st);
+	if (output_uri && strcmp(output_uri, csv_uri) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("output_s3_uri: must differ from csv_s3_uri"),
+				 errdetail("Writing the output over the input file would destroy the input.")));
+
+	validate_target(root, &st);
+	validate_input_mapping(root, &st);
+	validate_output_mapping(root, &st);
+	validate_execution_config(root, &st);
+
+	result = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(result);
+}
