@@ -19,6 +19,7 @@ OBJS = \
 	src/aws/aws_request.o \
 	src/aws/credentials.o \
 	src/aws/http.o \
+	src/aws/retry.o \
 	src/aws/s3.o \
 	src/aws/sigv4.o \
 	src/batch/answer.o \

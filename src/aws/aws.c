@@ -2,19 +2,13 @@
  *
  * aws.c
  *	  What every AWS client here shares: the batchproc.* parameters for
- *	  credentials, region, endpoints and S3 behaviour, the standard retry
- *	  policy, and reading AWS's XML answers.
+ *	  credentials, region, endpoints and S3 behaviour, the server's AWS_*
+ *	  environment, and reading AWS's XML answers.
  *
  * Settings come first, then the standard AWS environment variables, then
  * AWS's defaults.  Anything that changes where requests go or what they
  * are signed with is superuser-only: an ordinary user who could point the
  * endpoint elsewhere could collect the server's signatures.
- *
- * Retries follow the AWS SDKs' "standard" mode with the newer parameter
- * set: full jitter, a 50 ms base for transient errors and 1 s for
- * throttling, doubling per attempt, capped at 20 s, and a server's
- * Retry-After or x-amz-retry-after honoured when it asks for longer; and
- * the standard mode's retry quota.
  *
  * IDENTIFICATION
  *	  src/aws/aws.c
@@ -25,7 +19,6 @@
 
 #include <stdlib.h>
 
-#include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
 
@@ -44,22 +37,6 @@ static char *endpoint_url_s3 = NULL;
 static char *endpoint_url_lambda = NULL;
 static char *endpoint_url_sfn = NULL;
 static int	s3_path_style = -1;
-
-#define RETRY_BASE_MS			50
-#define RETRY_THROTTLE_BASE_MS	1000
-#define RETRY_CAP_MS			20000
-
-/*
- * The standard mode's retry quota, per process: a retry costs 5 tokens (10
- * after a timeout), a success gives back what its retry cost, or 1 token
- * when it needed none.  When the bucket runs dry, failures are reported at
- * once instead of retried: a service that is down is not hammered.
- */
-#define RETRY_QUOTA_MAX			500
-#define RETRY_COST				5
-#define RETRY_TIMEOUT_COST		10
-
-static int	retry_quota = RETRY_QUOTA_MAX;
 
 static const struct config_enum_entry path_style_options[] = {
 	{"auto", -1, false},
@@ -196,8 +173,9 @@ batchproc_define_aws_settings(void)
 							NULL, NULL, NULL);
 }
 
-static const char *
-nonempty_env(const char *name)
+/* An AWS_* variable of the server's environment; unset and empty alike are NULL. */
+const char *
+batchproc_aws_env(const char *name)
 {
 	const char *v = getenv(name);
 
@@ -211,9 +189,9 @@ batchproc_aws_region(void)
 
 	if (aws_region_setting && aws_region_setting[0])
 		return aws_region_setting;
-	if ((v = nonempty_env("AWS_REGION")) != NULL)
+	if ((v = batchproc_aws_env("AWS_REGION")) != NULL)
 		return v;
-	if ((v = nonempty_env("AWS_DEFAULT_REGION")) != NULL)
+	if ((v = batchproc_aws_env("AWS_DEFAULT_REGION")) != NULL)
 		return v;
 	return "us-east-1";
 }
@@ -233,7 +211,7 @@ without_trailing_slash(const char *url)
 static char *
 endpoint_from_env(const char *name)
 {
-	const char *v = nonempty_env(name);
+	const char *v = batchproc_aws_env(name);
 	const char *fault;
 
 	if (v == NULL)
@@ -307,91 +285,6 @@ batchproc_s3_path_style(void)
 		return s3_path_style == 1;
 	(void) batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
 	return overridden;
-}
-
-bool
-batchproc_aws_throttling(long status, const char *code)
-{
-	static const char *const codes[] = {
-		"Throttling", "ThrottlingException", "ThrottledException",
-		"RequestThrottledException", "TooManyRequestsException",
-		"ProvisionedThroughputExceededException", "TransactionInProgressException",
-		"RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException",
-		"RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-		"EC2ThrottledException", NULL
-	};
-
-	if (status == 429)
-		return true;
-	if (code == NULL)
-		return false;
-	for (int i = 0; codes[i]; i++)
-		if (strcmp(code, codes[i]) == 0)
-			return true;
-	return false;
-}
-
-bool
-batchproc_aws_retryable(long status, bool transport_error, const char *error_code)
-{
-	if (transport_error)
-		return true;
-	if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429)
-		return true;
-	if (error_code && (strcmp(error_code, "RequestTimeout") == 0 ||
-					   strcmp(error_code, "RequestTimeoutException") == 0 ||
-					   strcmp(error_code, "InternalError") == 0))
-		return true;
-	return batchproc_aws_throttling(status, error_code);
-}
-
-/*
- * Should the failed attempt number `attempt` be tried again?  It must be
- * retryable, within batchproc.aws_max_attempts, and paid for from the
- * retry quota; *cost is what it took.
- */
-bool
-batchproc_aws_should_retry(int attempt, long status, bool transport_error,
-						   bool timed_out, const char *error_code, int *cost)
-{
-	int			price = timed_out ? RETRY_TIMEOUT_COST : RETRY_COST;
-
-	if (attempt >= batchproc_aws_max_attempts ||
-		!batchproc_aws_retryable(status, transport_error, error_code) ||
-		retry_quota < price)
-		return false;
-	retry_quota -= price;
-	*cost = price;
-	return true;
-}
-
-/* A request succeeded; cost is what its last retry took (0: none). */
-void
-batchproc_aws_retry_succeeded(int cost)
-{
-	retry_quota = Min(retry_quota + (cost > 0 ? cost : 1), RETRY_QUOTA_MAX);
-}
-
-long
-batchproc_aws_backoff_ms(int attempt, bool throttled, const char *retry_after)
-{
-	double		ceiling = throttled ? RETRY_THROTTLE_BASE_MS : RETRY_BASE_MS;
-	long		delay;
-
-	for (int i = 2; i < attempt && ceiling < RETRY_CAP_MS; i++)
-		ceiling *= 2;
-	ceiling = Min(ceiling, RETRY_CAP_MS);
-	delay = (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
-
-	if (retry_after && retry_after[0])
-	{
-		char	   *end;
-		double		seconds = strtod(retry_after, &end);
-
-		if (end != retry_after && seconds >= 0)
-			delay = Max(delay, (long) Min(seconds * 1000.0, RETRY_CAP_MS));
-	}
-	return delay;
 }
 
 /*

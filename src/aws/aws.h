@@ -44,6 +44,7 @@ extern int	batchproc_s3_upload_concurrency;
 extern int	batchproc_aws_max_attempts;
 
 extern void batchproc_define_aws_settings(void);
+extern const char *batchproc_aws_env(const char *name);
 extern const char *batchproc_aws_region(void);
 
 /*
@@ -53,21 +54,29 @@ extern const char *batchproc_aws_region(void);
 extern char *batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden);
 extern bool batchproc_s3_path_style(void);
 
-/*
- * Standard retry mode: is this failure worth another attempt, and how long
- * to wait before attempt number `attempt` (2, 3, ...).
- */
+/* aws.c: the text of the first <name>...</name> in xml, entities decoded, or NULL */
+extern char *batchproc_aws_xml_element(const char *xml, const char *name);
+
+/* retry.c: the standard retry mode */
+struct BatchprocHttpResponse;
+
+typedef struct BatchprocAwsRetry
+{
+	int			attempt;		/* the attempt under way, from 1 */
+	int			max_attempts;	/* fewer than batchproc.aws_max_attempts, or 0 */
+	int			cost;			/* what the last retry took from the quota */
+	const char *also_retry_code;	/* a service's own retryable code, or NULL */
+} BatchprocAwsRetry;
+
 extern bool batchproc_aws_retryable(long status, bool transport_error,
 									const char *error_code);
 extern bool batchproc_aws_throttling(long status, const char *error_code);
-extern bool batchproc_aws_should_retry(int attempt, long status, bool transport_error,
-									   bool timed_out, const char *error_code, int *cost);
-extern void batchproc_aws_retry_succeeded(int cost);
 extern long batchproc_aws_backoff_ms(int attempt, bool throttled,
 									 const char *retry_after);
-
-/* The text of the first <name>...</name> in xml, entities decoded, or NULL. */
-extern char *batchproc_aws_xml_element(const char *xml, const char *name);
+extern bool batchproc_aws_retry_wait(BatchprocAwsRetry *retry,
+									 const struct BatchprocHttpResponse *resp,
+									 const char *code);
+extern void batchproc_aws_retry_succeeded(BatchprocAwsRetry *retry);
 
 /* aws_request.c: a signed request to an AWS JSON API */
 struct BatchprocHttpRequest;

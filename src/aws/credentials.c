@@ -74,6 +74,7 @@
 
 #include "aws/aws.h"
 #include "aws/http.h"
+#include "aws/sigv4.h"
 
 
 /*
@@ -156,14 +157,6 @@ static MemoryContext cred_cxt = NULL;
 static BatchprocAwsCredentials current;
 static TimestampTz last_failed_refresh = 0;
 
-static const char *
-nonempty_env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return (v && v[0]) ? v : NULL;
-}
-
 static char *
 trim(char *s)
 {
@@ -241,23 +234,18 @@ printable(const char *text, size_t max)
 	return s;
 }
 
-/* application/x-www-form-urlencoded, with the RFC 3986 unreserved set. */
+/*
+ * application/x-www-form-urlencoded with the RFC 3986 unreserved set, as
+ * SigV4 encodes; the encoded copy of a secret is wiped like the original.
+ */
 static void
 append_form_value(StringInfo s, const char *value)
 {
-	static const char hex[] = "0123456789ABCDEF";
+	char	   *encoded = batchproc_uri_encode(value, false);
 
-	for (const unsigned char *p = (const unsigned char *) value; *p; p++)
-	{
-		if (isalnum(*p) || *p == '-' || *p == '_' || *p == '.' || *p == '~')
-			appendStringInfoChar(s, (char) *p);
-		else
-		{
-			appendStringInfoChar(s, '%');
-			appendStringInfoChar(s, hex[*p >> 4]);
-			appendStringInfoChar(s, hex[*p & 0xF]);
-		}
-	}
+	appendStringInfoString(s, encoded);
+	explicit_bzero(encoded, strlen(encoded));
+	pfree(encoded);
 }
 
 /*
@@ -318,28 +306,6 @@ parse_iso8601(const char *text, TimestampTz *result)
 		return false;
 	*result = (TimestampTz) ts;
 	return true;
-}
-
-/*
- * Sleep before another attempt, on the latch so that a cancel or SIGTERM
- * ends the wait at once.
- */
-static void
-backoff_sleep(long ms)
-{
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
 }
 
 static bool
@@ -430,17 +396,17 @@ describe_answer(const BatchprocHttpResponse *resp, const char *secret)
 }
 
 /*
- * Perform a request, retrying transport errors, 5xx and throttling as the
- * standard retry mode does (STS also asks for retries of
- * IDPCommunicationError, a hiccup between STS and the identity provider).
- * Returns the last answer; the caller judges it.
+ * Perform a request under the standard retry mode (aws/retry.c); STS also
+ * asks for retries of IDPCommunicationError, a hiccup between STS and the
+ * identity provider.  Returns the last answer; the caller judges it.
  */
 static BatchprocHttpResponse *
 perform_with_retries(const char *method, const char *url, List *headers,
-					 const char *body, size_t body_len, long timeout_ms,
-					 int max_attempts)
+					 const char *body, size_t body_len, long timeout_ms)
 {
-	for (int attempt = 1;; attempt++)
+	BatchprocAwsRetry retry = {.attempt = 1, .also_retry_code = "IDPCommunicationError"};
+
+	for (;;)
 	{
 		BatchprocHttpRequest *req;
 		BatchprocHttpResponse *resp;
@@ -450,18 +416,17 @@ perform_with_retries(const char *method, const char *url, List *headers,
 		req = batchproc_http_request(method, url, headers, body, body_len,
 									 RESPONSE_LIMIT, timeout_ms);
 		resp = batchproc_http_perform(req);
-		if (answer_ok(resp) || attempt >= max_attempts || resp->body_truncated)
+		if (answer_ok(resp))
+		{
+			batchproc_aws_retry_succeeded(&retry);
 			return resp;
-
+		}
+		if (resp->body_truncated)
+			return resp;
 		if (!resp->transport_error)
 			answer_error(resp, &code, &message);
-		if (!batchproc_aws_retryable(resp->status, resp->transport_error, code) &&
-			!(code && strcmp(code, "IDPCommunicationError") == 0))
+		if (!batchproc_aws_retry_wait(&retry, resp, code))
 			return resp;
-
-		backoff_sleep(batchproc_aws_backoff_ms(attempt + 1,
-											   batchproc_aws_throttling(resp->status, code),
-											   resp->retry_after));
 		batchproc_http_free(req);
 	}
 }
@@ -603,7 +568,7 @@ from_environment(FoundCredentials *found)
 		return false;
 	found->access_key_id = (char *) key;
 	found->secret_access_key = (char *) secret;
-	found->session_token = (char *) nonempty_env("AWS_SESSION_TOKEN");
+	found->session_token = (char *) batchproc_aws_env("AWS_SESSION_TOKEN");
 	found->expires_at = 0;
 	found->source = "environment";
 	return true;
@@ -617,8 +582,8 @@ from_environment(FoundCredentials *found)
 static char *
 shared_credentials_path(void)
 {
-	const char *setting = nonempty_env("AWS_SHARED_CREDENTIALS_FILE");
-	const char *home_env = nonempty_env("HOME");
+	const char *setting = batchproc_aws_env("AWS_SHARED_CREDENTIALS_FILE");
+	const char *home_env = batchproc_aws_env("HOME");
 	char		home[MAXPGPATH];
 	bool		have_home;
 
@@ -742,7 +707,7 @@ read_profile(const char *path, const char *profile, ProfileContents *out)
 static bool
 from_profile(FoundCredentials *found, List **looked)
 {
-	const char *named = nonempty_env("AWS_PROFILE");
+	const char *named = batchproc_aws_env("AWS_PROFILE");
 	const char *profile = named ? named : "default";
 	char	   *path = shared_credentials_path();
 	ProfileContents contents;
@@ -846,9 +811,9 @@ check_not_expired(FoundCredentials *found, const char *who, SourceFailure *failu
 static SourceResult
 from_web_identity(FoundCredentials *found, SourceFailure *failure, List **looked)
 {
-	const char *token_file = nonempty_env("AWS_WEB_IDENTITY_TOKEN_FILE");
-	const char *role_arn = nonempty_env("AWS_ROLE_ARN");
-	const char *session_name = nonempty_env("AWS_ROLE_SESSION_NAME");
+	const char *token_file = batchproc_aws_env("AWS_WEB_IDENTITY_TOKEN_FILE");
+	const char *role_arn = batchproc_aws_env("AWS_ROLE_ARN");
+	const char *session_name = batchproc_aws_env("AWS_ROLE_SESSION_NAME");
 	char	   *token;
 	char	   *endpoint;
 	char	   *url;
@@ -895,7 +860,7 @@ from_web_identity(FoundCredentials *found, SourceFailure *failure, List **looked
 	headers = lappend(headers, "Accept: text/xml");
 
 	resp = perform_with_retries("POST", url, headers, body.data, body.len,
-								STS_TIMEOUT_MS, batchproc_aws_max_attempts);
+								STS_TIMEOUT_MS);
 	explicit_bzero(body.data, body.len);
 
 	if (!answer_ok(resp))
@@ -1057,10 +1022,10 @@ container_uri_allowed(const char *url)
 static SourceResult
 from_container(FoundCredentials *found, SourceFailure *failure, List **looked)
 {
-	const char *relative = nonempty_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-	const char *full = nonempty_env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-	const char *token_file = nonempty_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-	const char *token = nonempty_env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+	const char *relative = batchproc_aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *full = batchproc_aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	const char *token_file = batchproc_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	const char *token = batchproc_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
 	char	   *url;
 	List	   *headers = NIL;
 	BatchprocHttpResponse *resp;
@@ -1105,8 +1070,7 @@ from_container(FoundCredentials *found, SourceFailure *failure, List **looked)
 	if (token)
 		headers = lappend(headers, psprintf("Authorization: %s", token));
 
-	resp = perform_with_retries("GET", url, headers, NULL, 0,
-								CONTAINER_TIMEOUT_MS, batchproc_aws_max_attempts);
+	resp = perform_with_retries("GET", url, headers, NULL, 0, CONTAINER_TIMEOUT_MS);
 	found->source = "container";
 	if (!answer_ok(resp))
 		problem = describe_answer(resp, token);
@@ -1147,9 +1111,9 @@ imds_unavailable(SourceFailure *failure, const char *endpoint, const char *what)
 static SourceResult
 from_instance_metadata(FoundCredentials *found, SourceFailure *failure, List **looked)
 {
-	const char *disabled = nonempty_env("AWS_EC2_METADATA_DISABLED");
-	const char *setting = nonempty_env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-	const char *mode = nonempty_env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+	const char *disabled = batchproc_aws_env("AWS_EC2_METADATA_DISABLED");
+	const char *setting = batchproc_aws_env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *mode = batchproc_aws_env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
 	char	   *endpoint;
 	List	   *headers;
 	BatchprocHttpResponse *resp;

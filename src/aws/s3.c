@@ -328,20 +328,21 @@ report_s3_error(const S3Call *c, const BatchprocHttpResponse *resp,
 }
 
 /*
- * Run a call to completion under the retry policy.  A 2xx answer is
+ * Run a call to completion under the retry policy, from the attempt that
+ * retry says (a new BatchprocAwsRetry starts at 1).  A 2xx answer is
  * returned; anything else is reported.  The request's memory goes with a
  * context of its own, so a long multipart upload does not accumulate.
  */
 static S3Result
-s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
+s3_perform(const S3Call *c, bool error_body_is_failure, BatchprocAwsRetry *retry)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext callcxt = AllocSetContextCreate(caller, "batchproc S3 call",
 												  ALLOCSET_DEFAULT_SIZES);
 	S3Result	result = {0};
-	int			retry_cost = 0;
 
-	for (int attempt = first_attempt;; attempt++)
+	retry->max_attempts = c->max_attempts;
+	for (;;)
 	{
 		BatchprocHttpRequest *req;
 		BatchprocHttpResponse *resp;
@@ -355,7 +356,8 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 		resp = batchproc_http_perform(req);
 		ereport(DEBUG2,
 				(errmsg_internal("S3 %s of \"s3://%s/%s\" attempt %d: HTTP %ld in %ld ms",
-								 c->op, c->bucket, c->key ? c->key : "", attempt, resp->status,
+								 c->op, c->bucket, c->key ? c->key : "", retry->attempt,
+								 resp->status,
 								 (long) TimestampDifferenceMilliseconds(started,
 																		GetCurrentTimestamp()))));
 
@@ -363,7 +365,7 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 			!(error_body_is_failure && strstr(resp->body, "<Error>")))
 		{
 			MemoryContextSwitchTo(caller);
-			batchproc_aws_retry_succeeded(retry_cost);
+			batchproc_aws_retry_succeeded(retry);
 			result.status = resp->status;
 			result.body = pstrdup(resp->body);
 			result.etag = pstrdup(resp->etag);
@@ -376,22 +378,20 @@ s3_perform(const S3Call *c, bool error_body_is_failure, int first_attempt)
 			code = batchproc_aws_xml_element(resp->body, "Code");
 			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
-		if ((c->max_attempts == 0 || attempt < c->max_attempts) &&
-			batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
-									   resp->timed_out, code, &retry_cost))
-		{
-			long		delay = batchproc_aws_backoff_ms(attempt + 1,
-														 batchproc_aws_throttling(resp->status, code),
-														 resp->retry_after);
-
-			batchproc_http_free(req);
-			MemoryContextSwitchTo(caller);
-			batchproc_http_sleep(delay);
-			MemoryContextReset(callcxt);
-			continue;
-		}
-		report_s3_error(c, resp, code, message);
+		MemoryContextSwitchTo(caller);
+		if (!batchproc_aws_retry_wait(retry, resp, code))
+			report_s3_error(c, resp, code, message);
+		MemoryContextReset(callcxt);
 	}
+}
+
+/* A call with attempts of its own, from the first. */
+static S3Result
+s3_call(const S3Call *c, bool error_body_is_failure)
+{
+	BatchprocAwsRetry retry = {.attempt = 1};
+
+	return s3_perform(c, error_body_is_failure, &retry);
 }
 
 /* Downloads */
@@ -401,7 +401,7 @@ start_download(BatchprocS3Reader *r)
 {
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 	S3Call		c = {0};
-	int			retry_cost = 0;
+	BatchprocAwsRetry retry = {.attempt = 1};
 
 	c.op = "GetObject";
 	c.method = "GET";
@@ -420,7 +420,7 @@ start_download(BatchprocS3Reader *r)
 		c.if_match = r->etag;
 	}
 
-	for (int attempt = 1;; attempt++)
+	for (;;)
 	{
 		BatchprocHttpResponse *resp;
 		char	   *code = NULL;
@@ -439,7 +439,7 @@ start_download(BatchprocS3Reader *r)
 					 errdetail("The server answered the request for the rest with the whole object (200, not 206).")));
 		if (resp->status == 200 || resp->status == 206)
 		{
-			batchproc_aws_retry_succeeded(retry_cost);
+			batchproc_aws_retry_succeeded(&retry);
 			if (r->received == 0)
 			{
 				r->total = resp->content_length;
@@ -459,15 +459,8 @@ start_download(BatchprocS3Reader *r)
 			code = batchproc_aws_xml_element(resp->body, "Code");
 			message = batchproc_aws_xml_element(resp->body, "Message");
 		}
-		if (batchproc_aws_should_retry(attempt, resp->status, resp->transport_error,
-									   resp->timed_out, code, &retry_cost))
-		{
-			batchproc_http_sleep(batchproc_aws_backoff_ms(attempt + 1,
-														  batchproc_aws_throttling(resp->status, code),
-														  resp->retry_after));
-			continue;
-		}
-		report_s3_error(&c, resp, code, message);
+		if (!batchproc_aws_retry_wait(&retry, resp, code))
+			report_s3_error(&c, resp, code, message);
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -562,7 +555,7 @@ begin_multipart(BatchprocS3Writer *w)
 	c.bucket = w->bucket;
 	c.key = w->key;
 	c.query = "uploads";
-	res = s3_perform(&c, false, 1);
+	res = s3_call(&c, false);
 	if ((upload_id = batchproc_aws_xml_element(res.body, "UploadId")) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
@@ -617,9 +610,11 @@ finish_oldest_part(BatchprocS3Writer *w)
 	S3Part	   *p = &w->inflight[0];
 	BatchprocHttpResponse *resp = batchproc_http_finish(p->req);
 
+	BatchprocAwsRetry retry = {.attempt = 1};
+
 	if (resp->status >= 200 && resp->status < 300 && !resp->transport_error)
 	{
-		batchproc_aws_retry_succeeded(0);
+		batchproc_aws_retry_succeeded(&retry);
 		record_part(w, p->number, resp->etag);
 	}
 	else
@@ -628,15 +623,11 @@ finish_oldest_part(BatchprocS3Writer *w)
 		char	   *code = resp->body ? batchproc_aws_xml_element(resp->body, "Code") : NULL;
 		char	   *message = resp->body ? batchproc_aws_xml_element(resp->body, "Message") : NULL;
 		S3Result	res;
-		int			cost;
 
 		/* The first attempt was this one: the rest follow the same policy. */
-		if (!batchproc_aws_should_retry(1, resp->status, resp->transport_error,
-										resp->timed_out, code, &cost))
+		if (!batchproc_aws_retry_wait(&retry, resp, code))
 			report_s3_error(&p->call, resp, code, message);
-		batchproc_http_sleep(batchproc_aws_backoff_ms(2, batchproc_aws_throttling(resp->status, code),
-													  resp->retry_after));
-		res = s3_perform(&p->call, false, 2);
+		res = s3_perform(&p->call, false, &retry);
 		MemoryContextSwitchTo(old);
 		record_part(w, p->number, res.etag);
 	}
@@ -744,7 +735,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		c.method = "PUT";
 		c.body = w->buf;
 		c.body_len = w->len;
-		(void) s3_perform(&c, false, 1);
+		(void) s3_call(&c, false);
 		w->finished = true;
 		MemoryContextSwitchTo(old);
 		return;
@@ -756,7 +747,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 		int			number = ++w->parts;
 
 		part_call(w, &part, number, w->buf, w->len);
-		record_part(w, number, s3_perform(&part, false, 1).etag);
+		record_part(w, number, s3_call(&part, false).etag);
 	}
 	while (w->ninflight > 0)
 		finish_oldest_part(w);
@@ -773,7 +764,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
 	c.body = xml.data;
 	c.body_len = xml.len;
-	(void) s3_perform(&c, true, 1);
+	(void) s3_call(&c, true);
 	w->finished = true;
 	MemoryContextSwitchTo(old);
 }
@@ -809,7 +800,7 @@ batchproc_s3_abort_write(BatchprocS3Writer *w)
 		c.query = psprintf("uploadId=%s", batchproc_uri_encode(w->upload_id, false));
 		c.timeout_ms = S3_ABORT_TIMEOUT_MS;
 		c.max_attempts = S3_ABORT_ATTEMPTS;
-		(void) s3_perform(&c, false, 1);
+		(void) s3_call(&c, false);
 	}
 	PG_CATCH();
 	{
