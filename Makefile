@@ -8,6 +8,7 @@ OBJS = \
 	src/copy_s3.o \
 	src/hooks.o \
 	src/launcher.o \
+	src/rights.o \
 	src/soft.o \
 	src/worker.o \
 	src/config/compile.o \

@@ -39,6 +39,7 @@
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "config/config.h"
+#include "rights.h"
 #include "soft.h"
 
 PG_FUNCTION_INFO_V1(batchproc_submit);
@@ -75,74 +76,15 @@ require_worker(const char *function_name)
 
 /*
  * Writes to the catalog go through these functions only: they check the
- * caller, then write with the rights of the bootstrap superuser, so that
- * no user needs (or gets) write access to batchproc.batches.
+ * caller, then write with the rights of the bootstrap superuser on a
+ * pg_catalog search_path, so that no user needs (or gets) write access to
+ * batchproc.batches.
  */
-typedef struct Elevation
-{
-	Oid			userid;
-	int			sec_context;
-	int			nest_level;
-} Elevation;
-
-/*
- * As a SECURITY DEFINER function with "SET search_path = pg_catalog" would:
- * the caller's search_path cannot lend a name to what runs elevated.
- */
-static Elevation
+static BatchprocRights
 elevate(void)
 {
-	Elevation	saved;
-
-	GetUserIdAndSecContext(&saved.userid, &saved.sec_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   saved.sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	saved.nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return saved;
-}
-
-static void
-restore(Elevation saved)
-{
-	AtEOXact_GUC(true, saved.nest_level);
-	SetUserIdAndSecContext(saved.userid, saved.sec_context);
-}
-
-static void
-require_member(const char *rolename, const char *action)
-{
-	Oid			roleid;
-
-	if (superuser())
-		return;
-	roleid = get_role_oid(rolename, true);
-	if (!OidIsValid(roleid) || !has_privs_of_role(GetUserId(), roleid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s", action),
-				 errdetail("Only superusers and members of \"%s\" may do that.", rolename),
-				 errhint("Ask an administrator to GRANT %s TO %s.", rolename,
-						 GetUserNameFromId(GetUserId(), false))));
-}
-
-static void
-require_role(const char *rolename, const char *uri, const char *what)
-{
-	Oid			roleid;
-
-	if (superuser())
-		return;
-	roleid = get_role_oid(rolename, true);
-	if (!OidIsValid(roleid) || !has_privs_of_role(GetUserId(), roleid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s \"%s\"", what, uri),
-				 errdetail("A batch runs with its submitter's rights, and only superusers and members of \"%s\" may do that.",
-						   rolename),
-				 errhint("Ask an administrator to GRANT %s TO %s.", rolename,
-						 GetUserNameFromId(GetUserId(), false))));
+	return batchproc_switch_rights(BOOTSTRAP_SUPERUSERID, SECURITY_LOCAL_USERID_CHANGE,
+								   "pg_catalog, pg_temp");
 }
 
 /* The registry's entry of a name, or NULL. */
@@ -276,16 +218,16 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	int64		batch_id;
 	int			ret;
 	MemoryContext old;
-	Elevation	saved;
+	BatchprocRights	saved;
 
 	require_worker("batchproc_submit");
-	require_member("batchproc_user", "submit batches");
+	batchproc_require_role("batchproc_user", "submit batches", NULL);
 
 	normalised = batchproc_config_validate(config);
 	compiled = batchproc_config_compile(normalised);
-	require_role("batchproc_s3_read", compiled->csv_s3_uri, "read");
+	batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
 	if (compiled->output_s3_uri)
-		require_role("batchproc_s3_write", compiled->output_s3_uri, "write");
+		batchproc_require_role("batchproc_s3_write", "write", compiled->output_s3_uri);
 
 	SPI_connect();
 	values[0] = JsonbPGetDatum(normalised);
@@ -295,7 +237,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config, target, owner)"
 								" VALUES ($1, $2, $3) RETURNING id",
 								3, argtypes, values, NULL, false, 1);
-	restore(saved);
+	batchproc_restore_rights(saved, true);
 	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not queue batch: SPI_execute_with_args returned %d", ret);
 	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -450,7 +392,7 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	state = batch_state(batch_id);
 	if (!is_final(state))
 	{
-		Elevation	saved = elevate();
+		BatchprocRights	saved = elevate();
 
 		/* The worker may end the batch meanwhile: its ending stands. */
 		exec_for_batch("UPDATE batchproc.batches SET state = 'cancelled',"
@@ -467,7 +409,7 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 		}
 		else
 			state = batch_state(batch_id);
-		restore(saved);
+		batchproc_restore_rights(saved, true);
 	}
 	state = MemoryContextStrdup(cxt, state);
 	SPI_finish();
@@ -489,7 +431,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		rows;
 	int			ret;
-	Elevation	saved;
+	BatchprocRights	saved;
 
 	require_worker("batchproc_retry_failed");
 	SPI_connect();
@@ -536,7 +478,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	exec_for_batch("UPDATE batchproc.batches SET state = 'running', failed_rows = 0,"
 				   " error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_UPDATE, 0);
-	restore(saved);
+	batchproc_restore_rights(saved, true);
 	SPI_finish();
 
 	batchproc_wake_worker_at_commit();

@@ -52,6 +52,7 @@
 #include "utils/rls.h"
 
 #include "batchproc.h"
+#include "rights.h"
 #include "aws/s3.h"
 
 #define GZIP_CHUNK (256 * 1024)
@@ -82,17 +83,6 @@ typedef struct S3CopySink
 
 static S3CopySource *current_source = NULL;
 static S3CopySink *current_sink = NULL;
-
-static bool
-has_role(const char *rolename)
-{
-	Oid			roleid;
-
-	if (superuser())
-		return true;
-	roleid = get_role_oid(rolename, true);
-	return OidIsValid(roleid) && has_privs_of_role(GetUserId(), roleid);
-}
 
 static void
 parse_uri_or_error(const char *uri, char **bucket, char **key)
@@ -211,7 +201,7 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 	MemoryContextCallback *cb;
 	uint64		processed;
 
-	if (!has_role("batchproc_s3_read"))
+	if (!batchproc_has_role("batchproc_s3_read"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to COPY from S3"),
@@ -410,7 +400,7 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 	CommandDest saved_where = whereToSendOutput;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (!has_role("batchproc_s3_write"))
+	if (!batchproc_has_role("batchproc_s3_write"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to COPY to S3"),

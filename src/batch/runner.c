@@ -45,6 +45,7 @@
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "batchproc.h"
+#include "rights.h"
 #include "soft.h"
 
 typedef struct Step
@@ -182,27 +183,6 @@ load_batch(int64 id, MemoryContext cxt)
 	return batch;
 }
 
-/*
- * Run as the batch's owner, as a SECURITY DEFINER function would: the
- * owner's rights, a restricted operation, and settings that go back when
- * the work is done.  Returns the GUC nest level to close.
- */
-static int
-as_owner(BatchprocBatch *batch, Oid *saved_user, int *saved_context)
-{
-	GetUserIdAndSecContext(saved_user, saved_context);
-	SetUserIdAndSecContext(batch->owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	return NewGUCNestLevel();
-}
-
-static void
-as_worker(Oid saved_user, int saved_context, int nest_level)
-{
-	AtEOXact_GUC(false, nest_level);
-	SetUserIdAndSecContext(saved_user, saved_context);
-}
-
 static void
 import_step(int64 id, MemoryContext cxt)
 {
@@ -321,15 +301,16 @@ run_step(Step *step, MemoryContext cxt)
 	else if (strcmp(step->state, "exporting") == 0)
 	{
 		BatchprocBatch *batch;
-		Oid			saved_user;
-		int			saved_context;
-		int			nest_level;
+		BatchprocRights saved;
 
 		batchproc_begin_tx("batchproc: exporting");
 		batch = load_batch(step->id, cxt);
-		nest_level = as_owner(batch, &saved_user, &saved_context);
+		/* As the owner, as a SECURITY DEFINER function would run. */
+		saved = batchproc_switch_rights(batch->owner,
+										SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION,
+										NULL);
 		batchproc_export(batch);
-		as_worker(saved_user, saved_context, nest_level);
+		batchproc_restore_rights(saved, false);
 		batchproc_end_tx(cxt);
 		finish(step->id, "succeeded", NULL, cxt);
 	}
