@@ -10,6 +10,7 @@ OBJS = \
 	src/launcher.o \
 	src/rights.o \
 	src/soft.o \
+	src/sql.o \
 	src/worker.o \
 	src/config/compile.o \
 	src/config/number_format.o \

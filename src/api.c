@@ -41,6 +41,7 @@
 #include "config/config.h"
 #include "rights.h"
 #include "soft.h"
+#include "sql.h"
 
 PG_FUNCTION_INFO_V1(batchproc_submit);
 PG_FUNCTION_INFO_V1(batchproc_wait);
@@ -94,14 +95,11 @@ registry_entry(const char *name)
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1] = {CStringGetTextDatum(name)};
 	bool		isnull;
-	int			ret;
 
-	ret = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('type', type, 'arn', arn, 'url', url,"
-								" 'express', express)"
-								" FROM batchproc.targets WHERE name OPERATOR(pg_catalog.=) $1",
-								1, types, args, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the target registry: SPI_execute_with_args returned %d", ret);
+	batchproc_spi_execute_with_args("SELECT pg_catalog.jsonb_build_object('type', type, 'arn', arn, 'url', url,"
+									" 'express', express)"
+									" FROM batchproc.targets WHERE name OPERATOR(pg_catalog.=) $1",
+									1, types, args, NULL, true, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
 	return DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -216,7 +214,6 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		isnull;
 	int64		batch_id;
-	int			ret;
 	MemoryContext old;
 	BatchprocRights	saved;
 
@@ -234,12 +231,10 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	values[1] = JsonbPGetDatum(resolve_target(compiled));
 	values[2] = ObjectIdGetDatum(GetUserId());
 	saved = elevate();
-	ret = SPI_execute_with_args("INSERT INTO batchproc.batches (config, target, owner)"
-								" VALUES ($1, $2, $3) RETURNING id",
-								3, argtypes, values, NULL, false, 1);
+	batchproc_spi_execute_with_args("INSERT INTO batchproc.batches (config, target, owner)"
+									" VALUES ($1, $2, $3) RETURNING id",
+									3, argtypes, values, NULL, false, 1, SPI_OK_INSERT_RETURNING);
 	batchproc_restore_rights(saved, true);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not queue batch: SPI_execute_with_args returned %d", ret);
 	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
@@ -266,11 +261,8 @@ exec_for_batch(const char *sql, int64 batch_id, int expected, long limit)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(batch_id)};
-	int			ret;
 
-	ret = SPI_execute_with_args(sql, 1, types, args, NULL, false, limit);
-	if (ret != expected)
-		elog(ERROR, "SPI_execute_with_args returned %d for \"%s\"", ret, sql);
+	batchproc_spi_execute_with_args(sql, 1, types, args, NULL, false, limit, expected);
 }
 
 /*
@@ -430,7 +422,6 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	char	   *state;
 	bool		isnull;
 	int64		rows;
-	int			ret;
 	BatchprocRights	saved;
 
 	require_worker("batchproc_retry_failed");
@@ -462,15 +453,13 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 				 errdetail("It ended before its CSV was imported."),
 				 errhint("Submit the batch again.")));
 
-	ret = SPI_execute(psprintf("WITH reset AS ("
-							   " UPDATE batchproc_data.batch_" INT64_FORMAT
-							   " SET _status = NULL, _error_message = NULL, _timestamp = NULL,"
-							   " _execution_time_ms = NULL, _attempts = _attempts OPERATOR(pg_catalog.+) 1"
-							   " WHERE _status IS NULL OR _status OPERATOR(pg_catalog.<>) 'SUCCESS' RETURNING 1)"
-							   " SELECT pg_catalog.count(*) FROM reset", batch_id),
-					  false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not reset failed rows: SPI_execute returned %d", ret);
+	batchproc_spi_execute(psprintf("WITH reset AS ("
+								   " UPDATE batchproc_data.batch_" INT64_FORMAT
+								   " SET _status = NULL, _error_message = NULL, _timestamp = NULL,"
+								   " _execution_time_ms = NULL, _attempts = _attempts OPERATOR(pg_catalog.+) 1"
+								   " WHERE _status IS NULL OR _status OPERATOR(pg_catalog.<>) 'SUCCESS' RETURNING 1)"
+								   " SELECT pg_catalog.count(*) FROM reset", batch_id),
+						  false, 0, SPI_OK_SELECT);
 	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",

@@ -45,6 +45,7 @@
 
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "sql.h"
 
 /* A group of finished rows is written at this size, or after this long. */
 #define FLUSH_ROWS			500
@@ -133,7 +134,6 @@ refill_queue(Dispatch *d)
 	ListCell   *lc;
 	Datum		args[2];
 	Oid			types[2] = {INT8OID, INT4OID};
-	int			ret;
 	uint64		n;
 	Datum	   *first_ids;
 	int			nfirst = 0;
@@ -156,9 +156,7 @@ refill_queue(Dispatch *d)
 	batchproc_begin_tx("batchproc: reading pending rows");
 	args[0] = Int64GetDatum(d->last_row_fetched);
 	args[1] = Int32GetDatum(d->queue_cap);
-	ret = SPI_execute_with_args(sql.data, 2, types, args, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read pending rows: SPI_execute_with_args returned %d", ret);
+	batchproc_spi_execute_with_args(sql.data, 2, types, args, NULL, true, 0, SPI_OK_SELECT);
 
 	n = SPI_processed;
 	first_ids = palloc(sizeof(Datum) * Max(n, 1));
@@ -205,9 +203,7 @@ refill_queue(Dispatch *d)
 		appendStringInfo(&sql, "UPDATE %s SET _attempts = 1"
 						 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1) AND _attempts OPERATOR(pg_catalog.=) 0",
 						 d->batch->table);
-		ret = SPI_execute_with_args(sql.data, 1, &atype, &arr, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "could not record first attempts: SPI_execute_with_args returned %d", ret);
+		batchproc_spi_execute_with_args(sql.data, 1, &atype, &arr, NULL, false, 0, SPI_OK_UPDATE);
 	}
 	batchproc_end_tx(loop_cxt);
 }
@@ -234,7 +230,6 @@ static void
 check_state(Dispatch *d, TimestampTz now)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
-	int			ret;
 	bool		isnull;
 	char	   *state;
 
@@ -244,15 +239,13 @@ check_state(Dispatch *d, TimestampTz now)
 		return;
 	d->state_checked_at = now;
 	batchproc_begin_tx("batchproc: checking batch state");
-	ret = SPI_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d"
-							   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-							   " AND in_flight OPERATOR(pg_catalog.<>) %d RETURNING state",
-							   d->nbusy, d->batch->id, d->nbusy), false, 1);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not read batch state: SPI_execute returned %d", ret);
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND in_flight OPERATOR(pg_catalog.<>) %d RETURNING state",
+								   d->nbusy, d->batch->id, d->nbusy), false, 1, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
-		ret = SPI_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
-								   d->batch->id), true, 1);
+		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+									   d->batch->id), true, 1, SPI_OK_SELECT);
 	state = SPI_processed ? TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 															  SPI_tuptable->tupdesc, 1, &isnull)) : "cancelled";
 	if (strcmp(state, "running") != 0)
@@ -633,7 +626,6 @@ abandon_slots(Dispatch *d)
 	int			n = 0;
 	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 	Datum		args[2];
-	int			ret;
 
 	for (int i = 0; i < d->nslots; i++)
 	{
@@ -659,13 +651,11 @@ abandon_slots(Dispatch *d)
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
 	batchproc_begin_tx("batchproc: recording the attempts of abandoned rows");
-	ret = SPI_execute_with_args(psprintf("UPDATE %s t SET _attempts = GREATEST(t._attempts, a.attempt)"
-										 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) a(row_id, attempt)"
-										 " WHERE t._row_id OPERATOR(pg_catalog.=) a.row_id AND t._status IS NULL",
-										 d->batch->table),
-								2, types, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not record the attempts of abandoned rows: SPI_execute_with_args returned %d", ret);
+	batchproc_spi_execute_with_args(psprintf("UPDATE %s t SET _attempts = GREATEST(t._attempts, a.attempt)"
+											 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) a(row_id, attempt)"
+											 " WHERE t._row_id OPERATOR(pg_catalog.=) a.row_id AND t._status IS NULL",
+											 d->batch->table),
+									2, types, args, NULL, false, 0, SPI_OK_UPDATE);
 	batchproc_end_tx(loop_cxt);
 }
 

@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 
 #include "batch/batch.h"
+#include "sql.h"
 
 void
 batchproc_export(BatchprocBatch *batch)
@@ -29,7 +30,6 @@ batchproc_export(BatchprocBatch *batch)
 	StringInfoData sql;
 	ListCell   *lc;
 	bool		first = true;
-	int			ret;
 
 #define SEPARATE() do { if (!first) appendStringInfoString(&sql, ", "); first = false; } while (0)
 
@@ -71,7 +71,5 @@ batchproc_export(BatchprocBatch *batch)
 					 batch->table, quote_literal_cstr(config->output_s3_uri));
 #undef SEPARATE
 
-	ret = SPI_execute(sql.data, false, 0);
-	if (ret != SPI_OK_UTILITY)
-		elog(ERROR, "could not export the batch: SPI_execute returned %d", ret);
+	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
 }

@@ -36,8 +36,9 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-#include "batch/batch.h"
 #include "aws/s3.h"
+#include "batch/batch.h"
+#include "sql.h"
 
 #define IMPORT_CHUNK (256 * 1024)
 
@@ -337,7 +338,6 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	RangeVar   *rv;
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
-	int			ret;
 
 	st->cxt = CurrentMemoryContext;
 	st->line = 1;
@@ -369,9 +369,7 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	appendStringInfoChar(&sql, ')');
 	attnames = lappend(attnames, makeString("_row_id"));
 
-	ret = SPI_execute(sql.data, false, 0);
-	if (ret != SPI_OK_UTILITY)
-		elog(ERROR, "could not create the batch table: SPI_execute returned %d", ret);
+	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
 
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(qualified_table));
 	rel = table_openrv(rv, RowExclusiveLock);
@@ -392,9 +390,7 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	/* The key goes on after the load: one index build beats a million inserts. */
 	resetStringInfo(&sql);
 	appendStringInfo(&sql, "ALTER TABLE %s ADD PRIMARY KEY (_row_id)", qualified_table);
-	ret = SPI_execute(sql.data, false, 0);
-	if (ret != SPI_OK_UTILITY)
-		elog(ERROR, "could not index the batch table: SPI_execute returned %d", ret);
+	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
 
 	result.rows = st->rows;
 	result.columns = st->header;

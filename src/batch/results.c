@@ -36,6 +36,7 @@
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "soft.h"
+#include "sql.h"
 
 static const char *const metadata_columns[] = {
 	"_execution_id", "_status", "_error_message", "_execution_time_ms",
@@ -334,7 +335,6 @@ batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, i
 	Datum	   *attempts = palloc(sizeof(Datum) * n);
 	char	  **texts = palloc(sizeof(char *) * n);
 	bool	   *nulls = palloc(sizeof(bool) * n);
-	int			ret;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -374,7 +374,5 @@ batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, i
 	argtypes[nargs - 1] = INT4OID;
 	args[nargs - 1] = Int32GetDatum(in_flight);
 
-	ret = SPI_execute_with_args(flush_sql(batch), nargs, argtypes, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not write batch results: SPI_execute_with_args returned %d", ret);
+	batchproc_spi_execute_with_args(flush_sql(batch), nargs, argtypes, args, NULL, false, 0, SPI_OK_UPDATE);
 }

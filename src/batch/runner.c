@@ -47,21 +47,13 @@
 #include "batchproc.h"
 #include "rights.h"
 #include "soft.h"
+#include "sql.h"
 
 typedef struct Step
 {
 	int64		id;
 	char	   *state;
 } Step;
-
-static void
-exec_sql(const char *sql, int expected)
-{
-	int			ret = SPI_execute(sql, false, 0);
-
-	if (ret != expected)
-		elog(ERROR, "batchproc: SPI_execute returned %d for: %s", ret, sql);
-}
 
 /* The oldest unfinished batch, taking a queued one into importing. */
 static bool
@@ -71,9 +63,9 @@ next_step(Step *step, MemoryContext cxt)
 	bool		isnull;
 
 	batchproc_begin_tx("batchproc: looking for work");
-	exec_sql("SELECT id, state FROM batchproc.batches"
-			 " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting'])"
-			 " ORDER BY id LIMIT 1", SPI_OK_SELECT);
+	batchproc_spi_execute("SELECT id, state FROM batchproc.batches"
+						  " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting'])"
+						  " ORDER BY id LIMIT 1", false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
 		found = true;
@@ -82,8 +74,8 @@ next_step(Step *step, MemoryContext cxt)
 															SPI_tuptable->tupdesc, 2));
 		if (strcmp(step->state, "queued") == 0)
 		{
-			exec_sql(psprintf("UPDATE batchproc.batches SET state = 'importing', started_at = pg_catalog.now()"
-							  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, step->id), SPI_OK_UPDATE);
+			batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'importing', started_at = pg_catalog.now()"
+										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, step->id), false, 0, SPI_OK_UPDATE);
 			step->state = MemoryContextStrdup(cxt, "importing");
 		}
 	}
@@ -104,9 +96,8 @@ load_batch(int64 id, MemoryContext cxt)
 	Jsonb	   *target;
 	char	   *s;
 
-	exec_sql(psprintf("SELECT config, owner, target, columns, total_rows, token"
-					  " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
-			 SPI_OK_SELECT);
+	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token"
+								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
 	tup = SPI_tuptable->vals[0];
@@ -156,10 +147,9 @@ load_batch(int64 id, MemoryContext cxt)
 		Oid			types[1] = {TEXTOID};
 		Datum		args[1] = {CStringGetTextDatum(batch->target.name)};
 
-		if (SPI_execute_with_args("SELECT headers, url FROM batchproc.targets"
-								  " WHERE name OPERATOR(pg_catalog.=) $1",
-								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the target registry");
+		batchproc_spi_execute_with_args("SELECT headers, url FROM batchproc.targets"
+										" WHERE name OPERATOR(pg_catalog.=) $1",
+										1, types, args, NULL, true, 1, SPI_OK_SELECT);
 		if (SPI_processed == 1 &&
 			strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 				   batch->target.address) != 0)
@@ -201,9 +191,8 @@ import_step(int64 id, MemoryContext cxt)
 	imported = batchproc_import_csv(bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),
 									batchproc_reserved_column_names(batch->config));
-	exec_sql(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
-					  quote_identifier(GetUserNameFromId(batch->owner, false))),
-			 SPI_OK_UTILITY);
+	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
+								   quote_identifier(GetUserNameFromId(batch->owner, false))), false, 0, SPI_OK_UTILITY);
 
 	needed = batchproc_config_input_columns(batch->config);
 	foreach(lc, needed)
@@ -229,12 +218,11 @@ import_step(int64 id, MemoryContext cxt)
 			appendStringInfoString(&cols, ", ");
 		appendStringInfoString(&cols, quote_literal_cstr(lfirst(lc)));
 	}
-	exec_sql(psprintf("UPDATE batchproc.batches SET state = 'running', total_rows = " INT64_FORMAT ","
-					  " result_table = '%s'::pg_catalog.regclass, columns = ARRAY[%s]::pg_catalog.text[]"
-					  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-					  " AND state OPERATOR(pg_catalog.=) 'importing'",
-					  imported.rows, batch->table, cols.len ? cols.data : "", id),
-			 SPI_OK_UPDATE);
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'running', total_rows = " INT64_FORMAT ","
+								   " result_table = '%s'::pg_catalog.regclass, columns = ARRAY[%s]::pg_catalog.text[]"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) 'importing'",
+								   imported.rows, batch->table, cols.len ? cols.data : "", id), false, 0, SPI_OK_UPDATE);
 	batchproc_end_tx(cxt);
 }
 
@@ -245,21 +233,18 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
 	char		nulls[1] = {error ? ' ' : 'n'};
-	int			ret;
 
 	batchproc_begin_tx("batchproc: finishing a batch");
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
-	ret = SPI_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
-										 " in_flight = 0, finished_at = pg_catalog.now()"
-										 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-										 " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing',"
-										 " 'running', 'exporting'])",
-										 state, id),
-								1, types, args, nulls, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not finish batch: SPI_execute_with_args returned %d", ret);
-	exec_sql(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), SPI_OK_SELECT);
+	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
+											 " in_flight = 0, finished_at = pg_catalog.now()"
+											 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+											 " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing',"
+											 " 'running', 'exporting'])",
+											 state, id),
+									1, types, args, nulls, false, 0, SPI_OK_UPDATE);
+	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
 	batchproc_end_tx(cxt);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
@@ -289,10 +274,9 @@ run_step(Step *step, MemoryContext cxt)
 		else if (batch->config->output_s3_uri)
 		{
 			batchproc_begin_tx("batchproc: export next");
-			exec_sql(psprintf("UPDATE batchproc.batches SET state = 'exporting'"
-							  " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-							  " AND state OPERATOR(pg_catalog.=) 'running'", step->id),
-					 SPI_OK_UPDATE);
+			batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'exporting'"
+										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+										   " AND state OPERATOR(pg_catalog.=) 'running'", step->id), false, 0, SPI_OK_UPDATE);
 			batchproc_end_tx(cxt);
 		}
 		else
