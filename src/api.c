@@ -105,46 +105,50 @@ registry_entry(const char *name)
 	return DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-static const char *
-type_name(BatchprocTargetType type)
-{
-	return type == BATCHPROC_TARGET_AGENT ? "agent" :
-		type == BATCHPROC_TARGET_TOOL ? "tool" : "http";
-}
-
 /* "an agent", "a tool", "an http target", for messages. */
 static const char *
-type_phrase(const char *type)
+type_phrase(BatchprocTargetType type)
 {
-	return strcmp(type, "agent") == 0 ? "an agent" :
-		strcmp(type, "tool") == 0 ? "a tool" : "an http target";
+	switch (type)
+	{
+		case BATCHPROC_TARGET_AGENT:
+			return "an agent";
+		case BATCHPROC_TARGET_TOOL:
+			return "a tool";
+		case BATCHPROC_TARGET_HTTP:
+			return "an http target";
+	}
+	return "a target";
 }
 
 /*
  * Resolve the config's target against the registry, into what the worker
- * needs: {"type", "name", "address", "express", "headers"}.
+ * needs (batchproc_target_to_jsonb).
  */
 static Jsonb *
 resolve_target(const BatchprocConfig *config)
 {
-	const char *type = type_name(config->target_type);
 	Jsonb	   *entry = config->target_name ? registry_entry(config->target_name) : NULL;
 	char	   *address = config->target_arn;
 	char	   *name = config->target_name;
 	bool		express = false;
-	StringInfoData out;
+	BatchprocTarget target;
 
 	if (entry)
 	{
-		char	   *entry_type = batchproc_jsonb_string(entry, "type");
+		char	   *entry_type_name = batchproc_jsonb_string(entry, "type");
+		BatchprocTargetType entry_type;
 		JsonbValue *x = batchproc_jsonb_key(entry, "express");
 
-		if (strcmp(entry_type, type) != 0)
+		if (!batchproc_target_type_from_name(entry_type_name, &entry_type))
+			elog(ERROR, "target \"%s\" has an unknown type \"%s\" in the registry",
+				 name, entry_type_name);
+		if (entry_type != config->target_type)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("target.name: \"%s\" is registered as %s, not %s",
-							name, type_phrase(entry_type), type_phrase(type)),
-					 errhint("Set target.type to \"%s\", or name another target.", entry_type)));
+							name, type_phrase(entry_type), type_phrase(config->target_type)),
+					 errhint("Set target.type to \"%s\", or name another target.", entry_type_name)));
 		if (address == NULL)
 			address = batchproc_jsonb_string(entry,
 											 config->target_type == BATCHPROC_TARGET_HTTP ? "url" : "arn");
@@ -184,17 +188,12 @@ resolve_target(const BatchprocConfig *config)
 			break;
 	}
 
-	initStringInfo(&out);
-	appendStringInfoString(&out, "{\"type\": ");
-	escape_json(&out, type);
-	appendStringInfoString(&out, ", \"name\": ");
-	escape_json(&out, name);
-	appendStringInfoString(&out, ", \"address\": ");
-	escape_json(&out, address);
-	/* An http target's headers may hold secrets: the worker reads them
-	 * from the registry, and the batch's row never shows them. */
-	appendStringInfo(&out, ", \"express\": %s}", express ? "true" : "false");
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+	memset(&target, 0, sizeof(target));
+	target.type = config->target_type;
+	target.name = name;
+	target.address = address;
+	target.express = express;
+	return batchproc_target_to_jsonb(&target);
 }
 
 /*
@@ -215,7 +214,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		batch_id;
 	MemoryContext old;
-	BatchprocRights	saved;
+	BatchprocRights saved;
 
 	require_worker("batchproc_submit");
 	batchproc_require_role("batchproc_user", "submit batches", NULL);
@@ -285,8 +284,7 @@ batch_state(int64 batch_id)
 static bool
 is_final(const char *state)
 {
-	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-		strcmp(state, "cancelled") == 0;
+	return batchproc_batch_state_final(batchproc_batch_state_from_name(state));
 }
 
 /*
@@ -384,19 +382,21 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	state = batch_state(batch_id);
 	if (!is_final(state))
 	{
-		BatchprocRights	saved = elevate();
+		BatchprocRights saved = elevate();
 
 		/* The worker may end the batch meanwhile: its ending stands. */
-		exec_for_batch("UPDATE batchproc.batches SET state = 'cancelled',"
-					   " in_flight = 0, finished_at = pg_catalog.now()"
-					   " WHERE id OPERATOR(pg_catalog.=) $1"
-					   " AND state OPERATOR(pg_catalog.<>) ALL ('{succeeded,failed,cancelled}')",
+		exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s',"
+								" in_flight = 0, finished_at = pg_catalog.now()"
+								" WHERE id OPERATOR(pg_catalog.=) $1"
+								" AND state OPERATOR(pg_catalog.<>) ALL (%s)",
+								batchproc_batch_state_name(BATCHPROC_BATCH_CANCELLED),
+								batchproc_batch_states_sql(true)),
 					   batch_id, SPI_OK_UPDATE, 0);
 		if (SPI_processed == 1)
 		{
 			exec_for_batch("SELECT pg_catalog.pg_notify('batchproc', $1::pg_catalog.text)",
 						   batch_id, SPI_OK_SELECT, 0);
-			state = "cancelled";
+			state = (char *) batchproc_batch_state_name(BATCHPROC_BATCH_CANCELLED);
 			batchproc_wake_worker_at_commit();
 		}
 		else
@@ -422,7 +422,7 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	char	   *state;
 	bool		isnull;
 	int64		rows;
-	BatchprocRights	saved;
+	BatchprocRights saved;
 
 	require_worker("batchproc_retry_failed");
 	SPI_connect();
@@ -464,8 +464,9 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);
-	exec_for_batch("UPDATE batchproc.batches SET state = 'running', failed_rows = 0,"
-				   " error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
+	exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s', failed_rows = 0,"
+							" error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
+							batchproc_batch_state_name(BATCHPROC_BATCH_RUNNING)),
 				   batch_id, SPI_OK_UPDATE, 0);
 	batchproc_restore_rights(saved, true);
 	SPI_finish();

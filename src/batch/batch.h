@@ -18,6 +18,27 @@
 #include "config/config.h"
 #include "aws/http.h"
 
+/*
+ * runner.c: the states of batchproc.batches.state, in the order of a
+ * batch's life, and their names (which the install script's CHECK on that
+ * column lists too).
+ */
+typedef enum BatchprocBatchState
+{
+	BATCHPROC_BATCH_QUEUED,
+	BATCHPROC_BATCH_IMPORTING,
+	BATCHPROC_BATCH_RUNNING,
+	BATCHPROC_BATCH_EXPORTING,
+	BATCHPROC_BATCH_SUCCEEDED,	/* the first final state */
+	BATCHPROC_BATCH_FAILED,
+	BATCHPROC_BATCH_CANCELLED
+} BatchprocBatchState;
+
+extern const char *batchproc_batch_state_name(BatchprocBatchState state);
+extern BatchprocBatchState batchproc_batch_state_from_name(const char *name);
+extern bool batchproc_batch_state_final(BatchprocBatchState state);
+extern char *batchproc_batch_states_sql(bool final);
+
 /* A target resolved at submit time, as batches.target stores it. */
 typedef struct BatchprocTarget
 {
@@ -73,6 +94,8 @@ typedef struct BatchprocCallOutcome
 	char	   *execution_arn;	/* agents */
 } BatchprocCallOutcome;
 
+extern Jsonb *batchproc_target_to_jsonb(const BatchprocTarget *target);
+extern void batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,

@@ -231,7 +231,6 @@ check_state(Dispatch *d, TimestampTz now)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
-	char	   *state;
 
 	/* A cancel or redrive sets our latch at commit: look at once then. */
 	if (!batchproc_http_latch_was_set() &&
@@ -246,9 +245,11 @@ check_state(Dispatch *d, TimestampTz now)
 	if (SPI_processed == 0)
 		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 									   d->batch->id), true, 1, SPI_OK_SELECT);
-	state = SPI_processed ? TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-															  SPI_tuptable->tupdesc, 1, &isnull)) : "cancelled";
-	if (strcmp(state, "running") != 0)
+	/* A batch that is gone, or no longer running, is over for this loop. */
+	if (SPI_processed == 0 ||
+		batchproc_batch_state_from_name(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+																		  SPI_tuptable->tupdesc,
+																		  1, &isnull))) != BATCHPROC_BATCH_RUNNING)
 		d->cancelled = true;
 	batchproc_end_tx(loop_cxt);
 }

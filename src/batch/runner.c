@@ -49,11 +49,76 @@
 #include "soft.h"
 #include "sql.h"
 
+static const char *const batch_state_names[] = {
+	[BATCHPROC_BATCH_QUEUED] = "queued",
+	[BATCHPROC_BATCH_IMPORTING] = "importing",
+	[BATCHPROC_BATCH_RUNNING] = "running",
+	[BATCHPROC_BATCH_EXPORTING] = "exporting",
+	[BATCHPROC_BATCH_SUCCEEDED] = "succeeded",
+	[BATCHPROC_BATCH_FAILED] = "failed",
+	[BATCHPROC_BATCH_CANCELLED] = "cancelled",
+};
+
 typedef struct Step
 {
 	int64		id;
-	char	   *state;
+	BatchprocBatchState state;
 } Step;
+
+const char *
+batchproc_batch_state_name(BatchprocBatchState state)
+{
+	Assert((size_t) state < lengthof(batch_state_names));
+	return batch_state_names[state];
+}
+
+BatchprocBatchState
+batchproc_batch_state_from_name(const char *name)
+{
+	for (size_t i = 0; i < lengthof(batch_state_names); i++)
+		if (strcmp(name, batch_state_names[i]) == 0)
+			return (BatchprocBatchState) i;
+	elog(ERROR, "unknown batch state \"%s\"", name);
+	return BATCHPROC_BATCH_FAILED;	/* keep compiler quiet */
+}
+
+bool
+batchproc_batch_state_final(BatchprocBatchState state)
+{
+	return state >= BATCHPROC_BATCH_SUCCEEDED;
+}
+
+/* The final states, or the others, as a SQL array of text. */
+char *
+batchproc_batch_states_sql(bool final)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "ARRAY[");
+	for (size_t i = 0; i < lengthof(batch_state_names); i++)
+	{
+		if (batchproc_batch_state_final((BatchprocBatchState) i) != final)
+			continue;
+		if (sql.data[sql.len - 1] != '[')
+			appendStringInfoString(&sql, ", ");
+		appendStringInfo(&sql, "'%s'", batch_state_names[i]);
+	}
+	appendStringInfoString(&sql, "]::pg_catalog.text[]");
+	return sql.data;
+}
+
+/* Move a batch from one state to another, if it is still in the first. */
+static void
+move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const char *also_set)
+{
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = '%s'%s"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) '%s'",
+								   batchproc_batch_state_name(to), also_set ? also_set : "",
+								   id, batchproc_batch_state_name(from)),
+						  false, 0, SPI_OK_UPDATE);
+}
 
 /* The oldest unfinished batch, taking a queued one into importing. */
 static bool
@@ -63,20 +128,21 @@ next_step(Step *step, MemoryContext cxt)
 	bool		isnull;
 
 	batchproc_begin_tx("batchproc: looking for work");
-	batchproc_spi_execute("SELECT id, state FROM batchproc.batches"
-						  " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting'])"
-						  " ORDER BY id LIMIT 1", false, 0, SPI_OK_SELECT);
+	batchproc_spi_execute(psprintf("SELECT id, state FROM batchproc.batches"
+								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
+								   " ORDER BY id LIMIT 1", batchproc_batch_states_sql(false)),
+						  false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
 		found = true;
 		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		step->state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 2));
-		if (strcmp(step->state, "queued") == 0)
+		step->state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+																   SPI_tuptable->tupdesc, 2));
+		if (step->state == BATCHPROC_BATCH_QUEUED)
 		{
-			batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'importing', started_at = pg_catalog.now()"
-										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, step->id), false, 0, SPI_OK_UPDATE);
-			step->state = MemoryContextStrdup(cxt, "importing");
+			move_state(step->id, BATCHPROC_BATCH_QUEUED, BATCHPROC_BATCH_IMPORTING,
+					   ", started_at = pg_catalog.now()");
+			step->state = BATCHPROC_BATCH_IMPORTING;
 		}
 	}
 	batchproc_end_tx(cxt);
@@ -93,8 +159,6 @@ load_batch(int64 id, MemoryContext cxt)
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
-	Jsonb	   *target;
-	char	   *s;
 
 	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token"
 								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
@@ -110,15 +174,8 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->config = batchproc_config_compile(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull)));
 	batch->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 
-	target = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
-	s = batchproc_jsonb_string(target, "type");
-	batch->target.type = strcmp(s, "agent") == 0 ? BATCHPROC_TARGET_AGENT :
-		strcmp(s, "tool") == 0 ? BATCHPROC_TARGET_TOOL : BATCHPROC_TARGET_HTTP;
-	batch->target.name = batchproc_jsonb_string(target, "name");
-	batch->target.address = batchproc_jsonb_string(target, "address");
-	batch->target.express = (batchproc_jsonb_key(target, "express") &&
-							 batchproc_jsonb_key(target, "express")->type == jbvBool &&
-							 batchproc_jsonb_key(target, "express")->val.boolean);
+	batchproc_target_from_jsonb(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull)),
+								&batch->target);
 
 	d = SPI_getbinval(tup, desc, 4, &isnull);
 	if (!isnull)
@@ -218,17 +275,16 @@ import_step(int64 id, MemoryContext cxt)
 			appendStringInfoString(&cols, ", ");
 		appendStringInfoString(&cols, quote_literal_cstr(lfirst(lc)));
 	}
-	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'running', total_rows = " INT64_FORMAT ","
-								   " result_table = '%s'::pg_catalog.regclass, columns = ARRAY[%s]::pg_catalog.text[]"
-								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND state OPERATOR(pg_catalog.=) 'importing'",
-								   imported.rows, batch->table, cols.len ? cols.data : "", id), false, 0, SPI_OK_UPDATE);
+	move_state(id, BATCHPROC_BATCH_IMPORTING, BATCHPROC_BATCH_RUNNING,
+			   psprintf(", total_rows = " INT64_FORMAT ", result_table = '%s'::pg_catalog.regclass,"
+						" columns = ARRAY[%s]::pg_catalog.text[]",
+						imported.rows, batch->table, cols.len ? cols.data : ""));
 	batchproc_end_tx(cxt);
 }
 
 /* Set the batch's end, notify listeners and wake waiters. */
 static void
-finish(int64 id, const char *state, const char *error, MemoryContext cxt)
+finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
@@ -240,9 +296,9 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
 											 " in_flight = 0, finished_at = pg_catalog.now()"
 											 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-											 " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing',"
-											 " 'running', 'exporting'])",
-											 state, id),
+											 " AND state OPERATOR(pg_catalog.=) ANY (%s)",
+											 batchproc_batch_state_name(state), id,
+											 batchproc_batch_states_sql(false)),
 									1, types, args, nulls, false, 0, SPI_OK_UPDATE);
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
 	batchproc_end_tx(cxt);
@@ -252,51 +308,65 @@ finish(int64 id, const char *state, const char *error, MemoryContext cxt)
 static void
 run_step(Step *step, MemoryContext cxt)
 {
-	if (strcmp(step->state, "importing") == 0)
-		import_step(step->id, cxt);
-	else if (strcmp(step->state, "running") == 0)
+	BatchprocBatch *batch;
+	char	   *error = NULL;
+	BatchprocRights saved;
+
+	switch (step->state)
 	{
-		BatchprocBatch *batch;
-		char	   *error = NULL;
-		BatchprocDispatchEnd end;
+		case BATCHPROC_BATCH_QUEUED:
+			/* next_step moved it on to importing */
+			elog(ERROR, "batch " INT64_FORMAT " is still queued", step->id);
+			break;
 
-		batchproc_begin_tx("batchproc: loading a batch");
-		batch = load_batch(step->id, cxt);
-		batchproc_end_tx(cxt);
+		case BATCHPROC_BATCH_IMPORTING:
+			import_step(step->id, cxt);
+			break;
 
-		end = batchproc_dispatch(batch, &error);
-		if (end == BATCHPROC_DISPATCH_STOPPED_ON_ERROR)
-			finish(step->id, "failed", error, cxt);
-		else if (end == BATCHPROC_DISPATCH_CANCELLED)
-		{
-			/* Cancelled, or redriven meanwhile: the table says which. */
-		}
-		else if (batch->config->output_s3_uri)
-		{
-			batchproc_begin_tx("batchproc: export next");
-			batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = 'exporting'"
-										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-										   " AND state OPERATOR(pg_catalog.=) 'running'", step->id), false, 0, SPI_OK_UPDATE);
+		case BATCHPROC_BATCH_RUNNING:
+			batchproc_begin_tx("batchproc: loading a batch");
+			batch = load_batch(step->id, cxt);
 			batchproc_end_tx(cxt);
-		}
-		else
-			finish(step->id, "succeeded", NULL, cxt);
-	}
-	else if (strcmp(step->state, "exporting") == 0)
-	{
-		BatchprocBatch *batch;
-		BatchprocRights saved;
 
-		batchproc_begin_tx("batchproc: exporting");
-		batch = load_batch(step->id, cxt);
-		/* As the owner, as a SECURITY DEFINER function would run. */
-		saved = batchproc_switch_rights(batch->owner,
-										SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION,
-										NULL);
-		batchproc_export(batch);
-		batchproc_restore_rights(saved, false);
-		batchproc_end_tx(cxt);
-		finish(step->id, "succeeded", NULL, cxt);
+			switch (batchproc_dispatch(batch, &error))
+			{
+				case BATCHPROC_DISPATCH_STOPPED_ON_ERROR:
+					finish(step->id, BATCHPROC_BATCH_FAILED, error, cxt);
+					break;
+				case BATCHPROC_DISPATCH_CANCELLED:
+					/* Cancelled, or redriven meanwhile: the table says which. */
+					break;
+				case BATCHPROC_DISPATCH_DONE:
+					if (batch->config->output_s3_uri)
+					{
+						batchproc_begin_tx("batchproc: export next");
+						move_state(step->id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+						batchproc_end_tx(cxt);
+					}
+					else
+						finish(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+					break;
+			}
+			break;
+
+		case BATCHPROC_BATCH_EXPORTING:
+			batchproc_begin_tx("batchproc: exporting");
+			batch = load_batch(step->id, cxt);
+			/* As the owner, as a SECURITY DEFINER function would run. */
+			saved = batchproc_switch_rights(batch->owner,
+											SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION,
+											NULL);
+			batchproc_export(batch);
+			batchproc_restore_rights(saved, false);
+			batchproc_end_tx(cxt);
+			finish(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+			break;
+
+		case BATCHPROC_BATCH_SUCCEEDED:
+		case BATCHPROC_BATCH_FAILED:
+		case BATCHPROC_BATCH_CANCELLED:
+			/* next_step never picks an ended batch */
+			break;
 	}
 }
 
@@ -348,7 +418,7 @@ batchproc_run_batches(int slotno)
 			{
 				ereport(LOG,
 						(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", step.id, edata->message)));
-				finish(step.id, "failed",
+				finish(step.id, BATCHPROC_BATCH_FAILED,
 					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
 					   cxt);
 			}

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * targets.c
- *	  A row's call to its target: the call's name, and the switch to the
- *	  kind of target (target_tool.c, target_agent.c, target_http.c).
+ *	  A batch's target and a row's call to it: batches.target, the call's
+ *	  name, and the switch to the kind of target (target_tool.c,
+ *	  target_agent.c, target_http.c).
  *
  * IDENTIFICATION
  *	  src/batch/targets.c
@@ -11,8 +12,50 @@
  */
 #include "postgres.h"
 
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "soft.h"
+
+/*
+ * batches.target, the target as batchproc_submit resolved it: {"type",
+ * "name", "address", "express"}.  An http target's headers may hold
+ * secrets: they stay in the registry, out of the batch's row, and the
+ * worker reads them from there.
+ */
+Jsonb *
+batchproc_target_to_jsonb(const BatchprocTarget *target)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"type\": ");
+	escape_json(&out, batchproc_target_type_name(target->type));
+	appendStringInfoString(&out, ", \"name\": ");
+	escape_json(&out, target->name);
+	appendStringInfoString(&out, ", \"address\": ");
+	escape_json(&out, target->address);
+	appendStringInfo(&out, ", \"express\": %s}", target->express ? "true" : "false");
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
+/* The target batchproc_target_to_jsonb wrote, without headers. */
+void
+batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target)
+{
+	char	   *type = batchproc_jsonb_string(jb, "type");
+	JsonbValue *express = batchproc_jsonb_key(jb, "express");
+
+	memset(target, 0, sizeof(*target));
+	if (type == NULL || !batchproc_target_type_from_name(type, &target->type))
+		elog(ERROR, "batches.target has an unknown type \"%s\"", type ? type : "");
+	target->name = batchproc_jsonb_string(jb, "name");
+	target->address = batchproc_jsonb_string(jb, "address");
+	target->express = express && express->type == jbvBool && express->val.boolean;
+}
 
 /*
  * The name of one call: batchproc-<batch>-<token>-<row>-<attempt>.  The

@@ -24,6 +24,33 @@
 #include "config/config.h"
 #include "config/walk.h"
 
+static const char *const target_type_names[] = {
+	[BATCHPROC_TARGET_AGENT] = "agent",
+	[BATCHPROC_TARGET_TOOL] = "tool",
+	[BATCHPROC_TARGET_HTTP] = "http",
+};
+
+const char *
+batchproc_target_type_name(BatchprocTargetType type)
+{
+	Assert((size_t) type < lengthof(target_type_names));
+	return target_type_names[type];
+}
+
+bool
+batchproc_target_type_from_name(const char *name, BatchprocTargetType *type)
+{
+	for (size_t i = 0; i < lengthof(target_type_names); i++)
+	{
+		if (strcmp(name, target_type_names[i]) == 0)
+		{
+			*type = (BatchprocTargetType) i;
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
  * A normalised config has every key in place; one that does not was not
  * written by batchproc_config_validate, which is a bug, not a user error.
@@ -263,13 +290,7 @@ batchproc_config_compile(Jsonb *normalised)
 
 	target = need_container(root, "target");
 	type = need_string(target, "type");
-	if (strcmp(type, "agent") == 0)
-		cfg->target_type = BATCHPROC_TARGET_AGENT;
-	else if (strcmp(type, "tool") == 0)
-		cfg->target_type = BATCHPROC_TARGET_TOOL;
-	else if (strcmp(type, "http") == 0)
-		cfg->target_type = BATCHPROC_TARGET_HTTP;
-	else
+	if (!batchproc_target_type_from_name(type, &cfg->target_type))
 		elog(ERROR, "batch config is not normalised: unknown target type \"%s\"", type);
 	cfg->target_name = maybe_string(target, "name");
 	cfg->target_arn = maybe_string(target, "arn");

@@ -123,6 +123,14 @@ typedef struct BatchprocConfig
 } BatchprocConfig;
 
 /*
+ * compile.c: target types by name, as the config's target.type, the
+ * registry's type and batches.target write them.  Every name is one of
+ * these; the registry's CHECK lists the same.
+ */
+extern const char *batchproc_target_type_name(BatchprocTargetType type);
+extern bool batchproc_target_type_from_name(const char *name, BatchprocTargetType *type);
+
+/*
  * validate.c: validate and normalise, with an ERROR naming the JSON path
  * of the first fault.
  */

@@ -112,9 +112,9 @@ validate_s3_uri(JsonbContainer *root, const char *key, JsonbParseState **st)
  * version or alias qualifier.
  */
 static void
-check_arn(const char *arn, const char *type)
+check_arn(const char *arn, BatchprocTargetType type)
 {
-	bool		agent = (strcmp(type, "agent") == 0);
+	bool		agent = (type == BATCHPROC_TARGET_AGENT);
 	const char *service = agent ? "states" : "lambda";
 	const char *resource = agent ? "stateMachine" : "function";
 	const char *example = agent ?
@@ -145,7 +145,7 @@ check_arn(const char *arn, const char *type)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("target.arn: expected an ARN of service \"%s\" for a target of type \"%s\", not \"%s\"",
-						service, type, parts[2]),
+						service, batchproc_target_type_name(type), parts[2]),
 				 agent ?
 				 errdetail("An agent is a Step Functions state machine, as in %s.", example) :
 				 errdetail("A tool is a Lambda function, as in %s.", example),
@@ -161,8 +161,9 @@ check_arn(const char *arn, const char *type)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("target.arn: expected a resource of type \"%s\" for a target of type \"%s\", not \"%s\"",
-						resource, type, parts[5]),
-				 errdetail("A target of type \"%s\" has an ARN such as %s.", type, example)));
+						resource, batchproc_target_type_name(type), parts[5]),
+				 errdetail("A target of type \"%s\" has an ARN such as %s.",
+						   batchproc_target_type_name(type), example)));
 	else
 		well_formed = true;
 
@@ -179,6 +180,7 @@ validate_target(JsonbContainer *root, JsonbParseState **st)
 	JsonbContainer *obj;
 	JsonbValue *v;
 	char	   *type;
+	BatchprocTargetType target_type;
 	char	   *name = NULL;
 	char	   *arn = NULL;
 
@@ -197,8 +199,7 @@ validate_target(JsonbContainer *root, JsonbParseState **st)
 				 errmsg("target.type: is required"),
 				 errhint("Use \"agent\" for a Step Functions state machine, \"tool\" for a Lambda function or \"http\" for a registered HTTP endpoint.")));
 	type = batchproc_cfg_require_string(v, "target.type");
-	if (strcmp(type, "agent") != 0 && strcmp(type, "tool") != 0 &&
-		strcmp(type, "http") != 0)
+	if (!batchproc_target_type_from_name(type, &target_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("target.type: unknown type \"%s\"; expected agent, tool or http", type),
@@ -210,15 +211,15 @@ validate_target(JsonbContainer *root, JsonbParseState **st)
 	if ((v = batchproc_cfg_get_key(obj, "arn")) != NULL)
 	{
 		arn = batchproc_cfg_require_string(v, "target.arn");
-		if (strcmp(type, "http") == 0)
+		if (target_type == BATCHPROC_TARGET_HTTP)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("target.arn: is not allowed for a target of type \"http\""),
 					 errhint("An HTTP target is looked up by name in batchproc.targets; give only its name.")));
-		check_arn(arn, type);
+		check_arn(arn, target_type);
 	}
 
-	if (name == NULL && strcmp(type, "http") == 0)
+	if (name == NULL && target_type == BATCHPROC_TARGET_HTTP)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("target.name: is required for a target of type \"http\""),
