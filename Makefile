@@ -20,6 +20,8 @@ OBJS = \
 	src/aws/aws.o \
 	src/aws/aws_request.o \
 	src/aws/credentials.o \
+	src/aws/credentials_profile.o \
+	src/aws/credentials_remote.o \
 	src/aws/http.o \
 	src/aws/retry.o \
 	src/aws/s3.o \
