@@ -45,6 +45,45 @@ SET ROLE regress_bob;
 SELECT state, total_rows FROM batchproc.progress;
 ROLLBACK;
 
+-- The registry: a member of batchproc_user may read where the targets are,
+-- not their headers, which may hold credentials; an admin reads them.  A
+-- batch's row does not copy them either.
+BEGIN;
+INSERT INTO batchproc.targets (name, type, url, headers)
+VALUES ('enricher', 'http', 'https://enrich.example/v1',
+        '{"Authorization": "Bearer regress-secret-token"}');
+SET batchproc.allowed_http_targets = 'enrich.example';
+SET ROLE regress_alice;
+SELECT name, type, url FROM batchproc.targets;
+SELECT headers FROM batchproc.targets;
+SELECT * FROM batchproc.targets;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv",
+                          "target": {"type": "http", "name": "enricher"}}') AS http_batch \gset
+SELECT target FROM batchproc.batches WHERE id = :http_batch;
+SET ROLE regress_boss;
+SELECT name, headers FROM batchproc.targets;
+ROLLBACK;
+
+-- The AWS credential settings are for superusers alone: another role can
+-- neither set them nor read them, by SHOW, current_setting() or
+-- pg_settings; nor may it ask where the server finds its credentials.
+BEGIN;
+SET batchproc.aws_access_key_id = 'AKIAREGRESSKEYID0001';
+SET batchproc.aws_secret_access_key = 'regressSecret/Key+000000000000000000000';
+SET batchproc.aws_session_token = 'regressSessionToken000000000000';
+SHOW batchproc.aws_secret_access_key;
+SET ROLE regress_alice;
+SHOW batchproc.aws_access_key_id;
+SHOW batchproc.aws_secret_access_key;
+SHOW batchproc.aws_session_token;
+SELECT current_setting('batchproc.aws_access_key_id');
+SELECT current_setting('batchproc.aws_secret_access_key');
+SELECT current_setting('batchproc.aws_session_token', true);
+SELECT name, setting FROM pg_settings WHERE name LIKE 'batchproc.aws%' ORDER BY name;
+SET batchproc.aws_secret_access_key = 'aliceSecret';
+SELECT * FROM batchproc.aws_credentials();
+ROLLBACK;
+
 \unset ON_ERROR_ROLLBACK
 DROP EXTENSION batchproc;
 DROP ROLE regress_alice, regress_bob, regress_carol, regress_boss;

@@ -176,6 +176,11 @@ $node->safe_psql('postgres', q{
 	GRANT SELECT, INSERT ON people, numbers TO reader, writer;
 	CREATE TABLE readers_copy (LIKE people);
 	GRANT INSERT ON readers_copy TO reader, writer;
+	CREATE TABLE read_only (LIKE people);
+	GRANT SELECT ON read_only TO reader;
+	CREATE TABLE write_only (LIKE people);
+	INSERT INTO write_only SELECT * FROM people;
+	GRANT INSERT ON write_only TO writer;
 });
 ($ret, $stdout, $stderr) = $node->psql('postgres',
 	q{COPY readers_copy FROM 's3://copy-tests/case2.out' WITH (FORMAT csv, HEADER)},
@@ -192,9 +197,22 @@ is($ret, 0, 'a member of batchproc_s3_write may COPY TO S3') or diag($stderr);
 	q{COPY readers_copy FROM 's3://copy-tests/case2.out' WITH (FORMAT csv, HEADER)},
 	extra_params => [ '-U', 'writer' ]);
 like($stderr, qr/permission denied to COPY from S3/, 'but not COPY FROM S3');
+
+# The S3 roles add to a table's privileges, they do not replace them: a
+# member of batchproc_s3_read still needs INSERT on the table it copies
+# into, a member of batchproc_s3_write SELECT on the table it copies out.
 ($ret, $stdout, $stderr) = $node->psql('postgres',
-	q{COPY people FROM 's3://copy-tests/case2.out'}, extra_params => [ '-U', 'writer' ]);
-like($stderr, qr/permission denied/, 'and table privileges still apply');
+	q{COPY read_only FROM 's3://copy-tests/case2.out' WITH (FORMAT csv, HEADER)},
+	extra_params => [ '-U', 'reader' ]);
+like($stderr, qr/ERROR:  permission denied for table read_only$/m,
+	'COPY FROM S3 into a table without INSERT is refused');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM read_only'), '0', 'and adds no row');
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	q{COPY write_only TO 's3://copy-tests/write_only.csv'}, extra_params => [ '-U', 'writer' ]);
+like($stderr, qr/ERROR:  permission denied for table write_only$/m,
+	'COPY TO S3 from a table without SELECT is refused');
+(undef, undef, $err) = aws('s3api', 'head-object', '--bucket', 'copy-tests', '--key', 'write_only.csv');
+like($err, qr/\(404\)/, 'and writes no object');
 
 # COPY of ordinary files is untouched.
 $node->safe_psql('postgres', "COPY people TO '$dir/plain.txt'");
