@@ -478,7 +478,7 @@ SKIP:
 			"output_mapping": {"columns": [{"name": "echoed", "source": "$.word"}]}}));
 		my $state = wait_for_batch($node, $id);
 		my (undef, $error) = run_sql("SELECT error FROM batchproc.batches WHERE id = $id");
-		my (undef, $rows) = run_sql("SELECT string_agg(word || '=' || echoed || ':' || _status, ','"
+		my (undef, $rows) = run_sql("SELECT string_agg(word || '=' || coalesce(echoed, '-') || ':' || _status, ','"
 			  . " ORDER BY _row_id) FROM batchproc_data.batch_$id")
 		  if $state eq 'succeeded';
 		my $after = $lambda_stats->();
