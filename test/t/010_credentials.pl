@@ -1,7 +1,8 @@
 # The AWS credentials chain: settings, environment, shared credentials
 # file, web identity (STS), container credentials and EC2 IMDSv2, in that
-# order; caching and refresh of temporary credentials; the errors; and that
-# no secret ever shows.
+# order; caching and refresh of temporary credentials; the errors; that the
+# temporary credentials of each source, session token included, sign real
+# requests; and that no secret ever shows.
 #
 # The server's environment is what %ENV holds when the node starts, so each
 # scenario restarts the node with the variables it needs.  Every scenario
@@ -401,8 +402,9 @@ fails_with($show,
 #
 # Above, each source is checked by what aws_credentials() reports.  Here
 # each source that hands out a session token (the profile, web identity,
-# container credentials, IMDS) gives the worker the keys of a batch, and
-# the batch must get through stand-ins that check the token.
+# container credentials, IMDS) gives the server the keys it signs a batch's
+# requests with, and the batch must get through stand-ins that check the
+# token.
 #
 # The keys are real temporary credentials of the verifying moto: its STS
 # AssumeRole, called as the test IAM user, gives an ASIA key id, a secret
@@ -410,15 +412,16 @@ fails_with($show,
 # X-Amz-Security-Token equal to that token: without one, the key is
 # unknown (InvalidAccessKeyId); with another, InvalidToken.  (The test
 # user's own AKIA key cannot serve: moto refuses it when a session token
-# comes along.)  The Lambda stand-in is told the same key and token, and
-# refuses a request without that token.  The profile hands the keys out
+# comes along.)  The Lambda stand-in knows that key only, with its token,
+# and refuses a request without that token.  The profile hands the keys out
 # from the shared credentials file; web identity (metadata_server.py as
 # STS), container credentials and IMDS from metadata_server.py, told by
 # /_control.  A batch reads its CSV from moto's S3 and sends each row to the
 # stand-in's echo function, so both the S3 signing and that of the JSON
 # APIs must carry the token.  Neither stand-in checks that the token is
-# among the signed headers (AWS does not insist either); they check that
-# it arrives, and the signatures of what was signed.
+# among the signed headers (AWS's own test vector post-sts-header-after adds
+# it after signing); they check that it arrives, and the signature of what
+# was signed.
 
 SKIP:
 {
