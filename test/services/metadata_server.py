@@ -1,6 +1,6 @@
 """A stand-in for the AWS credential endpoints a server finds in the cloud.
 
-It plays two services on one loopback port:
+It plays three services on one loopback port:
 
 - the ECS / EKS Pod Identity container credentials endpoint, at
   CONTAINER_PATH (default /v1/credentials), which answers only requests
@@ -8,16 +8,25 @@ It plays two services on one loopback port:
 - EC2 instance metadata, IMDSv2 only: PUT /latest/api/token with
   X-aws-ec2-metadata-token-ttl-seconds hands out a session token, and the
   GETs under /latest/meta-data/iam/security-credentials/ answer 401 without
-  a valid X-aws-ec2-metadata-token header.
+  a valid X-aws-ec2-metadata-token header;
+- STS AssumeRoleWithWebIdentity, at STS_PATH (/sts/: point
+  AWS_ENDPOINT_URL_STS at http://127.0.0.1:PORT/sts): an unsigned form POST
+  with Action=AssumeRoleWithWebIdentity, Version=2011-06-15, a RoleArn, a
+  RoleSessionName and a WebIdentityToken equal to --web-identity-token,
+  answered with STS's XML; a missing parameter is 400 MissingParameter, a
+  wrong token 400 InvalidIdentityToken, another Action 400 InvalidAction.
 
-The keys it hands out are fixed test values (see CONTAINER_KEYS and
-INSTANCE_KEYS), with an Expiration --expires-in seconds ahead (default one
-hour).  For the tests' benefit it also has:
+The keys it hands out are fixed test values (see CONTAINER_KEYS,
+INSTANCE_KEYS and WEB_IDENTITY_KEYS), with an Expiration --expires-in
+seconds ahead (default one hour).  For the tests' benefit it also has:
 
 - GET /_stats: JSON counts of the requests each endpoint served;
 - POST /_control with a JSON object: {"expires_in": seconds} changes the
   lifetime of the keys handed out from then on, {"fail": true} makes the
-  credential endpoints answer 500 until {"fail": false}.
+  credential endpoints answer 500 until {"fail": false}, {"keys":
+  {"AccessKeyId", "SecretAccessKey", "Token"}} makes all three hand out
+  these keys instead (keys that another stand-in knows, so that a request
+  signed with them can be checked), {"keys": null} the fixed ones again.
 
 It binds 127.0.0.1 only.  The port it got (use --port 0 for a free one)
 goes to stdout as the first line, and to --port-file if given.  It exits
@@ -26,10 +35,13 @@ when its stdin closes (so a test that dies takes it along) or on SIGTERM.
 Python 3 standard library only: it runs under /usr/bin/python3.
 
 Usage: python3 metadata_server.py [--port N] [--port-file PATH]
-           [--auth-token TOKEN] [--expires-in SECONDS] [--ignore-stdin]
+           [--auth-token TOKEN] [--web-identity-token TOKEN]
+           [--expires-in SECONDS] [--ignore-stdin]
 """
 import datetime
 import json
+import urllib.parse
+from xml.sax.saxutils import escape
 import os
 import secrets
 import sys
@@ -43,6 +55,7 @@ import service_runner  # noqa: E402
 CONTAINER_PATH = "/v1/credentials"
 IMDS_TOKEN_PATH = "/latest/api/token"
 IMDS_CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
+STS_PATH = "/sts/"
 ROLE_NAME = "batchproc-test-role"
 
 CONTAINER_KEYS = {
@@ -55,14 +68,45 @@ INSTANCE_KEYS = {
     "SecretAccessKey": "instanceSecret/Test+Key00000000000000000",
     "Token": "instanceSessionToken/Test+00000000000000000000000000000",
 }
+WEB_IDENTITY_KEYS = {
+    "AccessKeyId": "ASIAWEBIDENTITYTEST1",
+    "SecretAccessKey": "webIdentitySecret/Test+Key000000000000000",
+    "Token": "webIdentitySessionToken/Test+000000000000000000000000000",
+}
+KEY_FIELDS = ("AccessKeyId", "SecretAccessKey", "Token")
+
+STS_ANSWER = """<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>batchproc-test</SubjectFromWebIdentityToken>
+    <AssumedRoleUser>
+      <Arn>{assumed_arn}</Arn>
+      <AssumedRoleId>AROATESTWEBIDENTITY01:{session}</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>{AccessKeyId}</AccessKeyId>
+      <SecretAccessKey>{SecretAccessKey}</SecretAccessKey>
+      <SessionToken>{Token}</SessionToken>
+      <Expiration>{Expiration}</Expiration>
+    </Credentials>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>
+"""
+STS_ERROR = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>
+  <RequestId>{request_id}</RequestId>
+</ErrorResponse>
+"""
 
 
 class State:
-    def __init__(self, auth_token, expires_in):
+    def __init__(self, auth_token, web_identity_token, expires_in):
         self.lock = threading.Lock()
         self.auth_token = auth_token
+        self.web_identity_token = web_identity_token
         self.expires_in = expires_in
         self.fail = False
+        self.keys = None  # what /_control set, else None: the fixed keys
         self.imds_tokens = {}  # token -> expiry (monotonic seconds)
         self.stats = {
             "container": 0,
@@ -71,6 +115,8 @@ class State:
             "imds_role": 0,
             "imds_credentials": 0,
             "imds_unauthorized": 0,
+            "sts": 0,
+            "sts_refused": 0,
         }
 
     def count(self, name):
@@ -91,8 +137,10 @@ class Handler(http_service.Handler):
     def send_text(self, status, text):
         self.send_body(status, text.encode(), "text/plain")
 
-    def keys(self, template):
-        return dict(template, Expiration=self.state.expiration())
+    def keys(self, fixed):
+        with self.state.lock:
+            keys = self.state.keys or fixed
+        return dict(keys, Expiration=self.state.expiration())
 
     # --- container credentials -------------------------------------------
 
@@ -152,6 +200,46 @@ class Handler(http_service.Handler):
         body.update(self.keys(INSTANCE_KEYS))
         return self.send_json(200, body)
 
+    # --- STS AssumeRoleWithWebIdentity ---------------------------------------
+
+    def sts_error(self, status, kind, code, message):
+        self.state.count("sts_refused")
+        body = STS_ERROR.format(
+            kind=kind, code=code, message=escape(message), request_id=secrets.token_hex(16)
+        )
+        return self.send_body(status, body.encode(), "text/xml")
+
+    def sts(self):
+        form = urllib.parse.parse_qs(self.read_body().decode("utf-8", "replace"))
+        param = {name: values[0] for name, values in form.items()}
+        if param.get("Action") != "AssumeRoleWithWebIdentity":
+            return self.sts_error(400, "Sender", "InvalidAction", "Could not find operation")
+        for name in ("Version", "RoleArn", "RoleSessionName", "WebIdentityToken"):
+            if not param.get(name):
+                return self.sts_error(
+                    400, "Sender", "MissingParameter",
+                    "The request must contain the parameter " + name,
+                )
+        if param["Version"] != "2011-06-15":
+            return self.sts_error(400, "Sender", "InvalidAction", "Could not find operation")
+        if param["WebIdentityToken"] != self.state.web_identity_token:
+            return self.sts_error(
+                400, "Sender", "InvalidIdentityToken", "Couldn't verify the web identity token"
+            )
+        self.state.count("sts")
+        if self.state.fail:
+            return self.sts_error(500, "Receiver", "InternalFailure", "test failure")
+        role = param["RoleArn"].rsplit("/", 1)[-1]
+        body = STS_ANSWER.format(
+            assumed_arn=escape(
+                "arn:aws:sts::123456789012:assumed-role/%s/%s" % (role, param["RoleSessionName"])
+            ),
+            session=escape(param["RoleSessionName"]),
+            request_id=secrets.token_hex(16),
+            **{k: escape(v) for k, v in self.keys(WEB_IDENTITY_KEYS).items()},
+        )
+        return self.send_body(200, body.encode(), "text/xml")
+
     # --- test control -------------------------------------------------------
 
     def control(self):
@@ -164,6 +252,17 @@ class Handler(http_service.Handler):
                 self.state.expires_in = int(change["expires_in"])
             if "fail" in change:
                 self.state.fail = bool(change["fail"])
+            if "keys" in change:
+                keys = change["keys"]
+                if keys is not None and (
+                    not isinstance(keys, dict)
+                    or sorted(keys) != sorted(KEY_FIELDS)
+                    or not all(isinstance(v, str) and v for v in keys.values())
+                ):
+                    return self.send_json(
+                        400, {"message": "keys must be null or {%s}" % ", ".join(KEY_FIELDS)}
+                    )
+                self.state.keys = keys
         return self.send_json(200, {"expires_in": self.state.expires_in, "fail": self.state.fail})
 
     # --- dispatch -----------------------------------------------------------
@@ -187,6 +286,8 @@ class Handler(http_service.Handler):
     def do_POST(self):
         if self.path == "/_control":
             return self.control()
+        if self.path == STS_PATH:
+            return self.sts()
         self.read_body()
         return self.send_text(405, "")
 
@@ -194,10 +295,13 @@ class Handler(http_service.Handler):
 def main():
     parser = service_runner.arguments(__doc__, quiet=False)
     parser.add_argument("--auth-token", default="container-test-authorization-token")
+    parser.add_argument("--web-identity-token", default="web-identity-test-token")
     parser.add_argument("--expires-in", type=int, default=3600)
     args = parser.parse_args()
 
-    http_service.serve(args, Handler, State(args.auth_token, args.expires_in))
+    http_service.serve(
+        args, Handler, State(args.auth_token, args.web_identity_token, args.expires_in)
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 # The AWS credentials chain: settings, environment, shared credentials
 # file, web identity (STS), container credentials and EC2 IMDSv2, in that
-# order; caching and refresh of temporary credentials; the errors; and that
-# no secret ever shows.
+# order; caching and refresh of temporary credentials; the errors; that the
+# temporary credentials of each source, session token included, sign real
+# requests; and that no secret ever shows.
 #
 # The server's environment is what %ENV holds when the node starts, so each
 # scenario restarts the node with the variables it needs.  Every scenario
@@ -12,7 +13,10 @@
 # Web identity needs an STS that accepts the unsigned
 # AssumeRoleWithWebIdentity: a moto without signature verification, whose
 # URL test/run exports as BATCHPROC_TEST_MOTO_NOAUTH_URL; without it, that
-# part is skipped.
+# part is skipped.  metadata_server.py plays STS too, for section 7, where
+# temporary credentials from each source sign real requests to the
+# verifying moto (BATCHPROC_TEST_MOTO_URL; without it, skipped) and to the
+# Lambda stand-in.
 use strict;
 use warnings;
 
@@ -25,10 +29,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use BatchprocTest;
+
 # Nothing may go through a proxy: the server's libcurl and HTTP::Tiny both
 # honour these, and the rule is loopback only.
 delete $ENV{$_}
   for qw(http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY);
+
+# The verifying moto's test IAM user, which test/run exported: restart_with
+# takes every AWS_* variable out of %ENV, and section 7 still needs it.
+my %moto_user = map { $_ => $ENV{$_} } qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY);
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my $empty_home = "$tmp/empty-home";
@@ -72,7 +82,8 @@ my $md_timer = IPC::Run::timer($PostgreSQL::Test::Utils::timeout_default);
 my $md = IPC::Run::start(
 	[
 		'/usr/bin/python3', "$services/metadata_server.py",
-		'--port', '0', '--auth-token', $secret{auth_token}
+		'--port', '0', '--auth-token', $secret{auth_token},
+		'--web-identity-token', $secret{web_identity_token}
 	],
 	'<', \$md_in, '>', \$md_out, '2>', "$tmp/metadata_server.log", $md_timer);
 $md->pump until $md_out =~ /^(\d+)\n/ || $md_timer->is_expired;
@@ -386,6 +397,156 @@ restart_with(
 fails_with($show,
 	qr/ERROR:  no AWS credentials found\n.*DETAIL:  .*instance metadata at http:\/\/127\.0\.0\.1:$closed_port \(the IMDSv2 token request gave no answer/s,
 	'an unreachable IMDS ends in "no AWS credentials found", saying what it answered');
+
+# --- 7: temporary credentials sign real requests -------------------------
+#
+# Above, each source is checked by what aws_credentials() reports.  Here
+# each source that hands out a session token (the profile, web identity,
+# container credentials, IMDS) gives the server the keys it signs a batch's
+# requests with, and the batch must get through stand-ins that check the
+# token.
+#
+# The keys are real temporary credentials of the verifying moto: its STS
+# AssumeRole, called as the test IAM user, gives an ASIA key id, a secret
+# and a session token.  moto then takes that key only with an
+# X-Amz-Security-Token equal to that token: without one, the key is
+# unknown (InvalidAccessKeyId); with another, InvalidToken.  (The test
+# user's own AKIA key cannot serve: moto refuses it when a session token
+# comes along.)  The Lambda stand-in knows that key only, with its token,
+# and refuses a request without that token.  The profile hands the keys out
+# from the shared credentials file; web identity (metadata_server.py as
+# STS), container credentials and IMDS from metadata_server.py, told by
+# /_control.  A batch reads its CSV from moto's S3 and sends each row to the
+# stand-in's echo function, so both the S3 signing and that of the JSON
+# APIs must carry the token.  Neither stand-in checks that the token is
+# among the signed headers (AWS's own test vector post-sts-header-after adds
+# it after signing); they check that it arrives, and the signature of what
+# was signed.
+
+SKIP:
+{
+	skip 'BATCHPROC_TEST_MOTO_URL is not set (test/run starts the verifying moto)', 10
+	  unless $ENV{BATCHPROC_TEST_MOTO_URL};
+
+	# As the test IAM user, whatever restart_with left in %ENV: the bucket,
+	# the CSV, a role the user may assume, and its temporary credentials.
+	my %temporary;
+	{
+		local %ENV = %ENV;
+		delete $ENV{$_} for grep { /^AWS_/ } keys %ENV;
+		@ENV{ keys %moto_user } = values %moto_user;
+
+		aws_ok('s3api', 'create-bucket', '--bucket', 'batchproc-credentials');
+		put_object('batchproc-credentials', 'words.csv', "word\nalpha\nbeta\n");
+		my $user_arn = decode_json(aws_ok('sts', 'get-caller-identity'))->{Arn};
+		my $role = 'batchproc-credentials-test';
+		aws_ok('iam', 'create-role', '--role-name', $role,
+			'--assume-role-policy-document', encode_json({
+				Version => '2012-10-17',
+				Statement => [ { Effect => 'Allow', Principal => { AWS => $user_arn }, Action => 'sts:AssumeRole' } ] }));
+		aws_ok('iam', 'put-role-policy', '--role-name', $role, '--policy-name', 's3',
+			'--policy-document', encode_json({
+				Version => '2012-10-17',
+				Statement => [ { Effect => 'Allow', Action => 's3:*', Resource => '*' } ] }));
+		my $assumed = decode_json(aws_ok('sts', 'assume-role',
+			'--role-arn', "arn:aws:iam::123456789012:role/$role", '--role-session-name', 'batchproc-tap'))
+		  ->{Credentials};
+		%temporary = (
+			AccessKeyId => $assumed->{AccessKeyId},
+			SecretAccessKey => $assumed->{SecretAccessKey},
+			Token => $assumed->{SessionToken});
+	}
+	like($temporary{AccessKeyId}, qr/^ASIA/, 'moto handed out temporary credentials');
+	$secret{temporary} = $temporary{SecretAccessKey};
+	$secret{temporary_token} = $temporary{Token};
+	my $wrong_token = $temporary{Token} =~ s/.$/$& eq 'A' ? 'B' : 'A'/er;
+
+	my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
+		'--key', join(':', @temporary{qw(AccessKeyId SecretAccessKey Token)}), '--quiet');
+	my $lambda_stats = sub {
+		my $resp = $http->get("http://127.0.0.1:$lambda_port/_stats");
+		die "lambda_server: $resp->{status} $resp->{content}" unless $resp->{success};
+		return decode_json($resp->{content});
+	};
+	my %endpoints = (
+		AWS_ENDPOINT_URL_S3 => $ENV{BATCHPROC_TEST_MOTO_URL},
+		AWS_ENDPOINT_URL_LAMBDA => "http://127.0.0.1:$lambda_port");
+
+	# Run the batch; returns its state, its error, its rows, and how many
+	# invocations the Lambda stand-in took and refused meanwhile.
+	my $batch = sub {
+		my $before = $lambda_stats->();
+		my $id = submit_batch($node, q({"csv_s3_uri": "s3://batchproc-credentials/words.csv",
+			"target": {"type": "tool", "name": "echo"},
+			"output_mapping": {"columns": [{"name": "echoed", "source": "$.word"}]}}));
+		my $state = wait_for_batch($node, $id);
+		my (undef, $error) = run_sql("SELECT error FROM batchproc.batches WHERE id = $id");
+		my (undef, $rows) = run_sql("SELECT string_agg(word || '=' || coalesce(echoed, '-') || ':' || _status, ','"
+			  . " ORDER BY _row_id) FROM batchproc_data.batch_$id")
+		  if $state eq 'succeeded';
+		my $after = $lambda_stats->();
+		return ($state, $error, $rows // '',
+			$after->{invocations} - $before->{invocations},
+			$after->{auth_failures} - $before->{auth_failures});
+	};
+
+	my $profile = sub {
+		my ($keys) = @_;
+		my $token = defined $keys->{Token} ? "aws_session_token = $keys->{Token}\n" : '';
+		write_file("$tmp/temporary-credentials",
+			"[temporary]\naws_access_key_id = $keys->{AccessKeyId}\n"
+			  . "aws_secret_access_key = $keys->{SecretAccessKey}\n$token");
+		return (AWS_SHARED_CREDENTIALS_FILE => "$tmp/temporary-credentials", AWS_PROFILE => 'temporary');
+	};
+	my $from_metadata_server = sub {
+		my (%env) = @_;
+		return sub { md_control(keys => $_[0]); return %env; };
+	};
+	my @sources = (
+		[ 'profile temporary', $profile ],
+		[ 'web identity', $from_metadata_server->(
+			AWS_WEB_IDENTITY_TOKEN_FILE => $token_file,
+			AWS_ROLE_ARN => $role_arn,
+			AWS_ENDPOINT_URL_STS => "$md_url/sts") ],
+		[ 'container', $from_metadata_server->(
+			AWS_CONTAINER_CREDENTIALS_FULL_URI => $container_uri,
+			AWS_CONTAINER_AUTHORIZATION_TOKEN => $secret{auth_token}) ],
+		[ 'instance metadata', $from_metadata_server->(
+			AWS_EC2_METADATA_DISABLED => undef,
+			AWS_EC2_METADATA_SERVICE_ENDPOINT => $md_url) ]);
+
+	for my $source (@sources)
+	{
+		my ($name, $hand_out) = @$source;
+
+		restart_with($hand_out->(\%temporary), %endpoints);
+		my ($ret, $stdout, $stderr) = run_sql(
+			"SELECT source || '|' || access_key_id FROM batchproc.aws_credentials()");
+		my @got = ($stdout, $batch->());
+		is_deeply(\@got,
+			[ "$name|$temporary{AccessKeyId}", 'succeeded', '', 'alpha=alpha:SUCCESS,beta=beta:SUCCESS', 2, 0 ],
+			"$name: a batch signed with its temporary credentials and session token reads S3 and calls Lambda")
+		  or diag(explain(\@got), $stderr);
+
+		# The same key with another token: refused.  The worker keeps
+		# temporary credentials until they expire, so it starts again.
+		restart_with($hand_out->({ %temporary, Token => $wrong_token }), %endpoints);
+		@got = $batch->();
+		like("$got[0]|$got[1]", qr/^failed\|S3 GetObject of "s3:\/\/batchproc-credentials\/words\.csv" failed: InvalidToken/,
+			"$name: with another session token, the batch is refused")
+		  or diag(explain(\@got));
+	}
+
+	# A profile without its session token: moto does not know the key.
+	restart_with($profile->({ %temporary, Token => undef }), %endpoints);
+	my @got = $batch->();
+	like("$got[0]|$got[1]", qr/^failed\|S3 GetObject of "s3:\/\/batchproc-credentials\/words\.csv" failed: InvalidAccessKeyId/,
+		'profile: without the session token, the batch is refused')
+	  or diag(explain(\@got));
+
+	md_control(keys => undef);
+	$lambda->kill_kill;
+}
 
 # --- nothing at all -------------------------------------------------------
 
