@@ -5,19 +5,27 @@
  *
  * Usage: sigv4_test DIR...
  *
- * Each DIR is searched recursively, and a case is recognised by its files:
+ * Each DIR is searched recursively.  A case is a raw HTTP request, NAME.req,
+ * with what signing it must give beside it; every .req is parsed the same
+ * way (request line, header lines, a blank line, the body) and handed to
+ * the signer, and its kind is told by the files next to it:
  *
- * NAME.req, with .creq, .sts, .authz and .sreq: AWS's SigV4 test suite.  The
- *	raw HTTP request in .req is parsed and signed with the suite's
- *	credentials and non-S3 rules; the canonical request, string to sign and
- *	Authorization value must equal .creq, .sts and .authz byte for byte, and
- *	the Authorization header of .sreq too.
+ * NAME.req with .creq, .sts, .authz and .sreq: AWS's SigV4 test suite.
+ *	Signed with the suite's credentials and non-S3 rules; the canonical
+ *	request, string to sign and Authorization value must equal .creq, .sts
+ *	and .authz byte for byte, and the Authorization header of .sreq too.
  *
- * NAME.signature, with .creq and .sts: the examples of the Amazon S3 API
- *	reference.  They have no raw request, so the request is rebuilt from the
- *	.creq (method, path, query, headers, payload hash) and signed with S3
- *	rules; a .creq whose query holds X-Amz-Algorithm is a presigned URL and
- *	goes through batchproc_sigv4_presign_query instead.
+ * NAME.req with .creq, .sts and .signature: the examples of the Amazon S3 API
+ *	reference, whose requests we wrote down from its pages.  Signed as
+ *	batchproc's S3 client signs (src/s3.c): the object key in the path
+ *	encoded by batchproc_uri_encode, x-amz-content-sha256 the SHA-256 of the
+ *	body, S3 path rules, the pages' credentials.  The canonical request,
+ *	string to sign and signature must equal .creq, .sts and .signature, and
+ *	the Authorization value must be made of them.  A request whose query
+ *	holds X-Amz-Algorithm is a presigned URL and goes through
+ *	batchproc_sigv4_presign_query instead; the presigned query must then be
+ *	the .req's followed by X-Amz-Signature.  (The chunked-put-* files, a
+ *	streaming upload that sigv4.c does not do, have no .req: no case.)
  *
  * A few built-in cases cover rules no vector exercises.
  *
@@ -43,12 +51,14 @@
 #define SUITE_REGION "us-east-1"
 #define SUITE_SERVICE "service"
 
-/* Credentials, scope and time of the S3 API reference's examples */
+/* Credentials and scope of the S3 API reference's examples */
 #define S3_ACCESS_KEY "AKIAIOSFODNN7EXAMPLE"
 #define S3_SECRET_KEY "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 #define S3_REGION "us-east-1"
 #define S3_SERVICE "s3"
-#define S3_AMZ_DATE "20130524T000000Z"
+
+/* The built-in cases' time: the S3 examples' */
+#define BUILTIN_AMZ_DATE "20130524T000000Z"
 
 /*
  * The suite's get-vanilla-with-session-token.sreq carries the signature of
@@ -59,8 +69,8 @@
 
 typedef enum CaseKind
 {
-	SUITE_CASE,					/* NAME.req and friends */
-	S3_CASE						/* NAME.signature and friends */
+	SUITE_CASE,					/* NAME.req with NAME.authz and friends */
+	S3_CASE						/* NAME.req with NAME.signature and friends */
 } CaseKind;
 
 typedef struct TestCase
@@ -77,7 +87,7 @@ typedef struct CaseList
 	int			capacity;
 } CaseList;
 
-/* A request parsed from a .req, or rebuilt from a .creq */
+/* A request parsed from a .req */
 typedef struct ParsedRequest
 {
 	char	   *method;
@@ -85,9 +95,7 @@ typedef struct ParsedRequest
 	char	   *query;			/* NULL when there is no '?' */
 	BatchprocSigv4Header *headers;
 	int			nheaders;
-	char	   *body;			/* .req only */
-	char	   *signed_headers; /* .creq only */
-	char	   *payload_hash;	/* .creq only */
+	char	   *body;
 } ParsedRequest;
 
 
@@ -190,12 +198,13 @@ find_header(const ParsedRequest *req, const char *name)
 }
 
 /*
- * Parses a suite .req: "METHOD TARGET HTTP/1.1", header lines, a blank line
- * and the body.  The target is everything between the first and the last
- * space, since get-space puts a raw space in it; it is passed on as written,
- * because the suite's .creq files are what SigV4 makes of exactly those
- * bytes.  Header values are passed on untrimmed, and a folded continuation
- * line is kept with its line break, so that both are left to sigv4.c.
+ * Parses a .req: "METHOD TARGET HTTP/1.1", header lines, a blank line and
+ * the body.  The target is everything between the first and the last space,
+ * since get-space puts a raw space in it; its path and query are kept as
+ * written, because the suite's .creq files are what SigV4 makes of exactly
+ * those bytes.  Header values are passed on untrimmed, and a folded
+ * continuation line is kept with its line break, so that both are left to
+ * sigv4.c.
  */
 static char *
 parse_raw_request(const char *text, ParsedRequest *req)
@@ -239,36 +248,6 @@ parse_raw_request(const char *text, ParsedRequest *req)
 
 	/* the body is every byte after the blank line, exactly */
 	req->body = pstrdup(pos);
-	return NULL;
-}
-
-/*
- * Rebuilds a request from an S3 example's .creq: method, path, query,
- * "name:value" lines, a blank line, the signed-header list and the payload
- * hash.
- */
-static char *
-parse_canonical_request(const char *text, ParsedRequest *req)
-{
-	const char *pos = text;
-	char	   *line;
-
-	memset(req, 0, sizeof(*req));
-	req->method = next_line(&pos);
-	req->path = next_line(&pos);
-	req->query = next_line(&pos);
-	if (req->query == NULL)
-		return pstrdup("truncated .creq");
-
-	req->headers = palloc(sizeof(BatchprocSigv4Header) * count_lines(text));
-	while ((line = next_line(&pos)) != NULL && line[0] != '\0')
-		if (!add_header(req, line))
-			return psprintf("malformed header line \"%s\" in .creq", line);
-
-	req->signed_headers = next_line(&pos);
-	req->payload_hash = next_line(&pos);
-	if (req->payload_hash == NULL)
-		return pstrdup("truncated .creq");
 	return NULL;
 }
 
@@ -472,116 +451,6 @@ run_suite_case(const TestCase *tc)
 	return NULL;
 }
 
-/*
- * A presigned example's .creq holds the query the presigned URL signs; the
- * X-Amz-* parameters in it are the ones batchproc_sigv4_presign_query must
- * produce, and anything else is the caller's query.
- */
-static char *
-run_s3_presign_case(ParsedRequest *parsed, BatchprocSigv4Request *req,
-					const char *creq, const char *sts, const char *signature)
-{
-	StringInfoData caller_query;
-	BatchprocSigv4Result result;
-	int			expires = -1;
-	char	   *presigned;
-	char	   *expected_query;
-	char	   *failure;
-	char	   *param;
-	char	   *save = NULL;
-	char	   *query_copy = pstrdup(parsed->query);
-
-	initStringInfo(&caller_query);
-	for (param = strtok_r(query_copy, "&", &save); param != NULL;
-		 param = strtok_r(NULL, "&", &save))
-	{
-		if (strncmp(param, "X-Amz-Expires=", 14) == 0)
-			expires = atoi(param + 14);
-		else if (strncmp(param, "X-Amz-Security-Token=", 21) == 0)
-			return pstrdup("presigned examples with a session token are not supported");
-		else if (strncmp(param, "X-Amz-", 6) != 0)
-			appendStringInfo(&caller_query, "%s%s",
-							 caller_query.len > 0 ? "&" : "", param);
-	}
-	if (expires < 0)
-		return pstrdup("no X-Amz-Expires in the presigned .creq");
-
-	req->query = caller_query.len > 0 ? caller_query.data : NULL;
-	presigned = batchproc_sigv4_presign_query(req, S3_ACCESS_KEY,
-											  S3_SECRET_KEY, NULL, expires,
-											  &result);
-	expected_query = psprintf("%s&X-Amz-Signature=%s",
-							  parsed->query, signature);
-
-	if ((failure = compare("canonical request", creq,
-						   result.canonical_request)) != NULL ||
-		(failure = compare("string to sign", sts,
-						   result.string_to_sign)) != NULL ||
-		(failure = compare("signature", signature, result.signature)) != NULL ||
-		(failure = compare("presigned query", expected_query,
-						   presigned)) != NULL)
-		return failure;
-	return NULL;
-}
-
-/*
- * The chunked-put-* files (streaming aws-chunked uploads, where every chunk
- * carries its own signature chained from the seed) are out of scope for
- * sigv4.c and are skipped when the cases are collected.
- */
-static char *
-run_s3_case(const TestCase *tc)
-{
-	char	   *creq;
-	char	   *sts;
-	char	   *signature;
-	char	   *failure;
-	char	   *expected_authz;
-	ParsedRequest parsed;
-	BatchprocSigv4Request req;
-	BatchprocSigv4Result result;
-
-	if ((failure = read_case_file(tc->stem, ".creq", &creq)) != NULL ||
-		(failure = read_case_file(tc->stem, ".sts", &sts)) != NULL ||
-		(failure = read_case_file(tc->stem, ".signature", &signature)) != NULL)
-		return failure;
-
-	if ((failure = parse_canonical_request(creq, &parsed)) != NULL)
-		return failure;
-
-	memset(&req, 0, sizeof(req));
-	req.method = parsed.method;
-	req.path = parsed.path;
-	req.query = parsed.query;
-	req.headers = parsed.headers;
-	req.nheaders = parsed.nheaders;
-	req.payload_hash = parsed.payload_hash;
-	req.region = S3_REGION;
-	req.service = S3_SERVICE;
-	req.amz_date = S3_AMZ_DATE;
-	req.s3_path_rules = true;
-
-	if (strstr(parsed.query, "X-Amz-Algorithm=") != NULL)
-		return run_s3_presign_case(&parsed, &req, creq, sts, signature);
-
-	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
-
-	expected_authz = psprintf("AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/%s/aws4_request, "
-							  "SignedHeaders=%s, Signature=%s",
-							  S3_ACCESS_KEY, S3_AMZ_DATE, S3_REGION, S3_SERVICE,
-							  parsed.signed_headers, signature);
-
-	if ((failure = compare("canonical request", creq,
-						   result.canonical_request)) != NULL ||
-		(failure = compare("string to sign", sts,
-						   result.string_to_sign)) != NULL ||
-		(failure = compare("signature", signature, result.signature)) != NULL ||
-		(failure = compare("authorization", expected_authz,
-						   result.authorization)) != NULL)
-		return failure;
-	return NULL;
-}
-
 /* Line n (from 1) of text, or NULL. */
 static char *
 nth_line(const char *text, int n)
@@ -596,6 +465,153 @@ nth_line(const char *text, int n)
 }
 
 /*
+ * A presigned example's .req carries the X-Amz-* parameters of the URL the
+ * page gives, X-Amz-Signature excepted.  X-Amz-Date and X-Amz-Expires say
+ * when and for how long to sign; the others are what
+ * batchproc_sigv4_presign_query must produce, so they are left out of the
+ * caller's query, which is anything else.
+ */
+static char *
+run_s3_presign_case(BatchprocSigv4Request *req, const char *req_query,
+					const char *creq, const char *sts, const char *signature)
+{
+	StringInfoData caller_query;
+	BatchprocSigv4Result result;
+	int			expires = -1;
+	char	   *presigned;
+	char	   *expected_query;
+	char	   *failure;
+	char	   *param;
+	char	   *save = NULL;
+	char	   *query_copy = pstrdup(req_query);
+
+	initStringInfo(&caller_query);
+	for (param = strtok_r(query_copy, "&", &save); param != NULL;
+		 param = strtok_r(NULL, "&", &save))
+	{
+		if (strncmp(param, "X-Amz-Expires=", 14) == 0)
+			expires = atoi(param + 14);
+		else if (strncmp(param, "X-Amz-Date=", 11) == 0)
+			req->amz_date = param + 11;
+		else if (strncmp(param, "X-Amz-", 6) != 0)
+			appendStringInfo(&caller_query, "%s%s",
+							 caller_query.len > 0 ? "&" : "", param);
+	}
+	if (expires < 0 || req->amz_date == NULL)
+		return pstrdup("no X-Amz-Expires or X-Amz-Date in the presigned .req");
+
+	req->query = caller_query.len > 0 ? caller_query.data : NULL;
+	req->payload_hash = BATCHPROC_UNSIGNED_PAYLOAD;
+	presigned = batchproc_sigv4_presign_query(req, S3_ACCESS_KEY,
+											  S3_SECRET_KEY, NULL, expires,
+											  &result);
+	expected_query = psprintf("%s&X-Amz-Signature=%s", req_query, signature);
+
+	if ((failure = compare("canonical request", creq,
+						   result.canonical_request)) != NULL ||
+		(failure = compare("string to sign", sts,
+						   result.string_to_sign)) != NULL ||
+		(failure = compare("signature", signature, result.signature)) != NULL ||
+		(failure = compare("presigned query", expected_query,
+						   presigned)) != NULL)
+		return failure;
+	return NULL;
+}
+
+/*
+ * The pages write the request target relative to the bucket, with the
+ * object key as it is ("PUT test$file.text", "GET ?lifecycle"), and their
+ * requests carry the two headers that signing produces: Authorization (a
+ * placeholder) and x-amz-content-sha256.  What is signed here is the request
+ * batchproc's S3 client would send (build_request in src/s3.c): the path is
+ * "/" and the key encoded by batchproc_uri_encode, the headers are the
+ * page's but those two, and x-amz-content-sha256 is the SHA-256 of the body.
+ * A presigned request signs neither the body nor x-amz-content-sha256.
+ */
+static char *
+run_s3_case(const TestCase *tc)
+{
+	char	   *req_text;
+	char	   *creq;
+	char	   *sts;
+	char	   *signature;
+	char	   *failure;
+	char	   *expected_authz;
+	const char *key;
+	const char *amz_date;
+	ParsedRequest parsed;
+	BatchprocSigv4Header *headers;
+	int			nheaders = 0;
+	int			i;
+	BatchprocSigv4Request req;
+	BatchprocSigv4Result result;
+	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
+
+	if ((failure = read_case_file(tc->stem, ".req", &req_text)) != NULL ||
+		(failure = read_case_file(tc->stem, ".creq", &creq)) != NULL ||
+		(failure = read_case_file(tc->stem, ".sts", &sts)) != NULL ||
+		(failure = read_case_file(tc->stem, ".signature", &signature)) != NULL)
+		return failure;
+
+	if ((failure = parse_raw_request(req_text, &parsed)) != NULL)
+		return failure;
+
+	/* room for x-amz-content-sha256 */
+	headers = palloc(sizeof(BatchprocSigv4Header) * (parsed.nheaders + 1));
+	for (i = 0; i < parsed.nheaders; i++)
+		if (pg_strcasecmp(parsed.headers[i].name, "Authorization") != 0 &&
+			pg_strcasecmp(parsed.headers[i].name, "x-amz-content-sha256") != 0)
+			headers[nheaders++] = parsed.headers[i];
+
+	key = parsed.path[0] == '/' ? parsed.path + 1 : parsed.path;
+
+	memset(&req, 0, sizeof(req));
+	req.method = parsed.method;
+	req.path = psprintf("/%s", batchproc_uri_encode(key, true));
+	req.query = parsed.query;
+	req.headers = headers;
+	req.nheaders = nheaders;
+	req.region = S3_REGION;
+	req.service = S3_SERVICE;
+	req.s3_path_rules = true;
+
+	if (parsed.query != NULL && strstr(parsed.query, "X-Amz-Algorithm=") != NULL)
+		return run_s3_presign_case(&req, parsed.query, creq, sts, signature);
+
+	batchproc_sha256_hex(parsed.body, strlen(parsed.body), payload_hash);
+	headers[nheaders].name = "x-amz-content-sha256";
+	headers[nheaders].value = payload_hash;
+	req.nheaders = ++nheaders;
+	req.payload_hash = payload_hash;
+
+	amz_date = find_header(&parsed, "X-Amz-Date");
+	if (amz_date == NULL)
+		return pstrdup("no X-Amz-Date header in .req");
+	req.amz_date = trim_spaces(amz_date);
+
+	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
+
+	/*
+	 * Made of what is expected: the scope is line 3 of the .sts, the signed
+	 * headers the last line but one of the .creq.
+	 */
+	expected_authz = psprintf("AWS4-HMAC-SHA256 Credential=%s/%s, "
+							  "SignedHeaders=%s, Signature=%s",
+							  S3_ACCESS_KEY, nth_line(sts, 3),
+							  nth_line(creq, count_lines(creq) - 1), signature);
+
+	if ((failure = compare("canonical request", creq,
+						   result.canonical_request)) != NULL ||
+		(failure = compare("string to sign", sts,
+						   result.string_to_sign)) != NULL ||
+		(failure = compare("signature", signature, result.signature)) != NULL ||
+		(failure = compare("authorization", expected_authz,
+						   result.authorization)) != NULL)
+		return failure;
+	return NULL;
+}
+
+/*
  * Signs a GET with only host and x-amz-date and returns its canonical
  * request, for the built-in cases that look at the URI and query lines.
  */
@@ -604,7 +620,7 @@ canonical_request_for(const char *path, const char *query, bool s3_rules)
 {
 	BatchprocSigv4Header headers[] = {
 		{"Host", "example.amazonaws.com"},
-		{"X-Amz-Date", S3_AMZ_DATE},
+		{"X-Amz-Date", BUILTIN_AMZ_DATE},
 	};
 	BatchprocSigv4Request req;
 	BatchprocSigv4Result result;
@@ -618,7 +634,7 @@ canonical_request_for(const char *path, const char *query, bool s3_rules)
 	req.payload_hash = BATCHPROC_EMPTY_SHA256;
 	req.region = S3_REGION;
 	req.service = s3_rules ? "s3" : "service";
-	req.amz_date = S3_AMZ_DATE;
+	req.amz_date = BUILTIN_AMZ_DATE;
 	req.s3_path_rules = s3_rules;
 
 	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
@@ -756,14 +772,13 @@ collect_cases(const char *dir, const char *prefix, const char *rel,
 		if (S_ISDIR(st.st_mode))
 			collect_cases(path, prefix, relpath, cases);
 		else if (has_suffix(de->d_name, ".req"))
-			add_case(cases, SUITE_CASE,
-					 pnstrdup(path, strlen(path) - 4),
-					 case_name(prefix, relpath, strlen(relpath) - 4));
-		else if (has_suffix(de->d_name, ".signature") &&
-				 strncmp(de->d_name, "chunked-put", 11) != 0)
-			add_case(cases, S3_CASE,
-					 pnstrdup(path, strlen(path) - 10),
-					 case_name(prefix, relpath, strlen(relpath) - 10));
+		{
+			char	   *stem = pnstrdup(path, strlen(path) - 4);
+			char	   *signature = psprintf("%s.signature", stem);
+
+			add_case(cases, stat(signature, &st) == 0 ? S3_CASE : SUITE_CASE,
+					 stem, case_name(prefix, relpath, strlen(relpath) - 4));
+		}
 	}
 	closedir(d);
 }
