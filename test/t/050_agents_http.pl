@@ -3,7 +3,8 @@
 # targets given by ARN, results without a data wrapper, the registry's
 # type check, http targets and their allow-list, and the details of
 # output_mapping (defaults, number formats, leaving columns out of the
-# export, values that do not fit their type).
+# export, values that do not fit their type), and Step Functions that
+# holds, loses or throttles our calls.
 #
 use strict;
 use warnings;
@@ -383,7 +384,52 @@ is(join(',', sort keys %{ executions('echo_agent', $id) }), call($id, 1, 1),
 is(sql("SELECT answer || '|' || _status || '|' || _attempts FROM batchproc_data.batch_$id"),
 	'once|SUCCESS|1', 'and the row has its answer');
 
+# --- Step Functions throttling us: 400 ThrottlingException "Rate
+# exceeded", retried like any throttling (README, "Failures").  A throttled
+# StartExecution started nothing and goes again under the same name; a
+# throttled DescribeExecution is a look missed, and the execution goes on:
+# either way the row runs one execution, that of its first attempt.  A
+# throttled StartExecution counts against max_attempts: 3 lets a row take
+# both throttles.
+my ($throttled_sfn, $throttled_stats) = sfn_through_proxy('--throttle-start-execution', 2,
+	'--throttle-describe-execution', 2);
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/words.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "input_mapping": {"column_mappings": {"word": "text"}},
+  "output_mapping": {"columns": [{"name": "text", "source": "\$.text"}]},
+  "execution_config": {"max_concurrency": 2, "retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose Step Functions calls are throttled succeeds');
+my $throttled = $throttled_stats->();
+is(join(',', map { "$_=$throttled->{faults}{$_}" } sort keys %{ $throttled->{faults} }),
+	'DescribeExecution=2,StartExecution=2',
+	'two StartExecution and two DescribeExecution calls were throttled');
+is($throttled->{forwarded}{StartExecution}, 2, 'two StartExecution calls reached Step Functions');
+$runs = executions('echo_agent', $id);
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=SUCCEEDED,${\ call($id, 2, 1)}=SUCCEEDED",
+	'one execution ran per row, under the name of its first attempt');
+is( sql("SELECT string_agg(concat_ws('|', word, text, _status, _attempts), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'alpha|alpha|SUCCESS|1,beta|beta|SUCCESS|1', 'each row has its answer, from its first attempt');
+
+# A StartExecution throttled at every try: each try counts against
+# max_attempts, then the row fails with the throttle as its error.  It
+# started no execution, so the row is still at attempt 1.
+my ($choked_sfn, $choked_stats) = sfn_through_proxy('--throttle-start-execution', 'all');
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/one.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose every StartExecution is throttled ends');
+is(sql("SELECT _status || '|' || _attempts || '|' || _error_message FROM batchproc_data.batch_$id"),
+	'FAILED|1|Step Functions answered HTTP 400 ThrottlingException: Rate exceeded',
+	'its row fails with the throttle as its error');
+is(sql("SELECT count(*) FROM batchproc.dead_letters WHERE batch_id = $id"), '1', 'and has a dead letter');
+is($choked_stats->()->{requests}{StartExecution}, 2, 'StartExecution was tried max_attempts times');
+is(scalar(keys %{ executions('echo_agent', $id) }), 0, 'and no execution ran');
+
 $node->stop;
+$choked_sfn->kill_kill;
+$throttled_sfn->kill_kill;
 $lossy_sfn->kill_kill;
 $slow_sfn->kill_kill;
 $lambda->kill_kill;
