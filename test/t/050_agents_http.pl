@@ -1,5 +1,6 @@
-# Agents and http targets beyond the seed's examples: failed and timed-out
-# executions (and the stopping of executions on timeout and cancel),
+# Agents and http targets: the seed's Example 3 on its real state machine,
+# failed and timed-out executions (and the stopping of executions on
+# timeout and cancel),
 # targets given by ARN, results without a data wrapper, the registry's
 # type check, http targets and their allow-list, and the details of
 # output_mapping (defaults, number formats, leaving columns out of the
@@ -86,10 +87,28 @@ sub final_status
 put_csv('one.csv', "word\nhello\n");
 put_csv('words.csv', "word,n\nalpha,1\nbeta,2\n");
 
+# --- The seed's Example 3 (data enrichment), its config as the seed
+# writes it, on company_enrichment_agent: a state machine that moto runs
+# (030 runs the example as a tool, through the Lambda stand-in).
+sql(qq{INSERT INTO batchproc.targets (name, type, arn)
+	VALUES ('company_enrichment_agent', 'agent', '$ENV{BATCHPROC_AGENT_company_enrichment_agent}')});
+my $id = submit(seed_example3($bucket));
+seed_example3_results_ok($node, $id, $bucket,
+	sub { qr/arn:aws:states:us-east-1:\d+:execution:company_enrichment_agent:\Q${\ call($id, $_[0], 1)}\E/ });
+my $runs = executions('company_enrichment_agent', $id);
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=SUCCEEDED,${\ call($id, 2, 1)}=SUCCEEDED",
+	'Step Functions ran one execution per row');
+my $sent = decode_json(decode_json(aws_ok('stepfunctions', 'describe-execution', '--execution-arn',
+			sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 1")))->{input});
+is( JSON::PP->new->canonical->encode([ $sent->{input}, @{ $sent->{batchContext} }{qw(rowId totalRows)} ]),
+	'[{"domain":"acme.com","enrichment_level":"full","include_social":true,"name":"Acme Corp"},"1",2]',
+	'the agent got the row\'s columns under their mapped names, the static values and the batch context');
+
 # --- An agent that fails: retried, then FAILED with the execution's error.
 sql(qq{INSERT INTO batchproc.targets (name, type, arn)
 	VALUES ('failing_agent', 'agent', '$ENV{BATCHPROC_AGENT_failing_agent}')});
-my $id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
+$id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
   "target": {"type": "agent", "name": "failing_agent"},
   "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
 is(wait_for($id), 'succeeded', 'a batch whose agent fails still ends (continue_on_error)');
@@ -107,7 +126,7 @@ is( sql("SELECT row_id || '|' || attempts || '|' || (payload->>'word') || '|' ||
 		  . " FROM batchproc.dead_letters WHERE batch_id = $id"),
 	'1|2|hello|execution FAILED: AgentError: failing_agent always fails',
 	'the row has a dead letter with its input, attempts and error');
-my $runs = executions('failing_agent', $id);
+$runs = executions('failing_agent', $id);
 is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
 	"${\ call($id, 1, 1)}=FAILED,${\ call($id, 1, 2)}=FAILED",
 	'Step Functions ran exactly two executions, one per attempt, named by batch, row and attempt');
