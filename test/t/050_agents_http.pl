@@ -1,11 +1,10 @@
 # Agents and http targets: the seed's Example 3 on its real state machine,
 # failed and timed-out executions (and the stopping of executions on
-# timeout and cancel),
-# targets given by ARN, results without a data wrapper, the registry's
-# type check, http targets and their allow-list, and the details of
-# output_mapping (defaults, number formats, leaving columns out of the
-# export, values that do not fit their type), and Step Functions that
-# holds, loses or throttles our calls.
+# timeout and cancel), targets given by ARN, results without a data
+# wrapper, the registry's type check, http targets and their allow-list,
+# the details of output_mapping (defaults, number formats, leaving columns
+# out of the export, values that do not fit their type), and Step
+# Functions that holds, loses or throttles our calls.
 #
 use strict;
 use warnings;
