@@ -12,7 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
-  submit_batch wait_for_batch call_name);
+  submit_batch wait_for_batch call_name seed_example3 seed_example3_results_ok);
 
 sub moto_url
 {
@@ -96,6 +96,71 @@ sub call_name
 	my $token = $node->safe_psql($db // 'postgres',
 		"SELECT token FROM batchproc.batches WHERE id = $id");
 	return "batchproc-$id-$token-$row-$attempt";
+}
+
+# The seed's Example 3 (data enrichment), its CSV put in $bucket: the
+# seed's config as written, with that CSV and an output_s3_uri.
+sub seed_example3
+{
+	my ($bucket) = @_;
+	put_object($bucket, 'companies.csv', "company_name,website\nAcme Corp,acme.com\nTechStart,techstart.io\n");
+	return sprintf(q({
+  "csv_s3_uri": "s3://%s/companies.csv",
+  "output_s3_uri": "s3://%s/companies.enriched.csv",
+  "target": {"type": "agent", "name": "company_enrichment_agent"},
+  "input_mapping": {
+    "column_mappings": {"company_name": "name", "website": "domain"},
+    "static_values": {"enrichment_level": "full", "include_social": true}
+  },
+  "output_mapping": {
+    "columns": [
+      {"name": "industry", "source": "$.enrichment.industry"},
+      {"name": "employee_count", "source": "$.enrichment.employees", "type": "number"},
+      {"name": "revenue_estimate", "source": "$.enrichment.revenue"},
+      {"name": "linkedin_url", "source": "$.social.linkedin"},
+      {"name": "description", "source": "$.enrichment.description"}
+    ]
+  },
+  "execution_config": {"max_concurrency": 3, "timeout_seconds": 60}
+}), $bucket, $bucket);
+}
+
+# Check what a user sees of batch $id, seed_example3 run by a test agent
+# that enriches as agents.py's company_enrichment_agent does: its state,
+# its results table and its export, row by row.  $execution_id->($row) is
+# a regex of the row's _execution_id.
+sub seed_example3_results_ok
+{
+	my ($node, $id, $bucket, $execution_id) = @_;
+	my $sql = sub { $node->safe_psql('postgres', $_[0]) };
+
+	is(wait_for_batch($node, $id), 'succeeded', 'Example 3 succeeds');
+	is($sql->("SELECT total_rows || '|' || succeeded_rows || '|' || failed_rows FROM batchproc.batches WHERE id = $id"),
+		'2|2|0', 'both rows count as succeeded');
+	is( $sql->("SELECT string_agg(concat_ws('|', _row_id, company_name, website, industry, employee_count,"
+			  . " pg_typeof(employee_count), revenue_estimate, linkedin_url, description, _status, _attempts,"
+			  . " coalesce(_error_message, '-')), E'\\n' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+		"1|Acme Corp|acme.com|Manufacturing|1200|numeric|\$250M|https://linkedin.com/company/acme|Acme Corp (acme.com) operates in Manufacturing.|SUCCESS|1|-\n"
+		  . "2|TechStart|techstart.io|Technology|45|numeric|\$5M|https://linkedin.com/company/techstart|TechStart (techstart.io) operates in Technology.|SUCCESS|1|-",
+		'each row has the enrichment of its domain in typed columns');
+	my @lines = split /\n/, get_object($bucket, 'companies.enriched.csv'), -1;
+	is(scalar(@lines), 4, 'the export has a header, two rows and a final newline');
+	is($lines[0],
+		'company_name,website,industry,employee_count,revenue_estimate,linkedin_url,description,'
+		  . '_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts',
+		'the export\'s header: original, output and metadata columns');
+	my $ts = qr/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^,]*/;
+	my @rows = (
+		'Acme Corp,acme.com,Manufacturing,1200,$250M,https://linkedin.com/company/acme,Acme Corp (acme.com) operates in Manufacturing.',
+		'TechStart,techstart.io,Technology,45,$5M,https://linkedin.com/company/techstart,TechStart (techstart.io) operates in Technology.');
+	for my $row (1, 2)
+	{
+		my $expected = $rows[ $row - 1 ];
+		like($lines[$row],
+			qr/\A\Q$expected\E,${\ $execution_id->($row)},$row,SUCCESS,,\d+,$ts,1\z/,
+			"row $row is exported with its enrichment and metadata");
+	}
+	is($lines[3], '', 'and ends with the last row\'s newline');
 }
 
 # Start a test service that prints its port on its first line of output;

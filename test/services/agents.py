@@ -36,7 +36,9 @@ batchContext may be missing (metadata then shows {}).
   1200, "$250M"; else Services, 10, "$1M".  description is
   "<name> (<domain>) operates in <industry>."; social.linkedin is
   "https://linkedin.com/company/<first label of domain>" (States.Format);
-  input.include_social = false leaves "social" out.
+  input.include_social = false leaves "social" out.  lambda_server.py's
+  enrich_company (which sfn_sync_server.py's express_company_enrichment
+  calls) has the same table in Python: change them together.
 - failing_agent: a Fail state, Error "AgentError", Cause
   "failing_agent always fails".
 - slow_agent: waits input.wait_seconds (a number) or else 3 seconds, then

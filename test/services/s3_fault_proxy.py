@@ -1,5 +1,5 @@
 """An HTTP reverse proxy in front of moto's S3 that injects S3 faults (and
-delays Step Functions' StartExecution).
+Step Functions' ones: held or lost StartExecution answers, throttling).
 
 Every request is forwarded unchanged: method, path and query, every header
 (Host included: SigV4 signatures cover it, and moto checks them) and the
@@ -30,6 +30,14 @@ faulted request is answered by the proxy and never forwarded:
   --lose-start-execution N StartExecution is forwarded, and its answer
                            replaced by 500 InternalFailure: the execution
                            starts, but the caller cannot know it.
+  --throttle-start-execution N
+  --throttle-describe-execution N
+                           StartExecution / DescribeExecution gets Step
+                           Functions' throttling error, as AWS answers a
+                           caller over its rate: 400 {"__type":
+                           "ThrottlingException", "message": "Rate
+                           exceeded"}.  A throttled StartExecution starts
+                           nothing.
 
 And delays, on every request they apply to, which is then forwarded:
 
@@ -43,13 +51,15 @@ And delays, on every request they apply to, which is then forwarded:
 
 GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
-(injected, not forwarded), "delayed": {kind: n} (held, then forwarded),
+(injected, not forwarded; throttles too), "delayed": {kind: n} (held, then forwarded),
 "lost": {kind: n} (forwarded, answer replaced),
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
 AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
-Each fault also prints a line "fault KIND STATUS i/N" on stdout.
+Each fault also prints a line "fault KIND STATUS i/N" on stdout.  A fault
+on a request with an X-Amz-Target (Step Functions) has a JSON body
+(Content-Type application/x-amz-json-1.0), any other S3's error XML.
 
 It binds 127.0.0.1 only, prints its port on the first line of stdout
 (--port 0, the default, for a free one; --port-file too), and exits when
@@ -96,6 +106,10 @@ ERRORS = {
     503: ("SlowDown", "Please reduce your request rate."),
     504: ("GatewayTimeout", "The gateway timed out."),
 }
+
+
+# Step Functions' answer to a caller over its API rate (awsJson1_0).
+SFN_THROTTLE = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
 
 
 def error_xml(code, message):
@@ -179,6 +193,10 @@ class State:
             )
         if args.fail_abort:
             self.faults["AbortMultipartUpload"] = (500, error_xml(*ERRORS[500]), args.fail_abort)
+        if args.throttle_start_execution:
+            self.faults["StartExecution"] = (400, SFN_THROTTLE, args.throttle_start_execution)
+        if args.throttle_describe_execution:
+            self.faults["DescribeExecution"] = (400, SFN_THROTTLE, args.throttle_describe_execution)
         self.lose = {}
         if args.lose_start_execution:
             self.lose["StartExecution"] = args.lose_start_execution
@@ -275,12 +293,12 @@ class Handler(http_service.Handler):
         fault = self.state.receive(kind)
         if fault is not None:
             status, data, _ = fault
-            return self.answer(
-                status,
-                data,
-                [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
-                head=(self.command == "HEAD"),
-            )
+            if target:
+                headers = [("Content-Type", "application/x-amz-json-1.0"),
+                           ("x-amzn-RequestId", "proxy")]
+            else:
+                headers = [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")]
+            return self.answer(status, data, headers, head=(self.command == "HEAD"))
         time.sleep(self.state.delay(kind) + self.state.transfer_seconds(len(body)))
         self.forward(kind, body, was_chunked, self.state.lose_answer(kind))
 
@@ -361,6 +379,8 @@ def main():
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--link-mbps", type=float, default=0, metavar="MB")
     args = parser.parse_args()
     if not args.upstream:

@@ -42,6 +42,13 @@ Express machines, by NAME:
   same input.key (without a key: the same input object), then SUCCEEDED
   like express_echo.  fail_times may be a number or a string of digits.
 - express_raw: SUCCEEDED, output the whole execution input, no envelope.
+- express_company_enrichment: answers as agents.py's
+  company_enrichment_agent (seed Example 3) does: FAILED (error
+  "InvalidInput") unless input.name and input.domain are strings, else
+  SUCCEEDED with data {"enrichment": {"industry", "employees", "revenue",
+  "description"}, "social": {"linkedin"}} computed by lambda_server.py's
+  enrich_company (imported: the Lambda stand-in and this one share its
+  table), "social" left out when input.include_social is false.
 
 ("input" above is the execution input's "input" member: batchproc sends
 {"batchContext": {...}, "input": {<the row's input>}}.)  input.delay_ms
@@ -91,7 +98,8 @@ ARN_RE = re.compile(r"^arn:aws:states:([a-z0-9-]+):(\d{12}):stateMachine:([A-Za-
 # Whitespace, brackets, wildcards, special characters and control characters.
 BAD_NAME_RE = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
 
-MACHINES = ("express_echo", "express_fail", "express_flaky", "express_raw")
+MACHINES = ("express_echo", "express_fail", "express_flaky", "express_raw",
+            "express_company_enrichment")
 
 
 class State:
@@ -262,6 +270,13 @@ class Handler(http_service.Handler):
             self.succeed(answer, execution_input)
         elif machine == "express_fail":
             self.fail(answer, "AgentError", "express_fail always fails")
+        elif machine == "express_company_enrichment":
+            if not (isinstance(inp, dict) and isinstance(inp.get("name"), str)
+                    and isinstance(inp.get("domain"), str)):
+                return self.fail(answer, "InvalidInput",
+                                 "input.name and input.domain must be strings")
+            data = lambda_server.fn_enrich_company({"input": inp, "id": name})["content"]
+            self.succeed(answer, dict(envelope, data=data))
         else:
             fail_times = inp.get("fail_times") if isinstance(inp, dict) else None
             if isinstance(fail_times, str) and fail_times.isdigit():

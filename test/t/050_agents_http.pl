@@ -1,9 +1,10 @@
-# Agents and http targets beyond the seed's examples: failed and timed-out
-# executions (and the stopping of executions on timeout and cancel),
-# targets given by ARN, results without a data wrapper, the registry's
-# type check, http targets and their allow-list, and the details of
-# output_mapping (defaults, number formats, leaving columns out of the
-# export, values that do not fit their type).
+# Agents and http targets: the seed's Example 3 on its real state machine,
+# failed and timed-out executions (and the stopping of executions on
+# timeout and cancel), targets given by ARN, results without a data
+# wrapper, the registry's type check, http targets and their allow-list,
+# the details of output_mapping (defaults, number formats, leaving columns
+# out of the export, values that do not fit their type), and Step
+# Functions that holds, loses or throttles our calls.
 #
 use strict;
 use warnings;
@@ -85,10 +86,28 @@ sub final_status
 put_csv('one.csv', "word\nhello\n");
 put_csv('words.csv', "word,n\nalpha,1\nbeta,2\n");
 
+# --- The seed's Example 3 (data enrichment), its config as the seed
+# writes it, on company_enrichment_agent: a state machine that moto runs
+# (030 runs the example as a tool, through the Lambda stand-in).
+sql(qq{INSERT INTO batchproc.targets (name, type, arn)
+	VALUES ('company_enrichment_agent', 'agent', '$ENV{BATCHPROC_AGENT_company_enrichment_agent}')});
+my $id = submit(seed_example3($bucket));
+seed_example3_results_ok($node, $id, $bucket,
+	sub { qr/arn:aws:states:us-east-1:\d+:execution:company_enrichment_agent:\Q${\ call($id, $_[0], 1)}\E/ });
+my $runs = executions('company_enrichment_agent', $id);
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=SUCCEEDED,${\ call($id, 2, 1)}=SUCCEEDED",
+	'Step Functions ran one execution per row');
+my $sent = decode_json(decode_json(aws_ok('stepfunctions', 'describe-execution', '--execution-arn',
+			sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 1")))->{input});
+is( JSON::PP->new->canonical->encode([ $sent->{input}, @{ $sent->{batchContext} }{qw(rowId totalRows)} ]),
+	'[{"domain":"acme.com","enrichment_level":"full","include_social":true,"name":"Acme Corp"},"1",2]',
+	'the agent got the row\'s columns under their mapped names, the static values and the batch context');
+
 # --- An agent that fails: retried, then FAILED with the execution's error.
 sql(qq{INSERT INTO batchproc.targets (name, type, arn)
 	VALUES ('failing_agent', 'agent', '$ENV{BATCHPROC_AGENT_failing_agent}')});
-my $id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
+$id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
   "target": {"type": "agent", "name": "failing_agent"},
   "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
 is(wait_for($id), 'succeeded', 'a batch whose agent fails still ends (continue_on_error)');
@@ -106,7 +125,7 @@ is( sql("SELECT row_id || '|' || attempts || '|' || (payload->>'word') || '|' ||
 		  . " FROM batchproc.dead_letters WHERE batch_id = $id"),
 	'1|2|hello|execution FAILED: AgentError: failing_agent always fails',
 	'the row has a dead letter with its input, attempts and error');
-my $runs = executions('failing_agent', $id);
+$runs = executions('failing_agent', $id);
 is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
 	"${\ call($id, 1, 1)}=FAILED,${\ call($id, 1, 2)}=FAILED",
 	'Step Functions ran exactly two executions, one per attempt, named by batch, row and attempt');
@@ -383,7 +402,52 @@ is(join(',', sort keys %{ executions('echo_agent', $id) }), call($id, 1, 1),
 is(sql("SELECT answer || '|' || _status || '|' || _attempts FROM batchproc_data.batch_$id"),
 	'once|SUCCESS|1', 'and the row has its answer');
 
+# --- Step Functions throttling us: 400 ThrottlingException "Rate
+# exceeded", retried like any throttling (README, "Failures").  A throttled
+# StartExecution started nothing and goes again under the same name; a
+# throttled DescribeExecution is a look missed, and the execution goes on:
+# either way the row runs one execution, that of its first attempt.  A
+# throttled StartExecution counts against max_attempts: 3 lets a row take
+# both throttles.
+my ($throttled_sfn, $throttled_stats) = sfn_through_proxy('--throttle-start-execution', 2,
+	'--throttle-describe-execution', 2);
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/words.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "input_mapping": {"column_mappings": {"word": "text"}},
+  "output_mapping": {"columns": [{"name": "text", "source": "\$.text"}]},
+  "execution_config": {"max_concurrency": 2, "retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose Step Functions calls are throttled succeeds');
+my $throttled = $throttled_stats->();
+is(join(',', map { "$_=$throttled->{faults}{$_}" } sort keys %{ $throttled->{faults} }),
+	'DescribeExecution=2,StartExecution=2',
+	'two StartExecution and two DescribeExecution calls were throttled');
+is($throttled->{forwarded}{StartExecution}, 2, 'two StartExecution calls reached Step Functions');
+$runs = executions('echo_agent', $id);
+is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
+	"${\ call($id, 1, 1)}=SUCCEEDED,${\ call($id, 2, 1)}=SUCCEEDED",
+	'one execution ran per row, under the name of its first attempt');
+is( sql("SELECT string_agg(concat_ws('|', word, text, _status, _attempts), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_data.batch_$id"),
+	'alpha|alpha|SUCCESS|1,beta|beta|SUCCESS|1', 'each row has its answer, from its first attempt');
+
+# A StartExecution throttled at every try: each try counts against
+# max_attempts, then the row fails with the throttle as its error.  It
+# started no execution, so the row is still at attempt 1.
+my ($choked_sfn, $choked_stats) = sfn_through_proxy('--throttle-start-execution', 'all');
+$id = submit(qq({"csv_s3_uri": "s3://agents-http/one.csv",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
+  "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
+is(wait_for($id), 'succeeded', 'a batch whose every StartExecution is throttled ends');
+is(sql("SELECT _status || '|' || _attempts || '|' || _error_message FROM batchproc_data.batch_$id"),
+	'FAILED|1|Step Functions answered HTTP 400 ThrottlingException: Rate exceeded',
+	'its row fails with the throttle as its error');
+is(sql("SELECT count(*) FROM batchproc.dead_letters WHERE batch_id = $id"), '1', 'and has a dead letter');
+is($choked_stats->()->{requests}{StartExecution}, 2, 'StartExecution was tried max_attempts times');
+is(scalar(keys %{ executions('echo_agent', $id) }), 0, 'and no execution ran');
+
 $node->stop;
+$choked_sfn->kill_kill;
+$throttled_sfn->kill_kill;
 $lossy_sfn->kill_kill;
 $slow_sfn->kill_kill;
 $lambda->kill_kill;

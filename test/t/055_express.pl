@@ -3,9 +3,10 @@
 # StartSyncExecution, so this node's Step Functions endpoint is our
 # stand-in (test/services/sfn_sync_server.py), which checks SigV4 with
 # service "states"; S3 still goes to moto.  Covered: outputs read from the
-# agent's data, execution names, no DescribeExecution, failed executions
-# retried up to max_attempts and dead-lettered, a flaky agent succeeding on
-# a later attempt, and a state machine that does not exist.
+# agent's data, the seed's Example 3, execution names, no
+# DescribeExecution, failed executions retried up to max_attempts and
+# dead-lettered, a flaky agent succeeding on a later attempt, and a state
+# machine that does not exist.
 use strict;
 use warnings;
 
@@ -55,7 +56,8 @@ sql(qq{INSERT INTO batchproc.targets (name, type, arn, express) VALUES
 	('echo', 'agent', '$machine:express_echo', true),
 	('fail', 'agent', '$machine:express_fail', true),
 	('flaky', 'agent', '$machine:express_flaky', true),
-	('missing', 'agent', '$machine:express_missing', true)});
+	('missing', 'agent', '$machine:express_missing', true),
+	('company_enrichment_agent', 'agent', '$machine:express_company_enrichment', true)});
 
 # --- The stand-in itself: unsigned calls and other operations are refused.
 my $r = $http->post("$sfn_url/", {
@@ -113,6 +115,19 @@ is(counts($stats->{by_operation}), 'StartSyncExecution=2', 'through StartSyncExe
 is(counts($stats->{by_machine}), 'express_echo=2', 'on the registered state machine');
 is(counts($stats->{content_types}), 'application/x-amz-json-1.0=2', 'as application/x-amz-json-1.0');
 is($stats->{auth_failures}, 0, 'every call was signed for "states" with the test key');
+
+# --- The seed's Example 3, its config as the seed writes it, on an express
+# machine that enriches as company_enrichment_agent does: the same results
+# as 050 gets from moto, through one StartSyncExecution per row.
+reset_stats();
+$id = submit(seed_example3($bucket));
+seed_example3_results_ok($node, $id, $bucket,
+	sub { qr/arn:aws:states:us-east-1:123456789012:express:express_company_enrichment:\Q${\ call($id, $_[0], 1)}\E:[0-9a-f-]{36}/ });
+$stats = stats();
+is(join(',', sort @{ $stats->{names} }), join(',', call($id, 1, 1), call($id, 2, 1)),
+	'the stand-in ran one execution per row');
+is(counts($stats->{by_machine}), 'express_company_enrichment=2', 'on the registered express machine');
+is(counts($stats->{by_operation}), 'StartSyncExecution=2', 'through StartSyncExecution only');
 
 # --- An express agent whose executions fail: 200 answers with status
 # FAILED are retried up to max_attempts, then the row is FAILED.
