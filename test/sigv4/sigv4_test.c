@@ -17,7 +17,7 @@
  *
  * NAME.req with .creq, .sts and .signature: the examples of the Amazon S3 API
  *	reference, whose requests we wrote down from its pages.  Signed as
- *	batchproc's S3 client signs (src/s3.c): the object key in the path
+ *	batchproc's S3 client signs (src/aws/s3.c): the object key in the path
  *	encoded by batchproc_uri_encode, x-amz-content-sha256 the SHA-256 of the
  *	body, S3 path rules, the pages' credentials.  The canonical request,
  *	string to sign and signature must equal .creq, .sts and .signature, and
@@ -523,7 +523,7 @@ run_s3_presign_case(BatchprocSigv4Request *req, const char *req_query,
  * object key as it is ("PUT test$file.text", "GET ?lifecycle"), and their
  * requests carry the two headers that signing produces: Authorization (a
  * placeholder) and x-amz-content-sha256.  What is signed here is the request
- * batchproc's S3 client would send (build_request in src/s3.c): the path is
+ * batchproc's S3 client would send (build_request in src/aws/s3.c): the path is
  * "/" and the key encoded by batchproc_uri_encode, the headers are the
  * page's but those two, and x-amz-content-sha256 is the SHA-256 of the body.
  * A presigned request signs neither the body nor x-amz-content-sha256.
