@@ -19,11 +19,11 @@ CONCURRENCY=${CONCURRENCY:-100}
 
 build_and_install
 start_moto
-/usr/bin/python3 "$src/test/services/lambda_server.py" --quiet --ignore-stdin \
-	--key "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" >"$work/lambda.port" 2>"$work/lambda.log" </dev/null &
+/usr/bin/python3 "$src/test/services/lambda_server.py" --quiet --ignore-stdin --port-file "$work/lambda.port" \
+	--key "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" >/dev/null 2>"$work/lambda.log" </dev/null &
 service_pids+=($!)
-for _ in $(seq 1 50); do [ -s "$work/lambda.port" ] && break; sleep 0.1; done
-export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$(head -n 1 "$work/lambda.port")"
+lambda_port=$(port_of "${service_pids[-1]}" "$work/lambda.port")
+export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$lambda_port"
 start_cluster bench "fsync = off"
 . "$src/bench/common.sh"
 

@@ -21,10 +21,10 @@ CONCURRENCIES=${CONCURRENCIES:-1 2 4 8}
 
 build_and_install
 start_moto
-proxy_port=$(free_port)
-"$PYTHON" "$src/test/services/s3_fault_proxy.py" --quiet --ignore-stdin --port "$proxy_port" \
+"$PYTHON" "$src/test/services/s3_fault_proxy.py" --quiet --ignore-stdin --port-file "$work/proxy.port" \
 	--upstream "$AWS_ENDPOINT_URL" --link-mbps "$LINK_MBPS" >"$work/proxy.log" 2>&1 &
 service_pids+=($!)
+proxy_port=$(port_of "${service_pids[-1]}" "$work/proxy.port")
 wait_http "http://127.0.0.1:$proxy_port/_proxy_stats"
 start_cluster bench "fsync = off"
 

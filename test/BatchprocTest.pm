@@ -12,7 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
-  submit_batch wait_for_batch call_name seed_example3 seed_example3_results_ok);
+  submit_batch wait_for_batch call_name call_prefix seed_example3 seed_example3_results_ok);
 
 sub moto_url
 {
@@ -89,13 +89,23 @@ sub wait_for_batch
 	return $node->safe_psql($db // 'postgres', "SELECT batchproc_wait($id, '120 s')");
 }
 
+# The start of the names of a batch's calls: batchproc-<batch>-<token>-.
+# The token tells the batch apart from batches of the same id in other
+# databases or other test files, which share one moto.
+sub call_prefix
+{
+	my ($node, $id, $db) = @_;
+	my $token = $node->safe_psql($db // 'postgres',
+		"SELECT token FROM batchproc.batches WHERE id = $id");
+	die "batch $id has no token" unless $token =~ /^[0-9a-f]+$/;
+	return "batchproc-$id-$token-";
+}
+
 # The name of a batch's call: batchproc-<batch>-<token>-<row>-<attempt>.
 sub call_name
 {
 	my ($node, $id, $row, $attempt, $db) = @_;
-	my $token = $node->safe_psql($db // 'postgres',
-		"SELECT token FROM batchproc.batches WHERE id = $id");
-	return "batchproc-$id-$token-$row-$attempt";
+	return call_prefix($node, $id, $db) . "$row-$attempt";
 }
 
 # The seed's Example 3 (data enrichment), its CSV put in $bucket: the

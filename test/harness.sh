@@ -53,8 +53,17 @@ trap harness_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# port_of PID FILE: the port that the service PID writes to FILE once it
+# listens (on a port the OS chose, so that no other process can take it
+# first).  Waits up to 30 s: moto takes seconds to import.
+port_of() {
+	for _ in $(seq 1 300); do
+		if [ -s "$2" ]; then cat "$2"; return 0; fi
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "service $1 did not write its port to $2" >&2
+	return 1
 }
 
 wait_http() {
@@ -75,12 +84,12 @@ build_and_install() {
 # with, and export the AWS environment that points at it.
 start_moto() {
 	local port
-	port=$(free_port)
 	# Four unsigned calls make the IAM user, its policy and its key; every
 	# call after them must be signed with that key.
-	INITIAL_NO_AUTH_ACTION_COUNT=4 "$PYTHON" "$src/test/services/moto_server.py" "$port" \
-		>"$work/moto.log" 2>&1 &
+	INITIAL_NO_AUTH_ACTION_COUNT=4 "$PYTHON" "$src/test/services/moto_server.py" \
+		--port-file "$work/moto.port" >"$work/moto.log" 2>&1 &
 	service_pids+=($!)
+	port=$(port_of "${service_pids[-1]}" "$work/moto.port")
 	wait_http "http://127.0.0.1:$port/moto-api/"
 	eval "$("$PYTHON" "$src/test/services/aws_bootstrap.py" "http://127.0.0.1:$port")"
 	export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
@@ -107,19 +116,23 @@ create_agents() {
 # a 500).
 start_moto_noauth() {
 	local port
-	port=$(free_port)
-	"$PYTHON" "$src/test/services/moto_server.py" "$port" >"$work/moto-noauth.log" 2>&1 &
+	"$PYTHON" "$src/test/services/moto_server.py" --port-file "$work/moto-noauth.port" \
+		>"$work/moto-noauth.log" 2>&1 &
 	service_pids+=($!)
+	port=$(port_of "${service_pids[-1]}" "$work/moto-noauth.port")
 	wait_http "http://127.0.0.1:$port/moto-api/"
 	export BATCHPROC_TEST_MOTO_NOAUTH_URL="http://127.0.0.1:$port"
 }
 
 # start_cluster NAME [extra postgresql.conf lines]: a throwaway cluster with
 # the library preloaded, listening only on a socket in $work.  Sets
-# cluster_port and cluster_host.
+# cluster_port and cluster_host.  The cluster opens no TCP port: its port
+# number only names its socket, $work/.s.PGSQL.5432, in a directory of this
+# run's own, so it cannot collide with another run's.  (One cluster at a
+# time: stop_cluster the one before starting the next.)
 start_cluster() {
 	local data="$work/$1-data"
-	cluster_port=$(free_port)
+	cluster_port=5432
 	cluster_host="$work"
 	as_tester initdb -D "$data" -A trust --no-sync >"$work/$1-initdb.log"
 	cat >>"$data/postgresql.conf" <<CONF

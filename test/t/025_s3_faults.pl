@@ -78,7 +78,6 @@ sub object_matches_local
 {
 	my ($key, $local, $label) = @_;
 	aws_ok('s3', 'cp', "s3://$bucket/$key", "$dir/$key.s3");
-	cmp_ok(-s "$dir/$key.s3", '>', 0, "$label: the object is not empty");
 	is(sha256_of("$dir/$key.s3"), sha256_of($local), "$label: the object is byte-identical to a local COPY");
 	unlink "$dir/$key.s3";
 }
@@ -93,7 +92,6 @@ sub object_absent
 # About 12.6 MB of CSV: three parts of 5 MB.
 my $big = q{(SELECT g, md5(g::text), repeat('z', 60) FROM generate_series(1, 125000) g)};
 $node->safe_psql('postgres', "COPY $big TO '$dir/big.local' WITH (FORMAT csv)");
-cmp_ok(-s "$dir/big.local", '>', 11_000_000, 'the multipart data set is over two parts of 5 MB');
 my $small = q{(SELECT g, md5(g::text) FROM generate_series(1, 1000) g)};
 $node->safe_psql('postgres', "COPY $small TO '$dir/small.local' WITH (FORMAT csv)");
 

@@ -30,6 +30,7 @@ sub put_csv { put_object('batches', @_) }
 sub get_csv { get_object('batches', @_) }
 sub submit { submit_batch($node, @_) }
 sub wait_for { wait_for_batch($node, @_) }
+sub call { call_name($node, @_) }
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -71,7 +72,7 @@ is(sql("SELECT pg_typeof(seo_keywords) FROM batchproc_data.batch_$id LIMIT 1"), 
 my $csv = get_csv('products.enriched.csv');
 like($csv, qr/\Aproduct_id,title,features,marketing_description,seo_keywords,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\n/,
 	'the enriched CSV has the header of original, output and metadata columns');
-like($csv, qr/\nP002,Smart Watch,"Heart rate monitor, GPS","Compelling copy for: [^"]*","\[""write"", ""a"", ""compelling""\]",batchproc-\d+-[0-9a-f]{8}-2-1,2,SUCCESS,,\d+,\d{4}-\d\d-\d\dT[^,]+,1\n\z/,
+like($csv, qr/\nP002,Smart Watch,"Heart rate monitor, GPS","Compelling copy for: [^"]*","\[""write"", ""a"", ""compelling""\]",\Q${\ call($id, 2, 1)}\E,2,SUCCESS,,\d+,\d{4}-\d\d-\d\dT[^,]+,1\n\z/,
 	'each row is exported with its results and metadata, in row order');
 
 # --- Example 1: an agent, a real state machine that moto executes.
@@ -100,7 +101,7 @@ is( sql("SELECT string_agg(ticket_id || ':' || category || ':' || priority || ':
 	'1001:Authentication:High:SUCCESS,1002:Billing:Medium:SUCCESS',
 	'Example 1 classifies each ticket through the state machine');
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 1"),
-	qr/^arn:aws:states:us-east-1:\d+:execution:ticket_classifier_agent:batchproc-$id-[0-9a-f]{8}-1-1$/,
+	qr/^arn:aws:states:us-east-1:\d+:execution:ticket_classifier_agent:\Q${\ call($id, 1, 1)}\E$/,
 	'the execution has a name deterministic per batch, row and attempt');
 like(get_csv('tickets.enriched.csv'),
 	qr/^1001,john\@example.com,Cannot login to account,Authentication,High,Please reset your password[^,]*,/m,

@@ -27,9 +27,9 @@ my $sfn_url = "http://127.0.0.1:$sfn_port";
 my $http = HTTP::Tiny->new;
 
 # test/run exports AWS_ENDPOINT_URL_SFN (moto) for every test; this node's
-# server inherits the stand-in instead.  S3 keeps AWS_ENDPOINT_URL_S3.
+# server inherits the stand-in instead.  S3 keeps AWS_ENDPOINT_URL_S3 (the
+# first batch's export is read back from moto).
 $ENV{AWS_ENDPOINT_URL_SFN} = $sfn_url;
-isnt($ENV{AWS_ENDPOINT_URL_S3} // '', $sfn_url, 'S3 still goes to moto');
 my $node = batchproc_node('express');
 my $bucket = 'express';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
@@ -103,8 +103,6 @@ is( sql("SELECT string_agg(concat_ws('|', word, text, count, n_out, label, envel
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2"),
 	qr/^arn:aws:states:us-east-1:123456789012:express:express_echo:\Q${\ call($id, 2, 1)}\E:[0-9a-f-]{36}$/,
 	'_execution_id is the express execution\'s ARN from the answer');
-like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2"),
-	qr/\Q${\ call($id, 2, 1)}\E/, '_execution_id names the call of the row\'s attempt');
 like(get_csv('words.out.csv'),
 	qr/\Aword,n,text,count,n_out,label,envelope_result,envelope_data,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts\nalpha,1,alpha,2,1,<alpha>,,,[^,]*\Q${\ call($id, 1, 1)}\E[^,]*,1,SUCCESS,,\d+,[^,]+,1\n/,
 	'the export went to S3 (moto) with the outputs');
@@ -147,8 +145,6 @@ is(sql("SELECT _error_message FROM batchproc_data.batch_$id"),
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id"),
 	qr/^arn:aws:states:us-east-1:123456789012:express:express_fail:\Q${\ call($id, 1, 3)}\E:/,
 	'_execution_id is the last execution\'s ARN');
-like(sql("SELECT _execution_id FROM batchproc_data.batch_$id"), qr/\Q${\ call($id, 1, 3)}\E/,
-	'_execution_id names the last attempt');
 is( sql("SELECT row_id || '|' || attempts || '|' || (payload->>'word') || '|' || error"
 		  . " FROM batchproc.dead_letters WHERE batch_id = $id"),
 	'1|3|hello|execution FAILED: AgentError: express_fail always fails',
