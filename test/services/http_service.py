@@ -6,7 +6,8 @@ request on stderr (unless --quiet), reads request bodies whole (chunked or
 by Content-Length) and answers JSON.  FaultHandler, with FaultState, adds
 what lambda_server.py and http_target.py both do with their calls:
 delay_ms, hang and fail_times from the input or from POST /_control, POST
-/_reset, and the count of calls in flight.  Standard library only: the services run
+/_reset, the count of calls in flight, when each call of a key arrived, and
+answers cut off mid-body.  Standard library only: the services run
 under /usr/bin/python3.
 """
 import copy
@@ -32,7 +33,7 @@ def bump(counter, key):
 def snapshot(state, names):
     """The named attributes of state, as they are now, for GET /_stats."""
     with state.lock:
-        return {name: copy.copy(getattr(state, name)) for name in names}
+        return {name: copy.deepcopy(getattr(state, name)) for name in names}
 
 
 def wait_delay(stop, delay_ms):
@@ -153,6 +154,7 @@ class FaultState:
         with self.lock:
             self.invocations = 0
             self.by_key = {}
+            self.arrivals = {}
             self.fail_counts = {}
             self.errors = {}
             self.max_in_flight = self.in_flight
@@ -171,6 +173,8 @@ class FaultHandler(Handler):
     is not a JSON object."""
 
     count_connections = True
+    # Set for one answer: it goes out cut off mid-body (see reply).
+    cut_answer = False
 
     def control_endpoint(self, path):
         """Serve POST /_reset and /_control; False for any other path."""
@@ -215,10 +219,24 @@ class FaultHandler(Handler):
 
     answering = land
 
+    def reply(self, status, headers, data=b"", head=False):
+        """Handler.reply, or, when cut_answer is set, an answer cut off
+        mid-body: the status line, the headers (the whole body's
+        Content-Length among them) and only the first half of the body; then
+        the connection is dropped.  Counted in errors as "partial"."""
+        if not self.cut_answer:
+            return super().reply(status, headers, data, head)
+        self.cut_answer = False
+        with self.state.lock:
+            bump(self.state.errors, "partial")
+        super().reply(status, headers, data[: len(data) // 2], head)
+        self.drop_connection()
+
     def count_call(self, inp):
-        """Count a call by its input's key and note what its faults go by:
-        the /_control settings as they are now, the calls since they were
-        set, and the calls with this key (without one, this input)."""
+        """Count a call by its input's key and note when it arrived (on the
+        monotonic clock) and what its faults go by: the /_control settings
+        as they are now, the calls since they were set, and the calls with
+        this key (without one, this input)."""
         state = self.state
         key = key_text(inp["key"]) if "key" in inp else None
         fail_key = key if key is not None else "input:" + json.dumps(inp, sort_keys=True)
@@ -228,6 +246,7 @@ class FaultHandler(Handler):
             self.control_count = state.control_count
             if key is not None:
                 bump(state.by_key, key)
+                state.arrivals.setdefault(key, []).append(time.monotonic())
             bump(state.fail_counts, fail_key)
             self.attempt = state.fail_counts[fail_key]
 

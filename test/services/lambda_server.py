@@ -68,7 +68,10 @@ of a test CSV can ask for its own behaviour:
                         a function error (Unhandled, as fail_always), "400"
                         InvalidRequestContentException, "404"
                         ResourceNotFoundException, "close" drop the connection
-                        without an answer.
+                        without an answer, "partial" run the function and
+                        cut its answer off mid-body (the status line and the
+                        headers, Content-Length for the whole body, then half
+                        the body, then the connection is dropped).
 
 The same can be forced for every invocation with POST /_control and a JSON
 object of the same fields ({"delay_ms": 100}, {"fail_mode": "429",
@@ -76,11 +79,13 @@ object of the same fields ({"delay_ms": 100}, {"fail_mode": "429",
 
 Unsigned test endpoints: GET /_stats answers {"invocations": (signed
 invocation requests), "by_function": {name: count}, "by_key": {input.key:
-count}, "in_flight": n, "max_in_flight": M (over every request to the
-invocation path, signed or not, from its headers to its answer),
-"connections": (TCP connections accepted), "auth_failures": n, "errors":
-{ErrorType: count}, "control": {...}}; POST /_reset zeroes all of it (and
-the fail_times counters, and the control settings).
+count}, "arrivals": {input.key: [when each of its calls arrived, in
+seconds on the server's monotonic clock]}, "in_flight": n, "max_in_flight":
+M (over every request to the invocation path, signed or not, from its
+headers to its answer), "connections": (TCP connections accepted),
+"auth_failures": n, "errors": {ErrorType: count; "partial": answers cut
+off}, "control": {...}}; POST /_reset zeroes all of it (and the fail_times
+counters, and the control settings).
 
 It binds 127.0.0.1 only, prints its port on the first line of stdout (use
 --port 0, the default, for a free one; --port-file too), and exits when its
@@ -605,8 +610,8 @@ class State(http_service.FaultState):
 
     def stats(self):
         return http_service.snapshot(self, (
-            "invocations", "by_function", "by_key", "in_flight", "max_in_flight", "connections",
-            "auth_failures", "errors", "control",
+            "invocations", "by_function", "by_key", "arrivals", "in_flight", "max_in_flight",
+            "connections", "auth_failures", "errors", "control",
         ))
 
 
@@ -712,7 +717,10 @@ class Handler(http_service.FaultHandler):
         if self.stalled(inp):
             return
         failure = self.failure(inp)
-        if failure:
+        if failure and failure[0] == "partial":
+            # The function runs; reply() cuts its answer off.
+            self.cut_answer = True
+        elif failure:
             return self.inject(name, *failure)
 
         try:

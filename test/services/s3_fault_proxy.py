@@ -39,6 +39,26 @@ faulted request is answered by the proxy and never forwarded:
                            exceeded"}.  A throttled StartExecution starts
                            nothing.
 
+Tampering, the one exception to "unchanged", for stand-ins that check
+signatures (--upstream the Lambda or StartSyncExecution stand-in): on the
+first N requests, of any kind, that carry what it changes; they are
+forwarded altered after the client signed them.
+
+  --tamper-signature N     one hex digit of the Signature in the
+                           Authorization header is changed (its last, to
+                           the next hex digit), so the signature no longer
+                           matches the request.
+  --tamper-body N          one byte of a non-empty body is changed, keeping
+                           its length: the last ASCII letter or digit, to
+                           the next one of its kind (z to a, 9 to 0).  A
+                           JSON body stays JSON when that byte is in a
+                           string or a number, as it is in batchproc's
+                           Lambda and StartSyncExecution calls.  The
+                           payload hash the client signed no longer matches
+                           the body; an X-Amz-Content-Sha256 header is left
+                           as it came, so that it too disagrees with the
+                           body.
+
 And delays, on every request they apply to, which is then forwarded:
 
   --link-mbps MB           a request's body takes len/MB seconds to pass,
@@ -53,13 +73,15 @@ GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 (injected, not forwarded; throttles too), "delayed": {kind: n} (held, then forwarded),
 "lost": {kind: n} (forwarded, answer replaced),
+"tampered": {"signature": n, "body": n},
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
 AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
-Each fault also prints a line "fault KIND STATUS i/N" on stdout.  A fault
-on a request with an X-Amz-Target (Step Functions) has a JSON body
-(Content-Type application/x-amz-json-1.0), any other S3's error XML.
+Each fault also prints a line "fault KIND STATUS i/N" on stdout, and each
+tampering "tamper signature|body KIND i/N".  A fault on a request with an
+X-Amz-Target (Step Functions) has a JSON body (Content-Type
+application/x-amz-json-1.0), any other S3's error XML.
 
 It binds 127.0.0.1 only, prints its port on the first line of stdout
 (--port 0, the default, for a free one; --port-file too), and exits when
@@ -137,6 +159,33 @@ def status_count_arg(text):
         raise argparse.ArgumentTypeError("expected CODE:N, as in 503:1")
 
 
+def next_hex_digit(c):
+    digits = "0123456789abcdef"
+    return digits[(digits.index(c.lower()) + 1) % 16]
+
+
+def tamper_signature(auth):
+    """auth with the last hex digit of its Signature changed, or None when
+    it has none."""
+    head, sep, signature = (auth or "").rpartition("Signature=")
+    signature, comma, rest = signature.partition(",")
+    if not sep or not signature or signature[-1].lower() not in "0123456789abcdef":
+        return None
+    return head + sep + signature[:-1] + next_hex_digit(signature[-1]) + comma + rest
+
+
+def tamper_body(body):
+    """body with its last ASCII letter or digit changed to the next of its
+    kind, or None when it has none."""
+    for i in range(len(body) - 1, -1, -1):
+        c = chr(body[i])
+        for first, last in (("a", "z"), ("A", "Z"), ("0", "9")):
+            if first <= c <= last:
+                changed = first if c == last else chr(ord(c) + 1)
+                return body[:i] + changed.encode() + body[i + 1:]
+    return None
+
+
 def classify(method, path, query):
     """The S3 operation of a path-style request."""
     parts = path.lstrip("/").split("/", 1)
@@ -209,6 +258,8 @@ class State:
             status, n = args.fail_get_status
             code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
             self.faults["GetObject"] = (status, error_xml(code, message), n)
+        self.tamper_limits = {"signature": args.tamper_signature, "body": args.tamper_body}
+        self.tampered = {"signature": 0, "body": 0}
         self.requests = {}
         self.forwarded = {}
         self.injected = {}
@@ -238,6 +289,23 @@ class State:
             self.lost[kind] = done + 1
             return True
 
+    def tamper(self, what, kind, alter, value):
+        """alter(value), the header or body altered, when this request is
+        one of the first N to be tampered with this way; else None (also
+        when alter finds nothing to change)."""
+        limit = self.tamper_limits[what]
+        if self.tampered[what] >= limit:
+            return None
+        changed = alter(value)
+        with self.lock:
+            done = self.tampered[what]
+            if changed is None or done >= limit:
+                return None
+            self.tampered[what] = done + 1
+        total = "all" if limit == float("inf") else str(limit)
+        print("tamper %s %s %d/%s" % (what, kind, done + 1, total), flush=True)
+        return changed
+
     def transfer_seconds(self, nbytes):
         return nbytes / (self.link_mbps * 1e6) if self.link_mbps else 0
 
@@ -263,6 +331,7 @@ class State:
                 "faults": dict(self.injected),
                 "delayed": dict(self.delayed),
                 "lost": dict(self.lost),
+                "tampered": dict(self.tampered),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
             }
@@ -299,10 +368,15 @@ class Handler(http_service.Handler):
             else:
                 headers = [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")]
             return self.answer(status, data, headers, head=(self.command == "HEAD"))
+        auth = self.state.tamper("signature", kind, tamper_signature,
+                                 self.headers.get("Authorization"))
+        body = self.state.tamper("body", kind, tamper_body, body) or body
         time.sleep(self.state.delay(kind) + self.state.transfer_seconds(len(body)))
-        self.forward(kind, body, was_chunked, self.state.lose_answer(kind))
+        self.forward(kind, body, was_chunked, self.state.lose_answer(kind), auth)
 
-    def forward(self, kind, body, was_chunked, lose_answer=False):
+    def forward(self, kind, body, was_chunked, lose_answer=False, auth_override=None):
+        """auth_override: an Authorization header to send instead of the
+        client's."""
         signed = set()
         auth = self.headers.get("Authorization") or ""
         if "SignedHeaders=" in auth:
@@ -317,6 +391,8 @@ class Handler(http_service.Handler):
                     continue
                 if was_chunked and lname == "content-length":
                     continue
+                if auth_override is not None and lname == "authorization":
+                    value = auth_override
                 conn.putheader(name, value)
             if was_chunked:
                 conn.putheader("Content-Length", str(len(body)))
@@ -382,6 +458,8 @@ def main():
     parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--link-mbps", type=float, default=0, metavar="MB")
+    parser.add_argument("--tamper-signature", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--tamper-body", type=count_arg, default=0, metavar="N")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")
