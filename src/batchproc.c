@@ -23,8 +23,9 @@
 #include "utils/guc.h"
 
 #include "aws/aws.h"
-#include "batchproc.h"
+#include "batch/batch.h"
 #include "batch/targets.h"
+#include "batchproc.h"
 
 PG_MODULE_MAGIC;
 
@@ -75,6 +76,15 @@ _PG_init(void)
 							   &batchproc_allowed_http_targets, "",
 							   PGC_SUSET, GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.max_inflight",
+							"Sets the most calls a database's worker has in flight, over all its batches.",
+							"Batches share it fairly, each also under its own max_concurrency.",
+							&batchproc_max_inflight,
+							1000, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batchproc");
 

@@ -134,7 +134,7 @@ extern List *batchproc_reserved_column_names(const BatchprocConfig *config);
 extern bool batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 									  char **values, char **error);
 
-/* dispatch.c */
+/* dispatch.c: the runs of every batch being dispatched, in one loop */
 typedef enum BatchprocDispatchEnd
 {
 	BATCHPROC_DISPATCH_DONE,
@@ -142,7 +142,26 @@ typedef enum BatchprocDispatchEnd
 	BATCHPROC_DISPATCH_STOPPED_ON_ERROR
 } BatchprocDispatchEnd;
 
-extern BatchprocDispatchEnd batchproc_dispatch(BatchprocBatch *batch, char **error);
+typedef struct BatchprocDispatchEnding
+{
+	int64		batch_id;
+	BatchprocDispatchEnd end;
+	char	   *error;			/* STOPPED_ON_ERROR: the first row's error */
+	bool		export_next;	/* DONE: the batch has an output_s3_uri */
+} BatchprocDispatchEnding;
+
+typedef struct BatchprocDispatcher BatchprocDispatcher;
+
+extern int	batchproc_max_inflight;
+extern BatchprocDispatcher *batchproc_dispatcher_create(int slotno);
+extern void batchproc_dispatcher_destroy(BatchprocDispatcher *disp);
+extern MemoryContext batchproc_dispatcher_run_context(BatchprocDispatcher *disp);
+extern void batchproc_dispatcher_add(BatchprocDispatcher *disp, BatchprocBatch *batch,
+									 MemoryContext cxt);
+extern char *batchproc_dispatcher_batches_sql(BatchprocDispatcher *disp);
+extern bool batchproc_dispatcher_idle(BatchprocDispatcher *disp);
+extern int64 batchproc_dispatcher_current(BatchprocDispatcher *disp);
+extern List *batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms);
 
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);

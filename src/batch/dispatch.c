@@ -1,15 +1,25 @@
 /*-------------------------------------------------------------------------
  *
  * dispatch.c
- *	  The dispatch engine: every pending row of a batch through its target,
- *	  at most max_concurrency at a time, on one libcurl multi event loop.
+ *	  The dispatch engine: every pending row of every running batch of the
+ *	  database through its target, on one libcurl multi event loop, each
+ *	  batch at most max_concurrency at a time and all of them together at
+ *	  most batchproc.max_inflight, shared fairly.
  *
- * The loop holds one slot per call in flight.  It fills free slots from a
- * small queue of pending rows, which it refills in short transactions; it
- * talks to the network with no transaction open; and it writes finished
- * rows in groups, each in a transaction of its own (results.c).  Memory is
- * O(max_concurrency): a slot's memory goes when its row finishes, the queue
- * and the group of results are bounded.
+ * Each batch being dispatched is a run, which holds one slot per call in
+ * flight.  It fills free slots from a small queue of pending rows, which
+ * it refills in short transactions; it talks to the network with no
+ * transaction open; and it writes finished rows in groups, each in a
+ * transaction of its own (results.c).  Memory is O(max_concurrency) per
+ * run: a slot's memory goes when its row finishes, the queue and the group
+ * of results are bounded.
+ *
+ * Free capacity goes to the runs in weighted round robin: each round gives
+ * every run that has rows waiting as many new calls as its
+ * execution_config.priority (1 by default), starting one run further on
+ * each round, until batchproc.max_inflight calls are in flight.  A small
+ * batch submitted behind a large one therefore starts at once and gets its
+ * share of the worker, rather than waiting for the large one to end.
  *
  * A call that fails in a way worth retrying (network errors, timeouts, 5xx,
  * 429 and throttling, function errors, failed executions) waits
@@ -45,6 +55,7 @@
 
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "batchproc.h"
 #include "sql.h"
 
 /* A group of finished rows is written at this size, or after this long. */
@@ -124,7 +135,22 @@ typedef struct Dispatch
 	bool		cancelled;
 	bool		stop_on_error;
 	char	   *first_error;
+	int			free_hint;		/* where to look for a free slot first */
 } Dispatch;
+
+/* The worker's runs, one per batch being dispatched. */
+struct BatchprocDispatcher
+{
+	MemoryContext cxt;
+	MemoryContext loop_cxt;
+	List	   *runs;			/* Dispatch * */
+	int			cursor;			/* the run that starts the next round */
+	int			slotno;			/* the worker's slot in shared memory */
+	int64		current;		/* the batch being worked on, for errors */
+	bool		woken;			/* the latch was set: read every run's state */
+};
+
+int			batchproc_max_inflight = 1000;
 
 static void
 refill_queue(Dispatch *d)
@@ -227,14 +253,13 @@ flush_results(Dispatch *d)
  * record how many calls are in flight, for batchproc.progress.
  */
 static void
-check_state(Dispatch *d, TimestampTz now)
+check_state(Dispatch *d, TimestampTz now, bool woken)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
 
 	/* A cancel or redrive sets our latch at commit: look at once then. */
-	if (!batchproc_http_latch_was_set() &&
-		!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
+	if (!woken && !TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
 		return;
 	d->state_checked_at = now;
 	batchproc_begin_tx("batchproc: checking batch state");
@@ -681,17 +706,15 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 	return Max(TimestampDifferenceMilliseconds(now, next), 0);
 }
 
-BatchprocDispatchEnd
-batchproc_dispatch(BatchprocBatch *batch, char **error)
+/* A run for batch, whose memory (and the batch's) is cxt. */
+static Dispatch *
+new_run(BatchprocBatch *batch, MemoryContext cxt)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	Dispatch   *d;
-	MemoryContext loop_cxt;
+	Dispatch   *d = MemoryContextAllocZero(cxt, sizeof(Dispatch));
 
-	d = palloc0(sizeof(Dispatch));
 	d->batch = batch;
 	d->config = batch->config;
-	d->cxt = AllocSetContextCreate(caller, "batchproc dispatch", ALLOCSET_DEFAULT_SIZES);
+	d->cxt = cxt;
 	d->nslots = d->config->max_concurrency;
 	d->row_log_level = (d->config->debug ||
 						(d->config->log_level && strcmp(d->config->log_level, "DEBUG") == 0)) ?
@@ -710,14 +733,215 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	d->results = MemoryContextAllocZero(d->cxt, sizeof(BatchprocResult) * (FLUSH_ROWS + d->nslots));
 	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
-	loop_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
+	return d;
+}
+
+/* Does the run have rows it could start now? */
+static bool
+run_wants_slot(Dispatch *d)
+{
+	return !d->cancelled && !d->stop_on_error && d->nbusy < d->nslots &&
+		!(d->exhausted && d->queue_pos >= d->queue_len);
+}
+
+/* Start the run's next pending row in a free slot; false if it has none. */
+static bool
+start_next_row(Dispatch *d)
+{
+	Slot	   *slot = NULL;
+
+	if (d->queue_pos >= d->queue_len)
+	{
+		MemoryContext loop_cxt = CurrentMemoryContext;
+
+		if (d->exhausted)
+			return false;
+		refill_queue(d);
+		MemoryContextSwitchTo(loop_cxt);
+		if (d->queue_len == 0)
+			return false;
+	}
+	for (int k = 0; k < d->nslots; k++)
+	{
+		int			i = (d->free_hint + k) % d->nslots;
+
+		if (!d->slots[i].busy)
+		{
+			slot = &d->slots[i];
+			d->free_hint = (i + 1) % d->nslots;
+			break;
+		}
+	}
+	Assert(slot != NULL);
+	start_row(d, slot, &d->queue[d->queue_pos++]);
+	return true;
+}
+
+static int
+inflight(BatchprocDispatcher *disp)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, disp->runs)
+		n += ((Dispatch *) lfirst(lc))->nbusy;
+	return n;
+}
+
+/*
+ * Give free capacity to the runs in weighted round robin, until
+ * batchproc.max_inflight calls are in flight or no run has rows waiting.
+ */
+static void
+fill_slots(BatchprocDispatcher *disp)
+{
+	int			nruns = list_length(disp->runs);
+	int			busy = inflight(disp);
+	bool		started = true;
+
+	while (started && busy < batchproc_max_inflight)
+	{
+		started = false;
+		for (int k = 0; k < nruns && busy < batchproc_max_inflight; k++)
+		{
+			Dispatch   *d = list_nth(disp->runs, (disp->cursor + k) % nruns);
+
+			disp->current = d->batch->id;
+			for (int w = 0; w < d->config->priority && busy < batchproc_max_inflight; w++)
+			{
+				if (!run_wants_slot(d) || !start_next_row(d))
+					break;
+				/* A row may finish at once (a bad input), freeing its slot. */
+				busy = inflight(disp);
+				started = true;
+			}
+		}
+		disp->cursor = nruns > 0 ? (disp->cursor + 1) % nruns : 0;
+	}
+}
+
+BatchprocDispatcher *
+batchproc_dispatcher_create(int slotno)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc dispatcher",
+											  ALLOCSET_DEFAULT_SIZES);
+	BatchprocDispatcher *disp = MemoryContextAllocZero(cxt, sizeof(BatchprocDispatcher));
+
+	disp->cxt = cxt;
+	disp->loop_cxt = AllocSetContextCreate(cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
+	disp->slotno = slotno;
+	return disp;
+}
+
+/* Forget every run at once, their calls in flight with them. */
+void
+batchproc_dispatcher_destroy(BatchprocDispatcher *disp)
+{
+	MemoryContextDelete(disp->cxt);
+}
+
+/* A context for a batch that batchproc_dispatcher_add will take over. */
+MemoryContext
+batchproc_dispatcher_run_context(BatchprocDispatcher *disp)
+{
+	return AllocSetContextCreate(disp->cxt, "batchproc dispatch run", ALLOCSET_DEFAULT_SIZES);
+}
+
+/* Dispatch batch from now on; cxt (holding the batch) goes with its run. */
+void
+batchproc_dispatcher_add(BatchprocDispatcher *disp, BatchprocBatch *batch, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(disp->cxt);
+
+	disp->runs = lappend(disp->runs, new_run(batch, cxt));
+	MemoryContextSwitchTo(old);
+}
+
+/* The batches being dispatched, as a SQL array of bigint. */
+char *
+batchproc_dispatcher_batches_sql(BatchprocDispatcher *disp)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "ARRAY[");
+	foreach(lc, disp->runs)
+	{
+		if (lc != list_head(disp->runs))
+			appendStringInfoString(&sql, ", ");
+		appendStringInfo(&sql, INT64_FORMAT, ((Dispatch *) lfirst(lc))->batch->id);
+	}
+	appendStringInfoString(&sql, "]::pg_catalog.int8[]");
+	return sql.data;
+}
+
+bool
+batchproc_dispatcher_idle(BatchprocDispatcher *disp)
+{
+	return disp->runs == NIL;
+}
+
+/* The batch the dispatcher was working on when an error came, or 0. */
+int64
+batchproc_dispatcher_current(BatchprocDispatcher *disp)
+{
+	return disp->current;
+}
+
+/*
+ * End a run: write what finished, stop what it started, and record the
+ * attempts of the rows it abandons.  batchproc_retry_failed waits while
+ * the worker's slot names the batch.
+ */
+static BatchprocDispatchEnding *
+end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
+{
+	BatchprocDispatchEnding *ending = MemoryContextAllocZero(result_cxt,
+															 sizeof(BatchprocDispatchEnding));
+
+	batchproc_worker_running(disp->slotno, d->batch->id);
+	flush_results(d);
+	await_starts(d);
+	abandon_slots(d);
+	finish_stops(d);
+	batchproc_worker_running(disp->slotno, 0);
+
+	ending->batch_id = d->batch->id;
+	ending->export_next = d->config->output_s3_uri != NULL;
+	if (d->stop_on_error)
+	{
+		ending->end = BATCHPROC_DISPATCH_STOPPED_ON_ERROR;
+		ending->error = MemoryContextStrdup(result_cxt, d->first_error);
+	}
+	else
+		ending->end = d->cancelled ? BATCHPROC_DISPATCH_CANCELLED : BATCHPROC_DISPATCH_DONE;
+	return ending;
+}
+
+/*
+ * Drive every run for up to budget_ms, or until some run ends or the latch
+ * is set (new work may have been submitted).  Returns the runs that ended
+ * (BatchprocDispatchEnding *, in the caller's memory); they are gone from
+ * the dispatcher.
+ */
+List *
+batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	TimestampTz give_back = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+	List	   *endings = NIL;
+	bool		woken = disp->woken;
 
 	for (;;)
 	{
 		TimestampTz now;
+		long		wait_ms;
+		List	   *still = NIL;
+		ListCell   *lc;
 
-		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(disp->loop_cxt);
+		MemoryContextReset(disp->loop_cxt);
 
 		if (ConfigReloadPending)
 		{
@@ -726,64 +950,84 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 		}
 
 		now = GetCurrentTimestamp();
-		check_state(d, now);
-		if (d->cancelled || d->stop_on_error)
-			break;
-
-		/* Fill free slots. */
-		for (int i = 0; i < d->nslots && d->nbusy < d->nslots && !d->stop_on_error; i++)
+		foreach(lc, disp->runs)
 		{
-			if (d->slots[i].busy)
-				continue;
-			if (d->queue_pos >= d->queue_len)
-			{
-				if (d->exhausted)
-					break;
-				refill_queue(d);
-				MemoryContextSwitchTo(loop_cxt);
-				if (d->queue_len == 0)
-					break;
-			}
-			start_row(d, &d->slots[i], &d->queue[d->queue_pos++]);
+			Dispatch   *d = lfirst(lc);
+
+			disp->current = d->batch->id;
+			check_state(d, now, woken);
 		}
+
+		fill_slots(disp);
 
 		now = GetCurrentTimestamp();
-		for (int i = 0; i < d->nslots; i++)
+		foreach(lc, disp->runs)
 		{
-			if (d->slots[i].busy)
-				tend_slot(d, &d->slots[i], now);
+			Dispatch   *d = lfirst(lc);
+
+			disp->current = d->batch->id;
+			for (int i = 0; i < d->nslots; i++)
+			{
+				if (d->slots[i].busy)
+					tend_slot(d, &d->slots[i], now);
+			}
+			reap_stops(d);
+			if (d->nresults >= FLUSH_ROWS ||
+				(d->nresults > 0 &&
+				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
+				flush_results(d);
 		}
-		reap_stops(d);
 
-		if (d->nresults >= FLUSH_ROWS ||
-			(d->nresults > 0 &&
-			 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
-			flush_results(d);
+		/* Runs that are done, cancelled or stopped by an error end here. */
+		foreach(lc, disp->runs)
+		{
+			Dispatch   *d = lfirst(lc);
 
-		if (d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len && d->nresults == 0)
+			disp->current = d->batch->id;
+			if (d->cancelled || d->stop_on_error ||
+				(d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len && d->nresults == 0))
+			{
+				BatchprocDispatchEnding *ending = end_run(disp, d, caller);
+
+				MemoryContextSwitchTo(caller);
+				endings = lappend(endings, ending);
+				MemoryContextSwitchTo(disp->loop_cxt);
+				MemoryContextDelete(d->cxt);
+			}
+			else
+				still = lappend(still, d);
+		}
+		MemoryContextSwitchTo(disp->cxt);
+		list_free(disp->runs);
+		disp->runs = list_copy(still);
+		MemoryContextSwitchTo(disp->loop_cxt);
+		disp->current = 0;
+
+		now = GetCurrentTimestamp();
+		disp->woken = false;
+		if (endings != NIL || disp->runs == NIL || now >= give_back)
 			break;
 
-		/* Something finished and a slot is free: fill it before waiting. */
-		if (d->nbusy < d->nslots && !(d->exhausted && d->queue_pos >= d->queue_len) &&
-			!d->stop_on_error)
-			batchproc_http_wait(0);
-		else
-			batchproc_http_wait(next_wait_ms(d, now));
-	}
+		/* Something finished and capacity is free: fill it before waiting. */
+		wait_ms = TimestampDifferenceMilliseconds(now, give_back);
+		foreach(lc, disp->runs)
+		{
+			Dispatch   *d = lfirst(lc);
 
-	MemoryContextSwitchTo(loop_cxt);
-	flush_results(d);
-	await_starts(d);
-	abandon_slots(d);
-	finish_stops(d);
+			if (run_wants_slot(d) && inflight(disp) < batchproc_max_inflight)
+				wait_ms = 0;
+			else
+				wait_ms = Min(wait_ms, next_wait_ms(d, now));
+		}
+		batchproc_http_wait(wait_ms);
+		woken = batchproc_http_latch_was_set();
+		if (woken)
+		{
+			/* Maybe a new batch: let the runner look, then read the states. */
+			disp->woken = true;
+			break;
+		}
+	}
 	MemoryContextSwitchTo(caller);
-
-	if (d->stop_on_error)
-	{
-		*error = pstrdup(d->first_error);
-		MemoryContextDelete(d->cxt);
-		return BATCHPROC_DISPATCH_STOPPED_ON_ERROR;
-	}
-	MemoryContextDelete(d->cxt);
-	return d->cancelled ? BATCHPROC_DISPATCH_CANCELLED : BATCHPROC_DISPATCH_DONE;
+	return endings;
 }

@@ -59,6 +59,9 @@ static const char *const batch_state_names[] = {
 	[BATCHPROC_BATCH_CANCELLED] = "cancelled",
 };
 
+/* The dispatcher gives the runner a chance to start new work this often. */
+#define STEP_CHECK_MS 500
+
 typedef struct Step
 {
 	int64		id;
@@ -120,9 +123,12 @@ move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const cha
 						  false, 0, SPI_OK_UPDATE);
 }
 
-/* The oldest unfinished batch, taking a queued one into importing. */
+/*
+ * The oldest unfinished batch that is not being dispatched yet, taking a
+ * queued one into importing.
+ */
 static bool
-next_step(Step *step, MemoryContext cxt)
+next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 {
 	bool		found = false;
 	bool		isnull;
@@ -130,7 +136,9 @@ next_step(Step *step, MemoryContext cxt)
 	batchproc_begin_tx("batchproc: looking for work");
 	batchproc_spi_execute(psprintf("SELECT id, state FROM batchproc.batches"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
-								   " ORDER BY id LIMIT 1", batchproc_batch_states_sql(false)),
+								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
+								   " ORDER BY id LIMIT 1", batchproc_batch_states_sql(false),
+								   batchproc_dispatcher_batches_sql(disp)),
 						  false, 0, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
@@ -305,12 +313,17 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
 
+/*
+ * The work a batch needs next, other than its calls: its import, the start
+ * of its dispatch (the dispatcher runs its calls from then on, with every
+ * other batch's), or its export.
+ */
 static void
-run_step(Step *step, MemoryContext cxt)
+run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 {
 	BatchprocBatch *batch;
-	char	   *error = NULL;
 	BatchprocRights saved;
+	MemoryContext run_cxt;
 
 	switch (step->state)
 	{
@@ -324,29 +337,11 @@ run_step(Step *step, MemoryContext cxt)
 			break;
 
 		case BATCHPROC_BATCH_RUNNING:
+			run_cxt = batchproc_dispatcher_run_context(disp);
 			batchproc_begin_tx("batchproc: loading a batch");
-			batch = load_batch(step->id, cxt);
+			batch = load_batch(step->id, run_cxt);
 			batchproc_end_tx(cxt);
-
-			switch (batchproc_dispatch(batch, &error))
-			{
-				case BATCHPROC_DISPATCH_STOPPED_ON_ERROR:
-					finish(step->id, BATCHPROC_BATCH_FAILED, error, cxt);
-					break;
-				case BATCHPROC_DISPATCH_CANCELLED:
-					/* Cancelled, or redriven meanwhile: the table says which. */
-					break;
-				case BATCHPROC_DISPATCH_DONE:
-					if (batch->config->output_s3_uri)
-					{
-						batchproc_begin_tx("batchproc: export next");
-						move_state(step->id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
-						batchproc_end_tx(cxt);
-					}
-					else
-						finish(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
-					break;
-			}
+			batchproc_dispatcher_add(disp, batch, run_cxt);
 			break;
 
 		case BATCHPROC_BATCH_EXPORTING:
@@ -370,10 +365,40 @@ run_step(Step *step, MemoryContext cxt)
 	}
 }
 
+/* What follows a batch's dispatch. */
+static void
+dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
+{
+	switch (ending->end)
+	{
+		case BATCHPROC_DISPATCH_STOPPED_ON_ERROR:
+			finish(ending->batch_id, BATCHPROC_BATCH_FAILED, ending->error, cxt);
+			break;
+		case BATCHPROC_DISPATCH_CANCELLED:
+			/* Cancelled, or redriven meanwhile: the table says which. */
+			break;
+		case BATCHPROC_DISPATCH_DONE:
+			if (ending->export_next)
+			{
+				batchproc_begin_tx("batchproc: export next");
+				move_state(ending->batch_id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+				batchproc_end_tx(cxt);
+			}
+			else
+				finish(ending->batch_id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+			break;
+	}
+}
+
 /*
- * Run the batches of this database until none is left to run, saying in
- * the worker's slot which one runs (batchproc_retry_failed looks there).
- * Returns true if there was anything to do.
+ * Run the batches of this database until none is left to run.  Imports
+ * and exports run one at a time, between rounds of the dispatcher, which
+ * runs the calls of every batch that is running; it comes back at least
+ * every STEP_CHECK_MS, and at once when the latch is set, so that a batch
+ * submitted meanwhile starts within about that time.  The worker's slot
+ * names the batch whose import or export runs, or whose dispatch winds
+ * down (batchproc_retry_failed looks there).  Returns true if there was
+ * anything to do.
  */
 bool
 batchproc_run_batches(int slotno)
@@ -382,49 +407,79 @@ batchproc_run_batches(int slotno)
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext step_cxt = AllocSetContextCreate(cxt, "batchproc step",
 												   ALLOCSET_DEFAULT_SIZES);
-	bool		did_something = false;
-	bool		cancelled = false;
-	Step		step;
+	BatchprocDispatcher *volatile disp;
+	volatile bool did_something = false;
+	volatile bool interrupted = false;
 
 	MemoryContextSwitchTo(cxt);
-	while (!cancelled && next_step(&step, cxt))
+	disp = batchproc_dispatcher_create(slotno);
+	while (!interrupted)
 	{
-		did_something = true;
+		Step		step;
+		volatile int64 step_id = 0; /* the step under way, for errors */
+
 		MemoryContextReset(step_cxt);
-		batchproc_worker_running(slotno, step.id);
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(step_cxt);
-			run_step(&step, step_cxt);
+			if (next_step(&step, disp, step_cxt))
+			{
+				did_something = true;
+				step_id = step.id;
+				batchproc_worker_running(slotno, step.id);
+				run_step(&step, disp, step_cxt);
+				batchproc_worker_running(slotno, 0);
+				step_id = 0;
+			}
+			else if (batchproc_dispatcher_idle(disp))
+				interrupted = true; /* nothing at all to do: sleep */
+			else
+			{
+				ListCell   *lc;
+				List	   *endings = batchproc_dispatcher_run(disp, STEP_CHECK_MS);
+
+				foreach(lc, endings)
+					dispatch_ended(lfirst(lc), step_cxt);
+			}
 		}
 		PG_CATCH();
 		{
 			ErrorData  *edata;
+			int64		failed_id = step_id ? step_id : batchproc_dispatcher_current(disp);
 
 			MemoryContextSwitchTo(cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
+			batchproc_worker_running(slotno, 0);
+
+			/*
+			 * The dispatcher's runs go with their calls in flight, as after
+			 * a crash; the batches that did not fail resume at once, from
+			 * the table, in a new dispatcher.
+			 */
+			batchproc_dispatcher_destroy(disp);
+			disp = batchproc_dispatcher_create(slotno);
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			{
 				ereport(LOG,
-						(errmsg("batchproc: batch " INT64_FORMAT " interrupted by a cancel request; it resumes",
-								step.id)));
+						(errmsg("batchproc: the worker was interrupted by a cancel request; its batches resume")));
 				/* The latch the cancel set is spent: look again at once. */
 				SetLatch(MyLatch);
-				cancelled = true;
+				interrupted = true;
 			}
-			else
+			else if (failed_id != 0)
 			{
 				ereport(LOG,
-						(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", step.id, edata->message)));
-				finish(step.id, BATCHPROC_BATCH_FAILED,
+						(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", failed_id, edata->message)));
+				finish(failed_id, BATCHPROC_BATCH_FAILED,
 					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
 					   cxt);
 			}
+			else
+				ReThrowError(edata);
 		}
 		PG_END_TRY();
-		batchproc_worker_running(slotno, 0);
 		MemoryContextSwitchTo(cxt);
 		CHECK_FOR_INTERRUPTS();
 	}

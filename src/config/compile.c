@@ -302,6 +302,8 @@ batchproc_config_compile(Jsonb *normalised)
 
 	exec = need_container(root, "execution_config");
 	cfg->max_concurrency = need_int(exec, "max_concurrency");
+	/* Configs stored before priority existed run at the default. */
+	cfg->priority = batchproc_cfg_get_key(exec, "priority") ? need_int(exec, "priority") : 1;
 	cfg->timeout_seconds = need_int(exec, "timeout_seconds");
 	retry = need_container(exec, "retry_policy");
 	cfg->max_attempts = need_int(retry, "max_attempts");

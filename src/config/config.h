@@ -110,6 +110,7 @@ typedef struct BatchprocConfig
 	bool		add_metadata;	/* default true */
 
 	int			max_concurrency;	/* default 1; 1..10000 */
+	int			priority;		/* default 1; 1..100: calls per round */
 	int			timeout_seconds;	/* default 300; 1..86400 */
 	int			max_attempts;	/* retry_policy.max_attempts; default 3;
 								 * 1..100 */

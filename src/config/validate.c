@@ -63,7 +63,7 @@ static const char *const column_keys[] = {
 	"name", "source", "default", "type", "format", NULL
 };
 static const char *const exec_keys[] = {
-	"max_concurrency", "timeout_seconds", "retry_policy",
+	"max_concurrency", "priority", "timeout_seconds", "retry_policy",
 	"continue_on_error", "debug", "log_level", "enable_xray", NULL
 };
 static const char *const retry_keys[] = {
@@ -778,6 +778,7 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 	JsonbContainer *obj = batchproc_cfg_get_object(root, "execution_config", "execution_config");
 	JsonbValue *v;
 	int			max_concurrency = 1;
+	int			priority = 1;
 	int			timeout_seconds = 300;
 	bool		continue_on_error = true;
 	bool		debug = false;
@@ -793,6 +794,11 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 	if ((v = batchproc_cfg_get_key(obj, "max_concurrency")) != NULL)
 		max_concurrency = batchproc_cfg_require_int(v, "execution_config.max_concurrency", 1, 10000);
 	batchproc_cfg_push_int(st, "max_concurrency", max_concurrency);
+
+	/* A batch's share of the worker against other batches' (dispatch.c). */
+	if ((v = batchproc_cfg_get_key(obj, "priority")) != NULL)
+		priority = batchproc_cfg_require_int(v, "execution_config.priority", 1, 100);
+	batchproc_cfg_push_int(st, "priority", priority);
 
 	if ((v = batchproc_cfg_get_key(obj, "timeout_seconds")) != NULL)
 		timeout_seconds = batchproc_cfg_require_int(v, "execution_config.timeout_seconds", 1, 86400);

@@ -1,0 +1,108 @@
+# The engine: a worker runs every running batch of its database at once,
+# each under its own max_concurrency and all of them together under
+# batchproc.max_inflight, shared fairly, so that a small batch submitted
+# behind a large one does not wait for it.
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use BatchprocTest;
+
+moto_url();
+my $services = $ENV{BATCHPROC_TEST_SERVICES};
+
+my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
+	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my $http = HTTP::Tiny->new;
+
+my $node = batchproc_node('engine', conf => "batchproc.max_inflight = 6\n");
+my $bucket = 'engine';
+aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub lambda_stats
+{
+	return decode_json($http->get("http://127.0.0.1:$lambda_port/_stats")->{content});
+}
+
+# Every call takes 250 ms at the stand-in, long enough for calls of
+# several batches to be in flight together.
+$http->post("http://127.0.0.1:$lambda_port/_control",
+	{ content => '{"delay_ms": 250}', headers => { 'Content-Type' => 'application/json' } });
+
+sub put_rows
+{
+	my ($key, $rows) = @_;
+	put_object($bucket, $key, "n\n" . join('', map { "$_\n" } 1 .. $rows));
+}
+
+sub config
+{
+	my ($key, $concurrency, $extra) = @_;
+	return qq({"csv_s3_uri": "s3://$bucket/$key",
+	  "target": {"type": "tool", "name": "echo"},
+	  "input_mapping": {"column_mappings": {"n": "n"}},
+	  "execution_config": {"max_concurrency": $concurrency${\ ($extra // '')}}});
+}
+
+# --- Two batches at once, each under its own cap, together under the
+# worker's.  Alone, each has at most 4 calls in flight; the stand-in seeing
+# more than 4 at once means both were served together, and never more than
+# batchproc.max_inflight (6) means the worker's cap held.
+put_rows('a.csv', 30);
+put_rows('b.csv', 30);
+my $a = submit_batch($node, config('a.csv', 4));
+my $b = submit_batch($node, config('b.csv', 4));
+is(wait_for_batch($node, $a), 'succeeded', 'the first batch succeeds');
+is(wait_for_batch($node, $b), 'succeeded', 'the second batch succeeds');
+my $stats = lambda_stats();
+is($stats->{invocations}, 60, 'every row of both was sent once');
+cmp_ok($stats->{max_in_flight}, '<=', 6, 'never more calls in flight than batchproc.max_inflight');
+cmp_ok($stats->{max_in_flight}, '>', 4,
+	'more calls in flight than one batch may have: both batches ran at once');
+is( sql("SELECT bool_and(started_at < (SELECT finished_at FROM batchproc.batches WHERE id = $a))"
+		  . " FROM batchproc.batches WHERE id = $b"),
+	't', 'the second batch started before the first ended');
+
+# --- A small batch overtakes a large one.  The large one needs 60 rounds
+# of 250 ms at its concurrency of 2 (15 s); the small one one round.
+# Run one after the other, the small one would end after the large one.
+put_rows('large.csv', 120);
+put_rows('small.csv', 2);
+my $large = submit_batch($node, config('large.csv', 2));
+ok( $node->poll_query_until('postgres',
+		"SELECT state = 'running' FROM batchproc.batches WHERE id = $large"),
+	'the large batch runs');
+my $small = submit_batch($node, config('small.csv', 2));
+is(wait_for_batch($node, $small), 'succeeded', 'the small batch succeeds');
+is(sql("SELECT state FROM batchproc.batches WHERE id = $large"), 'running',
+	'while the large batch still runs');
+is(wait_for_batch($node, $large), 'succeeded', 'and the large batch then ends as well');
+is(sql("SELECT count(*) FILTER (WHERE _status = 'SUCCESS') FROM batchproc_data.batch_$large"),
+	'120', 'with every row of the large batch done once');
+
+# --- priority: a batch of priority 3 gets three calls for each one of a
+# batch of priority 1 while both have rows waiting, so of two equal batches
+# submitted together the one of higher priority ends first.  Submitted in
+# one transaction, both are imported before either's calls begin.
+put_rows('low.csv', 36);
+put_rows('high.csv', 36);
+my $low_config = config('low.csv', 6);
+my $high_config = config('high.csv', 6, ', "priority": 3');
+my ($low, $high) = split /\|/,
+  sql("SELECT batchproc_submit('$low_config'), batchproc_submit('$high_config')");
+is(wait_for_batch($node, $low), 'succeeded', 'the batch of priority 1 succeeds');
+is(wait_for_batch($node, $high), 'succeeded', 'the batch of priority 3 succeeds');
+is( sql("SELECT (SELECT finished_at FROM batchproc.batches WHERE id = $high)"
+		  . " < (SELECT finished_at FROM batchproc.batches WHERE id = $low)"),
+	't', 'the batch of higher priority, submitted second, ends first');
+
+$node->stop;
+done_testing();
