@@ -24,6 +24,7 @@ CREATE TABLE batchproc.batches (
     succeeded_rows bigint NOT NULL DEFAULT 0,
     failed_rows    bigint NOT NULL DEFAULT 0,
     in_flight      integer NOT NULL DEFAULT 0,
+    concurrency    integer,
     result_table   regclass,
     error          text,
     submitted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -114,6 +115,8 @@ SELECT b.id,
        b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows AS done,
        b.failed_rows AS failed,
        b.in_flight,
+       b.concurrency,
+       (b.config OPERATOR(pg_catalog.#>>) '{execution_config,rate_limit_per_second}')::float8 AS rate_limit_per_second,
        pg_catalog.round((b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows)::numeric
              OPERATOR(pg_catalog./) GREATEST(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) b.started_at), 0.001), 1)
            AS rows_per_second,
@@ -125,7 +128,7 @@ SELECT b.id,
        b.started_at
   FROM batchproc.batches b
  WHERE b.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting']);
-COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, rows per second and ETA';
+COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, rows per second and ETA';
 
 CREATE FUNCTION batchproc.aws_credentials(OUT source text, OUT access_key_id text,
                                           OUT expires_at timestamptz)

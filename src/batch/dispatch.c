@@ -21,6 +21,14 @@
  * batch submitted behind a large one therefore starts at once and gets its
  * share of the worker, rather than waiting for the large one to end.
  *
+ * Within its max_concurrency, a run's concurrency adapts to its target
+ * (AIMD, as TCP does): a throttled answer (429, ThrottlingException and
+ * their kin) halves it, at most once a second, and every answer that is
+ * not throttled adds 1/concurrency, so it grows back by one per round of
+ * calls.  execution_config.rate_limit_per_second is a token bucket per
+ * run that every call takes from, retries included, holding at most one
+ * second's worth.
+ *
  * A call that fails in a way worth retrying (network errors, timeouts, 5xx,
  * 429 and throttling, function errors, failed executions) waits
  * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
@@ -68,6 +76,9 @@
 #define STATE_CHECK_MS		500
 /* StopExecution calls still unanswered when a run ends get this long. */
 #define STOP_WAIT_MS		10000
+/* A run's concurrency is halved at most this often, so that one burst of
+ * throttled answers to calls sent together counts once. */
+#define DECREASE_MS			1000
 
 typedef enum SlotPhase
 {
@@ -136,6 +147,12 @@ typedef struct Dispatch
 	bool		stop_on_error;
 	char	   *first_error;
 	int			free_hint;		/* where to look for a free slot first */
+
+	double		concurrency;	/* AIMD: 1..max_concurrency */
+	TimestampTz decreased_at;
+	bool		throttled_since_max;	/* to log the recovery once */
+	double		tokens;			/* rate limit's bucket, when there is one */
+	TimestampTz tokens_at;
 } Dispatch;
 
 /* The worker's runs, one per batch being dispatched. */
@@ -248,6 +265,69 @@ flush_results(Dispatch *d)
 	MemoryContextReset(d->results_cxt);
 }
 
+/* Refill the run's token bucket; true if a call may go now. */
+static bool
+have_token(Dispatch *d, TimestampTz now)
+{
+	double		rate = d->config->rate_limit_per_second;
+
+	if (rate <= 0)
+		return true;
+	d->tokens = Min(Max(rate, 1.0),
+					d->tokens + rate * (now - d->tokens_at) / (double) USECS_PER_SEC);
+	d->tokens_at = now;
+	return d->tokens >= 1.0;
+}
+
+static void
+take_token(Dispatch *d)
+{
+	if (d->config->rate_limit_per_second > 0)
+		d->tokens -= 1.0;
+}
+
+/* When the next token comes, for a run that waits for one. */
+static TimestampTz
+next_token_at(Dispatch *d)
+{
+	double		rate = d->config->rate_limit_per_second;
+
+	return d->tokens_at + (TimestampTz) ((1.0 - d->tokens) / rate * USECS_PER_SEC) + 1;
+}
+
+/* An answer came: grow the run's concurrency back, or halve it. */
+static void
+adapt_concurrency(Dispatch *d, bool throttled)
+{
+	int			max = d->config->max_concurrency;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!throttled)
+	{
+		if (d->concurrency < max)
+		{
+			d->concurrency = Min(max, d->concurrency + 1.0 / d->concurrency);
+			if (d->concurrency >= max && d->throttled_since_max)
+			{
+				d->throttled_since_max = false;
+				ereport(LOG,
+						(errmsg("batchproc: batch " INT64_FORMAT " is back to its max_concurrency of %d",
+								d->batch->id, max)));
+			}
+		}
+		return;
+	}
+	if (TimestampDifferenceExceeds(d->decreased_at, now, DECREASE_MS))
+	{
+		d->concurrency = Max(1.0, d->concurrency / 2);
+		d->decreased_at = now;
+		d->throttled_since_max = true;
+		ereport(LOG,
+				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by its target: concurrency lowered to %d of %d",
+						d->batch->id, (int) d->concurrency, max)));
+	}
+}
+
 /*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
  * record how many calls are in flight, for batchproc.progress.
@@ -263,10 +343,13 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 		return;
 	d->state_checked_at = now;
 	batchproc_begin_tx("batchproc: checking batch state");
-	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d"
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d"
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND in_flight OPERATOR(pg_catalog.<>) %d RETURNING state",
-								   d->nbusy, d->batch->id, d->nbusy), false, 1, SPI_OK_UPDATE_RETURNING);
+								   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
+								   " OR concurrency OPERATOR(pg_catalog.<>) %d) RETURNING state",
+								   d->nbusy, (int) d->concurrency, d->batch->id,
+								   d->nbusy, (int) d->concurrency),
+						  false, 1, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 									   d->batch->id), true, 1, SPI_OK_SELECT);
@@ -461,6 +544,10 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	if (out->execution_arn)
 		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
 
+	/* An agent's polls say nothing of how hard its target is pressed. */
+	if (s->phase == SLOT_CALLING)
+		adapt_concurrency(d, out->throttled);
+
 	switch (out->status)
 	{
 		case BATCHPROC_CALL_SUCCEEDED:
@@ -555,7 +642,12 @@ tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 	if (s->req == NULL && now >= s->next_at)
 	{
 		if (s->phase == SLOT_WAIT_RETRY)
+		{
+			if (!have_token(d, now))
+				return;
+			take_token(d);
 			send_call(d, s);
+		}
 		else if (s->phase == SLOT_WAIT_POLL)
 			describe(d, s);
 	}
@@ -703,6 +795,8 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 	}
 	if (d->nresults > 0)
 		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
+	if (d->config->rate_limit_per_second > 0 && !have_token(d, now))
+		next = Min(next, next_token_at(d));
 	return Max(TimestampDifferenceMilliseconds(now, next), 0);
 }
 
@@ -733,6 +827,9 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->results = MemoryContextAllocZero(d->cxt, sizeof(BatchprocResult) * (FLUSH_ROWS + d->nslots));
 	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
+	d->concurrency = d->nslots;
+	d->tokens = Max(d->config->rate_limit_per_second, 1.0);
+	d->tokens_at = GetCurrentTimestamp();
 	return d;
 }
 
@@ -740,8 +837,9 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 static bool
 run_wants_slot(Dispatch *d)
 {
-	return !d->cancelled && !d->stop_on_error && d->nbusy < d->nslots &&
-		!(d->exhausted && d->queue_pos >= d->queue_len);
+	return !d->cancelled && !d->stop_on_error && d->nbusy < (int) d->concurrency &&
+		!(d->exhausted && d->queue_pos >= d->queue_len) &&
+		have_token(d, GetCurrentTimestamp());
 }
 
 /* Start the run's next pending row in a free slot; false if it has none. */
@@ -773,6 +871,7 @@ start_next_row(Dispatch *d)
 		}
 	}
 	Assert(slot != NULL);
+	take_token(d);
 	start_row(d, slot, &d->queue[d->queue_pos++]);
 	return true;
 }

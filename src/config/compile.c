@@ -280,6 +280,7 @@ batchproc_config_compile(Jsonb *normalised)
 	JsonbContainer *target;
 	JsonbContainer *exec;
 	JsonbContainer *retry;
+	JsonbValue *rate;
 	char	   *type;
 
 	if (!JB_ROOT_IS_OBJECT(normalised))
@@ -304,6 +305,9 @@ batchproc_config_compile(Jsonb *normalised)
 	cfg->max_concurrency = need_int(exec, "max_concurrency");
 	/* Configs stored before priority existed run at the default. */
 	cfg->priority = batchproc_cfg_get_key(exec, "priority") ? need_int(exec, "priority") : 1;
+	rate = batchproc_cfg_get_key(exec, "rate_limit_per_second");
+	cfg->rate_limit_per_second = (rate && rate->type == jbvNumeric) ?
+		need_double(exec, "rate_limit_per_second") : 0;
 	cfg->timeout_seconds = need_int(exec, "timeout_seconds");
 	retry = need_container(exec, "retry_policy");
 	cfg->max_attempts = need_int(retry, "max_attempts");

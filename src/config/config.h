@@ -111,6 +111,7 @@ typedef struct BatchprocConfig
 
 	int			max_concurrency;	/* default 1; 1..10000 */
 	int			priority;		/* default 1; 1..100: calls per round */
+	double		rate_limit_per_second;	/* 0: no limit */
 	int			timeout_seconds;	/* default 300; 1..86400 */
 	int			max_attempts;	/* retry_policy.max_attempts; default 3;
 								 * 1..100 */

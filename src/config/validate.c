@@ -63,7 +63,7 @@ static const char *const column_keys[] = {
 	"name", "source", "default", "type", "format", NULL
 };
 static const char *const exec_keys[] = {
-	"max_concurrency", "priority", "timeout_seconds", "retry_policy",
+	"max_concurrency", "priority", "rate_limit_per_second", "timeout_seconds", "retry_policy",
 	"continue_on_error", "debug", "log_level", "enable_xray", NULL
 };
 static const char *const retry_keys[] = {
@@ -799,6 +799,27 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 	if ((v = batchproc_cfg_get_key(obj, "priority")) != NULL)
 		priority = batchproc_cfg_require_int(v, "execution_config.priority", 1, 100);
 	batchproc_cfg_push_int(st, "priority", priority);
+
+	/* Calls a second to the target, retries included; null: no limit. */
+	batchproc_cfg_push_key(st, "rate_limit_per_second");
+	if ((v = batchproc_cfg_get_key(obj, "rate_limit_per_second")) != NULL && v->type != jbvNull)
+	{
+		const char *p = "execution_config.rate_limit_per_second";
+		const char *problem = "must be a number between 0.01 and 100000, or null for no limit";
+		double		rate = batchproc_cfg_require_number(v, p, problem);
+
+		if (!(rate >= 0.01 && rate <= 100000))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", p, problem)));
+		pushJsonbValue(st, WJB_VALUE, v);
+	}
+	else
+	{
+		JsonbValue	null_value = {.type = jbvNull};
+
+		pushJsonbValue(st, WJB_VALUE, &null_value);
+	}
 
 	if ((v = batchproc_cfg_get_key(obj, "timeout_seconds")) != NULL)
 		timeout_seconds = batchproc_cfg_require_int(v, "execution_config.timeout_seconds", 1, 86400);

@@ -104,5 +104,52 @@ is( sql("SELECT (SELECT finished_at FROM batchproc.batches WHERE id = $high)"
 		  . " < (SELECT finished_at FROM batchproc.batches WHERE id = $low)"),
 	't', 'the batch of higher priority, submitted second, ends first');
 
+# From here on the stand-in answers at once.
+$http->post("http://127.0.0.1:$lambda_port/_reset");
+
+# --- rate_limit_per_second: a token bucket holding one second's worth.
+# 20 calls at 5 a second, 5 of them at once from the full bucket, take at
+# least 3 s at the stand-in; unlimited, a concurrency of 10 sends them all
+# within a fraction of that.  Load only makes them slower: a lower bound.
+put_object($bucket, 'rate.csv', "key\n" . ("paced\n" x 20));
+my $rate = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/rate.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key"}},
+  "execution_config": {"max_concurrency": 10, "rate_limit_per_second": 5}}));
+is(wait_for_batch($node, $rate), 'succeeded', 'a rate-limited batch succeeds');
+my $arrivals = lambda_stats()->{arrivals}{paced};
+is(scalar(@$arrivals), 20, 'every row of it was sent once');
+cmp_ok($arrivals->[-1] - $arrivals->[0], '>=', 2.9,
+	'20 calls at 5 a second, 5 from the full bucket, took at least 3 s');
+my $max_in_second = 0;
+for my $i (0 .. $#$arrivals)
+{
+	my $n = grep { $_ >= $arrivals->[$i] && $_ < $arrivals->[$i] + 1 } @$arrivals;
+	$max_in_second = $n if $n > $max_in_second;
+}
+cmp_ok($max_in_second, '<=', 10, 'no second saw more than the bucket plus a second of tokens');
+
+# --- A storm of 429s halves the concurrency, and it grows back once the
+# storm is over.  The first 12 calls are throttled; 80 rows at a
+# concurrency of 8 then give the additive increase room to climb back.
+put_object($bucket, 'storm.csv',
+	"key,fail_times,fail_mode,retry_after\n" . ("storm,12,429,0\n" x 80));
+my $log_offset = -s $node->logfile;
+my $storm = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/storm.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode", "retry_after": "retry_after"},
+    "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "\$"}}}},
+  "execution_config": {"max_concurrency": 8,
+    "retry_policy": {"max_attempts": 10, "interval_seconds": 0.05}}}));
+is(wait_for_batch($node, $storm), 'succeeded', 'a batch throttled for a while succeeds');
+is(sql("SELECT count(*) FILTER (WHERE _status = 'SUCCESS') FROM batchproc_data.batch_$storm"),
+	'80', 'with every row done');
+my $log = slurp_file($node->logfile, $log_offset);
+like($log,
+	qr/batch $storm is throttled by its target: concurrency lowered to 4 of 8/,
+	'the first throttled answers halve the concurrency, and the server log says so');
+like($log, qr/batch $storm is back to its max_concurrency of 8/,
+	'after the storm the concurrency grows back to max_concurrency');
+
 $node->stop;
 done_testing();
