@@ -111,6 +111,11 @@ typedef struct Dispatch
 	bool		exhausted;
 	MemoryContext queue_cxt;
 
+	/* the run's statements, kept in cxt (sql.c) */
+	BatchprocPrepared *read_pending;
+	BatchprocPrepared *record_first;
+	BatchprocPrepared *write_results;
+
 	BatchprocResult *results;
 	int			nresults;
 	TimestampTz first_result_at;
@@ -126,20 +131,14 @@ typedef struct Dispatch
 	char	   *first_error;
 } Dispatch;
 
+/* The statements of a run, prepared at their first use. */
 static void
-refill_queue(Dispatch *d)
+prepare_statements(Dispatch *d)
 {
-	MemoryContext loop_cxt = CurrentMemoryContext;
 	StringInfoData sql;
 	ListCell   *lc;
-	Datum		args[2];
-	Oid			types[2] = {INT8OID, INT4OID};
-	uint64		n;
-	Datum	   *first_ids;
-	int			nfirst = 0;
-
-	MemoryContextReset(d->queue_cxt);
-	d->queue_len = d->queue_pos = 0;
+	Oid			page_types[2] = {INT8OID, INT4OID};
+	Oid			ids_type = INT8ARRAYOID;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT _row_id, _attempts, ARRAY[");
@@ -152,11 +151,33 @@ refill_queue(Dispatch *d)
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
 					 " ORDER BY _row_id LIMIT $2", d->batch->table);
+	d->read_pending = batchproc_prepared(d->cxt, sql.data, 2, page_types);
+
+	d->record_first = batchproc_prepared(d->cxt,
+										 psprintf("UPDATE %s SET _attempts = 1"
+												  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
+												  " AND _attempts OPERATOR(pg_catalog.=) 0",
+												  d->batch->table),
+										 1, &ids_type);
+	d->write_results = batchproc_results_statement(d->batch, d->cxt);
+}
+
+static void
+refill_queue(Dispatch *d)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	Datum		args[2];
+	uint64		n;
+	Datum	   *first_ids;
+	int			nfirst = 0;
+
+	MemoryContextReset(d->queue_cxt);
+	d->queue_len = d->queue_pos = 0;
 
 	batchproc_begin_tx("batchproc: reading pending rows");
 	args[0] = Int64GetDatum(d->last_row_fetched);
 	args[1] = Int32GetDatum(d->queue_cap);
-	batchproc_spi_execute_with_args(sql.data, 2, types, args, NULL, true, 0, SPI_OK_SELECT);
+	batchproc_spi_execute_prepared(d->read_pending, args, NULL, true, 0, SPI_OK_SELECT);
 
 	n = SPI_processed;
 	first_ids = palloc(sizeof(Datum) * Max(n, 1));
@@ -195,15 +216,10 @@ refill_queue(Dispatch *d)
 
 	if (nfirst > 0)
 	{
-		Oid			atype = INT8ARRAYOID;
 		Datum		arr = PointerGetDatum(construct_array(first_ids, nfirst, INT8OID, 8,
 														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "UPDATE %s SET _attempts = 1"
-						 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1) AND _attempts OPERATOR(pg_catalog.=) 0",
-						 d->batch->table);
-		batchproc_spi_execute_with_args(sql.data, 1, &atype, &arr, NULL, false, 0, SPI_OK_UPDATE);
+		batchproc_spi_execute_prepared(d->record_first, &arr, NULL, false, 0, SPI_OK_UPDATE);
 	}
 	batchproc_end_tx(loop_cxt);
 }
@@ -216,7 +232,7 @@ flush_results(Dispatch *d)
 	if (d->nresults == 0)
 		return;
 	batchproc_begin_tx("batchproc: writing results");
-	batchproc_results_write(d->batch, d->results, d->nresults, d->nbusy);
+	batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
 	batchproc_end_tx(loop_cxt);
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
@@ -711,6 +727,7 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
 	loop_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
+	prepare_statements(d);
 
 	for (;;)
 	{
