@@ -113,7 +113,7 @@ typedef struct Dispatch
 
 	/* the run's statements, kept in cxt (sql.c) */
 	BatchprocPrepared *read_pending;
-	BatchprocPrepared *record_first;
+	BatchprocPrepared *record_first;	/* NULL: first attempts not recorded */
 	BatchprocPrepared *write_results;
 
 	BatchprocResult *results;
@@ -130,6 +130,21 @@ typedef struct Dispatch
 	bool		stop_on_error;
 	char	   *first_error;
 } Dispatch;
+
+/*
+ * Does a call's name identify what it starts?  Step Functions starts a
+ * standard execution's name once, so a row's attempt number must be on
+ * record before its first call: after a crash, and then a redrive, the row
+ * goes on under a name that has not run yet.  A Lambda function, an
+ * express execution or an HTTP endpoint does nothing with the name but
+ * show it, and recording a first attempt would cost each row one more
+ * update of the results table.
+ */
+static bool
+names_start_executions(const BatchprocBatch *batch)
+{
+	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
+}
 
 /* The statements of a run, prepared at their first use. */
 static void
@@ -153,12 +168,13 @@ prepare_statements(Dispatch *d)
 					 " ORDER BY _row_id LIMIT $2", d->batch->table);
 	d->read_pending = batchproc_prepared(d->cxt, sql.data, 2, page_types);
 
-	d->record_first = batchproc_prepared(d->cxt,
-										 psprintf("UPDATE %s SET _attempts = 1"
-												  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
-												  " AND _attempts OPERATOR(pg_catalog.=) 0",
-												  d->batch->table),
-										 1, &ids_type);
+	if (names_start_executions(d->batch))
+		d->record_first = batchproc_prepared(d->cxt,
+											 psprintf("UPDATE %s SET _attempts = 1"
+													  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
+													  " AND _attempts OPERATOR(pg_catalog.=) 0",
+													  d->batch->table),
+											 1, &ids_type);
 	d->write_results = batchproc_results_statement(d->batch, d->cxt);
 }
 
@@ -214,7 +230,7 @@ refill_queue(Dispatch *d)
 	if (n < (uint64) d->queue_cap)
 		d->exhausted = true;
 
-	if (nfirst > 0)
+	if (nfirst > 0 && d->record_first)
 	{
 		Datum		arr = PointerGetDatum(construct_array(first_ids, nfirst, INT8OID, 8,
 														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
