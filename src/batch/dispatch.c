@@ -124,6 +124,7 @@ typedef struct Dispatch
 	List	   *stops;			/* StopExecution requests, fire and forget */
 	MemoryContext stops_cxt;
 
+	bool		target_allowed; /* by batchproc.allowed_http_targets */
 	TimestampTz state_checked_at;
 	int			row_log_level;	/* LOG with debug or log_level DEBUG */
 	bool		cancelled;
@@ -340,6 +341,17 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	d->nbusy--;
 }
 
+/*
+ * May the batch's target be called?  The allow-list of HTTP targets changes
+ * only when the configuration is reloaded: read it then, not for each row.
+ */
+static void
+check_target_allowed(Dispatch *d)
+{
+	d->target_allowed = d->batch->target.type != BATCHPROC_TARGET_HTTP ||
+		batchproc_http_target_allowed(d->batch->target.address);
+}
+
 static void
 send_call(Dispatch *d, Slot *s)
 {
@@ -348,8 +360,7 @@ send_call(Dispatch *d, Slot *s)
 	long		timeout_ms = d->config->timeout_seconds * 1000L;
 
 	/* The allow-list may have shrunk since the batch was submitted. */
-	if (d->batch->target.type == BATCHPROC_TARGET_HTTP &&
-		!batchproc_http_target_allowed(d->batch->target.address))
+	if (!d->target_allowed)
 	{
 		finish_row(d, s, "FAILED",
 				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
@@ -744,6 +755,7 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
 	loop_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
 	prepare_statements(d);
+	check_target_allowed(d);
 
 	for (;;)
 	{
@@ -756,6 +768,7 @@ batchproc_dispatch(BatchprocBatch *batch, char **error)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			check_target_allowed(d);
 		}
 
 		now = GetCurrentTimestamp();
