@@ -80,9 +80,10 @@ batchproc_prepared(MemoryContext cxt, const char *sql, int nargs, const Oid *arg
  * Run a prepared statement (SPI connected), planning it at its first run.
  *
  * The plan is generic from the start: our statements find rows by key
- * (the results table's primary key), whatever their arguments, so a plan
- * made for one set of arguments would be made the same for the next, and
- * planning it again for each run is the cost we are here to save.
+ * (the results table's primary key), which a generic plan does whatever the
+ * arguments.  A plan made for each run's arguments costs a planning per
+ * run, and for a group's arrays of results hashed a sequential scan of the
+ * whole table instead.
  */
 void
 batchproc_spi_execute_prepared(BatchprocPrepared *stmt, Datum *values, const char *nulls,
