@@ -127,8 +127,10 @@ typedef struct BatchprocResult
 } BatchprocResult;
 
 extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error);
-extern void batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results,
-									int n, int in_flight);
+extern struct BatchprocPrepared *batchproc_results_statement(const BatchprocBatch *batch,
+																MemoryContext cxt);
+extern void batchproc_results_write(struct BatchprocPrepared *stmt, const BatchprocBatch *batch,
+									BatchprocResult *results, int n, int in_flight);
 extern char *batchproc_result_columns_sql(const BatchprocConfig *config);
 extern List *batchproc_reserved_column_names(const BatchprocConfig *config);
 extern bool batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,

@@ -133,6 +133,11 @@ typedef struct Dispatch
 	bool		exhausted;
 	MemoryContext queue_cxt;
 
+	/* the run's statements, kept in cxt (sql.c) */
+	BatchprocPrepared *read_pending;
+	BatchprocPrepared *record_first;	/* NULL: first attempts not recorded */
+	BatchprocPrepared *write_results;
+
 	BatchprocResult *results;
 	int			nresults;
 	TimestampTz first_result_at;
@@ -141,6 +146,7 @@ typedef struct Dispatch
 	List	   *stops;			/* StopExecution requests, fire and forget */
 	MemoryContext stops_cxt;
 
+	bool		target_allowed; /* by batchproc.allowed_http_targets */
 	TimestampTz state_checked_at;
 	int			row_log_level;	/* LOG with debug or log_level DEBUG */
 	bool		cancelled;
@@ -169,20 +175,29 @@ struct BatchprocDispatcher
 
 int			batchproc_max_inflight = 1000;
 
-static void
-refill_queue(Dispatch *d)
+/*
+ * Does a call's name identify what it starts?  Step Functions starts a
+ * standard execution's name once, so a row's attempt number must be on
+ * record before its first call: after a crash, and then a redrive, the row
+ * goes on under a name that has not run yet.  A Lambda function, an
+ * express execution or an HTTP endpoint does nothing with the name but
+ * show it, and recording a first attempt would cost each row one more
+ * update of the results table.
+ */
+static bool
+names_start_executions(const BatchprocBatch *batch)
 {
-	MemoryContext loop_cxt = CurrentMemoryContext;
+	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
+}
+
+/* The statements of a run, prepared at their first use. */
+static void
+prepare_statements(Dispatch *d)
+{
 	StringInfoData sql;
 	ListCell   *lc;
-	Datum		args[2];
-	Oid			types[2] = {INT8OID, INT4OID};
-	uint64		n;
-	Datum	   *first_ids;
-	int			nfirst = 0;
-
-	MemoryContextReset(d->queue_cxt);
-	d->queue_len = d->queue_pos = 0;
+	Oid			page_types[2] = {INT8OID, INT4OID};
+	Oid			ids_type = INT8ARRAYOID;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT _row_id, _attempts, ARRAY[");
@@ -195,11 +210,34 @@ refill_queue(Dispatch *d)
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
 					 " ORDER BY _row_id LIMIT $2", d->batch->table);
+	d->read_pending = batchproc_prepared(d->cxt, sql.data, 2, page_types);
+
+	if (names_start_executions(d->batch))
+		d->record_first = batchproc_prepared(d->cxt,
+											 psprintf("UPDATE %s SET _attempts = 1"
+													  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
+													  " AND _attempts OPERATOR(pg_catalog.=) 0",
+													  d->batch->table),
+											 1, &ids_type);
+	d->write_results = batchproc_results_statement(d->batch, d->cxt);
+}
+
+static void
+refill_queue(Dispatch *d)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	Datum		args[2];
+	uint64		n;
+	Datum	   *first_ids;
+	int			nfirst = 0;
+
+	MemoryContextReset(d->queue_cxt);
+	d->queue_len = d->queue_pos = 0;
 
 	batchproc_begin_tx("batchproc: reading pending rows");
 	args[0] = Int64GetDatum(d->last_row_fetched);
 	args[1] = Int32GetDatum(d->queue_cap);
-	batchproc_spi_execute_with_args(sql.data, 2, types, args, NULL, true, 0, SPI_OK_SELECT);
+	batchproc_spi_execute_prepared(d->read_pending, args, NULL, true, 0, SPI_OK_SELECT);
 
 	n = SPI_processed;
 	first_ids = palloc(sizeof(Datum) * Max(n, 1));
@@ -236,17 +274,12 @@ refill_queue(Dispatch *d)
 	if (n < (uint64) d->queue_cap)
 		d->exhausted = true;
 
-	if (nfirst > 0)
+	if (nfirst > 0 && d->record_first)
 	{
-		Oid			atype = INT8ARRAYOID;
 		Datum		arr = PointerGetDatum(construct_array(first_ids, nfirst, INT8OID, 8,
 														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "UPDATE %s SET _attempts = 1"
-						 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1) AND _attempts OPERATOR(pg_catalog.=) 0",
-						 d->batch->table);
-		batchproc_spi_execute_with_args(sql.data, 1, &atype, &arr, NULL, false, 0, SPI_OK_UPDATE);
+		batchproc_spi_execute_prepared(d->record_first, &arr, NULL, false, 0, SPI_OK_UPDATE);
 	}
 	batchproc_end_tx(loop_cxt);
 }
@@ -259,7 +292,7 @@ flush_results(Dispatch *d)
 	if (d->nresults == 0)
 		return;
 	batchproc_begin_tx("batchproc: writing results");
-	batchproc_results_write(d->batch, d->results, d->nresults, d->nbusy);
+	batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
 	batchproc_end_tx(loop_cxt);
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
@@ -416,6 +449,17 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	d->nbusy--;
 }
 
+/*
+ * May the batch's target be called?  The allow-list of HTTP targets changes
+ * only when the configuration is reloaded: read it then, not for each row.
+ */
+static void
+check_target_allowed(Dispatch *d)
+{
+	d->target_allowed = d->batch->target.type != BATCHPROC_TARGET_HTTP ||
+		batchproc_http_target_allowed(d->batch->target.address);
+}
+
 static void
 send_call(Dispatch *d, Slot *s)
 {
@@ -424,8 +468,7 @@ send_call(Dispatch *d, Slot *s)
 	long		timeout_ms = d->config->timeout_seconds * 1000L;
 
 	/* The allow-list may have shrunk since the batch was submitted. */
-	if (d->batch->target.type == BATCHPROC_TARGET_HTTP &&
-		!batchproc_http_target_allowed(d->batch->target.address))
+	if (!d->target_allowed)
 	{
 		finish_row(d, s, "FAILED",
 				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
@@ -830,6 +873,8 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->concurrency = d->nslots;
 	d->tokens = Max(d->config->rate_limit_per_second, 1.0);
 	d->tokens_at = GetCurrentTimestamp();
+	prepare_statements(d);
+	check_target_allowed(d);
 	return d;
 }
 
@@ -1046,6 +1091,8 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			foreach(lc, disp->runs)
+				check_target_allowed(lfirst(lc));
 		}
 
 		now = GetCurrentTimestamp();

@@ -42,6 +42,20 @@
 
 #define IMPORT_CHUNK (256 * 1024)
 
+/*
+ * The share of each page the import fills.  Each row is updated once, with
+ * its result, and stays on its page (a HOT update: no new index entry, the
+ * old version pruned in place later) only if the page has room for the new
+ * version beside the old one.  A group of results covers whole pages of
+ * consecutive rows in one transaction, so nothing on a page can be pruned
+ * before all of its rows have their new versions: the row with its outputs
+ * and metadata, twice the imported row or more.  At 30% a page holds both
+ * (bench/write_amplification.sh: every update HOT; at 50%, half of them);
+ * full pages sent every result to another page with a new index entry, and
+ * left a dead tuple behind.
+ */
+#define RESULTS_FILLFACTOR 30
+
 typedef struct ImportState
 {
 	MemoryContext cxt;			/* lives for the whole import */
@@ -366,7 +380,7 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	appendStringInfoString(&sql, "_row_id bigint NOT NULL");
 	if (extra_columns_sql && extra_columns_sql[0])
 		appendStringInfo(&sql, ", %s", extra_columns_sql);
-	appendStringInfoChar(&sql, ')');
+	appendStringInfo(&sql, ") WITH (fillfactor = %d)", RESULTS_FILLFACTOR);
 	attnames = lappend(attnames, makeString("_row_id"));
 
 	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);

@@ -9,7 +9,9 @@
  * throws on what a target sent: a value that does not fit its column's
  * type becomes the row's error.  Finished rows are written in one short
  * transaction per group: the row's outputs and metadata, a dead letter for
- * each failure, and the batch's counters, all from one statement.  Only a
+ * each failure, and the batch's counters, all from one statement, prepared
+ * once per run with a generic plan that finds each row by its key (a plan
+ * made for a group's arrays hashed the whole table for each group).  Only a
  * row still without a status is written, so no row ever gets two final
  * results, whatever a crash replays.
  *
@@ -318,16 +320,34 @@ flush_sql(const BatchprocBatch *batch)
 }
 
 /*
- * Write a group of finished rows, in the caller's transaction (SPI
- * connected).
+ * The prepared statement that writes a batch's groups of finished rows,
+ * kept in cxt: one plan serves every group of a run.
+ */
+BatchprocPrepared *
+batchproc_results_statement(const BatchprocBatch *batch, MemoryContext cxt)
+{
+	int			nargs = 9 + list_length(batch->config->outputs);
+	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
+
+	for (int a = 0; a < nargs; a++)
+		argtypes[a] = TEXTARRAYOID;
+	argtypes[0] = argtypes[3] = INT8ARRAYOID;
+	argtypes[4] = TIMESTAMPTZARRAYOID;
+	argtypes[5] = INT4ARRAYOID;
+	argtypes[nargs - 1] = INT4OID;
+	return batchproc_prepared(cxt, flush_sql(batch), nargs, argtypes);
+}
+
+/*
+ * Write a group of finished rows with the batch's statement, in the
+ * caller's transaction (SPI connected).
  */
 void
-batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, int n,
-						int in_flight)
+batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
+						BatchprocResult *results, int n, int in_flight)
 {
 	int			nout = list_length(batch->config->outputs);
 	int			nargs = 9 + nout;
-	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
 	Datum	   *args = palloc(sizeof(Datum) * nargs);
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *ms = palloc(sizeof(Datum) * n);
@@ -366,13 +386,7 @@ batchproc_results_write(const BatchprocBatch *batch, BatchprocResult *results, i
 		TEXT_COLUMN(8 + c, results[i].outputs ? results[i].outputs[c] : NULL);
 #undef TEXT_COLUMN
 
-	for (int a = 0; a < nargs; a++)
-		argtypes[a] = TEXTARRAYOID;
-	argtypes[0] = argtypes[3] = INT8ARRAYOID;
-	argtypes[4] = TIMESTAMPTZARRAYOID;
-	argtypes[5] = INT4ARRAYOID;
-	argtypes[nargs - 1] = INT4OID;
 	args[nargs - 1] = Int32GetDatum(in_flight);
 
-	batchproc_spi_execute_with_args(flush_sql(batch), nargs, argtypes, args, NULL, false, 0, SPI_OK_UPDATE);
+	batchproc_spi_execute_prepared(stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }

@@ -485,5 +485,13 @@ batchproc_run_batches(int slotno)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(cxt);
+
+	/*
+	 * The worker sleeps from here until the next batch: what its last
+	 * transactions counted (within a second of the previous report) would
+	 * wait for that batch to reach pg_stat_user_tables.
+	 */
+	if (did_something)
+		pgstat_report_stat(true);
 	return did_something;
 }
