@@ -271,6 +271,47 @@ scalar_array(Datum *items, int n, Oid elemtype)
 	return PointerGetDatum(construct_array(items, n, elemtype, typlen, typbyval, typalign));
 }
 
+/*
+ * The statement's parameters: one array per field of the group's rows, in
+ * this order, then one text array per output column, then the calls in
+ * flight.  The statement and its arguments are both built from this table.
+ */
+typedef enum ResultParam
+{
+	PARAM_ROW_ID,
+	PARAM_STATUS,
+	PARAM_ERROR,
+	PARAM_MS,
+	PARAM_AT,
+	PARAM_ATTEMPTS,
+	PARAM_EXECUTION_ID,
+	PARAM_PAYLOAD,
+	PARAM_FIRST_OUTPUT
+} ResultParam;
+
+static const struct
+{
+	const char *name;			/* in the statement's v(...) */
+	Oid			array_type;
+	const char *element_type;
+}			result_params[PARAM_FIRST_OUTPUT] = {
+	[PARAM_ROW_ID] = {"row_id", INT8ARRAYOID, "int8"},
+	[PARAM_STATUS] = {"status", TEXTARRAYOID, "text"},
+	[PARAM_ERROR] = {"error", TEXTARRAYOID, "text"},
+	[PARAM_MS] = {"ms", INT8ARRAYOID, "int8"},
+	[PARAM_AT] = {"at", TIMESTAMPTZARRAYOID, "timestamptz"},
+	[PARAM_ATTEMPTS] = {"attempts", INT4ARRAYOID, "int4"},
+	[PARAM_EXECUTION_ID] = {"execution_id", TEXTARRAYOID, "text"},
+	[PARAM_PAYLOAD] = {"payload", TEXTARRAYOID, "text"},
+};
+
+/* The last parameter, after the output columns': the calls in flight. */
+static int
+in_flight_param(int nout)
+{
+	return PARAM_FIRST_OUTPUT + nout;
+}
+
 /* The statement that writes a group of finished rows; see the header. */
 static char *
 flush_sql(const BatchprocBatch *batch)
@@ -283,10 +324,12 @@ flush_sql(const BatchprocBatch *batch)
 	initStringInfo(&sql);
 	/* ROWS FROM, since the many-array form of unnest cannot be qualified. */
 	appendStringInfoString(&sql, "WITH v AS (SELECT * FROM ROWS FROM (");
-	for (int i = 0; i < 8 + nout; i++)
+	for (int i = 0; i < PARAM_FIRST_OUTPUT + nout; i++)
 		appendStringInfo(&sql, "%spg_catalog.unnest($%d::pg_catalog.%s[])", i ? ", " : "", i + 1,
-						 i == 0 || i == 3 ? "int8" : i == 4 ? "timestamptz" : i == 5 ? "int4" : "text");
-	appendStringInfoString(&sql, ") AS v(row_id, status, error, ms, at, attempts, execution_id, payload");
+						 i < PARAM_FIRST_OUTPUT ? result_params[i].element_type : "text");
+	appendStringInfoString(&sql, ") AS v(");
+	for (int i = 0; i < PARAM_FIRST_OUTPUT; i++)
+		appendStringInfo(&sql, "%s%s", i ? ", " : "", result_params[i].name);
 	for (int i = 0; i < nout; i++)
 		appendStringInfo(&sql, ", o%d", i);
 	appendStringInfo(&sql, ")), upd AS (UPDATE %s t SET _status = v.status, "
@@ -315,7 +358,7 @@ flush_sql(const BatchprocBatch *batch)
 					 " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.=) 'SUCCESS') AS ok,"
 					 " pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.<>) 'SUCCESS') AS bad FROM upd) s"
 					 " WHERE b.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
-					 batch->id, 9 + nout, batch->id);
+					 batch->id, in_flight_param(nout) + 1, batch->id);
 	return sql.data;
 }
 
@@ -326,15 +369,13 @@ flush_sql(const BatchprocBatch *batch)
 BatchprocPrepared *
 batchproc_results_statement(const BatchprocBatch *batch, MemoryContext cxt)
 {
-	int			nargs = 9 + list_length(batch->config->outputs);
+	int			nout = list_length(batch->config->outputs);
+	int			nargs = in_flight_param(nout) + 1;
 	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
 
 	for (int a = 0; a < nargs; a++)
-		argtypes[a] = TEXTARRAYOID;
-	argtypes[0] = argtypes[3] = INT8ARRAYOID;
-	argtypes[4] = TIMESTAMPTZARRAYOID;
-	argtypes[5] = INT4ARRAYOID;
-	argtypes[nargs - 1] = INT4OID;
+		argtypes[a] = a < PARAM_FIRST_OUTPUT ? result_params[a].array_type : TEXTARRAYOID;
+	argtypes[in_flight_param(nout)] = INT4OID;
 	return batchproc_prepared(cxt, flush_sql(batch), nargs, argtypes);
 }
 
@@ -347,8 +388,7 @@ batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 						BatchprocResult *results, int n, int in_flight)
 {
 	int			nout = list_length(batch->config->outputs);
-	int			nargs = 9 + nout;
-	Datum	   *args = palloc(sizeof(Datum) * nargs);
+	Datum	   *args = palloc(sizeof(Datum) * (in_flight_param(nout) + 1));
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *ms = palloc(sizeof(Datum) * n);
 	Datum	   *at = palloc(sizeof(Datum) * n);
@@ -363,10 +403,10 @@ batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 		at[i] = TimestampTzGetDatum(results[i].at);
 		attempts[i] = Int32GetDatum(results[i].attempts);
 	}
-	args[0] = scalar_array(ids, n, INT8OID);
-	args[3] = scalar_array(ms, n, INT8OID);
-	args[4] = scalar_array(at, n, TIMESTAMPTZOID);
-	args[5] = scalar_array(attempts, n, INT4OID);
+	args[PARAM_ROW_ID] = scalar_array(ids, n, INT8OID);
+	args[PARAM_MS] = scalar_array(ms, n, INT8OID);
+	args[PARAM_AT] = scalar_array(at, n, TIMESTAMPTZOID);
+	args[PARAM_ATTEMPTS] = scalar_array(attempts, n, INT4OID);
 
 #define TEXT_COLUMN(argno, expr) \
 	do { \
@@ -378,15 +418,15 @@ batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 		args[argno] = text_array(texts, nulls, n); \
 	} while (0)
 
-	TEXT_COLUMN(1, (char *) results[i].status);
-	TEXT_COLUMN(2, results[i].error);
-	TEXT_COLUMN(6, results[i].execution_id);
-	TEXT_COLUMN(7, results[i].payload);
+	TEXT_COLUMN(PARAM_STATUS, (char *) results[i].status);
+	TEXT_COLUMN(PARAM_ERROR, results[i].error);
+	TEXT_COLUMN(PARAM_EXECUTION_ID, results[i].execution_id);
+	TEXT_COLUMN(PARAM_PAYLOAD, results[i].payload);
 	for (int c = 0; c < nout; c++)
-		TEXT_COLUMN(8 + c, results[i].outputs ? results[i].outputs[c] : NULL);
+		TEXT_COLUMN(PARAM_FIRST_OUTPUT + c, results[i].outputs ? results[i].outputs[c] : NULL);
 #undef TEXT_COLUMN
 
-	args[nargs - 1] = Int32GetDatum(in_flight);
+	args[in_flight_param(nout)] = Int32GetDatum(in_flight);
 
 	batchproc_spi_execute_prepared(stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
