@@ -13,7 +13,8 @@
 # and p99 of _execution_time_ms from the results table (the target's delay
 # plus the worker's lag in noticing the answer), and the most calls the
 # target ever saw in flight at once.  DELAY_MS=0 measures the per-row cost
-# alone (no bound is printed then).  Not a pass/fail test.
+# alone (no bound then, and the target answers each call before it reads
+# the next: one in flight).  Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
 . "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
