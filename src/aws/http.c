@@ -572,7 +572,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 		errno = epoll_failed_errno;
 		epoll_failed_errno = 0;
 		ereport(ERROR,
-				(errcode_for_socket_access(),
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("could not watch an HTTP connection: %m")));
 	}
 
