@@ -7,17 +7,18 @@
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION), as
  * PostgreSQL 18's libpq-oauth does it.  The socket callback edits an epoll
- * set of our own, one epoll_ctl per change; the timer callback records an
- * absolute deadline.  Neither can throw.  The process's one WaitEventSet
- * holds only the latch, postmaster death and that epoll descriptor, so it
- * is built once (PostgreSQL 15 cannot remove an event from a set, and
- * rebuilding it per socket change cost O(sockets) a change).  A wake on the
- * epoll descriptor asks it which sockets are ready and hands them to
- * curl_multi_socket_action; the wait's timeout is computed from the
- * deadline, so a latch wake-up does not restart curl's timer, and the
- * timer fires even while sockets keep the loop busy.  CHECK_FOR_INTERRUPTS
- * runs at every wake, so a query cancel or SIGTERM ends a transfer at once;
- * the transfer's resources go with its memory context.
+ * set of our own, an epoll_ctl or two per change; the timer callback
+ * records an absolute deadline.  Neither can throw.  The process's one
+ * WaitEventSet holds only the latch, postmaster death and that epoll
+ * descriptor, so it is built once (PostgreSQL 15 cannot remove an event
+ * from a set, and rebuilding it per socket change cost O(sockets) a
+ * change).  A wake on the epoll descriptor asks it which sockets are
+ * ready and hands them to curl_multi_socket_action; the wait's timeout is
+ * computed from the deadline, so a latch wake-up does not restart curl's
+ * timer, and the timer fires even while sockets keep the loop busy.
+ * CHECK_FOR_INTERRUPTS runs at every wake, so a query cancel or SIGTERM
+ * ends a transfer at once; the transfer's resources go with its memory
+ * context.
  *
  * Response bodies land in malloc'd buffers grown by the write callback up
  * to the request's limit; a failed allocation or an overflow is recorded
@@ -565,6 +566,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 	int			nevents;
 	int			running;
 	long		timeout = -1;
+	bool		fire_timer;
 
 	if (epoll_failed_errno != 0)
 	{
@@ -609,7 +611,11 @@ wait_and_drive_capped(bool block, long cap_ms)
 	 * the caller's cap) lets curl look at its transfers too, as it did
 	 * before there was a deadline.
 	 */
-	if (curl_deadline_us >= 0 ? monotonic_us() >= curl_deadline_us : (block && nevents == 0))
+	if (curl_deadline_us >= 0)
+		fire_timer = monotonic_us() >= curl_deadline_us;
+	else
+		fire_timer = block && nevents == 0;
+	if (fire_timer)
 	{
 		curl_deadline_us = -1;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
