@@ -2,16 +2,23 @@
  *
  * http.c
  *	  The HTTP transport: one libcurl multi handle per process, driven from
- *	  a WaitEventSet over the latch and curl's sockets.
+ *	  a WaitEventSet over the latch and a private epoll set of curl's sockets.
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
- * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION).  Both
- * callbacks only write into fixed-size state: they cannot throw.  The wait
- * loop rebuilds its WaitEventSet when the socket set changed (PostgreSQL 15
- * cannot remove an event from a set), waits, and hands readiness back to
- * curl_multi_socket_action.  CHECK_FOR_INTERRUPTS runs at every wake, so a
- * query cancel or SIGTERM ends a transfer at once; the transfer's resources
- * go with its memory context.
+ * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION), as
+ * PostgreSQL 18's libpq-oauth does it.  The socket callback edits an epoll
+ * set of our own, an epoll_ctl or two per change; the timer callback
+ * records an absolute deadline.  Neither can throw.  The process's one
+ * WaitEventSet holds only the latch, postmaster death and that epoll
+ * descriptor, so it is built once (PostgreSQL 15 cannot remove an event
+ * from a set, and rebuilding it per socket change cost O(sockets) a
+ * change).  A wake on the epoll descriptor asks it which sockets are
+ * ready and hands them to curl_multi_socket_action; the wait's timeout is
+ * computed from the deadline, so a latch wake-up does not restart curl's
+ * timer, and the timer fires even while sockets keep the loop busy.
+ * CHECK_FOR_INTERRUPTS runs at every wake, so a query cancel or SIGTERM
+ * ends a transfer at once; the transfer's resources go with its memory
+ * context.
  *
  * Response bodies land in malloc'd buffers grown by the write callback up
  * to the request's limit; a failed allocation or an overflow is recorded
@@ -24,7 +31,9 @@
  */
 #include "postgres.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -41,14 +50,9 @@
 /* CURLOPT_PROTOCOLS_STR came in libcurl 7.85.0. */
 _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is required");
 
-#define MAX_WATCHED_SOCKETS 1024
 #define STREAM_BUFFER_SIZE	(1024 * 1024)
-
-typedef struct WatchedSocket
-{
-	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN / OUT / INOUT */
-} WatchedSocket;
+/* Ready sockets taken per wake; more wait for the next one (level-triggered). */
+#define MAX_READY_SOCKETS	256
 
 struct BatchprocHttpRequest
 {
@@ -75,50 +79,62 @@ struct BatchprocHttpRequest
 };
 
 static CURLM *multi = NULL;
-static WatchedSocket watched[MAX_WATCHED_SOCKETS];
-static int	nwatched = 0;
-static bool watch_overflow = false;
-static bool sockets_changed = true;
-static long curl_timeout_ms = -1;
+static int	curl_epoll_fd = -1;	/* curl's sockets; counted as an external FD */
+static int	nsockets = 0;		/* sockets in it */
+static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
+									 * not do, reported at the next wait */
+static int64 curl_deadline_us = -1; /* curl's timer, on monotonic_us(); -1: none */
 static WaitEventSet *wait_set = NULL;
 static bool latch_was_set = false;
-static MemoryContext wait_set_cxt = NULL;
 
+/* The clock curl times itself with, unmoved by changes to the wall clock. */
+static int64
+monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * One epoll_ctl per change (two when curl changes what it waits for on a
+ * socket it has: it does not say which it is).  The event keeps what curl
+ * asked for next to the descriptor, so that a wake maps readiness back as
+ * WaitEventSet would.
+ */
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-	int			i;
-
-	for (i = 0; i < nwatched; i++)
-		if (watched[i].fd == fd)
-			break;
+	struct epoll_event ev = {0};
 
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < nwatched)
-		{
-			watched[i] = watched[nwatched - 1];
-			nwatched--;
-		}
+		/* A descriptor already closed has left the set by itself. */
+		if (epoll_ctl(curl_epoll_fd, EPOLL_CTL_DEL, fd, &ev) == 0 || errno == EBADF)
+			nsockets = Max(nsockets - 1, 0);
+		else if (errno != ENOENT)
+			epoll_failed_errno = errno;
+		return 0;
 	}
-	else if (i < nwatched)
-		watched[i].what = what;
-	else if (nwatched < MAX_WATCHED_SOCKETS)
-	{
-		watched[nwatched].fd = fd;
-		watched[nwatched].what = what;
-		nwatched++;
-	}
-	else
-		watch_overflow = true;
-	sockets_changed = true;
+
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	ev.data.u64 = ((uint64) (uint32) what << 32) | (uint32) fd;
+	if (epoll_ctl(curl_epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		nsockets++;
+	else if (errno != EEXIST || epoll_ctl(curl_epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0)
+		epoll_failed_errno = errno;
 	return 0;
 }
 
+/* curl's timer is one-shot: a deadline, cleared when it fires. */
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_timeout_ms = timeout_ms;
+	curl_deadline_us = (timeout_ms < 0) ? -1 : monotonic_us() + (int64) timeout_ms * 1000;
 	return 0;
 }
 
@@ -127,6 +143,37 @@ ensure_multi(void)
 {
 	if (multi != NULL)
 		return;
+
+	/* The epoll descriptor is one more out of the backend's budget. */
+	if (curl_epoll_fd < 0)
+	{
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("could not reserve a file descriptor for HTTP connections"),
+					 errdetail("The backend has handed out all the descriptors it may.")));
+		curl_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+		if (curl_epoll_fd < 0)
+		{
+			int			save_errno = errno;
+
+			ReleaseExternalFD();
+			errno = save_errno;
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create an epoll set for HTTP connections: %m")));
+		}
+	}
+	if (wait_set == NULL)
+	{
+		WaitEventSet *set = CreateWaitEventSet(TopMemoryContext, 3);
+
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(set, WL_SOCKET_READABLE, curl_epoll_fd, NULL, NULL);
+		wait_set = set;
+	}
+
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -141,11 +188,9 @@ ensure_multi(void)
 	 * queue rather than fail to connect.
 	 */
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-					  (long) Min(Max(max_safe_fds / 3 - 8, 16), MAX_WATCHED_SOCKETS - 8));
+					  (long) Max(max_safe_fds / 3 - 8, 16));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	wait_set_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc http wait",
-										 ALLOCSET_SMALL_SIZES);
 }
 
 static bool
@@ -481,28 +526,33 @@ reap_finished(void)
 	}
 }
 
+/* Hand the ready sockets in curl's epoll set to curl. */
 static void
-rebuild_wait_set(void)
+drive_ready_sockets(void)
 {
-	/* The set holds an epoll descriptor that a memory reset would leak. */
-	if (wait_set)
-		FreeWaitEventSet(wait_set);
-	wait_set = NULL;
-	MemoryContextReset(wait_set_cxt);
-	wait_set = CreateWaitEventSet(wait_set_cxt, nwatched + 2);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nwatched; i++)
-	{
-		uint32		events = 0;
+	struct epoll_event ready[MAX_READY_SOCKETS];
+	int			nready;
+	int			running;
 
-		if (watched[i].what & CURL_POLL_IN)
-			events |= WL_SOCKET_READABLE;
-		if (watched[i].what & CURL_POLL_OUT)
-			events |= WL_SOCKET_WRITEABLE;
-		AddWaitEventToSet(wait_set, events, watched[i].fd, NULL, NULL);
+	nready = epoll_wait(curl_epoll_fd, ready, lengthof(ready), 0);
+	if (nready < 0 && errno != EINTR)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not wait for HTTP connections: %m")));
+	for (int i = 0; i < nready; i++)
+	{
+		curl_socket_t fd = (curl_socket_t) (uint32) ready[i].data.u64;
+		int			what = (int) (ready[i].data.u64 >> 32);
+		uint32		got = ready[i].events;
+		int			mask = 0;
+
+		/* An error or hang-up wakes a reader and a writer, as in latch.c. */
+		if ((what & CURL_POLL_IN) && (got & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+			mask |= CURL_CSELECT_IN;
+		if ((what & CURL_POLL_OUT) && (got & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			mask |= CURL_CSELECT_OUT;
+		curl_multi_socket_action(multi, fd, mask, &running);
 	}
-	sockets_changed = false;
 }
 
 /*
@@ -512,30 +562,34 @@ rebuild_wait_set(void)
 static void
 wait_and_drive_capped(bool block, long cap_ms)
 {
-	WaitEvent	events[16];
+	WaitEvent	events[3];
 	int			nevents;
 	int			running;
-	long		timeout = block ? curl_timeout_ms : 0;
+	long		timeout = -1;
+	bool		fire_timer;
 
+	if (epoll_failed_errno != 0)
+	{
+		/* Said once: the requests the error ends give their sockets back. */
+		errno = epoll_failed_errno;
+		epoll_failed_errno = 0;
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not watch an HTTP connection: %m")));
+	}
+
+	if (!block)
+		timeout = 0;
+	else if (curl_deadline_us >= 0)
+	{
+		/* Rounded up: woken before the deadline, curl would have nothing to do. */
+		timeout = (long) Max((curl_deadline_us - monotonic_us() + 999) / 1000, 0);
+	}
 	if (cap_ms >= 0 && (timeout < 0 || timeout > cap_ms))
 		timeout = cap_ms;
 
-	if (watch_overflow)
-	{
-		/* Said once: the requests the error ends give their sockets back. */
-		watch_overflow = false;
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many open HTTP connections"),
-				 errdetail("batchproc watches at most %d sockets per process.",
-						   MAX_WATCHED_SOCKETS)));
-	}
-
-	if (sockets_changed || wait_set == NULL)
-		rebuild_wait_set();
-
 	/* With nothing to watch and no timer, curl wants to be called now. */
-	if (timeout < 0 && nwatched == 0 && cap_ms < 0)
+	if (timeout < 0 && nsockets == 0)
 		timeout = 0;
 
 	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
@@ -548,19 +602,24 @@ wait_and_drive_capped(bool block, long cap_ms)
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
-		else
-		{
-			int			mask = 0;
-
-			if (events[i].events & WL_SOCKET_READABLE)
-				mask |= CURL_CSELECT_IN;
-			if (events[i].events & WL_SOCKET_WRITEABLE)
-				mask |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(multi, events[i].fd, mask, &running);
-		}
+		else if (events[i].events & WL_SOCKET_READABLE)
+			drive_ready_sockets();
 	}
-	if (nevents == 0 && block)
+	/*
+	 * The deadline is cleared first: curl sets its next timer from inside
+	 * the call.  A wait that ran out with no timer set (nothing to watch, or
+	 * the caller's cap) lets curl look at its transfers too, as it did
+	 * before there was a deadline.
+	 */
+	if (curl_deadline_us >= 0)
+		fire_timer = monotonic_us() >= curl_deadline_us;
+	else
+		fire_timer = block && nevents == 0;
+	if (fire_timer)
+	{
+		curl_deadline_us = -1;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
 	CHECK_FOR_INTERRUPTS();
 	reap_finished();
 }

@@ -5,9 +5,12 @@
  *
  * One libcurl multi handle per process holds the connection pool, so
  * connections are reused across requests.  Waiting happens on a
- * WaitEventSet over the process latch, curl's sockets and postmaster
- * death, so a waiting backend or worker reacts to cancel, SIGTERM and
- * SIGHUP at once.  libcurl callbacks never ereport and never palloc:
+ * WaitEventSet over the process latch, postmaster death and an epoll set
+ * of curl's sockets (wait event "Extension" in pg_stat_activity), so a
+ * waiting backend or worker reacts to cancel, SIGTERM and SIGHUP at once,
+ * and a socket opening or closing costs the same at any concurrency.
+ * curl's sockets and that epoll set count against the backend's
+ * descriptors (AcquireExternalFD).  libcurl callbacks never ereport and never palloc:
  * they record what went wrong, and the caller reports it.
  *
  * A request's resources (easy handle, header list, response buffer) are

@@ -398,6 +398,33 @@ fails_with($show,
 	qr/ERROR:  no AWS credentials found\n.*DETAIL:  .*instance metadata at http:\/\/127\.0\.0\.1:$closed_port \(the IMDSv2 token request gave no answer/s,
 	'an unreachable IMDS ends in "no AWS credentials found", saying what it answered');
 
+# An IMDS that takes the connection and never answers: the request's 2 s
+# timeout ends it even while the backend's latch keeps being set (a SIGHUP
+# every 50 ms, from a second session, for a minute).  A curl timer that
+# started over at every wake-up would not fire until the wake-ups stopped.
+my $silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
+  or die "cannot bind: $!";
+restart_with(
+	AWS_EC2_METADATA_DISABLED => undef,
+	AWS_EC2_METADATA_SERVICE_ENDPOINT => 'http://127.0.0.1:' . $silent->sockport);
+my ($hup_out, $hup_err) = ('', '');
+my $hups = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+		'DO $$BEGIN FOR i IN 1..1200 LOOP PERFORM pg_reload_conf(); PERFORM pg_sleep(0.05); END LOOP; END$$'
+	],
+	'<', \undef, '>', \$hup_out, '2>', \$hup_err);
+my $hupping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO%pg_reload_conf%' AND state = 'active'";
+$node->poll_query_until('postgres', $hupping, '1') or die 'the SIGHUP loop did not start';
+fails_with($show,
+	qr/ERROR:  no AWS credentials found\n.*\(the IMDSv2 token request gave no answer: Operation timed out/s,
+	'an IMDS that never answers times out');
+is($node->safe_psql('postgres', $hupping), '1', 'it times out while the latch is being set');
+$node->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'DO%pg_reload_conf%' AND pid <> pg_backend_pid()");
+$hups->finish;
+close($silent);
+
 # --- 7: temporary credentials sign real requests -------------------------
 #
 # Above, each source is checked by what aws_credentials() reports.  Here

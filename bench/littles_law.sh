@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/littles_law.sh: how close the dispatch engine comes to Little's law.
+# A batch of ROWS rows (default 20000) goes to a Lambda-style target that
+# answers every call after DELAY_MS (default 100; bench/services/
+# fast_target.js, Node, no signature check) at max_concurrency CONCURRENCY
+# (default 500).  With CONCURRENCY calls always in flight the batch cannot
+# beat CONCURRENCY / DELAY_MS rows per second (5,000 by default); the gap
+# is what the worker costs: its wait loop, signing, results.  RUNS (default
+# 1) batches run one after the other on the same cluster.
+#
+# Per batch it prints rows/s from the batch's start to its end (import and
+# results included), that figure as a share of Little's bound, the mean
+# and p99 of _execution_time_ms from the results table (the target's delay
+# plus the worker's lag in noticing the answer), the most calls the target
+# ever saw in flight at once, and the worker's CPU time (user + system)
+# per row.  DELAY_MS=0 measures the per-row cost alone (no bound then, and
+# the target answers each call before it reads the next: one in flight).
+# Not a pass/fail test.
+set -euo pipefail
+harness_name=bench
+. "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
+ROWS=${ROWS:-20000}
+DELAY_MS=${DELAY_MS:-100}
+CONCURRENCY=${CONCURRENCY:-500}
+RUNS=${RUNS:-1}
+
+# PostgreSQL lets curl hold a third of a backend's descriptors
+# (AcquireExternalFD): max_files_per_process below makes room for
+# CONCURRENCY connections, and the soft descriptor limit must allow it too.
+# As root the servers run under runuser, whose session drops that limit
+# to 1024 (about 330 connections): raise it to the hard limit there.
+ulimit -Sn "$(ulimit -Hn)"
+if [ "$(id -u)" -eq 0 ]; then
+	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
+fi
+
+build_and_install
+start_moto
+# The target ends when its stdin closes: a FIFO this script holds open.
+mkfifo "$work/target.in"
+node "$src/bench/services/fast_target.js" --delay-ms "$DELAY_MS" \
+	>"$work/target.port" 2>"$work/target.log" <"$work/target.in" &
+service_pids+=($!)
+exec 9>"$work/target.in"
+for _ in $(seq 1 50); do [ -s "$work/target.port" ] && break; sleep 0.1; done
+target="http://127.0.0.1:$(head -n 1 "$work/target.port")"
+export AWS_ENDPOINT_URL_LAMBDA="$target"
+start_cluster bench "fsync = off
+max_files_per_process = $((CONCURRENCY * 3 + 1000))"
+. "$src/bench/common.sh"
+
+bench_setup
+sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $ROWS) g)
+          TO 's3://bench/littles-law.csv' WITH (FORMAT csv, HEADER)"
+
+# The worker's CPU time so far, in clock ticks.
+worker_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for _ in $(seq 1 100); do
+	pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
+	[ -n "$pid" ] && break
+	sleep 0.1
+done
+
+printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec ms mean   exec ms p99   max in flight   worker CPU us/row\n'
+for _ in $(seq 1 "$RUNS"); do
+	curl -s -X POST "$target/_reset" >/dev/null
+	ticks=$(worker_ticks "$pid")
+	id=$(sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/littles-law.csv\",
+		\"target\": {\"type\": \"tool\", \"name\": \"echo\"},
+		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"}},
+		\"output_mapping\": {\"columns\": [{\"name\": \"echoed\", \"source\": \"\$.key\"}]},
+		\"execution_config\": {\"max_concurrency\": $CONCURRENCY}}')")
+	state=$(sql -c "SELECT batchproc_wait($id, '1 hour')")
+	[ "$state" = succeeded ] || { echo "batch $id ended $state" >&2; exit 1; }
+	ticks=$(($(worker_ticks "$pid") - ticks))
+	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS' AND echoed = key")
+	[ "$ok" = "$ROWS" ] || { echo "batch $id: $ok of $ROWS rows right" >&2; exit 1; }
+	IFS='|' read -r seconds mean p99 < <(sql -c "
+		SELECT extract(epoch FROM b.finished_at - b.started_at),
+		       avg(r._execution_time_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY r._execution_time_ms)
+		  FROM batchproc.batches b, batchproc_data.batch_$id r
+		 WHERE b.id = $id GROUP BY b.finished_at, b.started_at")
+	inflight=$(curl -s "$target/_stats" | sed -n 's/.*"max_in_flight":\([0-9]*\).*/\1/p')
+	awk -v r="$ROWS" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v m="$mean" -v p="$p99" -v f="$inflight" \
+		-v t="$ticks" -v hz="$(getconf CLK_TCK)" \
+		'BEGIN {
+			if (d > 0) { bound = c * 1000 / d; b = sprintf("%8.0f %6.1f%%", bound, 100 * r / s / bound) }
+			else b = sprintf("%8s %7s", "-", "-")
+			printf "%-8d %-12d %-4d ms %8.2f %8.0f %s %14.1f %13.1f   %-15d %.0f\n", r, c, d, s, r / s, b, m, p, f, t * 1e6 / hz / r
+		}'
+done
