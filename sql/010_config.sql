@@ -14,7 +14,7 @@ SELECT jsonb_pretty(batchproc.validate_config(:'base'));
 \pset format aligned
 \pset tuples_only off
 
--- The seed's examples, and a config that uses every feature.
+-- The Batch Processor Tool specification's examples, and a config that uses every feature.
 CREATE TEMP TABLE configs (name text PRIMARY KEY, config jsonb NOT NULL);
 INSERT INTO configs VALUES
 ('example 1: ticket classification', '{

@@ -12,7 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
-  submit_batch wait_for_batch call_name call_prefix seed_example3 seed_example3_results_ok);
+  submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
 sub moto_url
 {
@@ -108,9 +108,9 @@ sub call_name
 	return call_prefix($node, $id, $db) . "$row-$attempt";
 }
 
-# The seed's Example 3 (data enrichment), its CSV put in $bucket: the
-# seed's config as written, with that CSV and an output_s3_uri.
-sub seed_example3
+# The specification's Example 3 (data enrichment), its CSV put in $bucket: the
+# specification's config as written, with that CSV and an output_s3_uri.
+sub spec_example3
 {
 	my ($bucket) = @_;
 	put_object($bucket, 'companies.csv', "company_name,website\nAcme Corp,acme.com\nTechStart,techstart.io\n");
@@ -135,11 +135,11 @@ sub seed_example3
 }), $bucket, $bucket);
 }
 
-# Check what a user sees of batch $id, seed_example3 run by a test agent
+# Check what a user sees of batch $id, spec_example3 run by a test agent
 # that enriches as agents.py's company_enrichment_agent does: its state,
 # its results table and its export, row by row.  $execution_id->($row) is
 # a regex of the row's _execution_id.
-sub seed_example3_results_ok
+sub spec_example3_results_ok
 {
 	my ($node, $id, $bucket, $execution_id) = @_;
 	my $sql = sub { $node->safe_psql('postgres', $_[0]) };

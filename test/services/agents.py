@@ -14,15 +14,16 @@ NAME=ARN line for each, e.g.
 
     ticket_classifier_agent=arn:aws:states:us-east-1:123456789012:stateMachine:ticket_classifier_agent
 
-Every machine answers in the agent contract of the seed,
-{"result": "Success", "data": {...}, "metadata": {...}}, built from
+Every machine answers in the agent contract of the Batch Processor Tool's
+specification, {"result": "Success", "data": {...}, "metadata": {...}},
+built from
 Pass/Choice/Wait/Succeed/Fail states only (moto 5.2.1 runs definitions
 through its ASL interpreter; it cannot call Lambda or other services from
 a Task).  They expect the batch processor's input,
 {"batchContext": {"executionId", "rowId", "totalRows"}, "input": {...}};
 batchContext may be missing (metadata then shows {}).
 
-- ticket_classifier_agent (seed Example 1): input.ticketText must be a
+- ticket_classifier_agent (the specification's Example 1): input.ticketText must be a
   string (else it fails with Error "InvalidInput").  "*login*", "*Login*",
   "*password*", "*Password*" -> Authentication / High / "Please reset your
   password..."; "*Billing*", "*billing*", "*invoice*", "*Invoice*" ->
@@ -30,7 +31,7 @@ batchContext may be missing (metadata then shows {}).
   General / Low / "Thank you for contacting us...".  metadata carries the
   agent name, the matched rule, a confidence (0.95 / 0.9 / 0.5), the
   batchContext and input.customerEmail (null when absent).
-- company_enrichment_agent (seed Example 3): input.name and input.domain
+- company_enrichment_agent (the specification's Example 3): input.name and input.domain
   must be strings (else Error "InvalidInput").  By the domain's ending:
   "*.io" -> Technology, 45 employees, "$5M"; "*.com" -> Manufacturing,
   1200, "$250M"; else Services, 10, "$1M".  description is

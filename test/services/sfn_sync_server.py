@@ -43,7 +43,7 @@ Express machines, by NAME:
   like express_echo.  fail_times may be a number or a string of digits.
 - express_raw: SUCCEEDED, output the whole execution input, no envelope.
 - express_company_enrichment: answers as agents.py's
-  company_enrichment_agent (seed Example 3) does: FAILED (error
+  company_enrichment_agent (the specification's Example 3) does: FAILED (error
   "InvalidInput") unless input.name and input.domain are strings, else
   SUCCEEDED with data {"enrichment": {"industry", "employees", "revenue",
   "description"}, "social": {"linkedin"}} computed by lambda_server.py's

@@ -1,4 +1,4 @@
-# Batches end to end: the seed's three examples, the CSV import's
+# Batches end to end: the Batch Processor Tool specification's three examples, the CSV import's
 # variations, retries, timeouts, dead letters, continue_on_error, cancel,
 # redrive, the concurrency cap, progress and NOTIFY.
 use strict;

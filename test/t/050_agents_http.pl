@@ -1,4 +1,4 @@
-# Agents and http targets: the seed's Example 3 on its real state machine,
+# Agents and http targets: the specification's Example 3 on its real state machine,
 # failed and timed-out executions (and the stopping of executions on
 # timeout and cancel), targets given by ARN, results without a data
 # wrapper, the registry's type check, http targets and their allow-list,
@@ -89,13 +89,13 @@ sub final_status
 put_csv('one.csv', "word\nhello\n");
 put_csv('words.csv', "word,n\nalpha,1\nbeta,2\n");
 
-# --- The seed's Example 3 (data enrichment), its config as the seed
-# writes it, on company_enrichment_agent: a state machine that moto runs
+# --- The specification's Example 3 (data enrichment), its config as the
+# specification writes it, on company_enrichment_agent: a state machine that moto runs
 # (030 runs the example as a tool, through the Lambda stand-in).
 sql(qq{INSERT INTO batchproc.targets (name, type, arn)
 	VALUES ('company_enrichment_agent', 'agent', '$ENV{BATCHPROC_AGENT_company_enrichment_agent}')});
-my $id = submit(seed_example3($bucket));
-seed_example3_results_ok($node, $id, $bucket,
+my $id = submit(spec_example3($bucket));
+spec_example3_results_ok($node, $id, $bucket,
 	sub { qr/arn:aws:states:us-east-1:\d+:execution:company_enrichment_agent:\Q${\ call($id, $_[0], 1)}\E/ });
 my $runs = executions('company_enrichment_agent', $id);
 is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),

@@ -3,7 +3,7 @@
 # StartSyncExecution, so this node's Step Functions endpoint is our
 # stand-in (test/services/sfn_sync_server.py), which checks SigV4 with
 # service "states"; S3 still goes to moto.  Covered: outputs read from the
-# agent's data, the seed's Example 3, execution names, no
+# agent's data, the specification's Example 3, execution names, no
 # DescribeExecution, failed executions retried up to max_attempts and
 # dead-lettered, a flaky agent succeeding on a later attempt, and a state
 # machine that does not exist.
@@ -114,12 +114,12 @@ is(counts($stats->{by_machine}), 'express_echo=2', 'on the registered state mach
 is(counts($stats->{content_types}), 'application/x-amz-json-1.0=2', 'as application/x-amz-json-1.0');
 is($stats->{auth_failures}, 0, 'every call was signed for "states" with the test key');
 
-# --- The seed's Example 3, its config as the seed writes it, on an express
+# --- The specification's Example 3, its config as the specification writes it, on an express
 # machine that enriches as company_enrichment_agent does: the same results
 # as 050 gets from moto, through one StartSyncExecution per row.
 reset_stats();
-$id = submit(seed_example3($bucket));
-seed_example3_results_ok($node, $id, $bucket,
+$id = submit(spec_example3($bucket));
+spec_example3_results_ok($node, $id, $bucket,
 	sub { qr/arn:aws:states:us-east-1:123456789012:express:express_company_enrichment:\Q${\ call($id, $_[0], 1)}\E:[0-9a-f-]{36}/ });
 $stats = stats();
 is(join(',', sort @{ $stats->{names} }), join(',', call($id, 1, 1), call($id, 2, 1)),
