@@ -16,8 +16,7 @@ NAME=ARN line for each, e.g.
 
 Every machine answers in the agent contract of the Batch Processor Tool's
 specification, {"result": "Success", "data": {...}, "metadata": {...}},
-built from
-Pass/Choice/Wait/Succeed/Fail states only (moto 5.2.1 runs definitions
+built from Pass/Choice/Wait/Succeed/Fail states only (moto 5.2.1 runs definitions
 through its ASL interpreter; it cannot call Lambda or other services from
 a Task).  They expect the batch processor's input,
 {"batchContext": {"executionId", "rowId", "totalRows"}, "input": {...}};
