@@ -19,13 +19,14 @@ bench_setup() {
 }
 
 # start_fast_target NAME DELAY_MS: bench/services/fast_target.js answering
-# after DELAY_MS; sets target_url.  It ends when its stdin closes, so its
+# after DELAY_MS; sets target_url and target_pid.  It ends when its stdin closes, so its
 # stdin is a FIFO it holds open itself; the harness stops it by pid.
 start_fast_target() {
 	mkfifo "$work/$1.stdin"
 	node "$src/bench/services/fast_target.js" --delay-ms "$2" \
 		<>"$work/$1.stdin" >"$work/$1.port" 2>"$work/$1.log" &
-	service_pids+=($!)
+	target_pid=$!
+	service_pids+=("$target_pid")
 	for _ in $(seq 1 50); do [ -s "$work/$1.port" ] && break; sleep 0.1; done
 	target_url="http://127.0.0.1:$(head -n 1 "$work/$1.port")"
 	wait_http "$target_url/_stats"
