@@ -61,3 +61,7 @@ check_fast_batch() {
 worker_pid() {
 	sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = current_database()"
 }
+
+# The machine's load, printed with the figures: on a shared 2-core machine
+# other work moves them, and only ratios within one run compare.
+print_load() { echo "load: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }

@@ -34,6 +34,7 @@ export AWS_ENDPOINT_URL_LAMBDA=$target_url
 start_cluster bench "fsync = off"
 bench_setup
 
+print_load start
 id=$(submit_fast_batch "$ROWS" "$CONCURRENCY")
 pid=
 for _ in $(seq 1 200); do
@@ -53,6 +54,7 @@ target_after=$(cpu_ticks "$target_pid")
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 
+print_load end
 seconds=$(sql -c "SELECT extract(epoch FROM finished_at - submitted_at) FROM batchproc.batches WHERE id = $id")
 hz=$(getconf CLK_TCK)
 us_per_row=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v r="$ROWS" 'BEGIN { print t / hz * 1e6 / r }')

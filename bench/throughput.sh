@@ -150,6 +150,7 @@ report_batchproc() {
 		'BEGIN { printf "batchproc %s: per row %.0f WAL bytes, %.2f updates (%.2f HOT), %.2f dead tuples\n", l, w / r, u / r, h / r, d / r }'
 }
 
+print_load start
 for mode in $MODES; do
 	case $mode in
 	zero)
@@ -200,3 +201,4 @@ for mode in $MODES; do
 		;;
 	esac
 done
+print_load end
