@@ -139,7 +139,7 @@ pg_net_run() {
 	echo "$out"
 }
 
-# report LABEL ROWS RESULT-OF-batchproc_run [LITTLE_CONCURRENCY LATENCY_MS]
+# report_batchproc LABEL ROWS RESULT: batchproc_run's RESULT, one line a figure.
 report_batchproc() {
 	local label=$1 rows=$2
 	read -r seconds mean p99 wal upd hot dead <<<"$3"
