@@ -1,5 +1,5 @@
 # bench/common.sh: what the benchmarks share, sourced after test/harness.sh
-# once their cluster runs.
+# (sql and what uses it need the cluster running).
 
 sql() { as_tester psql -X -q -At -h "$cluster_host" -p "$cluster_port" -d postgres "$@"; }
 
@@ -17,3 +17,51 @@ bench_setup() {
 			  FROM generate_series(1, $1) g"
 	fi
 }
+
+# start_fast_target NAME DELAY_MS: bench/services/fast_target.js answering
+# after DELAY_MS; sets target_url and target_pid.  It ends when its stdin closes, so its
+# stdin is a FIFO it holds open itself; the harness stops it by pid.
+start_fast_target() {
+	mkfifo "$work/$1.stdin"
+	node "$src/bench/services/fast_target.js" --delay-ms "$2" \
+		<>"$work/$1.stdin" >"$work/$1.port" 2>"$work/$1.log" &
+	target_pid=$!
+	service_pids+=("$target_pid")
+	for _ in $(seq 1 50); do [ -s "$work/$1.port" ] && break; sleep 0.1; done
+	target_url="http://127.0.0.1:$(head -n 1 "$work/$1.port")"
+	wait_http "$target_url/_stats"
+}
+
+target_calls() { curl -s "$1/_stats" | sed -n 's/.*"calls":\([0-9]*\).*/\1/p'; }
+reset_target() { curl -s -X POST "$1/_reset" >/dev/null; }
+
+# submit_fast_batch ROWS CONCURRENCY: a CSV of ROWS keys in the bucket, and
+# a batch sending each to the `tool` "fast" (the Lambda endpoint in force,
+# a fast_target.js) at max_concurrency CONCURRENCY; prints the batch id.
+submit_fast_batch() {
+	sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $1) g)
+	          TO 's3://bench/rows-$1.csv' WITH (FORMAT csv, HEADER)"
+	sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/rows-$1.csv\",
+		\"target\": {\"type\": \"tool\", \"name\": \"fast\"},
+		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"}},
+		\"output_mapping\": {\"columns\": [{\"name\": \"echoed\", \"source\": \"\$.key\"}]},
+		\"execution_config\": {\"max_concurrency\": $2}}')"
+}
+
+# check_fast_batch ID ROWS: fails unless the batch succeeded with every row
+# echoed back.
+check_fast_batch() {
+	local state ok
+	state=$(sql -c "SELECT batchproc_wait($1, '1 hour')")
+	[ "$state" = succeeded ] || { echo "batch $1 ended $state" >&2; exit 1; }
+	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$1 WHERE _status = 'SUCCESS' AND echoed = key")
+	[ "$ok" = "$2" ] || { echo "batch $1: $ok of $2 rows right" >&2; exit 1; }
+}
+
+worker_pid() {
+	sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = current_database()"
+}
+
+# The machine's load, printed with the figures: on a shared 2-core machine
+# other work moves them, and only ratios within one run compare.
+print_load() { echo "load: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }
