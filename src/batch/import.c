@@ -406,6 +406,16 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	appendStringInfo(&sql, "ALTER TABLE %s ADD PRIMARY KEY (_row_id)", qualified_table);
 	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
 
+	/*
+	 * Statistics now, not when autovacuum comes by: without them the
+	 * planner expects a few hundred pending rows and reads them with a
+	 * bitmap scan and a sort of every row still pending, at each refill of
+	 * the dispatch queue, which grows with the square of the batch.
+	 */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "ANALYZE %s", qualified_table);
+	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+
 	result.rows = st->rows;
 	result.columns = st->header;
 	return result;
