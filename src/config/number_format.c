@@ -46,8 +46,19 @@ batchproc_check_number_format(const char *fmt)
 			continue;
 		}
 		p++;
+
+		/*
+		 * "#" (a decimal point even with no digits after it) and " " (a
+		 * blank where a plus sign would go) pass snprintf but print nothing
+		 * of the number: refused, with the flags that are allowed named.
+		 */
 		while (*p && strchr("-+ #0", *p))
+		{
+			if (!strchr("-+0", *p))
+				return psprintf("The flag \"%c\" in \"%.*s\" is not allowed; the flags are \"-\", \"+\" and \"0\"",
+								*p, (int) (p - start) + 1, start);
 			p++;
+		}
 		for (digits = 0; isdigit((unsigned char) *p); digits++)
 			p++;
 		if (digits > 2)
