@@ -48,9 +48,9 @@ batchproc_check_number_format(const char *fmt)
 		p++;
 
 		/*
-		 * "#" (a decimal point even with no digits after it) and " " (a
-		 * blank where a plus sign would go) pass snprintf but print nothing
-		 * of the number: refused, with the flags that are allowed named.
+		 * "#" and " " are printf flags, but PostgreSQL's own snprintf
+		 * (src/port/snprintf.c) does not know them and prints nothing for
+		 * the whole format: refused, naming the flags that work.
 		 */
 		while (*p && strchr("-+ #0", *p))
 		{

@@ -144,8 +144,22 @@ is($rows->[0], 'SUCCESS', 'a payload a few hundred bytes under the limit is sent
 like($rows->[1], qr/^FAILED: $named at column "v"$/,
 	'a payload just over the limit fails, naming the column');
 
+# --- Many rows, each multiplied to just under the limit: 200 x 5 kB.  Rows
+# are read ahead of their calls (100 at a time); were their payloads built
+# as they are read, the worker would hold 100 MB for a batch with one call
+# in flight.
+put_object('limits', 'many.csv', "small\n" . join('', map { ('m' x 5000) . "\n" } 1 .. 100));
+$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/many.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"prompt": {"type": "template",
+		"config": {"template": "$template", "variables": {"b": "small"}}}}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the batch of many rows near the limit ends');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE _status = 'SUCCESS') || '/' || count(*) FROM batchproc_data.batch_$id"),
+	'100/100', 'each of its rows, 1 MB once its template is rendered, is sent');
+
 # Each row's payload was stopped at the limit, so the worker's peak grew by
-# a few payloads at most.  Rendered whole, the template alone would have
+# a few payloads at most, and rows read ahead hold none.  Rendered whole, the template alone would have
 # taken 120 MB twice over (the text, then its JSON), the concat and the
 # static value more than the limit each: the bound is generous and a
 # regression passes it by far.  Figures go to the log.
