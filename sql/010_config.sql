@@ -277,6 +277,14 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "%.100f"}]}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "%*f"}]}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "%lf"}]}}');
+-- Flags that snprintf takes but that print nothing of the number are refused;
+-- "-", "+" and "0" are kept.
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "%#.0f"}]}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "% .2f"}]}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "total: %0# 8.2f"}]}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"columns": [{"name": "a", "source": "$.a", "type": "number", "format": "%-+08.2f"}]}}') -> 'output_mapping' -> 'columns' -> 0 ->> 'format';
+SELECT batchproc.format_number(2, '%#g');
+SELECT batchproc.format_number(2, '% f');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"include_original": "yes"}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_mapping": {"add_metadata": 0}}');
 SELECT batchproc.validate_config(:'base'::jsonb || jsonb_build_object('output_mapping', jsonb_build_object('columns',
@@ -292,7 +300,22 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_c
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 2.5}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": "5"}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 1e100}}');
-SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 10000.000}}') -> 'execution_config' -> 'max_concurrency';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 8000.000}}') -> 'execution_config' -> 'max_concurrency';
+-- max_concurrency payloads of the target's limit must fit the worker's
+-- budget (2048 MB by default): 256 kB each for an agent, 6 MB for a tool or
+-- an http target, or batchproc.max_payload_bytes when that is lower.
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 8193}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t"}, "execution_config": {"max_concurrency": 341}}') -> 'execution_config' -> 'max_concurrency';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t"}, "execution_config": {"max_concurrency": 342}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "http", "name": "h"}, "execution_config": {"max_concurrency": 10000}}');
+SET batchproc.max_payload_bytes = '64MB';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "http", "name": "h"}, "execution_config": {"max_concurrency": 32}}') -> 'execution_config' -> 'max_concurrency';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "http", "name": "h"}, "execution_config": {"max_concurrency": 33}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t"}, "execution_config": {"max_concurrency": 342}}');
+SET batchproc.max_payload_bytes = '1MB';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t"}, "execution_config": {"max_concurrency": 2048}}') -> 'execution_config' -> 'max_concurrency';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t"}, "execution_config": {"max_concurrency": 2049}}');
+RESET batchproc.max_payload_bytes;
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 0}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 86401}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"retry_policy": 3}}');

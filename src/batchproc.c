@@ -26,6 +26,7 @@
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "batchproc.h"
+#include "config/config.h"
 
 PG_MODULE_MAGIC;
 
@@ -84,6 +85,32 @@ _PG_init(void)
 							1000, 1, 100000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	/*
+	 * A payload is built whole in the worker's memory, so its size decides
+	 * what a row may cost there: superuser-only, as users write the configs
+	 * that could grow it.  The default is Lambda's synchronous limit.
+	 */
+	DefineCustomIntVariable("batchproc.max_payload_bytes",
+							"Sets the largest request payload a row may send to its target.",
+							"A row whose payload would grow past it fails, naming the limit; "
+							"agents are held to Step Functions' own 256kB limit on an "
+							"execution's input.",
+							&batchproc_max_payload_bytes,
+							BATCHPROC_DEFAULT_MAX_PAYLOAD_BYTES, 1024, 512 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.worker_memory_budget",
+							"Sets the memory a batch's payloads in flight may take in the worker.",
+							"A batch is refused at submit when max_concurrency times its payload "
+							"limit exceeds it.",
+							&batchproc_worker_memory_budget,
+							2048, 1, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_MB,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batchproc");

@@ -28,6 +28,25 @@
 #include "soft.h"
 
 /*
+ * An answer cut off at BATCHPROC_TARGET_BODY_LIMIT (the transport stops
+ * reading there) fails its call with an error naming the limit: read as it
+ * stands it would only be invalid JSON.  Not retried: the target would
+ * answer as much again.  True when resp was cut off.
+ */
+bool
+batchproc_answer_too_large(BatchprocHttpResponse *resp, const char *what,
+						   BatchprocCallOutcome *out)
+{
+	if (!resp->body_truncated)
+		return false;
+	out->status = BATCHPROC_CALL_FAILED;
+	out->error = psprintf("%s answered more than %d bytes, batchproc's limit on an answer (%d MB)",
+						  what, BATCHPROC_TARGET_BODY_LIMIT,
+						  BATCHPROC_TARGET_BODY_LIMIT / (1024 * 1024));
+	return true;
+}
+
+/*
  * Classify a failed HTTP answer of an AWS service or an HTTP target.  The
  * error names the status, the service's error type and its message.
  */

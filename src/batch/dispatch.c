@@ -92,8 +92,9 @@ typedef struct QueuedRow
 {
 	int64		row_id;
 	int			attempts;		/* already recorded in the table */
-	char	   *input;			/* the input object, or NULL on error */
-	char	   *error;
+	char	  **values;			/* the row's CSV values, NULL for null: its
+								 * input is built only when it starts, so
+								 * that the rows read ahead hold no payload */
 } QueuedRow;
 
 typedef struct Slot
@@ -257,14 +258,14 @@ refill_queue(Dispatch *d)
 		QueuedRow  *q = &d->queue[d->queue_len++];
 
 		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &nelems);
+
+		old = MemoryContextSwitchTo(d->queue_cxt);
 		values = palloc(sizeof(char *) * nelems);
 		for (int k = 0; k < nelems; k++)
 			values[k] = elem_nulls[k] ? NULL : TextDatumGetCString(elems[k]);
-
-		old = MemoryContextSwitchTo(d->queue_cxt);
 		q->row_id = row_id;
 		q->attempts = attempts;
-		q->input = batchproc_row_input(d->batch, d->batch->columns, values, &q->error);
+		q->values = values;
 		MemoryContextSwitchTo(old);
 
 		if (attempts == 0)
@@ -621,6 +622,7 @@ static void
 start_row(Dispatch *d, Slot *s, QueuedRow *q)
 {
 	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	char	   *error;
 
 	s->busy = true;
 	d->nbusy++;
@@ -628,15 +630,15 @@ start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	/* A row tried before a crash goes on under the same call name. */
 	s->attempt = Max(q->attempts, 1);
 	s->tries = 1;
-	s->input = q->input ? pstrdup(q->input) : NULL;
+	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = POLL_FIRST_MS;
 	s->execution_arn = NULL;
 	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
 	MemoryContextSwitchTo(old);
 
-	if (q->input == NULL)
-		finish_row(d, s, "FAILED", q->error, NULL);
+	if (s->input == NULL)
+		finish_row(d, s, "FAILED", error, NULL);
 	else
 		send_call(d, s);
 }

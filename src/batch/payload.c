@@ -11,6 +11,12 @@
  * of that name; "{{" and "}}" are literal braces) and jsonpath (a column holding JSON, and a path into it,
  * evaluated by PostgreSQL's jsonpath).
  *
+ * The input is built no larger than the target's payload limit (less its
+ * envelope): every piece is measured before it is appended, and a row
+ * whose payload would pass the limit fails with an error naming it, so
+ * that a row costs the worker at most the limit however its config
+ * multiplies its columns.
+ *
  * Envelopes, as the Batch Processor Tool's specification gives them:
  *   tool:  {"name": <tool>, "input": {...}, "id": <call name>}
  *   agent and http:
@@ -34,6 +40,70 @@
 #include "batch/targets.h"
 #include "soft.h"
 
+/*
+ * The input object under construction: a buffer that refuses to grow past
+ * its limit.  Each piece is measured, as it will be written, before it is
+ * appended, so that a row whose payload would pass the limit fails having
+ * allocated no more than the limit, whatever a template or a concat would
+ * have made of it.
+ */
+typedef struct Bounded
+{
+	StringInfoData buf;
+	int			limit;
+} Bounded;
+
+/* The bytes b may still take. */
+static int
+room(const Bounded *b)
+{
+	return Max(b->limit - b->buf.len, 0);
+}
+
+static bool
+fits(const Bounded *b, size_t n)
+{
+	return n <= (size_t) room(b);
+}
+
+static bool
+put(Bounded *b, const char *s)
+{
+	size_t		n = strlen(s);
+
+	if (!fits(b, n))
+		return false;
+	appendBinaryStringInfo(&b->buf, s, n);
+	return true;
+}
+
+/* The length of s as escape_json() writes it, quotes included. */
+static size_t
+json_escaped_len(const char *s)
+{
+	size_t		n = 2;
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if (strchr("\b\f\n\r\t\"\\", *p))
+			n += 2;
+		else if (*p < ' ')
+			n += 6;				/* \u00XX */
+		else
+			n++;
+	}
+	return n;
+}
+
+static bool
+put_json(Bounded *b, const char *s)
+{
+	if (!fits(b, json_escaped_len(s)))
+		return false;
+	escape_json(&b->buf, s);
+	return true;
+}
+
 static const char *
 column_value(List *colnames, char **values, const char *column)
 {
@@ -49,9 +119,13 @@ column_value(List *colnames, char **values, const char *column)
 	return NULL;
 }
 
-/* A template's text: the config compiler owns its syntax. */
-static void
-append_template(StringInfo out, const BatchprocInputField *f, List *colnames, char **values)
+/*
+ * A template's text, rendered onto text (the config compiler owns its
+ * syntax) no longer than limit bytes; false when it would be longer.
+ */
+static bool
+render_template(StringInfo text, const BatchprocInputField *f, List *colnames, char **values,
+				int limit)
 {
 	const char **vars = palloc(sizeof(char *) * Max(list_length(f->variable_columns), 1));
 	ListCell   *c;
@@ -63,7 +137,29 @@ append_template(StringInfo out, const BatchprocInputField *f, List *colnames, ch
 
 		vars[i++] = value ? value : "";
 	}
-	batchproc_config_render_template(out, f, vars);
+	return batchproc_config_render_template(text, f, vars, limit);
+}
+
+/* A concat's text onto joined, no longer than limit bytes. */
+static bool
+render_concat(StringInfo joined, const BatchprocInputField *f, List *colnames, char **values,
+			  int limit)
+{
+	ListCell   *c;
+
+	foreach(c, f->columns)
+	{
+		const char *value = column_value(colnames, values, lfirst(c));
+		size_t		sep = (c != list_head(f->columns) && f->separator) ? strlen(f->separator) : 0;
+		size_t		n = strlen(value);
+
+		if (sep + n > (size_t) (limit - joined->len))
+			return false;
+		if (sep > 0)
+			appendBinaryStringInfo(joined, f->separator, sep);
+		appendBinaryStringInfo(joined, value, n);
+	}
+	return true;
 }
 
 /*
@@ -92,18 +188,81 @@ jsonpath_value(const BatchprocInputField *f, const char *text, char **error)
 	return found ? JsonbToCString(NULL, &found->root, VARSIZE(found)) : pstrdup("null");
 }
 
+/* One input field's value, appended to b; false when it does not fit. */
+static bool
+put_field(Bounded *b, const BatchprocInputField *f, List *colnames, char **values,
+		  char **error)
+{
+	StringInfoData text;
+
+	switch (f->kind)
+	{
+		case BATCHPROC_INPUT_COLUMN:
+			return put_json(b, column_value(colnames, values, f->column));
+		case BATCHPROC_INPUT_STATIC:
+			return put(b, JsonbToCString(NULL, &f->static_value->root,
+										 VARSIZE(f->static_value)));
+		case BATCHPROC_INPUT_TRANSFORM:
+			break;
+	}
+
+	/*
+	 * A transformation's text is held apart before it is escaped into the
+	 * input, so it too may take no more than the room left: escaping only
+	 * lengthens it.
+	 */
+	initStringInfo(&text);
+	switch (f->transform)
+	{
+		case BATCHPROC_TRANSFORM_CONCAT:
+			return render_concat(&text, f, colnames, values, room(b)) &&
+				put_json(b, text.data);
+		case BATCHPROC_TRANSFORM_TEMPLATE:
+			return render_template(&text, f, colnames, values, room(b)) &&
+				put_json(b, text.data);
+		case BATCHPROC_TRANSFORM_JSONPATH:
+			{
+				char	   *value = jsonpath_value(f, column_value(colnames, values, f->column),
+												   error);
+
+				return value != NULL && put(b, value);
+			}
+	}
+	return false;
+}
+
+/*
+ * The room a row's envelope takes around its input, at most: with the
+ * longest row id and attempt number a call name can hold.
+ */
+static int
+envelope_len(const BatchprocBatch *batch)
+{
+	char	   *call_name = batchproc_call_name(batch, PG_INT64_MIN, PG_INT32_MIN);
+
+	return strlen(batchproc_row_payload(batch, PG_INT64_MIN, "", call_name));
+}
+
+/*
+ * A row's input object, or NULL with *error: a jsonpath that fails, or a
+ * payload that would pass the target's limit (config.h), which the error
+ * names, with the field that would have passed it.
+ */
 char *
 batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 					char **error)
 {
 	const BatchprocConfig *config = batch->config;
-	StringInfoData out;
+	Bounded		b;
+	char	   *described;
 	ListCell   *lc;
 	bool		first = true;
+	const char *failed_at = NULL;
 
 	*error = NULL;
-	initStringInfo(&out);
-	appendStringInfoChar(&out, '{');
+	b.limit = batchproc_payload_limit(batch->target.type, &described) - envelope_len(batch);
+	initStringInfo(&b.buf);
+	appendStringInfoChar(&b.buf, '{');
 
 	if (config->pass_all_columns)
 	{
@@ -111,12 +270,14 @@ batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 
 		foreach(lc, colnames)
 		{
-			if (!first)
-				appendStringInfoString(&out, ", ");
+			if (!((first || put(&b, ", ")) &&
+				  put_json(&b, lfirst(lc)) && put(&b, ": ") &&
+				  put_json(&b, values[i] ? values[i] : "")))
+			{
+				failed_at = psprintf("column \"%s\"", (char *) lfirst(lc));
+				break;
+			}
 			first = false;
-			escape_json(&out, lfirst(lc));
-			appendStringInfoString(&out, ": ");
-			escape_json(&out, values[i] ? values[i] : "");
 			i++;
 		}
 	}
@@ -125,58 +286,27 @@ batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 	{
 		const BatchprocInputField *f = lfirst(lc);
 
-		if (!first)
-			appendStringInfoString(&out, ", ");
-		first = false;
-		escape_json(&out, f->field);
-		appendStringInfoString(&out, ": ");
-
-		switch (f->kind)
+		if (failed_at)
+			break;
+		if (!((first || put(&b, ", ")) &&
+			  put_json(&b, f->field) && put(&b, ": ") &&
+			  put_field(&b, f, colnames, values, error)))
 		{
-			case BATCHPROC_INPUT_COLUMN:
-				escape_json(&out, column_value(colnames, values, f->column));
-				break;
-			case BATCHPROC_INPUT_STATIC:
-				appendStringInfoString(&out, JsonbToCString(NULL, &f->static_value->root,
-															VARSIZE(f->static_value)));
-				break;
-			case BATCHPROC_INPUT_TRANSFORM:
-				if (f->transform == BATCHPROC_TRANSFORM_CONCAT)
-				{
-					StringInfoData joined;
-					ListCell   *c;
-
-					initStringInfo(&joined);
-					foreach(c, f->columns)
-					{
-						if (c != list_head(f->columns))
-							appendStringInfoString(&joined, f->separator ? f->separator : "");
-						appendStringInfoString(&joined, column_value(colnames, values, lfirst(c)));
-					}
-					escape_json(&out, joined.data);
-				}
-				else if (f->transform == BATCHPROC_TRANSFORM_TEMPLATE)
-				{
-					StringInfoData text;
-
-					initStringInfo(&text);
-					append_template(&text, f, colnames, values);
-					escape_json(&out, text.data);
-				}
-				else
-				{
-					char	   *value = jsonpath_value(f, column_value(colnames, values, f->column),
-													   error);
-
-					if (value == NULL)
-						return NULL;
-					appendStringInfoString(&out, value);
-				}
-				break;
+			if (*error)
+				return NULL;
+			failed_at = psprintf("input field \"%s\"", f->field);
 		}
+		first = false;
 	}
-	appendStringInfoChar(&out, '}');
-	return out.data;
+	if (failed_at == NULL && !put(&b, "}"))
+		failed_at = "the end of the input";
+
+	if (failed_at)
+	{
+		*error = psprintf("the request payload exceeds %s at %s", described, failed_at);
+		return NULL;
+	}
+	return b.buf.data;
 }
 
 char *

@@ -164,23 +164,38 @@ scalar_text(Jsonb *value, JsonbValue *scalar)
 }
 
 /*
- * Would numeric_in take this text?  Asked of numeric_in itself, so that
- * nothing it refuses (an exponent past 1000, say) reaches the group write,
- * where one bad value would fail every row of the group.
+ * Would numeric_in take this text, as a finite number?  Asked of
+ * numeric_in itself, so that nothing it refuses (an exponent past 1000,
+ * say) reaches the group write, where one bad value would fail every row
+ * of the group.  It takes "NaN" and "Infinity" too, which are no numbers a
+ * reader of the export could use: refused as well.
  */
+typedef struct NumericParse
+{
+	const char *text;
+	bool		finite;
+} NumericParse;
+
 static void
 parse_numeric(void *arg)
 {
-	(void) DirectFunctionCall3(numeric_in, CStringGetDatum((const char *) arg),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	NumericParse *np = arg;
+	Numeric		n = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(np->text),
+														ObjectIdGetDatum(InvalidOid),
+														Int32GetDatum(-1)));
+
+	np->finite = !numeric_is_nan(n) && !numeric_is_inf(n);
 }
 
 static bool
-numeric_ok(const char *text)
+numeric_ok(const char *text, bool *finite)
 {
+	NumericParse np = {text, false};
 	char	   *ignored;
+	bool		ok = batchproc_soft_call(parse_numeric, &np, &ignored);
 
-	return batchproc_soft_call(parse_numeric, (void *) text, &ignored);
+	*finite = np.finite;
+	return ok;
 }
 
 /*
@@ -228,17 +243,25 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 					JsonbToCString(NULL, &found->root, VARSIZE(found));
 				break;
 			case BATCHPROC_OUTPUT_NUMBER:
-				if (is_scalar && scalar.type == jbvNull)
-					values[i] = NULL;
-				else if (is_scalar &&
-						 (scalar.type == jbvNumeric || scalar.type == jbvString) &&
-						 numeric_ok(scalar_text(found, &scalar)))
-					values[i] = scalar_text(found, &scalar);
-				else
 				{
-					*error = psprintf("output column \"%s\": %s is not a number", col->name,
-									  JsonbToCString(NULL, &found->root, VARSIZE(found)));
-					return false;
+					bool		parsed = false;
+					bool		finite = false;
+
+					if (is_scalar && scalar.type == jbvNull)
+					{
+						values[i] = NULL;
+						break;
+					}
+					if (is_scalar && (scalar.type == jbvNumeric || scalar.type == jbvString))
+						parsed = numeric_ok(scalar_text(found, &scalar), &finite);
+					if (!parsed || !finite)
+					{
+						*error = psprintf("output column \"%s\": %s is not a %snumber", col->name,
+										  JsonbToCString(NULL, &found->root, VARSIZE(found)),
+										  parsed ? "finite " : "");
+						return false;
+					}
+					values[i] = scalar_text(found, &scalar);
 				}
 				break;
 		}

@@ -125,6 +125,8 @@ batchproc_agent_start_outcome(const BatchprocTarget *target, const char *call_na
 	Jsonb	   *answer;
 	char	   *parse_error;
 
+	if (batchproc_answer_too_large(resp, "Step Functions", out))
+		return;
 	if (!resp->transport_error && resp->status == 400 && resp->body &&
 		strstr(resp->body, "ExecutionAlreadyExists"))
 	{
@@ -184,6 +186,8 @@ batchproc_agent_describe_outcome(BatchprocHttpResponse *resp, BatchprocCallOutco
 	char	   *parse_error;
 
 	memset(out, 0, sizeof(*out));
+	if (batchproc_answer_too_large(resp, "Step Functions", out))
+		return;
 	if (resp->transport_error || resp->status < 200 || resp->status >= 300)
 	{
 		batchproc_classify_failure(resp, "Step Functions", out);

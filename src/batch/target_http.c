@@ -113,6 +113,8 @@ batchproc_http_target_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome 
 	Jsonb	   *answer;
 	char	   *parse_error;
 
+	if (batchproc_answer_too_large(resp, "the HTTP target", out))
+		return;
 	if (resp->transport_error || resp->status < 200 || resp->status >= 300)
 	{
 		batchproc_classify_failure(resp, "the HTTP target", out);

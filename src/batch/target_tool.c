@@ -41,6 +41,8 @@ batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out)
 	Jsonb	   *answer;
 	char	   *parse_error;
 
+	if (batchproc_answer_too_large(resp, "Lambda", out))
+		return;
 	if (resp->transport_error || resp->status < 200 || resp->status >= 300)
 	{
 		batchproc_classify_failure(resp, "Lambda", out);

@@ -17,6 +17,8 @@
 #define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)
 
 /* answer.c */
+extern bool batchproc_answer_too_large(BatchprocHttpResponse *resp, const char *what,
+									   BatchprocCallOutcome *out);
 extern void batchproc_classify_failure(BatchprocHttpResponse *resp, const char *what,
 									   BatchprocCallOutcome *out);
 extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,

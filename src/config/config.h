@@ -146,6 +146,19 @@ extern BatchprocConfig *batchproc_config_compile(Jsonb *normalised);
 extern List *batchproc_config_input_columns(const BatchprocConfig *config);
 
 /*
+ * validate.c: the size limits of payloads.  A row's request payload may
+ * hold batchproc.max_payload_bytes, or less where the target's service
+ * takes less; a batch's max_concurrency times that must fit
+ * batchproc.worker_memory_budget (in MB).  batchproc_payload_limit()
+ * returns a type's limit and, in *described, the limit named for a
+ * message.
+ */
+#define BATCHPROC_DEFAULT_MAX_PAYLOAD_BYTES (6 * 1024 * 1024)
+extern int	batchproc_max_payload_bytes;
+extern int	batchproc_worker_memory_budget;
+extern int	batchproc_payload_limit(BatchprocTargetType type, char **described);
+
+/*
  * number_format.c: NULL when fmt is one printf conversion for a double (as
  * "%.2f"), else a sentence saying what is wrong with it; and a value as a
  * format shows it (an ERROR for a format that check refuses).
@@ -159,11 +172,12 @@ extern char *batchproc_apply_number_format(Numeric value, const char *format);
  * template transformation rendered onto out: each "{name}" replaced by
  * values[i], the value of variable_columns[i], where variable_names[i] is
  * name (a NULL value counts as empty); "{{" and "}}" as single braces.
- * Rendering never throws but for out of memory.
+ * Rendering never throws but for out of memory, and stops, returning
+ * false, before out would grow past limit bytes.
  */
 extern List *batchproc_template_placeholders(const char *tmpl, const char *path);
-extern void batchproc_config_render_template(StringInfo out,
+extern bool batchproc_config_render_template(StringInfo out,
 											 const BatchprocInputField *field,
-											 const char *const *values);
+											 const char *const *values, int limit);
 
 #endif							/* BATCHPROC_CONFIG_H */

@@ -46,8 +46,19 @@ batchproc_check_number_format(const char *fmt)
 			continue;
 		}
 		p++;
+
+		/*
+		 * "#" and " " are printf flags, but PostgreSQL's own snprintf
+		 * (src/port/snprintf.c) does not know them and prints nothing for
+		 * the whole format: refused, naming the flags that work.
+		 */
 		while (*p && strchr("-+ #0", *p))
+		{
+			if (!strchr("-+0", *p))
+				return psprintf("The flag \"%c\" in \"%.*s\" is not allowed; the flags are \"-\", \"+\" and \"0\"",
+								*p, (int) (p - start) + 1, start);
 			p++;
+		}
 		for (digits = 0; isdigit((unsigned char) *p); digits++)
 			p++;
 		if (digits > 2)

@@ -82,12 +82,15 @@ batchproc_template_placeholders(const char *tmpl, const char *path)
 	return names;
 }
 /*
- * Render a template.  The template was checked at submit time, so this only has to be total: a placeholder
+ * Render a template onto out, which may not grow past limit bytes: each
+ * piece is measured before it is appended, so that a template repeating a
+ * large column never materialises past the limit.  False when it would.
+ * The template was checked at submit time, so this only has to be total: a placeholder
  * it cannot resolve renders empty, and an unpaired brace as itself.
  */
-void
+bool
 batchproc_config_render_template(StringInfo out, const BatchprocInputField *field,
-								 const char *const *values)
+								 const char *const *values, int limit)
 {
 	const char *p = field->template_text;
 
@@ -95,6 +98,8 @@ batchproc_config_render_template(StringInfo out, const BatchprocInputField *fiel
 	{
 		const char *close;
 
+		if (out->len + 1 > limit)
+			return false;
 		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}'))
 		{
 			appendStringInfoChar(out, *p);
@@ -114,7 +119,13 @@ batchproc_config_render_template(StringInfo out, const BatchprocInputField *fiel
 					const char *value = values[foreach_current_index(lc)];
 
 					if (value)
-						appendStringInfoString(out, value);
+					{
+						size_t		n = strlen(value);
+
+						if (n > (size_t) (limit - out->len))
+							return false;
+						appendBinaryStringInfo(out, value, n);
+					}
 					break;
 				}
 			}
@@ -123,4 +134,5 @@ batchproc_config_render_template(StringInfo out, const BatchprocInputField *fiel
 		else
 			appendStringInfoChar(out, *p++);
 	}
+	return true;
 }

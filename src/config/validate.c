@@ -857,6 +857,72 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 }
 
 
+/* ---------- payload limits and the worker's memory ---------- */
+
+int			batchproc_max_payload_bytes = BATCHPROC_DEFAULT_MAX_PAYLOAD_BYTES;
+int			batchproc_worker_memory_budget = 2048;
+
+/* What the services themselves take: a larger payload would be refused. */
+#define LAMBDA_PAYLOAD_LIMIT	(6 * 1024 * 1024)	/* a synchronous Invoke */
+#define SFN_INPUT_LIMIT			(256 * 1024)	/* an execution's input */
+
+int
+batchproc_payload_limit(BatchprocTargetType type, char **described)
+{
+	int			limit = batchproc_max_payload_bytes;
+
+	if (type == BATCHPROC_TARGET_AGENT && SFN_INPUT_LIMIT < limit)
+	{
+		*described = psprintf("%d bytes (Step Functions' limit on an execution's input)",
+							  SFN_INPUT_LIMIT);
+		return SFN_INPUT_LIMIT;
+	}
+	if (type == BATCHPROC_TARGET_TOOL && LAMBDA_PAYLOAD_LIMIT < limit)
+	{
+		*described = psprintf("%d bytes (Lambda's limit on a synchronous invocation's payload)",
+							  LAMBDA_PAYLOAD_LIMIT);
+		return LAMBDA_PAYLOAD_LIMIT;
+	}
+	*described = psprintf("batchproc.max_payload_bytes (%d bytes)", limit);
+	return limit;
+}
+
+/*
+ * Each call in flight may hold a payload of up to the limit in the worker,
+ * so max_concurrency of them must fit the worker's budget.  Runs after
+ * the whole config was found valid, so it reads what is known good.
+ */
+static void
+check_memory_budget(JsonbContainer *root)
+{
+	JsonbContainer *target = batchproc_cfg_get_object(root, "target", "target");
+	JsonbContainer *exec = batchproc_cfg_get_object(root, "execution_config", "execution_config");
+	JsonbValue *v = batchproc_cfg_get_key(exec, "max_concurrency");
+	BatchprocTargetType type;
+	int			max_concurrency;
+	char	   *described;
+	int64		limit;
+	int64		budget = (int64) batchproc_worker_memory_budget * 1024 * 1024;
+
+	if (!batchproc_target_type_from_name(batchproc_cfg_require_string(batchproc_cfg_get_key(target, "type"),
+																	   "target.type"),
+										 &type))
+		elog(ERROR, "target type checked above is unknown");
+	max_concurrency = v ? batchproc_cfg_require_int(v, "execution_config.max_concurrency", 1, 10000) : 1;
+	limit = batchproc_payload_limit(type, &described);
+	if (max_concurrency * limit > budget)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("execution_config.max_concurrency: %d calls in flight with payloads of up to %s would exceed batchproc.worker_memory_budget (%d MB)",
+						max_concurrency, described, batchproc_worker_memory_budget),
+				 errdetail("A payload is held in the worker's memory while its call is in flight."),
+				 budget >= limit ?
+				 errhint("Use a max_concurrency of at most " INT64_FORMAT ", or ask an administrator to lower batchproc.max_payload_bytes or raise batchproc.worker_memory_budget.",
+						 budget / limit) :
+				 errhint("Ask an administrator to lower batchproc.max_payload_bytes or raise batchproc.worker_memory_budget.")));
+}
+
+
 /* ---------- the entry points ---------- */
 
 /*
@@ -899,6 +965,7 @@ batchproc_config_validate(Jsonb *config)
 	validate_input_mapping(root, &st);
 	validate_output_mapping(root, &st);
 	validate_execution_config(root, &st);
+	check_memory_budget(root);
 
 	result = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);

@@ -47,6 +47,9 @@ Built-in functions (by FunctionName; --alias NAME=FUNCTION adds names) answer
   and {"errorMessage": "fail_always was asked to fail", "errorType":
   "Error", "stackTrace": []}.
 - raw: answers the input object itself, with no tool_result wrapper.
+- sized: answers {"pad": "xx..."}, no wrapper, of exactly input.bytes bytes
+  (an integer or a string of digits, at least 11), to try a client's cap on
+  answers.
 
 An unknown function is 404 ResourceNotFoundException, {"Type": "User",
 "message": "Function not found: arn:aws:lambda:REGION:ACCOUNT:function:NAME"}.
@@ -579,12 +582,18 @@ def fn_raw(invocation):
     return invocation["input"]
 
 
+def fn_sized(invocation):
+    size = int(invocation["input"].get("bytes", 11))
+    return {"pad": "x" * max(size - len('{"pad": ""}'), 0)}
+
+
 FUNCTIONS = {
     "generate_description": fn_generate_description,
     "echo": fn_echo,
     "enrich_company": fn_enrich_company,
     "fail_always": fn_fail_always,
     "raw": fn_raw,
+    "sized": fn_sized,
 }
 
 # --- server ------------------------------------------------------------------

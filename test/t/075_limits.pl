@@ -1,0 +1,233 @@
+# Limits a user's config and a target's answers cannot get past, attacked
+# by an ordinary member of batchproc_user: payloads that a template, a
+# concat or a static value would multiply past batchproc.max_payload_bytes
+# fail their row, naming the limit, and are never built whole (the
+# worker's peak memory shows it); answers over the cap fail their row,
+# naming the cap, rather than as invalid JSON; NaN and Infinity never reach
+# a number column or its export.  Each batch, and another user's, carries
+# on.  Submit-time refusals (formats, the memory budget) are in
+# sql/010_config.sql.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use BatchprocTest;
+
+moto_url();
+my $services = $ENV{BATCHPROC_TEST_SERVICES};
+
+my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
+	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+
+# A limit of 1 MB keeps the files small; the attacks below would multiply
+# a row into hundreds of MB.
+my $limit = 1024 * 1024;
+my $node = batchproc_node('limits', conf => "batchproc.max_payload_bytes = $limit\n");
+aws_ok('s3api', 'create-bucket', '--bucket', 'limits');
+
+# The administrator registers the functions; alice and bob only use them.
+$node->safe_psql('postgres', q{
+	CREATE ROLE alice LOGIN;
+	CREATE ROLE bob LOGIN;
+	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO alice, bob;
+	INSERT INTO batchproc.targets (name, type, arn)
+	SELECT f, 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:' || f
+	  FROM unnest(ARRAY['echo', 'raw', 'sized']) f;
+});
+
+# What $user gets from $sql: its output, or its error if it fails.
+sub as
+{
+	my ($user, $sql) = @_;
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
+	return $ret == 0 ? $stdout : $stderr;
+}
+
+sub submit_as
+{
+	my ($user, $config) = @_;
+	my $id = as($user, "SELECT batchproc_submit('$config')");
+	die "$user could not submit: $id" unless $id =~ /^\d+$/;
+	return $id;
+}
+
+# Each row of a batch as status: error, in row order.
+sub rows_of
+{
+	my ($id) = @_;
+	return [ split /\n/, $node->safe_psql('postgres',
+		"SELECT _status || coalesce(': ' || _error_message, '') FROM batchproc_data.batch_$id ORDER BY _row_id") ];
+}
+
+# The worker's peak and current private memory, in kB, from /proc.
+sub worker_memory
+{
+	my $pid = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
+	my $status = slurp_file("/proc/$pid/status");
+	my ($hwm) = $status =~ /^VmHWM:\s+(\d+) kB/m;
+	my ($anon) = $status =~ /^RssAnon:\s+(\d+) kB/m;
+	return ($pid, $hwm, $anon);
+}
+
+# bob's batch runs beside every attack and must end untouched.
+put_object('limits', 'bob.csv', "name\n" . join('', map { "n$_\n" } 1 .. 20));
+my $bob = submit_as('bob', q({"csv_s3_uri": "s3://limits/bob.csv",
+	"target": {"type": "tool", "name": "echo"}}));
+
+# A first batch starts the worker, so that what follows is measured against
+# a worker that has already run one.
+put_object('limits', 'warm.csv', "v\nx\n");
+my $warm = submit_as('alice', q({"csv_s3_uri": "s3://limits/warm.csv",
+	"target": {"type": "tool", "name": "echo"}}));
+is(wait_for_batch($node, $warm), 'succeeded', 'a first batch runs');
+my ($pid, $hwm_before, $anon_before) = worker_memory();
+
+my $named = qr/the request payload exceeds batchproc\.max_payload_bytes \(1048576 bytes\)/;
+
+# --- A template repeating a large column: 200 x 600 kB = 120 MB a row,
+# were it rendered whole.  A small row of the same batch goes through.
+my $big = 'b' x (600 * 1024);
+put_object('limits', 'template.csv', "big\n$big\nsmall\n$big\n");
+my $template = '{b}' x 200;
+my $id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/template.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"prompt": {"type": "template",
+		"config": {"template": "$template", "variables": {"b": "big"}}}}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the template batch ends');
+my $rows = rows_of($id);
+like($rows->[0], qr/^FAILED: $named at input field "prompt"$/,
+	'a template multiplied past the limit fails its row, naming the limit and the field');
+is($rows->[1], 'SUCCESS', 'a small row of the same batch is sent');
+like($rows->[2], qr/^FAILED: $named/, 'and the next large one fails too');
+
+# --- A concat of many columns, none large alone: 12 x 100 kB.
+my @cols = map { "c$_" } 1 .. 12;
+my $wide = join(',', ('w' x (100 * 1024)) x 12);
+put_object('limits', 'concat.csv', join(',', @cols) . "\n" . join(',', ('s') x 12) . "\n$wide\n");
+my $columns = join(', ', map { "\"$_\"" } @cols);
+$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/concat.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"joined": {"type": "concat",
+		"config": {"columns": [$columns], "separator": "--"}}}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the concat batch ends');
+$rows = rows_of($id);
+is($rows->[0], 'SUCCESS', 'a concat of small columns is sent');
+like($rows->[1], qr/^FAILED: $named at input field "joined"$/,
+	'a concat of many columns past the limit fails its row');
+
+# --- A static value past the limit: every row would carry it.
+my $static = 's' x ($limit + 1);
+put_object('limits', 'static.csv', "v\n1\n2\n");
+$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/static.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"v": "v"}, "static_values": {"huge": "$static"}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the static value batch ends');
+$rows = rows_of($id);
+like($rows->[$_], qr/^FAILED: $named at input field "huge"$/,
+	"row @{[$_ + 1]} with a static value past the limit fails") for 0 .. 1;
+
+# --- Just under and just over: every column goes under its own name.  The
+# envelope ({"name", "input", "id"}) takes about 150 bytes of the limit.
+my $under = 'u' x ($limit - 400);
+my $over = 'o' x ($limit - 8);
+put_object('limits', 'edge.csv', "v\n$under\n$over\n");
+$id = submit_as('alice', q({"csv_s3_uri": "s3://limits/edge.csv",
+	"target": {"type": "tool", "name": "echo"}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the batch at the limit ends');
+$rows = rows_of($id);
+is($rows->[0], 'SUCCESS', 'a payload a few hundred bytes under the limit is sent whole');
+like($rows->[1], qr/^FAILED: $named at column "v"$/,
+	'a payload just over the limit fails, naming the column');
+
+# --- Many rows, each multiplied to just under the limit: 200 x 5 kB.  Rows
+# are read ahead of their calls (100 at a time); were their payloads built
+# as they are read, the worker would hold 100 MB for a batch with one call
+# in flight.
+put_object('limits', 'many.csv', "small\n" . join('', map { ('m' x 5000) . "\n" } 1 .. 100));
+$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/many.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"prompt": {"type": "template",
+		"config": {"template": "$template", "variables": {"b": "small"}}}}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the batch of many rows near the limit ends');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE _status = 'SUCCESS') || '/' || count(*) FROM batchproc_data.batch_$id"),
+	'100/100', 'each of its rows, 1 MB once its template is rendered, is sent');
+
+# Each row's payload was stopped at the limit, so the worker's peak grew by
+# a few payloads at most, and rows read ahead hold none.  Rendered whole, the template alone would have
+# taken 120 MB twice over (the text, then its JSON), the concat and the
+# static value more than the limit each: the bound is generous and a
+# regression passes it by far.  Figures go to the log.
+my ($pid_after, $hwm_after, $anon_after) = worker_memory();
+is($pid_after, $pid, 'the same worker ran every attack');
+diag("worker VmHWM ${hwm_before} kB -> ${hwm_after} kB, RssAnon ${anon_before} kB -> ${anon_after} kB");
+cmp_ok($hwm_after - $hwm_before, '<', 64 * 1024,
+	"the worker's peak memory grew by less than 64 MB");
+
+# --- Answers over the cap of 8 MB: one at the cap is read, one byte more
+# fails, as does a far larger one, naming the cap.
+put_object('limits', 'sized.csv', "bytes\n100\n8388608\n8388609\n30000000\n");
+$id = submit_as('alice', q({"csv_s3_uri": "s3://limits/sized.csv",
+	"target": {"type": "tool", "name": "sized"},
+	"input_mapping": {"column_mappings": {"bytes": "bytes"}},
+	"execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the batch of large answers ends');
+$rows = rows_of($id);
+is($rows->[0], 'SUCCESS', 'a small answer is read');
+is($rows->[1], 'SUCCESS', 'an answer of exactly the cap is read');
+my $cap = qr/^FAILED: Lambda answered more than 8388608 bytes, batchproc's limit on an answer \(8 MB\)$/;
+like($rows->[2], $cap, 'an answer one byte over the cap fails, naming the cap');
+like($rows->[3], $cap, 'so does a far larger one');
+is($node->safe_psql('postgres', "SELECT string_agg(_attempts::text, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+	'1,1,1,1', 'an answer over the cap is not asked for again');
+
+# --- NaN and Infinity from the target, for a number column: the row fails
+# with its value named, and the export shows no number for it.
+put_object('limits', 'nan.csv', "score\n1.5\nNaN\nInfinity\n-Infinity\nnan\ninf\n2e3\n");
+$id = submit_as('alice', q({"csv_s3_uri": "s3://limits/nan.csv",
+	"output_s3_uri": "s3://limits/nan.out.csv",
+	"target": {"type": "tool", "name": "raw"},
+	"input_mapping": {"column_mappings": {"score": "score"}},
+	"output_mapping": {"columns": [{"name": "score_out", "source": "$.score", "type": "number", "format": "%.1f"}],
+		"add_metadata": false}}));
+is(wait_for_batch($node, $id), 'succeeded', 'the batch with NaN answers ends');
+is_deeply(rows_of($id), [
+		'SUCCESS',
+		'FAILED: output column "score_out": "NaN" is not a finite number',
+		'FAILED: output column "score_out": "Infinity" is not a finite number',
+		'FAILED: output column "score_out": "-Infinity" is not a finite number',
+		'FAILED: output column "score_out": "nan" is not a finite number',
+		'FAILED: output column "score_out": "inf" is not a finite number',
+		'SUCCESS',
+	],
+	'NaN and infinities in any spelling fail their row; finite numbers pass');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(coalesce(score_out::text, 'null'), ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+	'1.5,null,null,null,null,null,2000', 'no NaN is stored in the number column');
+# The original column keeps what the CSV said; the number column is empty.
+is(get_object('limits', 'nan.out.csv'),
+	"score,score_out\n1.5,1.5\nNaN,\nInfinity,\n-Infinity,\nnan,\ninf,\n2e3,2000.0\n",
+	'the export shows no number for them, and the finite ones as formatted');
+
+# A format flag that prints nothing is refused to the user at submit.
+like(as('alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://limits/nan.csv",
+	"target": {"type": "tool", "name": "raw"},
+	"output_mapping": {"columns": [{"name": "s", "source": "$.s", "type": "number", "format": "% .2f"}]}}')}),
+	qr/ERROR:  output_mapping\.columns\[0\]\.format: .*\nDETAIL:  The flag " " in "% " is not allowed/,
+	'a format with the blank flag is refused at submit');
+
+# bob's batch went through untouched by all of it.
+is(wait_for_batch($node, $bob), 'succeeded', "bob's batch ends");
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE _status = 'SUCCESS') || '/' || count(*) FROM batchproc_data.batch_$bob"),
+	'20/20', "every row of bob's batch succeeded");
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND pid = $pid"),
+	'1', 'the worker is still running');
+
+done_testing();
