@@ -455,41 +455,102 @@ batchproc_sha256_hex(const void *data, size_t len, char *out)
 }
 
 /*
- * The signing key depends only on the secret, date, region and service, so
- * AWS could cache it; batchproc signs few enough requests that recomputing
- * it is simpler than keeping derived secrets in memory.  For the same reason
- * every intermediate key is wiped before returning.
+ * The signing key depends only on the secret, the date, the region and the
+ * service: four HMACs that a worker sending thousands of calls a second to
+ * two or three services would repeat for every one.  The last few keys are
+ * kept, each under the SHA-256 of its secret (never the secret itself), and
+ * a key is wiped when its slot is taken by another.
  */
+#define SIGNING_KEYS 4
+
+typedef struct SigningKey
+{
+	bool		valid;
+	unsigned char secret_hash[SHA256_LEN];
+	char		date[9];
+	char		region[32];
+	char		service[32];
+	unsigned char key[SHA256_LEN];
+} SigningKey;
+
+static SigningKey signing_keys[SIGNING_KEYS];
+static int	next_signing_key = 0;
+
+/* The signing key for these, from the cache or derived; false on failure. */
+static bool
+signing_key(const char *secret_access_key, const char *date, const char *region,
+			const char *service, unsigned char key[SHA256_LEN])
+{
+	unsigned char secret_hash[SHA256_LEN];
+	unsigned int hashlen = 0;
+	char	   *secret;
+	unsigned char k_date[SHA256_LEN];
+	unsigned char k_region[SHA256_LEN];
+	unsigned char k_service[SHA256_LEN];
+	bool		ok;
+	bool		cacheable = strlen(date) < sizeof(signing_keys[0].date) &&
+		strlen(region) < sizeof(signing_keys[0].region) &&
+		strlen(service) < sizeof(signing_keys[0].service);
+	SigningKey *slot;
+
+	if (EVP_Digest(secret_access_key, strlen(secret_access_key), secret_hash, &hashlen,
+				   EVP_sha256(), NULL) != 1 || hashlen != SHA256_LEN)
+		return false;
+	for (int i = 0; cacheable && i < SIGNING_KEYS; i++)
+	{
+		slot = &signing_keys[i];
+		if (slot->valid && memcmp(slot->secret_hash, secret_hash, SHA256_LEN) == 0 &&
+			strcmp(slot->date, date) == 0 && strcmp(slot->region, region) == 0 &&
+			strcmp(slot->service, service) == 0)
+		{
+			memcpy(key, slot->key, SHA256_LEN);
+			return true;
+		}
+	}
+
+	secret = psprintf("AWS4%s", secret_access_key);
+	ok = hmac_sha256(secret, strlen(secret), date, k_date) &&
+		hmac_sha256(k_date, SHA256_LEN, region, k_region) &&
+		hmac_sha256(k_region, SHA256_LEN, service, k_service) &&
+		hmac_sha256(k_service, SHA256_LEN, "aws4_request", key);
+	explicit_bzero(secret, strlen(secret));
+	pfree(secret);
+	explicit_bzero(k_date, sizeof(k_date));
+	explicit_bzero(k_region, sizeof(k_region));
+	explicit_bzero(k_service, sizeof(k_service));
+
+	if (ok && cacheable)
+	{
+		slot = &signing_keys[next_signing_key];
+		next_signing_key = (next_signing_key + 1) % SIGNING_KEYS;
+		explicit_bzero(slot, sizeof(*slot));
+		memcpy(slot->secret_hash, secret_hash, SHA256_LEN);
+		strcpy(slot->date, date);
+		strcpy(slot->region, region);
+		strcpy(slot->service, service);
+		memcpy(slot->key, key, SHA256_LEN);
+		slot->valid = true;
+	}
+	return ok;
+}
+
 static char *
 compute_signature(const char *secret_access_key, const char *date,
 				  const char *region, const char *service,
 				  const char *string_to_sign)
 {
-	char	   *secret = psprintf("AWS4%s", secret_access_key);
-	unsigned char k_date[SHA256_LEN];
-	unsigned char k_region[SHA256_LEN];
-	unsigned char k_service[SHA256_LEN];
 	unsigned char k_signing[SHA256_LEN];
 	unsigned char signature[SHA256_LEN];
 	char		hex[BATCHPROC_SHA256_HEX_LEN + 1];
 	bool		ok;
 
-	ok = hmac_sha256(secret, strlen(secret), date, k_date) &&
-		hmac_sha256(k_date, SHA256_LEN, region, k_region) &&
-		hmac_sha256(k_region, SHA256_LEN, service, k_service) &&
-		hmac_sha256(k_service, SHA256_LEN, "aws4_request", k_signing) &&
+	ok = signing_key(secret_access_key, date, region, service, k_signing) &&
 		hmac_sha256(k_signing, SHA256_LEN, string_to_sign, signature);
 
 	if (ok)
 		hex_encode(signature, SHA256_LEN, hex);
 	else
 		hex[0] = '\0';
-
-	explicit_bzero(secret, strlen(secret));
-	pfree(secret);
-	explicit_bzero(k_date, sizeof(k_date));
-	explicit_bzero(k_region, sizeof(k_region));
-	explicit_bzero(k_service, sizeof(k_service));
 	explicit_bzero(k_signing, sizeof(k_signing));
 
 	return pstrdup(hex);

@@ -641,6 +641,50 @@ canonical_request_for(const char *path, const char *query, bool s3_rules)
 	return result.canonical_request;
 }
 
+/*
+ * The signature of one fixed request under a secret, for the signing-key
+ * cache's case: only the secret differs between calls.
+ */
+static char *
+signature_with(const char *secret)
+{
+	BatchprocSigv4Header headers[] = {
+		{"Host", "example.amazonaws.com"},
+		{"X-Amz-Date", BUILTIN_AMZ_DATE},
+	};
+	BatchprocSigv4Request req;
+	BatchprocSigv4Result result;
+
+	memset(&req, 0, sizeof(req));
+	req.method = "GET";
+	req.path = "/";
+	req.headers = headers;
+	req.nheaders = lengthof(headers);
+	req.payload_hash = BATCHPROC_EMPTY_SHA256;
+	req.region = S3_REGION;
+	req.service = "service";
+	req.amz_date = BUILTIN_AMZ_DATE;
+	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, secret, &result);
+	return result.signature;
+}
+
+/*
+ * The signer keeps derived signing keys: one derived for a secret must
+ * never sign for another secret of the same date, region and service, and
+ * a key taken from the cache must sign as a fresh one did.
+ */
+static char *
+builtin_signing_key_per_secret(void)
+{
+	char	   *first = signature_with(S3_SECRET_KEY);
+	char	   *other = signature_with("another-secret-access-key");
+	char	   *again = signature_with(S3_SECRET_KEY);
+
+	if (strcmp(first, other) == 0)
+		return pstrdup("two secrets gave the same signature");
+	return compare("signature from a kept signing key", first, again);
+}
+
 /* A canonical request's URI and query lines against what they should be. */
 static char *
 compare_uri_and_query(const char *creq, const char *uri, const char *query)
@@ -839,6 +883,8 @@ main(int argc, char **argv)
 	report("builtin/s3-path-verbatim", builtin_s3_path_verbatim(),
 		   &passed, &failed);
 	report("builtin/query-and-path-escapes", builtin_query_and_path_escapes(),
+		   &passed, &failed);
+	report("builtin/signing-key-per-secret", builtin_signing_key_per_secret(),
 		   &passed, &failed);
 
 	for (i = 0; i < cases.count; i++)
