@@ -146,6 +146,7 @@ my %uris = (
 	'a dot-dot path out of her bucket' => [ 's3://trust-m/../trust-mo/in.csv', $dots ],
 	'a dot segment' => [ 's3://trust/mallory/./in.csv', $dots ],
 	'a key that is only ".."' => [ 's3://trust/mallory/..', $dots ],
+	'an encoded slash and dot-dot' => [ 's3://trust/mallory%2F..%2Falice/in.csv', $rule ],
 );
 for my $what (sort keys %uris)
 {
@@ -161,6 +162,11 @@ for my $what (sort keys %uris)
 }
 like(as('mallory', "COPY t FROM 's3://trust/%2e%2e/alice/in.csv'"), qr/permission denied to read/,
 	'an encoded dot-dot is a literal key, outside her folder');
+# Inside her folder an encoded dot-dot passes the rule, and stays a literal
+# key there: it is sent encoded, so it cannot climb to alice's object.
+my $encoded = as('mallory', "COPY t FROM 's3://trust/mallory/%2e%2e/alice/in.csv' WITH (FORMAT csv, HEADER)");
+like($encoded, qr/ERROR/, 'an encoded dot-dot inside her folder names no object of hers');
+unlike($encoded, qr/permission denied/, 'and is not refused by the rule');
 is(sql('SELECT count(*) FROM t'), '0', 'no refused COPY read anything');
 is(get_object('trust', 'alice/in.csv'), "x\nhello\n", 'nor overwrote anything');
 
