@@ -46,6 +46,7 @@ CREATE TABLE batchproc.targets (
     headers       jsonb NOT NULL DEFAULT '{}',
     output_schema jsonb,
     description   text,
+    allowed_roles regrole[],
     CONSTRAINT targets_address_check CHECK (
         CASE type
             WHEN 'http' THEN url IS NOT NULL AND arn IS NULL
@@ -54,6 +55,7 @@ CREATE TABLE batchproc.targets (
     CONSTRAINT targets_express_check CHECK (NOT express OR type OPERATOR(pg_catalog.=) 'agent')
 );
 COMMENT ON TABLE batchproc.targets IS 'Registry of agents, tools and HTTP endpoints that batches may call';
+COMMENT ON COLUMN batchproc.targets.allowed_roles IS 'Roles whose members may use the target (NULL: every batchproc_user member); admins may use every target';
 
 CREATE TABLE batchproc.dead_letters (
     batch_id  bigint NOT NULL REFERENCES batchproc.batches (id) ON DELETE CASCADE,
@@ -177,7 +179,7 @@ GRANT USAGE ON SCHEMA batchproc_data TO batchproc_user, batchproc_admin;
 GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress
     TO batchproc_user, batchproc_admin;
 -- A target's headers may carry credentials: only admins see them.
-GRANT SELECT (name, type, arn, url, express, output_schema, description)
+GRANT SELECT (name, type, arn, url, express, output_schema, description, allowed_roles)
     ON batchproc.targets TO batchproc_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON batchproc.targets TO batchproc_admin;
 

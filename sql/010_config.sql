@@ -188,6 +188,10 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "agent",
 SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t", "arn": "my-function"}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "arn": "arn:aws:lambda:us-east-1:123456789012:function:"}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "agent", "arn": "arn:aws:states::123456789012:stateMachine:m"}}');
+-- A name and an arn together: the arn would be called while the batch
+-- showed the registered name.
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "tool", "name": "t", "arn": "arn:aws:lambda:us-east-1:123456789012:function:f"}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"target": {"type": "agent", "name": "a", "arn": "arn:aws:states:us-east-1:123456789012:stateMachine:m"}}');
 
 --
 -- input_mapping

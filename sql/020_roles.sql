@@ -7,6 +7,9 @@ CREATE ROLE regress_boss;
 GRANT batchproc_user TO regress_alice, regress_bob;
 GRANT batchproc_s3_read TO regress_alice, regress_bob;
 GRANT batchproc_admin TO regress_boss;
+-- Members of batchproc_user call registered targets only.
+INSERT INTO batchproc.targets (name, type, arn)
+VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
 
 \set ON_ERROR_ROLLBACK on
 \set config '{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "echo"}}'
@@ -62,6 +65,56 @@ SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv",
 SELECT target FROM batchproc.batches WHERE id = :http_batch;
 SET ROLE regress_boss;
 SELECT name, headers FROM batchproc.targets;
+ROLLBACK;
+
+-- Targets: a member of batchproc_user calls registered targets only, and
+-- of those only the ones whose allowed_roles include one of its roles
+-- (NULL: everyone).  A raw ARN or an unregistered tool name is for admins,
+-- or for everyone once a superuser turns allow_unregistered_targets on.
+-- test/t/070_trust.pl checks that nothing refused here is ever called.
+BEGIN;
+INSERT INTO batchproc.targets (name, type, arn, allowed_roles)
+VALUES ('bobs_tool', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:bobs', '{regress_bob}');
+SET ROLE regress_alice;
+SELECT name, allowed_roles FROM batchproc.targets ORDER BY name;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "unlisted"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "arn": "arn:aws:lambda:us-east-1:123456789012:function:echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "agent", "arn": "arn:aws:states:us-east-1:123456789012:stateMachine:m"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "echo", "arn": "arn:aws:lambda:us-east-1:123456789012:function:f"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "bobs_tool"}}');
+SET batchproc.allow_unregistered_targets = on;
+SET ROLE regress_bob;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "bobs_tool"}}') > 0 AS bob_may;
+RESET ROLE;
+SET batchproc.allow_unregistered_targets = on;
+SET ROLE regress_alice;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "unlisted"}}') > 0 AS unlisted_allowed;
+-- Even then the registry's allowed_roles hold.
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "bobs_tool"}}');
+ROLLBACK;
+
+-- S3 prefixes: a superuser's setting (a user cannot set it), checked at
+-- submit on the normalised s3://bucket/key.  An entry naming a bucket
+-- means the whole bucket and nothing that merely starts with its name.
+BEGIN;
+SET ROLE regress_alice;
+SET batchproc.s3_allowed_prefixes = 's3://bucket/';
+RESET ROLE;
+SET batchproc.s3_allowed_prefixes = 'http://bucket/';
+SET batchproc.s3_allowed_prefixes = 's3://Bucket/';
+SET batchproc.s3_allowed_prefixes = 's3://bucket/a/../b/';
+SET batchproc.s3_allowed_prefixes = 's3://mine, s3://shared/in/';
+GRANT batchproc_s3_write TO regress_alice;
+SET ROLE regress_alice;
+SHOW batchproc.s3_allowed_prefixes;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://mine/in.csv", "target": {"type": "tool", "name": "echo"}}') > 0 AS mine;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://shared/in/a.csv", "target": {"type": "tool", "name": "echo"}}') > 0 AS shared_in;
+SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/in.csv", "target": {"type": "tool", "name": "echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://mine-other/in.csv", "target": {"type": "tool", "name": "echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://shared/input.csv", "target": {"type": "tool", "name": "echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://mine/../bucket/in.csv", "target": {"type": "tool", "name": "echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://shared/in/./../x.csv", "target": {"type": "tool", "name": "echo"}}');
+SELECT batchproc_submit('{"csv_s3_uri": "s3://mine/in.csv", "output_s3_uri": "s3://bucket/out.csv", "target": {"type": "tool", "name": "echo"}}');
 ROLLBACK;
 
 -- The AWS credential settings are for superusers alone: another role can

@@ -88,7 +88,11 @@ elevate(void)
 								   "pg_catalog, pg_temp");
 }
 
-/* The registry's entry of a name, or NULL. */
+/*
+ * The registry's entry of a name, or NULL.  "usable" says whether the
+ * current user may call it: its allowed_roles are NULL (every member of
+ * batchproc_user) or hold a role the user has the privileges of.
+ */
 static Jsonb *
 registry_entry(const char *name)
 {
@@ -97,7 +101,9 @@ registry_entry(const char *name)
 	bool		isnull;
 
 	batchproc_spi_execute_with_args("SELECT pg_catalog.jsonb_build_object('type', type, 'arn', arn, 'url', url,"
-									" 'express', express)"
+									" 'express', express, 'allowed_roles', allowed_roles::text,"
+									" 'usable', allowed_roles IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(allowed_roles) r"
+									"  WHERE pg_catalog.pg_has_role(r::pg_catalog.oid, 'USAGE')))"
 									" FROM batchproc.targets WHERE name OPERATOR(pg_catalog.=) $1",
 									1, types, args, NULL, true, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -121,9 +127,30 @@ type_phrase(BatchprocTargetType type)
 	return "a target";
 }
 
+/* The INSERT that registers a target, for hints. */
+static char *
+register_hint(BatchprocTargetType type, const char *name, const char *arn)
+{
+	const char *type_name = batchproc_target_type_name(type);
+
+	if (arn == NULL)
+		arn = type == BATCHPROC_TARGET_AGENT ?
+			"arn:aws:states:REGION:ACCOUNT:stateMachine:..." :
+			psprintf("arn:aws:lambda:REGION:ACCOUNT:function:%s", name);
+	if (name == NULL)
+		name = strrchr(arn, ':') + 1;
+	return psprintf("Ask an administrator to register it with INSERT INTO batchproc.targets (name, type, arn) VALUES (%s, '%s', %s), then give only target.name.",
+					quote_literal_cstr(name), type_name, quote_literal_cstr(arn));
+}
+
 /*
  * Resolve the config's target against the registry, into what the worker
- * needs (batchproc_target_to_jsonb).
+ * needs (batchproc_target_to_jsonb), refusing what the user may not call:
+ * a registered target whose allowed_roles leave the user out, and, unless
+ * the user is an administrator or batchproc.allow_unregistered_targets is
+ * on, any target not in the registry (a raw ARN, or a tool's bare Lambda
+ * function name), since those reach whatever the server's credentials can
+ * invoke.  Validation already refused a name together with an arn.
  */
 static Jsonb *
 resolve_target(const BatchprocConfig *config)
@@ -132,13 +159,16 @@ resolve_target(const BatchprocConfig *config)
 	char	   *address = config->target_arn;
 	char	   *name = config->target_name;
 	bool		express = false;
+	bool		admin = batchproc_is_admin();
 	BatchprocTarget target;
 
+	Assert(name == NULL || address == NULL);
 	if (entry)
 	{
 		char	   *entry_type_name = batchproc_jsonb_string(entry, "type");
 		BatchprocTargetType entry_type;
 		JsonbValue *x = batchproc_jsonb_key(entry, "express");
+		JsonbValue *usable = batchproc_jsonb_key(entry, "usable");
 
 		if (!batchproc_target_type_from_name(entry_type_name, &entry_type))
 			elog(ERROR, "target \"%s\" has an unknown type \"%s\" in the registry",
@@ -149,10 +179,38 @@ resolve_target(const BatchprocConfig *config)
 					 errmsg("target.name: \"%s\" is registered as %s, not %s",
 							name, type_phrase(entry_type), type_phrase(config->target_type)),
 					 errhint("Set target.type to \"%s\", or name another target.", entry_type_name)));
-		if (address == NULL)
-			address = batchproc_jsonb_string(entry,
-											 config->target_type == BATCHPROC_TARGET_HTTP ? "url" : "arn");
+		if (!admin && !(usable && usable->type == jbvBool && usable->val.boolean))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("target.name: permission denied to use target \"%s\"", name),
+					 errdetail("Its allowed_roles in batchproc.targets, %s, include no role of \"%s\".",
+							   batchproc_jsonb_string(entry, "allowed_roles"),
+							   GetUserNameFromId(GetUserId(), false)),
+					 errhint("Ask an administrator to add one of your roles: UPDATE batchproc.targets SET allowed_roles = allowed_roles || %s::regrole WHERE name = %s.",
+							 quote_literal_cstr(quote_identifier(GetUserNameFromId(GetUserId(), false))),
+							 quote_literal_cstr(name))));
+		address = batchproc_jsonb_string(entry,
+										 config->target_type == BATCHPROC_TARGET_HTTP ? "url" : "arn");
 		express = x && x->type == jbvBool && x->val.boolean;
+	}
+	else if (!admin && !batchproc_allow_unregistered_targets &&
+			 config->target_type != BATCHPROC_TARGET_HTTP)
+	{
+		const char *rule = "Only superusers and members of \"batchproc_admin\" may call a target that is not in batchproc.targets, unless a superuser turns batchproc.allow_unregistered_targets on.";
+
+		if (address)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("target.arn: permission denied to call \"%s\", which is not registered",
+							address),
+					 errdetail("%s", rule),
+					 errhint("%s", register_hint(config->target_type, NULL, address))));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("target.name: no %s named \"%s\" is registered",
+						batchproc_target_type_name(config->target_type), name),
+				 errdetail("%s", rule),
+				 errhint("%s", register_hint(config->target_type, name, NULL))));
 	}
 
 	switch (config->target_type)
@@ -224,6 +282,17 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
 	if (compiled->output_s3_uri)
 		batchproc_require_role("batchproc_s3_write", "write", compiled->output_s3_uri);
+
+	/*
+	 * The submitter's rule, checked here so that the user hears of it now;
+	 * the worker checks again at import and export with the owner's rule
+	 * as it then stands (batchproc_role_s3_prefixes).
+	 */
+	batchproc_require_s3_prefix(compiled->csv_s3_uri, "read",
+								batchproc_s3_allowed_prefixes, GetUserId());
+	if (compiled->output_s3_uri)
+		batchproc_require_s3_prefix(compiled->output_s3_uri, "write",
+									batchproc_s3_allowed_prefixes, GetUserId());
 
 	SPI_connect();
 	values[0] = JsonbPGetDatum(normalised);

@@ -27,6 +27,7 @@
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "config/config.h"
+#include "rights.h"
 
 PG_MODULE_MAGIC;
 
@@ -77,6 +78,29 @@ _PG_init(void)
 							   &batchproc_allowed_http_targets, "",
 							   PGC_SUSET, GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+
+	/*
+	 * Both rules bind users, so a user must not be able to SET them: only
+	 * a superuser may, for everyone in postgresql.conf or per role with
+	 * ALTER ROLE ... SET.  They are read in the submitter's session at
+	 * submit and again by the worker, as the batch's owner, at import and
+	 * export (docs/security.md).
+	 */
+	DefineCustomBoolVariable("batchproc.allow_unregistered_targets",
+							 "Lets every batchproc_user member call targets not in batchproc.targets.",
+							 "Off: only superusers and batchproc_admin members may give a raw ARN "
+							 "or the name of an unregistered tool.",
+							 &batchproc_allow_unregistered_targets, false,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("batchproc.s3_allowed_prefixes",
+							   "S3 prefixes that COPY and batches may read and write.",
+							   "A comma-separated list of s3://bucket/ or s3://bucket/key-prefix "
+							   "entries; empty allows every bucket the server's credentials reach.",
+							   &batchproc_s3_allowed_prefixes, "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   batchproc_check_s3_allowed_prefixes, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.max_inflight",
 							"Sets the most calls a database's worker has in flight, over all its batches.",

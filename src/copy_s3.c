@@ -17,7 +17,9 @@
  *
  * Either way COPY accepts every option it accepts for files.  Who may do
  * it: superusers and members of batchproc_s3_read (FROM) or
- * batchproc_s3_write (TO).  Other COPY statements pass through untouched,
+ * batchproc_s3_write (TO), and only under batchproc.s3_allowed_prefixes
+ * when it is set (in the worker, which runs a batch's export as its owner,
+ * the owner's value of it).  Other COPY statements pass through untouched,
  * as do 's3://' names in databases without the extension.
  *
  * IDENTIFICATION
@@ -213,6 +215,8 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 		elog(ERROR, "COPY FROM without a table");
 
 	parse_uri_or_error(stmt->filename, &bucket, &key);
+	batchproc_require_s3_prefix(stmt->filename, "read", batchproc_s3_prefixes_in_force(),
+								GetUserId());
 
 	rel = table_openrv(stmt->relation, RowExclusiveLock);
 	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
@@ -414,6 +418,8 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 				 errmsg("COPY TO S3 cannot run inside another COPY TO S3")));
 
 	parse_uri_or_error(stmt->filename, &bucket, &key);
+	batchproc_require_s3_prefix(stmt->filename, "write", batchproc_s3_prefixes_in_force(),
+								GetUserId());
 
 	sink = palloc0(sizeof(S3CopySink));
 	sink->gzip = ends_with_gz(key);

@@ -252,6 +252,9 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_begin_tx("batchproc: importing");
 	batch = load_batch(id, cxt);
 	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
+	/* The owner's S3 rule as it stands now, which may be tighter than at submit. */
+	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
+								batchproc_role_s3_prefixes(batch->owner), batch->owner);
 
 	imported = batchproc_import_csv(bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),

@@ -219,6 +219,17 @@ validate_target(JsonbContainer *root, JsonbParseState **st)
 		check_arn(arn, target_type);
 	}
 
+	/*
+	 * Both would call the arn while batches.target showed the registered
+	 * name: a registered target is called at its registered address only.
+	 */
+	if (name && arn)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.arn: not allowed together with target.name"),
+				 errdetail("A registered target is called at the address batchproc.targets gives it."),
+				 errhint("Give only the name, or ask an administrator to register the ARN under a name of its own.")));
+
 	if (name == NULL && target_type == BATCHPROC_TARGET_HTTP)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

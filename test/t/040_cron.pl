@@ -46,6 +46,9 @@ sub cron_node
 	$node->safe_psql('postgres',
 		q{GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO cron_scheduler});
 	$node->safe_psql('postgres', q{GRANT USAGE ON SCHEMA cron TO cron_scheduler});
+	# A non-admin may call registered targets only.
+	$node->safe_psql('postgres', q{INSERT INTO batchproc.targets (name, type, arn)
+		VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo')});
 	return $node;
 }
 
