@@ -104,7 +104,7 @@ INSERT INTO configs VALUES
   },
   "execution_config": {
     "max_concurrency": 3.0,
-    "timeout_seconds": 86400,
+    "timeout_seconds": 600,
     "retry_policy": {"max_attempts": 100, "backoff_rate": 1.5,
                      "interval_seconds": 0, "max_delay_seconds": 0.5},
     "continue_on_error": false,
@@ -341,6 +341,35 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_l
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_level": 3}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_level": "Warn"}}') -> 'execution_config' -> 'log_level';
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"enable_xray": "on"}}');
+
+-- Tolerated failures, as Distributed Map's: a count, a percentage of the
+-- batch's rows, or null (the default) for no threshold; never beside
+-- continue_on_error false, which already stops at the first failure.
+SELECT c -> 'tolerated_failure_count' AS count, c -> 'tolerated_failure_percentage' AS percentage
+  FROM (VALUES (batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_count": 3.0, "tolerated_failure_percentage": 12.5}}') -> 'execution_config'),
+               (batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_count": null, "tolerated_failure_percentage": 0}}') -> 'execution_config')) v(c);
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_count": -1}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_count": 2.5}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_count": "3"}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_percentage": 100.5}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_percentage": -0.1}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"tolerated_failure_percentage": "10"}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"continue_on_error": false, "tolerated_failure_count": 0}}');
+
+-- Durations are bounded by superuser settings: the timeout, each pause
+-- between attempts, and a row's whole time (every attempt to its timeout,
+-- with the longest pause between them).
+SHOW batchproc.max_timeout_seconds;
+SHOW batchproc.max_retry_delay_seconds;
+SHOW batchproc.max_row_seconds;
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 3601}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"retry_policy": {"interval_seconds": 3600.5}}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"retry_policy": {"interval_seconds": 1, "max_delay_seconds": 7200}}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 900, "retry_policy": {"max_attempts": 95}}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 3600, "retry_policy": {"max_attempts": 23}}}') -> 'execution_config' -> 'timeout_seconds';
+SET batchproc.max_timeout_seconds = '2h';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"timeout_seconds": 3601}}') -> 'execution_config' -> 'timeout_seconds';
+RESET batchproc.max_timeout_seconds;
 
 --
 -- The error code; and a jsonpath check runs in a subtransaction of its own,

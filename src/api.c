@@ -51,6 +51,9 @@ PG_FUNCTION_INFO_V1(batchproc_validate_config);
 PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 PG_FUNCTION_INFO_V1(batchproc_format_number);
 
+int			batchproc_max_queued_batches_per_role = 100;
+int			batchproc_max_config_bytes = 1024 * 1024;
+
 /* Batches queued by the current transaction, which no worker sees yet. */
 static List *submitted_here = NIL;
 static bool xact_callback_registered = false;
@@ -255,6 +258,57 @@ resolve_target(const BatchprocConfig *config)
 }
 
 /*
+ * Refuse a config larger than batchproc.max_config_bytes, before any work
+ * on it: validation and compilation cost in proportion to its size.
+ */
+static void
+check_config_size(Jsonb *config)
+{
+	Size		size = VARSIZE(config) - VARHDRSZ;
+
+	if (size > (Size) batchproc_max_config_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the config is too large: %zu bytes, over the limit of %d bytes",
+						size, batchproc_max_config_bytes),
+				 errdetail("The setting \"batchproc.max_config_bytes\" sets the limit."),
+				 errhint("Make the config smaller, or ask a superuser to raise the limit.")));
+}
+
+/*
+ * Refuse a batch beyond the caller's batchproc.max_queued_batches_per_role
+ * unfinished ones.  Submits of one role are serialised by an advisory lock
+ * held to the end of the transaction, so that two at once cannot both take
+ * the last place.  Runs with SPI connected, with the catalog's rights.
+ */
+static void
+check_queued_batches(Oid role)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(role)};
+	bool		isnull;
+	int64		unfinished;
+
+	batchproc_spi_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock("
+									"pg_catalog.hashtext('batchproc.submit'), $1::pg_catalog.int4)",
+									1, types, args, NULL, false, 1, SPI_OK_SELECT);
+	batchproc_spi_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM batchproc.batches"
+											 " WHERE owner OPERATOR(pg_catalog.=) $1::pg_catalog.regrole"
+											 " AND state OPERATOR(pg_catalog.<>) ALL (%s)",
+											 batchproc_batch_states_sql(true)),
+									1, types, args, NULL, false, 1, SPI_OK_SELECT);
+	unfinished = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (unfinished >= batchproc_max_queued_batches_per_role)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" has " INT64_FORMAT " unfinished batches, the most it may have",
+						GetUserNameFromId(role, false), unfinished),
+				 errdetail("The setting \"batchproc.max_queued_batches_per_role\" allows %d.",
+						   batchproc_max_queued_batches_per_role),
+				 errhint("Wait for a batch to end, or cancel one, before submitting another.")));
+}
+
+/*
  * batchproc_submit(config jsonb) RETURNS bigint
  *
  * Validates the whole config, resolves the target and queues the batch.
@@ -276,6 +330,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 
 	require_worker("batchproc_submit");
 	batchproc_require_role("batchproc_user", "submit batches", NULL);
+	check_config_size(config);
 
 	normalised = batchproc_config_validate(config);
 	compiled = batchproc_config_compile(normalised);
@@ -299,6 +354,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	values[1] = JsonbPGetDatum(resolve_target(compiled));
 	values[2] = ObjectIdGetDatum(GetUserId());
 	saved = elevate();
+	check_queued_batches(DatumGetObjectId(values[2]));
 	batchproc_spi_execute_with_args("INSERT INTO batchproc.batches (config, target, owner)"
 									" VALUES ($1, $2, $3) RETURNING id",
 									3, argtypes, values, NULL, false, 1, SPI_OK_INSERT_RETURNING);

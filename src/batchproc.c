@@ -21,6 +21,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "aws/aws.h"
 #include "batch/batch.h"
@@ -135,6 +136,57 @@ _PG_init(void)
 							2048, 1, 1024 * 1024,
 							PGC_SIGHUP,
 							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	/*
+	 * What one role may ask of the worker.  Superuser settings, which a
+	 * superuser may also set per role (ALTER ROLE ... SET), and a user
+	 * cannot change.
+	 */
+	DefineCustomIntVariable("batchproc.max_timeout_seconds",
+							"Sets the longest execution_config.timeout_seconds a batch may ask for.",
+							NULL,
+							&batchproc_max_timeout_seconds,
+							3600, 1, 86400,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.max_retry_delay_seconds",
+							"Sets the longest pause between attempts a batch may ask for.",
+							"Bounds retry_policy.interval_seconds and max_delay_seconds.",
+							&batchproc_max_retry_delay_seconds,
+							3600, 0, 86400,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.max_row_seconds",
+							"Sets the longest time one row of a batch may take, over all its attempts.",
+							"A row may take max_attempts times timeout_seconds, plus max_delay_seconds "
+							"between attempts.",
+							&batchproc_max_row_seconds,
+							86400, 1, PG_INT32_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.max_queued_batches_per_role",
+							"Sets the most unfinished batches one role may have.",
+							"Queued, importing, running and exporting batches count; 0 allows none.",
+							&batchproc_max_queued_batches_per_role,
+							100, 0, 1000000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.max_config_bytes",
+							"Sets the largest batch config batchproc_submit accepts.",
+							NULL,
+							&batchproc_max_config_bytes,
+							1024 * 1024, 1024, MaxAllocSize,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batchproc");

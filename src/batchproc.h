@@ -83,6 +83,10 @@ extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
 /* copy_s3.c */
 extern void batchproc_install_copy_hook(void);
 
+/* api.c: what one role may queue */
+extern int	batchproc_max_queued_batches_per_role;
+extern int	batchproc_max_config_bytes;
+
 /* hooks.c */
 extern void batchproc_install_hooks(void);
 extern void batchproc_wake_worker_at_commit(void);

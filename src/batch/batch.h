@@ -61,6 +61,8 @@ typedef struct BatchprocBatch
 	BatchprocTarget target;
 	List	   *columns;		/* the CSV's header (char *) */
 	int64		total_rows;
+	int64		succeeded_rows; /* as recorded when the batch was loaded */
+	int64		failed_rows;
 } BatchprocBatch;
 
 /* import.c */
@@ -70,10 +72,17 @@ typedef struct BatchprocImportResult
 	List	   *columns;
 } BatchprocImportResult;
 
-extern BatchprocImportResult batchproc_import_csv(const char *bucket, const char *key,
+extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bucket,
+												  const char *key,
 												  const char *qualified_table,
 												  const char *extra_columns_sql,
 												  List *reserved_names);
+
+/*
+ * The error of a step that found its batch cancelled (or redriven) under
+ * it: the batch is not failed, it is already where the user put it.
+ */
+#define BATCHPROC_ERRCODE_BATCH_STOPPED ERRCODE_OPERATOR_INTERVENTION
 
 /* targets.c: one call of a row to its target */
 typedef enum BatchprocCallStatus

@@ -34,6 +34,11 @@
  * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
  * with full jitter, and never less than the Retry-After the target sent.
  * After max_attempts the row is FAILED (or TIMEOUT) and gets a dead letter.
+ * A run stops sending, and its batch fails, at its first failed row with
+ * continue_on_error false, or once more rows failed than its
+ * tolerated_failure_count or tolerated_failure_percentage (of the batch's
+ * total rows) allows; a run that ends with no row of its batch succeeded
+ * fails it too.
  * An agent's execution is described with growing pauses until it ends,
  * inside the same loop, so a long execution blocks no other row.
  *
@@ -151,8 +156,10 @@ typedef struct Dispatch
 	TimestampTz state_checked_at;
 	int			row_log_level;	/* LOG with debug or log_level DEBUG */
 	bool		cancelled;
-	bool		stop_on_error;
-	char	   *first_error;
+	bool		stop_on_error;	/* continue_on_error false, or a threshold */
+	char	   *first_error;	/* why the run stopped: the batch's error */
+	int64		nsucceeded;		/* the batch's rows, recorded or not yet */
+	int64		nfailed;
 	int			free_hint;		/* where to look for a free slot first */
 
 	double		concurrency;	/* AIMD: 1..max_concurrency */
@@ -396,6 +403,50 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 	batchproc_end_tx(loop_cxt);
 }
 
+/* Stop sending: the batch fails with error, the first reason given. */
+static void
+stop_run(Dispatch *d, char *error)
+{
+	d->stop_on_error = true;
+	if (d->first_error == NULL)
+		d->first_error = MemoryContextStrdup(d->cxt, error);
+}
+
+/*
+ * Count a finished row against the batch's thresholds.  As in Distributed
+ * Map, the percentage is of the batch's total rows, so a threshold is
+ * crossed at the same count whatever order the rows finish in; counts go
+ * on across resumes and redrives (a redrive forgets the failures it
+ * retries).
+ */
+static void
+count_row(Dispatch *d, const BatchprocResult *r)
+{
+	const BatchprocConfig *config = d->config;
+	int64		total = d->batch->total_rows;
+
+	if (strcmp(r->status, "SUCCESS") == 0)
+	{
+		d->nsucceeded++;
+		return;
+	}
+	d->nfailed++;
+	if (!config->continue_on_error)
+		stop_run(d, psprintf("row " INT64_FORMAT " failed: %s",
+							 r->row_id, r->error ? r->error : r->status));
+	else if (config->tolerated_failure_count >= 0 &&
+			 d->nfailed > config->tolerated_failure_count)
+		stop_run(d, psprintf("more rows failed than execution_config.tolerated_failure_count allows (%d):"
+							 " " INT64_FORMAT " of " INT64_FORMAT " rows failed",
+							 config->tolerated_failure_count, d->nfailed, total));
+	else if (config->tolerated_failure_percentage >= 0 &&
+			 d->nfailed * 100.0 > config->tolerated_failure_percentage * total)
+		stop_run(d, psprintf("more rows failed than execution_config.tolerated_failure_percentage allows (%g%%):"
+							 " " INT64_FORMAT " of " INT64_FORMAT " rows failed (%.1f%%)",
+							 config->tolerated_failure_percentage, d->nfailed, total,
+							 d->nfailed * 100.0 / total));
+}
+
 static void
 finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
 {
@@ -432,14 +483,7 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
 					r->error ? ": " : "", r->error ? r->error : "")));
 
-	if (strcmp(r->status, "SUCCESS") != 0 && !d->config->continue_on_error)
-	{
-		d->stop_on_error = true;
-		if (d->first_error == NULL)
-			d->first_error = MemoryContextStrdup(d->cxt,
-												 psprintf("row " INT64_FORMAT " failed: %s",
-														  r->row_id, r->error ? r->error : r->status));
-	}
+	count_row(d, r);
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
@@ -873,6 +917,8 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
 	d->concurrency = d->nslots;
+	d->nsucceeded = batch->succeeded_rows;
+	d->nfailed = batch->failed_rows;
 	d->tokens = Max(d->config->rate_limit_per_second, 1.0);
 	d->tokens_at = GetCurrentTimestamp();
 	prepare_statements(d);
@@ -1055,6 +1101,15 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 
 	ending->batch_id = d->batch->id;
 	ending->export_next = d->config->output_s3_uri != NULL;
+
+	/*
+	 * A batch with rows, none of which succeeded, failed whatever its
+	 * thresholds say: counted over the whole table, so a redrive whose
+	 * every row fails again ends failed too.
+	 */
+	if (!d->stop_on_error && !d->cancelled && d->nsucceeded == 0 && d->nfailed > 0)
+		stop_run(d, psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows",
+							 d->nfailed, d->batch->total_rows));
 	if (d->stop_on_error)
 	{
 		ending->end = BATCHPROC_DISPATCH_STOPPED_ON_ERROR;

@@ -15,6 +15,14 @@
  * the import with an error that names the line, and the table is never
  * seen half-filled.
  *
+ * A file is the user's to choose, so nothing in it may hold the worker: a
+ * header with more columns than the batch's table can have is refused as
+ * soon as the parser has seen one too many, duplicate names are found with
+ * a hash, and between chunks the import looks whether the batch was
+ * cancelled (at once when the worker's latch was set, as a cancel's commit
+ * does, and at least every CANCEL_CHECK_MS), so that a cancel stops a long
+ * import within about a chunk.
+ *
  * IDENTIFICATION
  *	  src/batch/import.c
  *
@@ -24,6 +32,7 @@
 
 #include <csv.h>
 
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "commands/copy.h"
@@ -31,16 +40,23 @@
 #include "lib/stringinfo.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/regproc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
+#include "aws/http.h"
 #include "aws/s3.h"
 #include "batch/batch.h"
 #include "sql.h"
 
 #define IMPORT_CHUNK (256 * 1024)
+/* The batch's state is read at least this often while importing. */
+#define CANCEL_CHECK_MS 1000
 
 /*
  * The share of each page the import fills.  Each row is updated once, with
@@ -58,7 +74,9 @@
 
 typedef struct ImportState
 {
+	int64		batch_id;
 	MemoryContext cxt;			/* lives for the whole import */
+	TimestampTz state_checked_at;
 	BatchprocS3Reader *reader;
 	struct csv_parser parser;
 	bool		parser_ready;
@@ -74,6 +92,8 @@ typedef struct ImportState
 	bool		header_done;
 	List	   *header;			/* char * */
 	int			ncolumns;
+	int			max_columns;	/* what the table has room for */
+	bool		too_many_columns;
 
 	/* COPY text lines waiting for COPY to take them */
 	StringInfoData out;
@@ -126,6 +146,14 @@ on_field(void *data, size_t len, void *arg)
 {
 	ImportState *st = arg;
 
+	if (st->too_many_columns)
+		return;
+	if (!st->header_done && list_length(st->fields) >= st->max_columns)
+	{
+		/* Keep nothing more of a header the table cannot hold. */
+		st->too_many_columns = true;
+		return;
+	}
 	st->fields = lappend(st->fields, pnstrdup(data ? data : "", len));
 }
 
@@ -135,7 +163,7 @@ on_record(int terminator, void *arg)
 	ImportState *st = arg;
 	ListCell   *lc;
 
-	if (st->fault)
+	if (st->fault || st->too_many_columns)
 		return;
 
 	if (!st->header_done)
@@ -166,6 +194,55 @@ on_record(int terminator, void *arg)
 }
 
 static void
+report_too_many_columns(ImportState *st)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_TOO_MANY_COLUMNS),
+			 errmsg("the CSV header has more than %d columns, the most a batch's table can hold",
+					st->max_columns),
+			 errdetail("A table has at most %d columns, and the batch's adds %d of its own (_row_id, outputs and metadata).",
+					   MaxHeapAttributeNumber, MaxHeapAttributeNumber - st->max_columns),
+			 errhint("Split the file's columns over several files, or keep only the columns the batch reads.")));
+}
+
+/*
+ * Has the batch been cancelled?  Read with a fresh snapshot, without
+ * advancing the command counter under the COPY that is loading the table.
+ * A cancel wakes the worker at its commit, so the latch says when to look
+ * at once; the clock covers a wake-up the transport spent elsewhere.
+ */
+static void
+check_cancel(ImportState *st)
+{
+	TimestampTz now;
+	bool		isnull;
+	char	   *state;
+
+	CHECK_FOR_INTERRUPTS();
+	now = GetCurrentTimestamp();
+	if (!batchproc_http_latch_was_set() &&
+		!TimestampDifferenceExceeds(st->state_checked_at, now, CANCEL_CHECK_MS))
+		return;
+	st->state_checked_at = now;
+
+	PushActiveSnapshot(GetLatestSnapshot());
+	batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, st->batch_id),
+						  true, 1, SPI_OK_SELECT);
+	PopActiveSnapshot();
+	state = SPI_processed == 1 ?
+		TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) :
+		NULL;
+	SPI_freetuptable(SPI_tuptable);
+	if (state == NULL ||
+		batchproc_batch_state_from_name(state) != BATCHPROC_BATCH_IMPORTING)
+		ereport(ERROR,
+				(errcode(BATCHPROC_ERRCODE_BATCH_STOPPED),
+				 errmsg("batch " INT64_FORMAT " was %s during its import", st->batch_id,
+						state ? state : "deleted")));
+}
+
+static void
 report_fault(ImportState *st)
 {
 	ereport(ERROR,
@@ -187,6 +264,8 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
 		size_t		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
 
+		if (st->too_many_columns)
+			report_too_many_columns(st);
 		if (st->fault)
 			report_fault(st);
 		if (done < seg)
@@ -213,8 +292,10 @@ fill_output(ImportState *st)
 
 		if (!st->input_done)
 		{
-			size_t		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+			size_t		n;
 
+			check_cancel(st);
+			n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 			if (n > 0)
 			{
 				parse_chunk(st, st->chunk, n);
@@ -224,6 +305,8 @@ fill_output(ImportState *st)
 		}
 		if (csv_fini(&st->parser, on_field, on_record, st) != 0)
 		{
+			if (st->too_many_columns)
+				report_too_many_columns(st);
 			st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
 								 csv_error(&st->parser) == CSV_EPARSE ?
 								 "a quoted field is not closed before the end of the file" :
@@ -261,11 +344,26 @@ import_read_cb(void *outbuf, int minread, int maxread)
 	return copied;
 }
 
+/* An entry of check_header's table of names. */
+typedef struct HeaderName
+{
+	char		name[NAMEDATALEN];	/* the key */
+	bool		reserved;		/* an output or metadata column's */
+} HeaderName;
+
+/*
+ * Every column must have a name that fits an identifier, once, and none
+ * may be an output or metadata column's.  One hash table of names keeps
+ * this linear in the number of columns.
+ */
 static void
 check_header(ImportState *st, List *reserved)
 {
 	ListCell   *lc;
 	int			i = 0;
+	HASHCTL		ctl = {0};
+	HTAB	   *names;
+	bool		found;
 
 	if (!st->header_done || st->ncolumns == 0)
 		ereport(ERROR,
@@ -273,11 +371,18 @@ check_header(ImportState *st, List *reserved)
 				 errmsg("malformed CSV: the file has no header line"),
 				 errhint("The first line must name the columns.")));
 
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(HeaderName);
+	ctl.hcxt = CurrentMemoryContext;
+	names = hash_create("batchproc CSV header", st->ncolumns + list_length(reserved), &ctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	foreach(lc, reserved)
+		((HeaderName *) hash_search(names, lfirst(lc), HASH_ENTER, &found))->reserved = true;
+
 	foreach(lc, st->header)
 	{
 		const char *name = lfirst(lc);
-		ListCell   *other;
-		int			j = 0;
+		HeaderName *entry;
 
 		i++;
 		if (name[0] == '\0')
@@ -288,22 +393,19 @@ check_header(ImportState *st, List *reserved)
 			ereport(ERROR,
 					(errcode(ERRCODE_NAME_TOO_LONG),
 					 errmsg("CSV column name \"%s\" is longer than %d bytes", name, NAMEDATALEN - 1)));
-		foreach(other, st->header)
-		{
-			if (++j < i && strcmp(lfirst(other), name) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_COLUMN),
-						 errmsg("malformed CSV: the header names column \"%s\" twice", name)));
-		}
-		foreach(other, reserved)
-		{
-			if (strcmp(lfirst(other), name) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_COLUMN),
-						 errmsg("CSV column \"%s\" has the name of an output or metadata column", name),
-						 errhint("Rename the output column, or the column in the file.")));
-		}
+		entry = hash_search(names, name, HASH_ENTER, &found);
+		if (found && entry->reserved)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("CSV column \"%s\" has the name of an output or metadata column", name),
+					 errhint("Rename the output column, or the column in the file.")));
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("malformed CSV: the header names column \"%s\" twice", name)));
+		entry->reserved = false;
 	}
+	hash_destroy(names);
 }
 
 /* Read until the header record is complete. */
@@ -314,9 +416,11 @@ read_header(ImportState *st)
 
 	while (!st->header_done)
 	{
-		size_t		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+		size_t		n;
 		const char *data = st->chunk;
 
+		check_cancel(st);
+		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n == 0)
 		{
 			if (csv_fini(&st->parser, on_field, on_record, st) != 0)
@@ -338,8 +442,9 @@ read_header(ImportState *st)
 }
 
 BatchprocImportResult
-batchproc_import_csv(const char *bucket, const char *key, const char *qualified_table,
-					 const char *extra_columns_sql, List *reserved_names)
+batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
+					 const char *qualified_table, const char *extra_columns_sql,
+					 List *reserved_names)
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
@@ -353,7 +458,11 @@ batchproc_import_csv(const char *bucket, const char *key, const char *qualified_
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
 
+	st->batch_id = batch_id;
 	st->cxt = CurrentMemoryContext;
+	st->state_checked_at = GetCurrentTimestamp();
+	/* reserved_names are the table's own columns, _row_id among them */
+	st->max_columns = MaxHeapAttributeNumber - list_length(reserved_names);
 	st->line = 1;
 	st->chunk = palloc(IMPORT_CHUNK);
 	initStringInfo(&st->out);

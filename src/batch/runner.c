@@ -168,7 +168,8 @@ load_batch(int64 id, MemoryContext cxt)
 	bool		isnull;
 	Datum		d;
 
-	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token"
+	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token,"
+								   " succeeded_rows, failed_rows"
 								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
@@ -200,6 +201,8 @@ load_batch(int64 id, MemoryContext cxt)
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	batch->total_rows = isnull ? 0 : DatumGetInt64(d);
 	batch->token = SPI_getvalue(tup, desc, 6);
+	batch->succeeded_rows = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	MemoryContextSwitchTo(old);
 
 	/*
@@ -256,7 +259,7 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
 								batchproc_role_s3_prefixes(batch->owner), batch->owner);
 
-	imported = batchproc_import_csv(bucket, key, batch->table,
+	imported = batchproc_import_csv(id, bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),
 									batchproc_reserved_column_names(batch->config));
 	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
@@ -471,6 +474,8 @@ batchproc_run_batches(int slotno)
 				SetLatch(MyLatch);
 				interrupted = true;
 			}
+			else if (edata->sqlerrcode == BATCHPROC_ERRCODE_BATCH_STOPPED)
+				ereport(LOG, (errmsg("batchproc: %s; its step stopped", edata->message)));
 			else if (failed_id != 0)
 			{
 				ereport(LOG,

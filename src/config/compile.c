@@ -281,6 +281,7 @@ batchproc_config_compile(Jsonb *normalised)
 	JsonbContainer *exec;
 	JsonbContainer *retry;
 	JsonbValue *rate;
+	JsonbValue *tolerated;
 	char	   *type;
 
 	if (!JB_ROOT_IS_OBJECT(normalised))
@@ -315,6 +316,13 @@ batchproc_config_compile(Jsonb *normalised)
 	cfg->interval_seconds = need_double(retry, "interval_seconds");
 	cfg->max_delay_seconds = need_double(retry, "max_delay_seconds");
 	cfg->continue_on_error = need_bool(exec, "continue_on_error");
+	/* Configs stored before the thresholds existed have none. */
+	tolerated = batchproc_cfg_get_key(exec, "tolerated_failure_count");
+	cfg->tolerated_failure_count = (tolerated && tolerated->type == jbvNumeric) ?
+		need_int(exec, "tolerated_failure_count") : -1;
+	tolerated = batchproc_cfg_get_key(exec, "tolerated_failure_percentage");
+	cfg->tolerated_failure_percentage = (tolerated && tolerated->type == jbvNumeric) ?
+		need_double(exec, "tolerated_failure_percentage") : -1;
 	cfg->debug = need_bool(exec, "debug");
 	cfg->log_level = need_string(exec, "log_level");
 	cfg->enable_xray = need_bool(exec, "enable_xray");

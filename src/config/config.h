@@ -119,6 +119,8 @@ typedef struct BatchprocConfig
 	double		interval_seconds;	/* default 1; >= 0 */
 	double		max_delay_seconds;	/* default 60; >= interval */
 	bool		continue_on_error;	/* default true */
+	int			tolerated_failure_count;	/* -1: no threshold */
+	double		tolerated_failure_percentage;	/* of total rows; -1: none */
 	bool		debug;			/* default false */
 	char	   *log_level;		/* default "INFO"; DEBUG, INFO, WARN, ERROR */
 	bool		enable_xray;	/* default false; accepted, has no effect */
@@ -134,9 +136,12 @@ extern bool batchproc_target_type_from_name(const char *name, BatchprocTargetTyp
 
 /*
  * validate.c: validate and normalise, with an ERROR naming the JSON path
- * of the first fault.
+ * of the first fault; durations are bounded by these settings (seconds).
  */
 extern Jsonb *batchproc_config_validate(Jsonb *config);
+extern int	batchproc_max_timeout_seconds;
+extern int	batchproc_max_retry_delay_seconds;
+extern int	batchproc_max_row_seconds;
 
 /*
  * compile.c: the compiled form of a normalised config, and the CSV columns

@@ -41,6 +41,15 @@
 #define MAX_OUTPUT_COLUMNS	1000
 
 /*
+ * The superuser's bounds on the durations a config asks for (batchproc.c
+ * defines the settings): without them one user's batch could hold a slot
+ * of the worker, or a row, for a day at a time.
+ */
+int			batchproc_max_timeout_seconds = 3600;
+int			batchproc_max_retry_delay_seconds = 3600;
+int			batchproc_max_row_seconds = 86400;
+
+/*
  * The keys each object may hold, in the order they are checked and listed
  * in hints.
  */
@@ -64,7 +73,8 @@ static const char *const column_keys[] = {
 };
 static const char *const exec_keys[] = {
 	"max_concurrency", "priority", "rate_limit_per_second", "timeout_seconds", "retry_policy",
-	"continue_on_error", "debug", "log_level", "enable_xray", NULL
+	"continue_on_error", "tolerated_failure_count", "tolerated_failure_percentage", "debug",
+	"log_level", "enable_xray", NULL
 };
 static const char *const retry_keys[] = {
 	"max_attempts", "backoff_rate", "interval_seconds", "max_delay_seconds",
@@ -713,8 +723,29 @@ validate_output_mapping(JsonbContainer *root, JsonbParseState **st)
 
 /* ---------- execution_config ---------- */
 
+/*
+ * A duration the config asks for, against the superuser's setting that
+ * bounds it.
+ */
 static void
-validate_retry_policy(JsonbContainer *exec, JsonbParseState **st)
+check_duration(double seconds, const char *path, const char *setting, int limit)
+{
+	if (seconds > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be at most %d seconds on this server", path, limit),
+				 errdetail("The config asks for %g seconds; the setting \"%s\" allows %d.",
+						   seconds, setting, limit),
+				 errhint("Ask for less, or ask a superuser to raise \"%s\".", setting)));
+}
+
+/*
+ * The retry policy, normalised onto st; its max_attempts and
+ * max_delay_seconds go to the caller, which bounds a row's whole time.
+ */
+static void
+validate_retry_policy(JsonbContainer *exec, JsonbParseState **st, int *attempts_out,
+					  double *max_delay_out)
 {
 	const char *path = "execution_config.retry_policy";
 	JsonbContainer *obj = batchproc_cfg_get_object(exec, "retry_policy", path);
@@ -758,13 +789,17 @@ validate_retry_policy(JsonbContainer *exec, JsonbParseState **st)
 	 * The cap defaults to 60 seconds, or to the interval when that is
 	 * longer: a user who asks only for a long interval should get it.
 	 */
+	check_duration(interval_d, "execution_config.retry_policy.interval_seconds",
+				   "batchproc.max_retry_delay_seconds", batchproc_max_retry_delay_seconds);
 	max_delay = interval_d > 60 ? interval : int64_to_numeric(60);
+	*max_delay_out = Max(interval_d, 60);
 	if ((v = batchproc_cfg_get_key(obj, "max_delay_seconds")) != NULL)
 	{
 		const char *p = "execution_config.retry_policy.max_delay_seconds";
 		const char *problem = "must be a number greater than or equal to interval_seconds";
 
-		if (batchproc_cfg_require_number(v, p, problem) < interval_d)
+		*max_delay_out = batchproc_cfg_require_number(v, p, problem);
+		if (*max_delay_out < interval_d)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s: %s", p, problem),
@@ -773,6 +808,10 @@ validate_retry_policy(JsonbContainer *exec, JsonbParseState **st)
 																   NumericGetDatum(interval))))));
 		max_delay = v->val.numeric;
 	}
+	/* Only the delays a row can reach count: the cap when it is given. */
+	check_duration(*max_delay_out, "execution_config.retry_policy.max_delay_seconds",
+				   "batchproc.max_retry_delay_seconds", batchproc_max_retry_delay_seconds);
+	*attempts_out = max_attempts;
 
 	batchproc_cfg_push_key(st, "retry_policy");
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
@@ -792,6 +831,11 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 	int			priority = 1;
 	int			timeout_seconds = 300;
 	bool		continue_on_error = true;
+	bool		tolerated_given = false;
+	JsonbValue	null_value = {.type = jbvNull};
+	int			max_attempts;
+	double		max_delay;
+	double		row_seconds;
 	bool		debug = false;
 	char	   *log_level = "INFO";
 	bool		enable_xray = false;
@@ -826,21 +870,75 @@ validate_execution_config(JsonbContainer *root, JsonbParseState **st)
 		pushJsonbValue(st, WJB_VALUE, v);
 	}
 	else
-	{
-		JsonbValue	null_value = {.type = jbvNull};
-
 		pushJsonbValue(st, WJB_VALUE, &null_value);
-	}
 
 	if ((v = batchproc_cfg_get_key(obj, "timeout_seconds")) != NULL)
 		timeout_seconds = batchproc_cfg_require_int(v, "execution_config.timeout_seconds", 1, 86400);
+	check_duration(timeout_seconds, "execution_config.timeout_seconds",
+				   "batchproc.max_timeout_seconds", batchproc_max_timeout_seconds);
 	batchproc_cfg_push_int(st, "timeout_seconds", timeout_seconds);
 
-	validate_retry_policy(obj, st);
+	validate_retry_policy(obj, st, &max_attempts, &max_delay);
+
+	/*
+	 * The longest one row can take: every attempt to its timeout, with the
+	 * longest pause between them.  It bounds how long a row holds a slot.
+	 */
+	row_seconds = max_attempts * (double) timeout_seconds + (max_attempts - 1) * max_delay;
+	if (row_seconds > batchproc_max_row_seconds)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("execution_config.retry_policy.max_attempts: a row could take %g seconds, more than the %d this server allows",
+						row_seconds, batchproc_max_row_seconds),
+				 errdetail("A row may take max_attempts (%d) times timeout_seconds (%d), with up to max_delay_seconds (%g) between attempts; the setting \"batchproc.max_row_seconds\" allows %d.",
+						   max_attempts, timeout_seconds, max_delay, batchproc_max_row_seconds),
+				 errhint("Lower max_attempts, timeout_seconds or max_delay_seconds, or ask a superuser to raise \"batchproc.max_row_seconds\".")));
 
 	if ((v = batchproc_cfg_get_key(obj, "continue_on_error")) != NULL)
 		continue_on_error = batchproc_cfg_require_bool(v, "execution_config.continue_on_error");
 	batchproc_cfg_push_bool(st, "continue_on_error", continue_on_error);
+
+	/*
+	 * As Distributed Map's ToleratedFailureCount and -Percentage: null (the
+	 * default) sets no threshold.  continue_on_error false already stops at
+	 * the first failed row, so a threshold beside it could never apply.
+	 */
+	if ((v = batchproc_cfg_get_key(obj, "tolerated_failure_count")) != NULL && v->type != jbvNull)
+	{
+		tolerated_given = true;
+		batchproc_cfg_push_int(st, "tolerated_failure_count",
+							   batchproc_cfg_require_int(v, "execution_config.tolerated_failure_count",
+														 0, PG_INT32_MAX));
+	}
+	else
+	{
+		batchproc_cfg_push_key(st, "tolerated_failure_count");
+		pushJsonbValue(st, WJB_VALUE, &null_value);
+	}
+
+	batchproc_cfg_push_key(st, "tolerated_failure_percentage");
+	if ((v = batchproc_cfg_get_key(obj, "tolerated_failure_percentage")) != NULL && v->type != jbvNull)
+	{
+		const char *p = "execution_config.tolerated_failure_percentage";
+		const char *problem = "must be a number between 0 and 100, or null for no threshold";
+		double		pct = batchproc_cfg_require_number(v, p, problem);
+
+		if (!(pct >= 0 && pct <= 100))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", p, problem)));
+		tolerated_given = true;
+		pushJsonbValue(st, WJB_VALUE, v);
+	}
+	else
+		pushJsonbValue(st, WJB_VALUE, &null_value);
+
+	if (tolerated_given && !continue_on_error)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("execution_config.continue_on_error: must be true with a tolerated failure threshold"),
+				 errdetail("continue_on_error false fails the batch at its first failed row, so no threshold could apply."),
+				 errhint("Drop continue_on_error, or use \"tolerated_failure_count\": 0 for the same effect.")));
 
 	if ((v = batchproc_cfg_get_key(obj, "debug")) != NULL)
 		debug = batchproc_cfg_require_bool(v, "execution_config.debug");

@@ -69,6 +69,12 @@ And delays, on every request they apply to, which is then forwarded:
                            StartExecution is held SECONDS first, as a slow
                            or distant Step Functions would answer it.
 
+  --get-kbps KB            a GetObject answer's body is relayed at KB
+                           kilobytes a second, a tenth of a second's worth
+                           at a time, so that reading a large object takes
+                           long enough to act meanwhile (a cancel during
+                           an import); a client that hangs up stops it.
+
 GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 (injected, not forwarded; throttles too), "delayed": {kind: n} (held, then forwarded),
@@ -251,6 +257,7 @@ class State:
             self.lose["StartExecution"] = args.lose_start_execution
         self.lost = {}
         self.link_mbps = args.link_mbps
+        self.get_kbps = args.get_kbps
         self.delays = {}
         if args.delay_start_execution:
             self.delays["StartExecution"] = args.delay_start_execution
@@ -441,8 +448,19 @@ class Handler(http_service.Handler):
         else:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if not no_body:
+        if no_body:
+            return
+        if kind != "GetObject" or not self.state.get_kbps:
             self.wfile.write(data)
+            return
+        step = max(1, int(self.state.get_kbps * 1024 / 10))
+        try:
+            for start in range(0, len(data), step):
+                self.wfile.write(data[start:start + step])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
 
 def main():
@@ -458,6 +476,7 @@ def main():
     parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--link-mbps", type=float, default=0, metavar="MB")
+    parser.add_argument("--get-kbps", type=float, default=0, metavar="KB")
     parser.add_argument("--tamper-signature", type=count_arg, default=0, metavar="N")
     parser.add_argument("--tamper-body", type=count_arg, default=0, metavar="N")
     args = parser.parse_args()

@@ -195,7 +195,8 @@ $id = submit(q({"csv_s3_uri": "s3://batches/bad.csv", "target": {"type": "tool",
   "input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode"},
     "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "$"}}}},
   "execution_config": {"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch with a failed row still succeeds (continue_on_error)');
+# Its only row failed, so the batch fails, continue_on_error or not.
+is(wait_for($id), 'failed', 'a batch whose every row failed ends failed');
 is(sql("SELECT _status || '/' || _attempts || '/' || (_error_message LIKE '%HTTP 400%') FROM batchproc_data.batch_$id"),
 	'FAILED/1/true', 'a 400 is not retried');
 
@@ -203,7 +204,7 @@ is(sql("SELECT _status || '/' || _attempts || '/' || (_error_message LIKE '%HTTP
 put_csv('doomed.csv', "x\n1\n2\n3\n");
 $id = submit(q({"csv_s3_uri": "s3://batches/doomed.csv", "target": {"type": "tool", "name": "fail_always"},
   "execution_config": {"max_concurrency": 3, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'the batch of failing rows ends');
+is(wait_for($id), 'failed', 'the batch of failing rows ends, failed');
 is(sql("SELECT succeeded_rows, failed_rows FROM batchproc.batches WHERE id = $id"), '0|3',
 	'its counters show three failures');
 is( sql("SELECT string_agg(row_id || ':' || attempts || ':' || (payload->>'x') || ':' || (error LIKE '%fail_always was asked to fail%'), ',' ORDER BY row_id)"
@@ -215,7 +216,7 @@ put_csv('hang.csv', "hang\ntrue\n");
 $id = submit(q({"csv_s3_uri": "s3://batches/hang.csv", "target": {"type": "tool", "name": "echo"},
   "input_mapping": {"transformations": {"hang": {"type": "jsonpath", "config": {"column": "hang", "path": "$"}}}},
   "execution_config": {"timeout_seconds": 1, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch whose row hangs ends');
+is(wait_for($id), 'failed', 'a batch whose row hangs ends (failed: its only row timed out)');
 is(sql("SELECT _status || '/' || _attempts || '/' || _error_message FROM batchproc_data.batch_$id"),
 	'TIMEOUT/2/timed out after 1 seconds', 'the row times out on every attempt');
 

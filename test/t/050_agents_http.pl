@@ -113,7 +113,7 @@ sql(qq{INSERT INTO batchproc.targets (name, type, arn)
 $id = submit(q({"csv_s3_uri": "s3://agents-http/one.csv",
   "target": {"type": "agent", "name": "failing_agent"},
   "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch whose agent fails still ends (continue_on_error)');
+is(wait_for($id), 'failed', 'a batch whose agent fails ends, failed: its every row failed');
 is(sql("SELECT succeeded_rows || '|' || failed_rows FROM batchproc.batches WHERE id = $id"), '0|1',
 	'its counters show the failed row');
 is(sql("SELECT _status || '/' || _attempts FROM batchproc_data.batch_$id"), 'FAILED/2',
@@ -143,7 +143,7 @@ $id = submit(qq({"csv_s3_uri": "s3://agents-http/slow.csv",
   "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
       "config": {"column": "wait_seconds", "path": "\$"}}}},
   "execution_config": {"timeout_seconds": 1, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.2}}}));
-is(wait_for($id), 'succeeded', 'a batch whose agent is too slow ends');
+is(wait_for($id), 'failed', 'a batch whose agent is too slow ends, failed: its only row timed out');
 is(sql("SELECT _status || '/' || _attempts || '/' || _error_message FROM batchproc_data.batch_$id"),
 	'TIMEOUT/2/timed out after 1 seconds', 'the row ends TIMEOUT after its two attempts');
 # _execution_time_ms spans the row's attempts: at least the two timeouts.
@@ -444,7 +444,7 @@ my ($choked_sfn, $choked_stats) = sfn_through_proxy('--throttle-start-execution'
 $id = submit(qq({"csv_s3_uri": "s3://agents-http/one.csv",
   "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_echo_agent}"},
   "execution_config": {"retry_policy": {"max_attempts": 2, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch whose every StartExecution is throttled ends');
+is(wait_for($id), 'failed', 'a batch whose every StartExecution is throttled ends, failed');
 is(sql("SELECT _status || '|' || _attempts || '|' || _error_message FROM batchproc_data.batch_$id"),
 	'FAILED|1|Step Functions answered HTTP 400 ThrottlingException: Rate exceeded',
 	'its row fails with the throttle as its error');

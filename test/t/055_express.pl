@@ -134,7 +134,7 @@ reset_stats();
 $id = submit(q({"csv_s3_uri": "s3://express/one.csv",
   "target": {"type": "agent", "name": "fail"},
   "execution_config": {"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch whose express agent fails still ends (continue_on_error)');
+is(wait_for($id), 'failed', 'a batch whose express agent fails ends, failed: its every row failed');
 is(sql("SELECT succeeded_rows || '|' || failed_rows FROM batchproc.batches WHERE id = $id"), '0|1',
 	'its counters show the failed row');
 is(sql("SELECT _status || '/' || _attempts FROM batchproc_data.batch_$id"), 'FAILED/3',
@@ -182,7 +182,7 @@ reset_stats();
 $id = submit(q({"csv_s3_uri": "s3://express/one.csv",
   "target": {"type": "agent", "name": "missing"},
   "execution_config": {"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}}));
-is(wait_for($id), 'succeeded', 'a batch on a missing state machine ends');
+is(wait_for($id), 'failed', 'a batch on a missing state machine ends, failed');
 is(sql("SELECT _status || '/' || _attempts || '/' || _error_message FROM batchproc_data.batch_$id"),
 	"FAILED/1/Step Functions answered HTTP 400 StateMachineDoesNotExist: State Machine Does Not Exist: '$machine:express_missing'",
 	'its row fails at once with Step Functions\' error');

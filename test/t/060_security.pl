@@ -57,8 +57,8 @@ sub submit_failing
 }
 my $alice_batch = submit_failing('alice', 'three.csv');
 my $bob_batch = submit_failing('bob', 'one.csv');
-is(wait_for_batch($node, $alice_batch), 'succeeded', "alice's batch ends");
-is(wait_for_batch($node, $bob_batch), 'succeeded', "bob's batch ends");
+is(wait_for_batch($node, $alice_batch), 'failed', "alice's batch ends (failed: every row did)");
+is(wait_for_batch($node, $bob_batch), 'failed', "bob's batch ends (failed: every row did)");
 is($node->safe_psql('postgres',
 		q{SELECT string_agg(batch_id || ':' || count, ',' ORDER BY batch_id)}
 		  . q{ FROM (SELECT batch_id, count(*) FROM batchproc.dead_letters GROUP BY 1) d}),
