@@ -49,7 +49,8 @@ sub config
 	my ($target, %uris) = @_;
 	my $csv = $uris{csv} // 's3://trust/mallory/in.csv';
 	my $out = $uris{out} ? qq(, "output_s3_uri": "$uris{out}") : '';
-	return qq({"csv_s3_uri": "$csv"$out, "target": $target});
+	my $in = $uris{input} ? qq(, "input_mapping": $uris{input}) : '';
+	return qq({"csv_s3_uri": "$csv"$out, "target": $target$in});
 }
 
 aws_ok('s3api', 'create-bucket', '--bucket', $_) for qw(trust trust-m trust-mo);
@@ -102,7 +103,8 @@ like(as('mallory', 'SET batchproc.allow_unregistered_targets = on'),
 # What may run does, and the worker and alice carry on.
 my $mine = as('mallory', "SELECT batchproc_submit('" . config(q({"type": "tool", "name": "echo"})) . "')");
 my $alices = as('alice', "SELECT batchproc_submit('"
-	  . config(q({"type": "tool", "name": "alice_tool"}), csv => 's3://trust/alice/in.csv') . "')");
+	  . config(q({"type": "tool", "name": "alice_tool"}), csv => 's3://trust/alice/in.csv',
+		input => q({"column_mappings": {"x": "prompt"}})) . "')");
 my $bosss = as('boss', "SELECT batchproc_submit('"
 	  . config(qq({"type": "tool", "arn": "$fn:echo"}), csv => 's3://trust/alice/in.csv') . "')");
 is(wait_for_batch($node, $mine), 'succeeded', 'her batch on a registered target runs');
