@@ -697,9 +697,14 @@ tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 	{
 		MemoryContext old;
 
-		/* libcurl's own timeout is the row's, seen a moment sooner. */
+		/*
+		 * libcurl's own timeout is the row's, seen a moment sooner: stop the
+		 * execution as the deadline would, or the retry starts a second.
+		 */
 		if (batchproc_http_response(s->req)->timed_out)
 		{
+			if (s->execution_arn && names_start_executions(d->batch))
+				stop_execution(d, s->execution_arn);
 			attempt_failed(d, s, psprintf("timed out after %d seconds", d->config->timeout_seconds),
 						   true, true, NULL);
 			return;

@@ -235,6 +235,7 @@ load_batch(int64 id, MemoryContext cxt)
 				old = MemoryContextSwitchTo(cxt);
 				batch->target.headers = DatumGetJsonbPCopy(d);
 				MemoryContextSwitchTo(old);
+				batchproc_http_target_check_headers(batch->target.name, batch->target.headers);
 			}
 		}
 	}

@@ -79,6 +79,59 @@ batchproc_http_target_allowed(const char *url)
 	return false;
 }
 
+/*
+ * Headers a registry entry may send: a name of HTTP token characters, and
+ * a string value without a line break or NUL.  A value with CR or LF would
+ * add headers of the registrant's choosing to every request (or split the
+ * request); libcurl does not check.  An ERROR names the target and the
+ * header, so that the batch fails before anything is sent.
+ */
+void
+batchproc_http_target_check_headers(const char *target_name, Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (headers == NULL || !JB_ROOT_IS_OBJECT(headers))
+		return;
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		const char *problem = NULL;
+
+		if (tok != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (k.val.string.len == 0)
+			problem = "an empty name";
+		for (int i = 0; problem == NULL && i < k.val.string.len; i++)
+		{
+			unsigned char c = (unsigned char) k.val.string.val[i];
+
+			if (c <= ' ' || c >= 127 || strchr("()<>@,;:\\\"/[]?={}", c) != NULL)
+				problem = "a character that a header name may not hold";
+		}
+		if (problem == NULL && v.type != jbvString)
+			problem = "a value that is not a string";
+		for (int i = 0; problem == NULL && i < v.val.string.len; i++)
+		{
+			char		c = v.val.string.val[i];
+
+			if (c == '\r' || c == '\n' || c == '\0')
+				problem = "a line break in its value";
+		}
+		if (problem)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the http target \"%s\" has a header \"%.*s\" with %s",
+							target_name, Min(k.val.string.len, 100), k.val.string.val, problem),
+					 errdetail("Nothing was sent to it."),
+					 errhint("An administrator can fix the header in batchproc.targets.")));
+	}
+}
+
 BatchprocHttpRequest *
 batchproc_http_target_request(const BatchprocTarget *target, const char *payload,
 							  long timeout_ms)

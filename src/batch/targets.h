@@ -47,6 +47,7 @@ extern void batchproc_agent_start_outcome(const BatchprocTarget *target,
 /* target_http.c */
 extern char *batchproc_allowed_http_targets;
 extern bool batchproc_http_target_allowed(const char *url);
+extern void batchproc_http_target_check_headers(const char *target_name, Jsonb *headers);
 extern BatchprocHttpRequest *batchproc_http_target_request(const BatchprocTarget *target,
 														   const char *payload,
 														   long timeout_ms);

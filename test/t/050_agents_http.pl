@@ -298,6 +298,26 @@ like(sql("SELECT error FROM batchproc.batches WHERE id = $id"),
 is(target_stats()->{invocations}, $invocations, 'and no request was sent');
 sql(qq{UPDATE batchproc.targets SET url = 'http://127.0.0.1:$target_port/enrich' WHERE name = 'enricher'});
 
+# A registered header whose value holds a line break would add headers of
+# the registrant's choosing to every request, and one whose name is no HTTP
+# token would garble it: the batch fails before anything is sent.
+for my $case (
+	[ q({"X-Api-Key": "k-123\r\nX-Injected: 1"}), qr/has a header "X-Api-Key" with a line break in its value/ ],
+	[ q({"X-Api-Key": "k-123\nX-Injected: 1"}), qr/has a header "X-Api-Key" with a line break in its value/ ],
+	[ q({"X Api: 1\r\nX-Injected": "1"}), qr/has a header ".*" with a character that a header name may not hold/s ],
+	[ q({"X-Api-Key": 123}), qr/has a header "X-Api-Key" with a value that is not a string/ ])
+{
+	my ($headers, $problem) = @$case;
+	sql(qq{UPDATE batchproc.targets SET headers = '$headers' WHERE name = 'enricher'});
+	$invocations = target_stats()->{invocations};
+	$id = submit($enrich);
+	is(wait_for($id), 'failed', "a batch to a target with headers $headers fails");
+	like(sql("SELECT error FROM batchproc.batches WHERE id = $id"),
+		qr/^the http target "enricher" $problem/, 'naming the target, the header and what is wrong');
+	is(target_stats()->{invocations}, $invocations, 'and nothing was sent');
+}
+sql(q{UPDATE batchproc.targets SET headers = '{"X-Api-Key": "k-123"}' WHERE name = 'enricher'});
+
 # --- output_mapping details, through the echo tool.
 put_csv('scores.csv', "key,score,label\na,3.14159,x\nb,2,y\nc,abc,z\n");
 $id = submit(q({"csv_s3_uri": "s3://agents-http/scores.csv",
