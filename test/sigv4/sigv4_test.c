@@ -612,11 +612,12 @@ run_s3_case(const TestCase *tc)
 }
 
 /*
- * Signs a GET with only host and x-amz-date and returns its canonical
- * request, for the built-in cases that look at the URI and query lines.
+ * Signs a GET with only host and x-amz-date under secret, for the built-in
+ * cases: those that look at the URI and query lines, and the signing-key
+ * cache's, in which only the secret differs between calls.
  */
-static char *
-canonical_request_for(const char *path, const char *query, bool s3_rules)
+static BatchprocSigv4Result
+sign_builtin_get(const char *path, const char *query, bool s3_rules, const char *secret)
 {
 	BatchprocSigv4Header headers[] = {
 		{"Host", "example.amazonaws.com"},
@@ -637,35 +638,20 @@ canonical_request_for(const char *path, const char *query, bool s3_rules)
 	req.amz_date = BUILTIN_AMZ_DATE;
 	req.s3_path_rules = s3_rules;
 
-	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, S3_SECRET_KEY, &result);
-	return result.canonical_request;
+	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, secret, &result);
+	return result;
 }
 
-/*
- * The signature of one fixed request under a secret, for the signing-key
- * cache's case: only the secret differs between calls.
- */
+static char *
+canonical_request_for(const char *path, const char *query, bool s3_rules)
+{
+	return sign_builtin_get(path, query, s3_rules, S3_SECRET_KEY).canonical_request;
+}
+
 static char *
 signature_with(const char *secret)
 {
-	BatchprocSigv4Header headers[] = {
-		{"Host", "example.amazonaws.com"},
-		{"X-Amz-Date", BUILTIN_AMZ_DATE},
-	};
-	BatchprocSigv4Request req;
-	BatchprocSigv4Result result;
-
-	memset(&req, 0, sizeof(req));
-	req.method = "GET";
-	req.path = "/";
-	req.headers = headers;
-	req.nheaders = lengthof(headers);
-	req.payload_hash = BATCHPROC_EMPTY_SHA256;
-	req.region = S3_REGION;
-	req.service = "service";
-	req.amz_date = BUILTIN_AMZ_DATE;
-	batchproc_sigv4_sign(&req, S3_ACCESS_KEY, secret, &result);
-	return result.signature;
+	return sign_builtin_get("/", NULL, false, secret).signature;
 }
 
 /*
