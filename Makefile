@@ -28,6 +28,7 @@ OBJS = \
 	src/aws/sigv4.o \
 	src/batch/answer.o \
 	src/batch/dispatch.o \
+	src/batch/dispatch_call.o \
 	src/batch/export.o \
 	src/batch/import.o \
 	src/batch/payload.o \

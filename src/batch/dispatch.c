@@ -29,18 +29,16 @@
  * run that every call takes from, retries included, holding at most one
  * second's worth.
  *
- * A call that fails in a way worth retrying (network errors, timeouts, 5xx,
- * 429 and throttling, function errors, failed executions) waits
- * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
- * with full jitter, and never less than the Retry-After the target sent.
- * After max_attempts the row is FAILED (or TIMEOUT) and gets a dead letter.
  * A run stops sending, and its batch fails, at its first failed row with
  * continue_on_error false, or once more rows failed than its
  * tolerated_failure_count or tolerated_failure_percentage (of the batch's
  * total rows) allows; a run that ends with no row of its batch succeeded
  * fails it too.
- * An agent's execution is described with growing pauses until it ends,
- * inside the same loop, so a long execution blocks no other row.
+ *
+ * What happens inside a slot (a row's call, its deadline, its retries and
+ * agent polls, its answer) is dispatch_call.c's; the run and its slots are
+ * declared in dispatch_run.h.  This file owns the runs: their rows read
+ * and results written, the share of capacity each gets, and their ends.
  *
  * The wait point is batchproc_http_wait: the latch, curl's sockets, and the
  * next timer of any slot.
@@ -66,108 +64,17 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "batch/batch.h"
-#include "batch/targets.h"
+#include "batch/dispatch_run.h"
 #include "batchproc.h"
-#include "sql.h"
 
 /* A group of finished rows is written at this size, or after this long. */
 #define FLUSH_ROWS			500
 #define FLUSH_MS			200
-/* Agent executions are described after these pauses, growing. */
-#define POLL_FIRST_MS		200
-#define POLL_MAX_MS			5000
 /* The batch's state is read at least this often, to notice a cancel. */
 #define STATE_CHECK_MS		500
-/* StopExecution calls still unanswered when a run ends get this long. */
-#define STOP_WAIT_MS		10000
 /* A run's concurrency is halved at most this often, so that one burst of
  * throttled answers to calls sent together counts once. */
 #define DECREASE_MS			1000
-
-typedef enum SlotPhase
-{
-	SLOT_CALLING,				/* the call's request is in flight */
-	SLOT_WAIT_RETRY,			/* waiting to try again */
-	SLOT_WAIT_POLL,				/* an agent runs; describe it later */
-	SLOT_DESCRIBING				/* DescribeExecution in flight */
-} SlotPhase;
-
-typedef struct QueuedRow
-{
-	int64		row_id;
-	int			attempts;		/* already recorded in the table */
-	char	  **values;			/* the row's CSV values, NULL for null: its
-								 * input is built only when it starts, so
-								 * that the rows read ahead hold no payload */
-} QueuedRow;
-
-typedef struct Slot
-{
-	bool		busy;
-	MemoryContext cxt;			/* the row's: reset when it finishes */
-	MemoryContext call_cxt;		/* one request and its answer: reset before
-								 * the next, so that polls do not pile up */
-	int64		row_id;
-	int			attempt;		/* numbers go on across runs and redrives */
-	int			tries;			/* in this run, counted against max_attempts */
-	char	   *input;
-	char	   *call_name;
-	SlotPhase	phase;
-	BatchprocHttpRequest *req;
-	TimestampTz row_started;
-	TimestampTz deadline;		/* of the current attempt */
-	TimestampTz next_at;		/* WAIT_RETRY, WAIT_POLL */
-	long		poll_ms;
-	char	   *execution_arn;
-} Slot;
-
-typedef struct Dispatch
-{
-	BatchprocBatch *batch;
-	const BatchprocConfig *config;
-	MemoryContext cxt;
-	Slot	   *slots;
-	int			nslots;
-	int			nbusy;
-
-	QueuedRow  *queue;
-	int			queue_len;
-	int			queue_pos;
-	int			queue_cap;
-	int64		last_row_fetched;
-	bool		exhausted;
-	MemoryContext queue_cxt;
-
-	/* the run's statements, kept in cxt (sql.c) */
-	BatchprocPrepared *read_pending;
-	BatchprocPrepared *record_first;	/* NULL: first attempts not recorded */
-	BatchprocPrepared *write_results;
-
-	BatchprocResult *results;
-	int			nresults;
-	TimestampTz first_result_at;
-	MemoryContext results_cxt;
-
-	List	   *stops;			/* StopExecution requests, fire and forget */
-	MemoryContext stops_cxt;
-
-	bool		target_allowed; /* by batchproc.allowed_http_targets */
-	TimestampTz state_checked_at;
-	int			row_log_level;	/* LOG with debug or log_level DEBUG */
-	bool		cancelled;
-	bool		stop_on_error;	/* continue_on_error false, or a threshold */
-	char	   *first_error;	/* why the run stopped: the batch's error */
-	int64		nsucceeded;		/* the batch's rows, recorded or not yet */
-	int64		nfailed;
-	int			free_hint;		/* where to look for a free slot first */
-
-	double		concurrency;	/* AIMD: 1..max_concurrency */
-	TimestampTz decreased_at;
-	bool		throttled_since_max;	/* to log the recovery once */
-	double		tokens;			/* rate limit's bucket, when there is one */
-	TimestampTz tokens_at;
-} Dispatch;
 
 /* The worker's runs, one per batch being dispatched. */
 struct BatchprocDispatcher
@@ -182,21 +89,6 @@ struct BatchprocDispatcher
 };
 
 int			batchproc_max_inflight = 1000;
-
-/*
- * Does a call's name identify what it starts?  Step Functions starts a
- * standard execution's name once, so a row's attempt number must be on
- * record before its first call: after a crash, and then a redrive, the row
- * goes on under a name that has not run yet.  A Lambda function, an
- * express execution or an HTTP endpoint does nothing with the name but
- * show it, and recording a first attempt would cost each row one more
- * update of the results table.
- */
-static bool
-names_start_executions(const BatchprocBatch *batch)
-{
-	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
-}
 
 /* The statements of a run, prepared at their first use. */
 static void
@@ -307,8 +199,8 @@ flush_results(Dispatch *d)
 }
 
 /* Refill the run's token bucket; true if a call may go now. */
-static bool
-have_token(Dispatch *d, TimestampTz now)
+bool
+batchproc_dispatch_have_token(Dispatch *d, TimestampTz now)
 {
 	double		rate = d->config->rate_limit_per_second;
 
@@ -320,8 +212,8 @@ have_token(Dispatch *d, TimestampTz now)
 	return d->tokens >= 1.0;
 }
 
-static void
-take_token(Dispatch *d)
+void
+batchproc_dispatch_take_token(Dispatch *d)
 {
 	if (d->config->rate_limit_per_second > 0)
 		d->tokens -= 1.0;
@@ -337,8 +229,8 @@ next_token_at(Dispatch *d)
 }
 
 /* An answer came: grow the run's concurrency back, or halve it. */
-static void
-adapt_concurrency(Dispatch *d, bool throttled)
+void
+batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled)
 {
 	int			max = d->config->max_concurrency;
 	TimestampTz now = GetCurrentTimestamp();
@@ -419,8 +311,8 @@ stop_run(Dispatch *d, char *error)
  * on across resumes and redrives (a redrive forgets the failures it
  * retries).
  */
-static void
-count_row(Dispatch *d, const BatchprocResult *r)
+void
+batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r)
 {
 	const BatchprocConfig *config = d->config;
 	int64		total = d->batch->total_rows;
@@ -447,53 +339,6 @@ count_row(Dispatch *d, const BatchprocResult *r)
 							 d->nfailed * 100.0 / total));
 }
 
-static void
-finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
-{
-	MemoryContext old = MemoryContextSwitchTo(d->results_cxt);
-	BatchprocResult *r = &d->results[d->nresults];
-	TimestampTz now = GetCurrentTimestamp();
-
-	memset(r, 0, sizeof(*r));
-	r->row_id = s->row_id;
-	r->status = status;
-	r->attempts = s->attempt;
-	r->at = now;
-	r->ms = TimestampDifferenceMilliseconds(s->row_started, now);
-	r->execution_id = pstrdup(s->execution_arn ? s->execution_arn : s->call_name);
-	r->payload = pstrdup(s->input ? s->input : "null");
-	r->error = error ? pstrdup(error) : NULL;
-
-	if (result)
-	{
-		char	   *extract_error = NULL;
-
-		r->outputs = palloc0(sizeof(char *) * Max(list_length(d->config->outputs), 1));
-		if (!batchproc_extract_outputs(d->config, result, r->outputs, &extract_error))
-		{
-			r->status = "FAILED";
-			r->error = extract_error;
-			r->outputs = NULL;
-		}
-	}
-	MemoryContextSwitchTo(old);
-
-	ereport(d->row_log_level,
-			(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " %s after %d attempts in " INT64_FORMAT " ms%s%s",
-					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
-					r->error ? ": " : "", r->error ? r->error : "")));
-
-	count_row(d, r);
-
-	if (d->nresults++ == 0)
-		d->first_result_at = now;
-	s->busy = false;
-	s->req = NULL;
-	MemoryContextReset(s->call_cxt);
-	MemoryContextReset(s->cxt);
-	d->nbusy--;
-}
-
 /*
  * May the batch's target be called?  The allow-list of HTTP targets changes
  * only when the configuration is reloaded: read it then, not for each row.
@@ -503,372 +348,6 @@ check_target_allowed(Dispatch *d)
 {
 	d->target_allowed = d->batch->target.type != BATCHPROC_TARGET_HTTP ||
 		batchproc_http_target_allowed(d->batch->target.address);
-}
-
-static void
-send_call(Dispatch *d, Slot *s)
-{
-	MemoryContext old;
-	char	   *payload;
-	long		timeout_ms = d->config->timeout_seconds * 1000L;
-
-	/* The allow-list may have shrunk since the batch was submitted. */
-	if (!d->target_allowed)
-	{
-		finish_row(d, s, "FAILED",
-				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
-							d->batch->target.name),
-				   NULL);
-		return;
-	}
-
-	s->call_name = MemoryContextStrdup(s->cxt,
-									   batchproc_call_name(d->batch, s->row_id, s->attempt));
-	MemoryContextReset(s->call_cxt);
-	old = MemoryContextSwitchTo(s->call_cxt);
-	s->execution_arn = NULL;
-	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
-	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
-	batchproc_http_start(s->req);
-	s->phase = SLOT_CALLING;
-	MemoryContextSwitchTo(old);
-}
-
-static void
-describe(Dispatch *d, Slot *s)
-{
-	MemoryContext old;
-	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), s->deadline);
-
-	MemoryContextReset(s->call_cxt);
-	old = MemoryContextSwitchTo(s->call_cxt);
-	s->req = batchproc_agent_describe_request(s->execution_arn, Max(left, 1000));
-	batchproc_http_start(s->req);
-	s->phase = SLOT_DESCRIBING;
-	MemoryContextSwitchTo(old);
-}
-
-/* Stop an agent's execution without waiting for the answer. */
-static void
-stop_execution(Dispatch *d, const char *arn)
-{
-	MemoryContext old = MemoryContextSwitchTo(d->stops_cxt);
-	BatchprocHttpRequest *req = batchproc_agent_stop_request(arn);
-
-	batchproc_http_start(req);
-	d->stops = lappend(d->stops, req);
-	MemoryContextSwitchTo(old);
-}
-
-/* Is the slot waiting for StartExecution to name its execution? */
-static bool
-starting_execution(Dispatch *d, Slot *s)
-{
-	return d->batch->target.type == BATCHPROC_TARGET_AGENT && !d->batch->target.express &&
-		s->busy && s->phase == SLOT_CALLING;
-}
-
-static long
-retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
-{
-	double		ceiling = config->interval_seconds * 1000.0;
-	long		delay;
-
-	for (int i = 1; i < attempt; i++)
-		ceiling *= config->backoff_rate;
-	ceiling = Min(ceiling, config->max_delay_seconds * 1000.0);
-	delay = (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
-	if (retry_after && retry_after[0])
-	{
-		double		seconds = strtod(retry_after, NULL);
-
-		if (seconds > 0)
-			delay = Max(delay, (long) (Min(seconds, config->max_delay_seconds) * 1000.0));
-	}
-	return delay;
-}
-
-/* A failed attempt: try again later, or finish the row. */
-static void
-attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool timed_out,
-			   const char *retry_after)
-{
-	if (s->req)
-	{
-		batchproc_http_free(s->req);
-		s->req = NULL;
-	}
-	if (retryable && s->tries < d->config->max_attempts && !d->stop_on_error)
-	{
-		MemoryContext old = MemoryContextSwitchTo(s->cxt);
-
-		ereport(d->row_log_level,
-				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
-						d->batch->id, s->row_id, s->attempt, error)));
-
-		/*
-		 * A StartExecution that failed without naming an execution may have
-		 * started one all the same.  Sent again under the same name, it
-		 * finds that execution (Step Functions starts a name once); a new
-		 * name would start a second.
-		 */
-		if (!(starting_execution(d, s) && s->execution_arn == NULL))
-			s->attempt++;
-		s->phase = SLOT_WAIT_RETRY;
-		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 retry_delay_ms(d->config, s->tries, retry_after));
-		s->tries++;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	finish_row(d, s, timed_out ? "TIMEOUT" : "FAILED", error, NULL);
-}
-
-static void
-handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
-{
-	/* Whatever became of it, the row's execution is the one just named. */
-	if (out->execution_arn)
-		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
-
-	/* An agent's polls say nothing of how hard its target is pressed. */
-	if (s->phase == SLOT_CALLING)
-		adapt_concurrency(d, out->throttled);
-
-	switch (out->status)
-	{
-		case BATCHPROC_CALL_SUCCEEDED:
-			finish_row(d, s, "SUCCESS", NULL, out->result);
-			break;
-		case BATCHPROC_CALL_RUNNING:
-			{
-				MemoryContext old = MemoryContextSwitchTo(s->cxt);
-
-				batchproc_http_free(s->req);
-				s->req = NULL;
-				s->phase = SLOT_WAIT_POLL;
-				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->poll_ms);
-				s->poll_ms = Min(s->poll_ms * 3 / 2, POLL_MAX_MS);
-				MemoryContextSwitchTo(old);
-				break;
-			}
-		case BATCHPROC_CALL_RETRY:
-			attempt_failed(d, s, out->error, true, false, out->retry_after);
-			break;
-		case BATCHPROC_CALL_FAILED:
-			attempt_failed(d, s, out->error, false, false, NULL);
-			break;
-	}
-}
-
-static void
-start_row(Dispatch *d, Slot *s, QueuedRow *q)
-{
-	MemoryContext old = MemoryContextSwitchTo(s->cxt);
-	char	   *error;
-
-	s->busy = true;
-	d->nbusy++;
-	s->row_id = q->row_id;
-	/* A row tried before a crash goes on under the same call name. */
-	s->attempt = Max(q->attempts, 1);
-	s->tries = 1;
-	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
-	s->row_started = GetCurrentTimestamp();
-	s->poll_ms = POLL_FIRST_MS;
-	s->execution_arn = NULL;
-	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
-	MemoryContextSwitchTo(old);
-
-	if (s->input == NULL)
-		finish_row(d, s, "FAILED", error, NULL);
-	else
-		send_call(d, s);
-}
-
-/* Look at one busy slot: its request done, its deadline or timer passed. */
-static void
-tend_slot(Dispatch *d, Slot *s, TimestampTz now)
-{
-	BatchprocCallOutcome out;
-
-	if (s->req != NULL && batchproc_http_done(s->req))
-	{
-		MemoryContext old;
-
-		/*
-		 * libcurl's own timeout is the row's, seen a moment sooner: stop the
-		 * execution as the deadline would, or the retry starts a second.
-		 */
-		if (batchproc_http_response(s->req)->timed_out)
-		{
-			if (s->execution_arn && names_start_executions(d->batch))
-				stop_execution(d, s->execution_arn);
-			attempt_failed(d, s, psprintf("timed out after %d seconds", d->config->timeout_seconds),
-						   true, true, NULL);
-			return;
-		}
-		old = MemoryContextSwitchTo(s->call_cxt);
-
-		if (s->phase == SLOT_DESCRIBING)
-			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);
-		else
-			batchproc_target_outcome(&d->batch->target, s->call_name,
-									 batchproc_http_response(s->req), &out);
-		MemoryContextSwitchTo(old);
-		handle_outcome(d, s, &out);
-		return;
-	}
-
-	if ((s->phase == SLOT_CALLING || s->phase == SLOT_DESCRIBING || s->phase == SLOT_WAIT_POLL) &&
-		now >= s->deadline)
-	{
-		char	   *error = psprintf("timed out after %d seconds", d->config->timeout_seconds);
-
-		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT &&
-			!d->batch->target.express)
-			stop_execution(d, s->execution_arn);
-		attempt_failed(d, s, error, true, true, NULL);
-		return;
-	}
-
-	if (s->req == NULL && now >= s->next_at)
-	{
-		if (s->phase == SLOT_WAIT_RETRY)
-		{
-			if (!have_token(d, now))
-				return;
-			take_token(d);
-			send_call(d, s);
-		}
-		else if (s->phase == SLOT_WAIT_POLL)
-			describe(d, s);
-	}
-}
-
-static void
-reap_stops(Dispatch *d)
-{
-	ListCell   *lc;
-	bool		all_done = true;
-
-	foreach(lc, d->stops)
-	{
-		if (!batchproc_http_done(lfirst(lc)))
-			all_done = false;
-	}
-	if (all_done && d->stops != NIL)
-	{
-		d->stops = NIL;
-		MemoryContextReset(d->stops_cxt);
-	}
-}
-
-/*
- * Let the StopExecution requests still in flight reach Step Functions
- * before their memory goes, for at most STOP_WAIT_MS.
- */
-static void
-finish_stops(Dispatch *d)
-{
-	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
-
-	reap_stops(d);
-	while (d->stops != NIL && GetCurrentTimestamp() < give_up)
-	{
-		batchproc_http_wait(100);
-		reap_stops(d);
-	}
-}
-
-/*
- * A StartExecution still unanswered when a run ends may yet start an
- * execution, which nothing would stop.  Take the answers that come within
- * STOP_WAIT_MS, so that abandon_slots() stops those executions too.
- */
-static void
-await_starts(Dispatch *d)
-{
-	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
-
-	for (;;)
-	{
-		bool		waiting = false;
-
-		for (int i = 0; i < d->nslots; i++)
-		{
-			Slot	   *s = &d->slots[i];
-			BatchprocCallOutcome out;
-			MemoryContext old;
-
-			if (!starting_execution(d, s) || s->req == NULL)
-				continue;
-			if (!batchproc_http_done(s->req))
-			{
-				waiting = true;
-				continue;
-			}
-			old = MemoryContextSwitchTo(s->call_cxt);
-			batchproc_target_outcome(&d->batch->target, s->call_name,
-									 batchproc_http_response(s->req), &out);
-			MemoryContextSwitchTo(old);
-			if (out.execution_arn)
-				s->execution_arn = MemoryContextStrdup(s->cxt, out.execution_arn);
-			batchproc_http_free(s->req);
-			s->req = NULL;
-		}
-		if (!waiting || GetCurrentTimestamp() >= give_up)
-			return;
-		batchproc_http_wait(100);
-	}
-}
-
-/*
- * Abandon what is in flight; the rows stay pending for a later run.  That
- * run, or a redrive, goes on from the attempt each row had reached, so
- * that no new attempt takes the name of an execution already started.
- */
-static void
-abandon_slots(Dispatch *d)
-{
-	MemoryContext loop_cxt = CurrentMemoryContext;
-	Datum	   *ids = palloc(sizeof(Datum) * d->nslots);
-	Datum	   *attempts = palloc(sizeof(Datum) * d->nslots);
-	int			n = 0;
-	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
-	Datum		args[2];
-
-	for (int i = 0; i < d->nslots; i++)
-	{
-		Slot	   *s = &d->slots[i];
-
-		if (!s->busy)
-			continue;
-		if (s->execution_arn && d->batch->target.type == BATCHPROC_TARGET_AGENT &&
-			!d->batch->target.express && s->phase != SLOT_WAIT_RETRY)
-			stop_execution(d, s->execution_arn);
-		ids[n] = Int64GetDatum(s->row_id);
-		attempts[n] = Int32GetDatum(s->attempt);
-		n++;
-		s->busy = false;
-		s->req = NULL;
-		MemoryContextReset(s->call_cxt);
-		MemoryContextReset(s->cxt);
-		d->nbusy--;
-	}
-	if (n == 0)
-		return;
-
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
-	batchproc_begin_tx("batchproc: recording the attempts of abandoned rows");
-	batchproc_spi_execute_with_args(psprintf("UPDATE %s t SET _attempts = GREATEST(t._attempts, a.attempt)"
-											 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) a(row_id, attempt)"
-											 " WHERE t._row_id OPERATOR(pg_catalog.=) a.row_id AND t._status IS NULL",
-											 d->batch->table),
-									2, types, args, NULL, false, 0, SPI_OK_UPDATE);
-	batchproc_end_tx(loop_cxt);
 }
 
 static long
@@ -889,7 +368,7 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 	}
 	if (d->nresults > 0)
 		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
-	if (d->config->rate_limit_per_second > 0 && !have_token(d, now))
+	if (d->config->rate_limit_per_second > 0 && !batchproc_dispatch_have_token(d, now))
 		next = Min(next, next_token_at(d));
 	return Max(TimestampDifferenceMilliseconds(now, next), 0);
 }
@@ -937,7 +416,7 @@ run_wants_slot(Dispatch *d)
 {
 	return !d->cancelled && !d->stop_on_error && d->nbusy < (int) d->concurrency &&
 		!(d->exhausted && d->queue_pos >= d->queue_len) &&
-		have_token(d, GetCurrentTimestamp());
+		batchproc_dispatch_have_token(d, GetCurrentTimestamp());
 }
 
 /* Start the run's next pending row in a free slot; false if it has none. */
@@ -969,8 +448,8 @@ start_next_row(Dispatch *d)
 		}
 	}
 	Assert(slot != NULL);
-	take_token(d);
-	start_row(d, slot, &d->queue[d->queue_pos++]);
+	batchproc_dispatch_take_token(d);
+	batchproc_dispatch_start_row(d, slot, &d->queue[d->queue_pos++]);
 	return true;
 }
 
@@ -1099,9 +578,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 
 	batchproc_worker_running(disp->slotno, d->batch->id);
 	flush_results(d);
-	await_starts(d);
-	abandon_slots(d);
-	finish_stops(d);
+	batchproc_dispatch_abandon_calls(d);
 	batchproc_worker_running(disp->slotno, 0);
 
 	ending->batch_id = d->batch->id;
@@ -1177,9 +654,9 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			for (int i = 0; i < d->nslots; i++)
 			{
 				if (d->slots[i].busy)
-					tend_slot(d, &d->slots[i], now);
+					batchproc_dispatch_tend_slot(d, &d->slots[i], now);
 			}
-			reap_stops(d);
+			batchproc_dispatch_reap_stops(d);
 			if (d->nresults >= FLUSH_ROWS ||
 				(d->nresults > 0 &&
 				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))

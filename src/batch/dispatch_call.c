@@ -1,0 +1,470 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch_call.c
+ *	  The calls of a run's slots: a row's call started, its deadline, its
+ *	  retries, its answer handled, its result handed to the run; and, when
+ *	  a run ends, the calls it leaves behind.
+ *
+ * A slot holds one row from its first call to its result.  A call that
+ * fails in a way worth retrying (network errors, timeouts, 5xx, 429 and
+ * throttling, function errors, failed executions) waits
+ * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
+ * with full jitter, and never less than the Retry-After the target sent.
+ * After max_attempts the row is FAILED (or TIMEOUT) and gets a dead letter.
+ * An agent's execution is described with growing pauses until it ends,
+ * inside the dispatcher's loop, so a long execution blocks no other row.
+ * Executions that a timeout or the end of a run leaves running are
+ * stopped, fire and forget.
+ *
+ * IDENTIFICATION
+ *	  src/batch/dispatch_call.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "utils/array.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "batch/dispatch_run.h"
+
+/* Agent executions are described after these pauses, growing. */
+#define POLL_FIRST_MS		200
+#define POLL_MAX_MS			5000
+/* StopExecution calls still unanswered when a run ends get this long. */
+#define STOP_WAIT_MS		10000
+
+/* The row of slot s is over: its result joins the run's next group. */
+static void
+finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
+{
+	MemoryContext old = MemoryContextSwitchTo(d->results_cxt);
+	BatchprocResult *r = &d->results[d->nresults];
+	TimestampTz now = GetCurrentTimestamp();
+
+	memset(r, 0, sizeof(*r));
+	r->row_id = s->row_id;
+	r->status = status;
+	r->attempts = s->attempt;
+	r->at = now;
+	r->ms = TimestampDifferenceMilliseconds(s->row_started, now);
+	r->execution_id = pstrdup(s->execution_arn ? s->execution_arn : s->call_name);
+	r->payload = pstrdup(s->input ? s->input : "null");
+	r->error = error ? pstrdup(error) : NULL;
+
+	if (result)
+	{
+		char	   *extract_error = NULL;
+
+		r->outputs = palloc0(sizeof(char *) * Max(list_length(d->config->outputs), 1));
+		if (!batchproc_extract_outputs(d->config, result, r->outputs, &extract_error))
+		{
+			r->status = "FAILED";
+			r->error = extract_error;
+			r->outputs = NULL;
+		}
+	}
+	MemoryContextSwitchTo(old);
+
+	ereport(d->row_log_level,
+			(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " %s after %d attempts in " INT64_FORMAT " ms%s%s",
+					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
+					r->error ? ": " : "", r->error ? r->error : "")));
+
+	batchproc_dispatch_count_row(d, r);
+
+	if (d->nresults++ == 0)
+		d->first_result_at = now;
+	s->busy = false;
+	s->req = NULL;
+	MemoryContextReset(s->call_cxt);
+	MemoryContextReset(s->cxt);
+	d->nbusy--;
+}
+
+/* Send the row's call, attempt s->attempt, under a fresh deadline. */
+static void
+send_call(Dispatch *d, Slot *s)
+{
+	MemoryContext old;
+	char	   *payload;
+	long		timeout_ms = d->config->timeout_seconds * 1000L;
+
+	/* The allow-list may have shrunk since the batch was submitted. */
+	if (!d->target_allowed)
+	{
+		finish_row(d, s, "FAILED",
+				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
+							d->batch->target.name),
+				   NULL);
+		return;
+	}
+
+	s->call_name = MemoryContextStrdup(s->cxt,
+									   batchproc_call_name(d->batch, s->row_id, s->attempt));
+	MemoryContextReset(s->call_cxt);
+	old = MemoryContextSwitchTo(s->call_cxt);
+	s->execution_arn = NULL;
+	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
+	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
+	batchproc_http_start(s->req);
+	s->phase = SLOT_CALLING;
+	MemoryContextSwitchTo(old);
+}
+
+/* Ask Step Functions how the row's execution is doing. */
+static void
+describe(Dispatch *d, Slot *s)
+{
+	MemoryContext old;
+	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), s->deadline);
+
+	MemoryContextReset(s->call_cxt);
+	old = MemoryContextSwitchTo(s->call_cxt);
+	s->req = batchproc_agent_describe_request(s->execution_arn, Max(left, 1000));
+	batchproc_http_start(s->req);
+	s->phase = SLOT_DESCRIBING;
+	MemoryContextSwitchTo(old);
+}
+
+/* Stop an agent's execution without waiting for the answer. */
+static void
+stop_execution(Dispatch *d, const char *arn)
+{
+	MemoryContext old = MemoryContextSwitchTo(d->stops_cxt);
+	BatchprocHttpRequest *req = batchproc_agent_stop_request(arn);
+
+	batchproc_http_start(req);
+	d->stops = lappend(d->stops, req);
+	MemoryContextSwitchTo(old);
+}
+
+/* Is the slot waiting for StartExecution to name its execution? */
+static bool
+starting_execution(Dispatch *d, Slot *s)
+{
+	return names_start_executions(d->batch) && s->busy && s->phase == SLOT_CALLING;
+}
+
+/* The pause before the next try: capped exponential backoff, full jitter. */
+static long
+retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
+{
+	double		ceiling = config->interval_seconds * 1000.0;
+	long		delay;
+
+	for (int i = 1; i < attempt; i++)
+		ceiling *= config->backoff_rate;
+	ceiling = Min(ceiling, config->max_delay_seconds * 1000.0);
+	delay = (long) (pg_prng_double(&pg_global_prng_state) * ceiling);
+	if (retry_after && retry_after[0])
+	{
+		double		seconds = strtod(retry_after, NULL);
+
+		if (seconds > 0)
+			delay = Max(delay, (long) (Min(seconds, config->max_delay_seconds) * 1000.0));
+	}
+	return delay;
+}
+
+/* A failed attempt: try again later, or finish the row. */
+static void
+attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool timed_out,
+			   const char *retry_after)
+{
+	if (s->req)
+	{
+		batchproc_http_free(s->req);
+		s->req = NULL;
+	}
+	if (retryable && s->tries < d->config->max_attempts && !d->stop_on_error)
+	{
+		MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+		ereport(d->row_log_level,
+				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
+						d->batch->id, s->row_id, s->attempt, error)));
+
+		/*
+		 * A StartExecution that failed without naming an execution may have
+		 * started one all the same.  Sent again under the same name, it
+		 * finds that execution (Step Functions starts a name once); a new
+		 * name would start a second.
+		 */
+		if (!(starting_execution(d, s) && s->execution_arn == NULL))
+			s->attempt++;
+		s->phase = SLOT_WAIT_RETRY;
+		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 retry_delay_ms(d->config, s->tries, retry_after));
+		s->tries++;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	finish_row(d, s, timed_out ? "TIMEOUT" : "FAILED", error, NULL);
+}
+
+/* What a target's answer means for the row: done, poll, retry or fail. */
+static void
+handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
+{
+	/* Whatever became of it, the row's execution is the one just named. */
+	if (out->execution_arn)
+		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
+
+	/* An agent's polls say nothing of how hard its target is pressed. */
+	if (s->phase == SLOT_CALLING)
+		batchproc_dispatch_adapt_concurrency(d, out->throttled);
+
+	switch (out->status)
+	{
+		case BATCHPROC_CALL_SUCCEEDED:
+			finish_row(d, s, "SUCCESS", NULL, out->result);
+			break;
+		case BATCHPROC_CALL_RUNNING:
+			{
+				MemoryContext old = MemoryContextSwitchTo(s->cxt);
+
+				batchproc_http_free(s->req);
+				s->req = NULL;
+				s->phase = SLOT_WAIT_POLL;
+				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->poll_ms);
+				s->poll_ms = Min(s->poll_ms * 3 / 2, POLL_MAX_MS);
+				MemoryContextSwitchTo(old);
+				break;
+			}
+		case BATCHPROC_CALL_RETRY:
+			attempt_failed(d, s, out->error, true, false, out->retry_after);
+			break;
+		case BATCHPROC_CALL_FAILED:
+			attempt_failed(d, s, out->error, false, false, NULL);
+			break;
+	}
+}
+
+/* Give a row from the run's queue to the free slot s, and send its call. */
+void
+batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
+{
+	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	char	   *error;
+
+	s->busy = true;
+	d->nbusy++;
+	s->row_id = q->row_id;
+	/* A row tried before a crash goes on under the same call name. */
+	s->attempt = Max(q->attempts, 1);
+	s->tries = 1;
+	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
+	s->row_started = GetCurrentTimestamp();
+	s->poll_ms = POLL_FIRST_MS;
+	s->execution_arn = NULL;
+	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
+	MemoryContextSwitchTo(old);
+
+	if (s->input == NULL)
+		finish_row(d, s, "FAILED", error, NULL);
+	else
+		send_call(d, s);
+}
+
+/* Look at one busy slot: its request done, its deadline or timer passed. */
+void
+batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now)
+{
+	BatchprocCallOutcome out;
+
+	if (s->req != NULL && batchproc_http_done(s->req))
+	{
+		MemoryContext old;
+
+		/*
+		 * libcurl's own timeout is the row's, seen a moment sooner: stop the
+		 * execution as the deadline would, or the retry starts a second.
+		 */
+		if (batchproc_http_response(s->req)->timed_out)
+		{
+			if (s->execution_arn && names_start_executions(d->batch))
+				stop_execution(d, s->execution_arn);
+			attempt_failed(d, s, psprintf("timed out after %d seconds", d->config->timeout_seconds),
+						   true, true, NULL);
+			return;
+		}
+		old = MemoryContextSwitchTo(s->call_cxt);
+
+		if (s->phase == SLOT_DESCRIBING)
+			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);
+		else
+			batchproc_target_outcome(&d->batch->target, s->call_name,
+									 batchproc_http_response(s->req), &out);
+		MemoryContextSwitchTo(old);
+		handle_outcome(d, s, &out);
+		return;
+	}
+
+	if ((s->phase == SLOT_CALLING || s->phase == SLOT_DESCRIBING || s->phase == SLOT_WAIT_POLL) &&
+		now >= s->deadline)
+	{
+		char	   *error = psprintf("timed out after %d seconds", d->config->timeout_seconds);
+
+		if (s->execution_arn && names_start_executions(d->batch))
+			stop_execution(d, s->execution_arn);
+		attempt_failed(d, s, error, true, true, NULL);
+		return;
+	}
+
+	if (s->req == NULL && now >= s->next_at)
+	{
+		if (s->phase == SLOT_WAIT_RETRY)
+		{
+			if (!batchproc_dispatch_have_token(d, now))
+				return;
+			batchproc_dispatch_take_token(d);
+			send_call(d, s);
+		}
+		else if (s->phase == SLOT_WAIT_POLL)
+			describe(d, s);
+	}
+}
+
+/* Forget the StopExecution requests of a run once all have been answered. */
+void
+batchproc_dispatch_reap_stops(Dispatch *d)
+{
+	ListCell   *lc;
+	bool		all_done = true;
+
+	foreach(lc, d->stops)
+	{
+		if (!batchproc_http_done(lfirst(lc)))
+			all_done = false;
+	}
+	if (all_done && d->stops != NIL)
+	{
+		d->stops = NIL;
+		MemoryContextReset(d->stops_cxt);
+	}
+}
+
+/*
+ * Let the StopExecution requests still in flight reach Step Functions
+ * before their memory goes, for at most STOP_WAIT_MS.
+ */
+static void
+finish_stops(Dispatch *d)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
+
+	batchproc_dispatch_reap_stops(d);
+	while (d->stops != NIL && GetCurrentTimestamp() < give_up)
+	{
+		batchproc_http_wait(100);
+		batchproc_dispatch_reap_stops(d);
+	}
+}
+
+/*
+ * A StartExecution still unanswered when a run ends may yet start an
+ * execution, which nothing would stop.  Take the answers that come within
+ * STOP_WAIT_MS, so that abandon_slots() stops those executions too.
+ */
+static void
+await_starts(Dispatch *d)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
+
+	for (;;)
+	{
+		bool		waiting = false;
+
+		for (int i = 0; i < d->nslots; i++)
+		{
+			Slot	   *s = &d->slots[i];
+			BatchprocCallOutcome out;
+			MemoryContext old;
+
+			if (!starting_execution(d, s) || s->req == NULL)
+				continue;
+			if (!batchproc_http_done(s->req))
+			{
+				waiting = true;
+				continue;
+			}
+			old = MemoryContextSwitchTo(s->call_cxt);
+			batchproc_target_outcome(&d->batch->target, s->call_name,
+									 batchproc_http_response(s->req), &out);
+			MemoryContextSwitchTo(old);
+			if (out.execution_arn)
+				s->execution_arn = MemoryContextStrdup(s->cxt, out.execution_arn);
+			batchproc_http_free(s->req);
+			s->req = NULL;
+		}
+		if (!waiting || GetCurrentTimestamp() >= give_up)
+			return;
+		batchproc_http_wait(100);
+	}
+}
+
+/*
+ * Abandon what is in flight; the rows stay pending for a later run.  That
+ * run, or a redrive, goes on from the attempt each row had reached, so
+ * that no new attempt takes the name of an execution already started.
+ */
+static void
+abandon_slots(Dispatch *d)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	Datum	   *ids = palloc(sizeof(Datum) * d->nslots);
+	Datum	   *attempts = palloc(sizeof(Datum) * d->nslots);
+	int			n = 0;
+	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Datum		args[2];
+
+	for (int i = 0; i < d->nslots; i++)
+	{
+		Slot	   *s = &d->slots[i];
+
+		if (!s->busy)
+			continue;
+		if (s->execution_arn && names_start_executions(d->batch) &&
+			s->phase != SLOT_WAIT_RETRY)
+			stop_execution(d, s->execution_arn);
+		ids[n] = Int64GetDatum(s->row_id);
+		attempts[n] = Int32GetDatum(s->attempt);
+		n++;
+		s->busy = false;
+		s->req = NULL;
+		MemoryContextReset(s->call_cxt);
+		MemoryContextReset(s->cxt);
+		d->nbusy--;
+	}
+	if (n == 0)
+		return;
+
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	batchproc_begin_tx("batchproc: recording the attempts of abandoned rows");
+	batchproc_spi_execute_with_args(psprintf("UPDATE %s t SET _attempts = GREATEST(t._attempts, a.attempt)"
+											 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) a(row_id, attempt)"
+											 " WHERE t._row_id OPERATOR(pg_catalog.=) a.row_id AND t._status IS NULL",
+											 d->batch->table),
+									2, types, args, NULL, false, 0, SPI_OK_UPDATE);
+	batchproc_end_tx(loop_cxt);
+}
+
+/*
+ * The calls a run leaves when it ends: take the answers of its
+ * StartExecution calls still in flight, stop the executions it knows,
+ * record the attempts of the rows it abandons, and give the stops time to
+ * reach Step Functions.
+ */
+void
+batchproc_dispatch_abandon_calls(Dispatch *d)
+{
+	await_starts(d);
+	abandon_slots(d);
+	finish_stops(d);
+}

@@ -1,0 +1,131 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch_run.h
+ *	  Between the dispatcher (dispatch.c) and the calls of its slots
+ *	  (dispatch_call.c): a run, its slots and queue, and what each side
+ *	  asks of the other.
+ *
+ * IDENTIFICATION
+ *	  src/batch/dispatch_run.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHPROC_DISPATCH_RUN_H
+#define BATCHPROC_DISPATCH_RUN_H
+
+#include "batch/batch.h"
+#include "batch/targets.h"
+#include "sql.h"
+
+typedef enum SlotPhase
+{
+	SLOT_CALLING,				/* the call's request is in flight */
+	SLOT_WAIT_RETRY,			/* waiting to try again */
+	SLOT_WAIT_POLL,				/* an agent runs; describe it later */
+	SLOT_DESCRIBING				/* DescribeExecution in flight */
+} SlotPhase;
+
+typedef struct QueuedRow
+{
+	int64		row_id;
+	int			attempts;		/* already recorded in the table */
+	char	  **values;			/* the row's CSV values, NULL for null: its
+								 * input is built only when it starts, so
+								 * that the rows read ahead hold no payload */
+} QueuedRow;
+
+typedef struct Slot
+{
+	bool		busy;
+	MemoryContext cxt;			/* the row's: reset when it finishes */
+	MemoryContext call_cxt;		/* one request and its answer: reset before
+								 * the next, so that polls do not pile up */
+	int64		row_id;
+	int			attempt;		/* numbers go on across runs and redrives */
+	int			tries;			/* in this run, counted against max_attempts */
+	char	   *input;
+	char	   *call_name;
+	SlotPhase	phase;
+	BatchprocHttpRequest *req;
+	TimestampTz row_started;
+	TimestampTz deadline;		/* of the current attempt */
+	TimestampTz next_at;		/* WAIT_RETRY, WAIT_POLL */
+	long		poll_ms;
+	char	   *execution_arn;
+} Slot;
+
+typedef struct Dispatch
+{
+	BatchprocBatch *batch;
+	const BatchprocConfig *config;
+	MemoryContext cxt;
+	Slot	   *slots;
+	int			nslots;
+	int			nbusy;
+
+	QueuedRow  *queue;
+	int			queue_len;
+	int			queue_pos;
+	int			queue_cap;
+	int64		last_row_fetched;
+	bool		exhausted;
+	MemoryContext queue_cxt;
+
+	/* the run's statements, kept in cxt (sql.c) */
+	BatchprocPrepared *read_pending;
+	BatchprocPrepared *record_first;	/* NULL: first attempts not recorded */
+	BatchprocPrepared *write_results;
+
+	BatchprocResult *results;
+	int			nresults;
+	TimestampTz first_result_at;
+	MemoryContext results_cxt;
+
+	List	   *stops;			/* StopExecution requests, fire and forget */
+	MemoryContext stops_cxt;
+
+	bool		target_allowed; /* by batchproc.allowed_http_targets */
+	TimestampTz state_checked_at;
+	int			row_log_level;	/* LOG with debug or log_level DEBUG */
+	bool		cancelled;
+	bool		stop_on_error;	/* continue_on_error false, or a threshold */
+	char	   *first_error;	/* why the run stopped: the batch's error */
+	int64		nsucceeded;		/* the batch's rows, recorded or not yet */
+	int64		nfailed;
+	int			free_hint;		/* where to look for a free slot first */
+
+	double		concurrency;	/* AIMD: 1..max_concurrency */
+	TimestampTz decreased_at;
+	bool		throttled_since_max;	/* to log the recovery once */
+	double		tokens;			/* rate limit's bucket, when there is one */
+	TimestampTz tokens_at;
+} Dispatch;
+
+/*
+ * Does a call's name identify what it starts?  Step Functions starts a
+ * standard execution's name once, so a row's attempt number must be on
+ * record before its first call: after a crash, and then a redrive, the row
+ * goes on under a name that has not run yet.  A Lambda function, an
+ * express execution or an HTTP endpoint does nothing with the name but
+ * show it, and recording a first attempt would cost each row one more
+ * update of the results table.
+ */
+static inline bool
+names_start_executions(const BatchprocBatch *batch)
+{
+	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
+}
+
+/* dispatch.c: the run's token bucket, concurrency and failure thresholds */
+extern bool batchproc_dispatch_have_token(Dispatch *d, TimestampTz now);
+extern void batchproc_dispatch_take_token(Dispatch *d);
+extern void batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled);
+extern void batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r);
+
+/* dispatch_call.c: a slot's call, and the calls a run leaves behind */
+extern void batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q);
+extern void batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now);
+extern void batchproc_dispatch_reap_stops(Dispatch *d);
+extern void batchproc_dispatch_abandon_calls(Dispatch *d);
+
+#endif							/* BATCHPROC_DISPATCH_RUN_H */
