@@ -16,6 +16,7 @@ OBJS = \
 	src/config/number_format.o \
 	src/config/template.o \
 	src/config/validate.o \
+	src/config/validate_execution.o \
 	src/config/walk.o \
 	src/aws/aws.o \
 	src/aws/aws_request.o \

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * walk.h
- *	  Between the config's validation, its compilation and config/walk.c.
+ *	  Between the config's validation, its compilation and config/walk.c;
+ *	  and between validate.c and validate_execution.c.
  *
  * IDENTIFICATION
  *	  src/config/walk.h
@@ -45,5 +46,9 @@ extern void batchproc_cfg_push_numeric(JsonbParseState **st, const char *key, Nu
 extern void batchproc_cfg_push_int(JsonbParseState **st, const char *key, int i);
 extern Numeric batchproc_cfg_numeric_from_text(const char *text);
 extern bool batchproc_cfg_str_list_member(List *list, const char *s);
+
+/* validate_execution.c */
+extern void batchproc_config_validate_execution(JsonbContainer *root,
+												JsonbParseState **st);
 
 #endif							/* BATCHPROC_CONFIG_WALK_H */
