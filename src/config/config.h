@@ -136,7 +136,8 @@ extern bool batchproc_target_type_from_name(const char *name, BatchprocTargetTyp
 
 /*
  * validate.c: validate and normalise, with an ERROR naming the JSON path
- * of the first fault; durations are bounded by these settings (seconds).
+ * of the first fault; durations are bounded by these settings (seconds,
+ * in validate_execution.c).
  */
 extern Jsonb *batchproc_config_validate(Jsonb *config);
 extern int	batchproc_max_timeout_seconds;
