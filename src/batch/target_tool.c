@@ -26,7 +26,7 @@ BatchprocHttpRequest *
 batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms)
 {
 	char	   *path = psprintf("/2015-03-31/functions/%s/invocations",
-								batchproc_uri_encode(target->address, false));
+								batchproc_uri_encode_segment(target->address));
 	List	   *headers = list_make2(pstrdup("Content-Type: application/json"),
 									 pstrdup("X-Amz-Invocation-Type: RequestResponse"));
 

@@ -1,7 +1,9 @@
 """A stand-in for AWS Lambda's Invoke API, for the tests and benchmarks.
 
 POST /2015-03-31/functions/{FunctionName}/invocations runs one of the
-built-in functions below.  FunctionName is URL-decoded and may be a name,
+built-in functions below.  The path is routed as AWS signs it, with its dot
+segments resolved and its empty segments dropped (so .../functions/../invocations
+is no invocation).  FunctionName is URL-decoded and may be a name,
 NAME:QUALIFIER, a partial ARN (ACCOUNT:function:NAME) or a full ARN
 (arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]); an ARN for
 another region or account than --region / --account is not found.
@@ -660,9 +662,13 @@ class Handler(http_service.FaultHandler):
         self.error(404, "UnknownOperationException", "Unknown operation")
 
     def do_POST(self):
+        # Routed as AWS reads the path: dot segments resolved, empty ones
+        # dropped, as it signs it (a client that sent ".." reaches what
+        # the service resolves it to).
         path = self.path.split("?", 1)[0]
         if self.control_endpoint(path):
             return
+        path = normalize_path(path)
         if not INVOKE_RE.match(path):
             self.read_body()
             return self.error(404, "UnknownOperationException", "Unknown operation")
