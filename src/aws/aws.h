@@ -48,10 +48,18 @@ extern const char *batchproc_aws_env(const char *name);
 extern const char *batchproc_aws_region(void);
 
 /*
- * The base URL for a service, without a trailing slash, and whether it was
- * overridden (an override makes S3 use path-style addressing).
+ * The base URL for a service in a region (NULL: the configured one),
+ * without a trailing slash, and whether it was overridden (an override
+ * makes S3 use path-style addressing, and serves every region).
  */
-extern char *batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden);
+extern char *batchproc_aws_endpoint(BatchprocAwsService service, const char *region,
+									bool *overridden);
+
+/*
+ * The region of an ARN into *region (NULL for a name or a partial ARN),
+ * or a sentence saying why it has none that a call could go to.
+ */
+extern const char *batchproc_aws_arn_region(const char *arn, char **region);
 extern bool batchproc_s3_path_style(void);
 
 /* aws.c: the text of the first <name>...</name> in xml, entities decoded, or NULL */
@@ -78,9 +86,13 @@ extern bool batchproc_aws_retry_wait(BatchprocAwsRetry *retry,
 									 const char *code);
 extern void batchproc_aws_retry_succeeded(BatchprocAwsRetry *retry);
 
-/* aws_request.c: a signed request to an AWS JSON API */
+/*
+ * aws_request.c: a signed request to an AWS JSON API, in region (NULL: the
+ * configured one)
+ */
 struct BatchprocHttpRequest;
 extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsService service,
+															   const char *region,
 															   const char *method,
 															   const char *path,
 															   List *extra_headers,

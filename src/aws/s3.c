@@ -228,7 +228,7 @@ build_request(const S3Call *c, size_t body_limit)
 {
 	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
 	bool		overridden;
-	char	   *endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
+	char	   *endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_S3, NULL, &overridden);
 	char	   *scheme;
 	char	   *authority;
 	char	   *base;

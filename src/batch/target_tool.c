@@ -30,7 +30,8 @@ batchproc_tool_request(const BatchprocTarget *target, const char *payload, long 
 	List	   *headers = list_make2(pstrdup("Content-Type: application/json"),
 									 pstrdup("X-Amz-Invocation-Type: RequestResponse"));
 
-	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA, "POST", path, headers,
+	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA,
+									  batchproc_target_region(target->address), "POST", path, headers,
 									  payload, strlen(payload),
 									  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
 }
