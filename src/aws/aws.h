@@ -31,6 +31,9 @@ typedef struct BatchprocAwsCredentials
 	TimestampTz expires_at;		/* 0 for credentials that do not expire */
 	const char *source;			/* "settings", "environment", "profile
 								 * default", ... for messages */
+	uint64		generation;		/* changes whenever the credentials do; a
+								 * request records the one it was signed
+								 * with (BatchprocHttpResponse.signed_with) */
 } BatchprocAwsCredentials;
 
 /* aws.c */
@@ -74,6 +77,7 @@ typedef struct BatchprocAwsRetry
 	int			max_attempts;	/* fewer than batchproc.aws_max_attempts, or 0 */
 	int			cost;			/* what the last retry took from the quota */
 	const char *also_retry_code;	/* a service's own retryable code, or NULL */
+	bool		renewed;		/* signed again once with fresh credentials */
 } BatchprocAwsRetry;
 
 extern bool batchproc_aws_retryable(long status, bool transport_error,
@@ -103,5 +107,14 @@ extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsServi
 
 /* credentials.c */
 extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);
+
+/*
+ * A request signed with the credentials of generation signed_with (0: an
+ * unsigned request) was answered with the error code code.  When the code
+ * says those credentials expired, newer ones are fetched (at most once per
+ * generation); true when newer credentials are current, and the request
+ * may be signed again and sent once more.
+ */
+extern bool batchproc_aws_renew_credentials(uint64 signed_with, const char *code);
 
 #endif							/* BATCHPROC_AWS_H */

@@ -50,6 +50,7 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *region,
 	BatchprocSigv4Result signature;
 	List	   *lines = NIL;
 	ListCell   *lc;
+	BatchprocHttpRequest *req;
 
 	gmtime_r(&now, &tm);
 	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
@@ -88,6 +89,8 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *region,
 		lines = lappend(lines, psprintf("%s: %s", headers[i].name, headers[i].value));
 	lines = lappend(lines, psprintf("Authorization: %s", signature.authorization));
 
-	return batchproc_http_request(method, psprintf("%s%s", endpoint, path),
-								  lines, body, body_len, body_limit, timeout_ms);
+	req = batchproc_http_request(method, psprintf("%s%s", endpoint, path),
+								 lines, body, body_len, body_limit, timeout_ms);
+	batchproc_http_response(req)->signed_with = creds->generation;
+	return req;
 }

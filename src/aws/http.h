@@ -54,6 +54,9 @@ typedef struct BatchprocHttpResponse
 	char		etag[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	char		content_range[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	int64		content_length;	/* -1 when unknown */
+
+	/* set by the AWS layer: the credentials' generation that signed it, or 0 */
+	uint64		signed_with;
 } BatchprocHttpResponse;
 
 /*

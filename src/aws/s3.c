@@ -241,6 +241,7 @@ build_request(const S3Call *c, size_t body_limit)
 	BatchprocSigv4Request sreq;
 	BatchprocSigv4Result signature;
 	List	   *lines = NIL;
+	BatchprocHttpRequest *req;
 
 	split_endpoint(endpoint, &scheme, &authority, &base);
 	initStringInfo(&path);
@@ -295,8 +296,10 @@ build_request(const S3Call *c, size_t body_limit)
 	if (strcmp(c->method, "POST") == 0)
 		lines = lappend(lines, pstrdup("Content-Type: application/xml"));
 
-	return batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
-								  body_limit, c->timeout_ms ? c->timeout_ms : S3_REQUEST_TIMEOUT_MS);
+	req = batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
+								 body_limit, c->timeout_ms ? c->timeout_ms : S3_REQUEST_TIMEOUT_MS);
+	batchproc_http_response(req)->signed_with = creds->generation;
+	return req;
 }
 
 static void
