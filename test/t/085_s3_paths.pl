@@ -114,6 +114,7 @@ my %refused = (
 	'a dot segment at the end' => [ 's3://paths/mallory/.', $dots ],
 	'an encoded slash, then a dot-dot' => [ 's3://paths/mallory%2F/../x.csv', $dots ],
 	'an encoded dot-dot outside her folder' => [ 's3://paths/%2E%2E/mallory/x.csv', $rule ],
+	'an empty segment before her folder' => [ 's3://paths//mallory/x.csv', $rule ],
 	'a bucket name with a trailing dot' => [ 's3://paths./mallory/x.csv', $invalid->('A bucket name begins and ends with a lowercase letter or a digit') ],
 	'a bucket name with two dots in a row' => [ 's3://paths..mallory/x.csv', $invalid->('A bucket name has no two dots in a row') ],
 	'a bucket name of dots' => [ 's3://.../paths/mallory/x.csv', $invalid->('A bucket name has no two dots in a row') ],
