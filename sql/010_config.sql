@@ -161,6 +161,16 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "https://buck
 SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://bucket"}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://Bucket/in.csv"}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://bucket/"}');
+-- Bucket names that would name another host or path than the bucket's
+-- (empty host labels, an IP address, a dot segment) are refused; a key is
+-- the bucket's own, dot segments and percent signs included.
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://a..b/in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://.../in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://.bucket/in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://bucket-/in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://127.0.0.1/in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://bucket%2f../in.csv"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"csv_s3_uri": "s3://my.bucket.1/../x/./%2e%2e//in.csv"}') ->> 'csv_s3_uri';
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": null}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://b/out.csv"}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/in.csv"}');

@@ -103,6 +103,8 @@ RESET ROLE;
 SET batchproc.s3_allowed_prefixes = 'http://bucket/';
 SET batchproc.s3_allowed_prefixes = 's3://Bucket/';
 SET batchproc.s3_allowed_prefixes = 's3://bucket/a/../b/';
+SET batchproc.s3_allowed_prefixes = 's3://bucket./';
+SET batchproc.s3_allowed_prefixes = 's3://10.0.0.1/';
 SET batchproc.s3_allowed_prefixes = 's3://mine, s3://shared/in/';
 GRANT batchproc_s3_write TO regress_alice;
 SET ROLE regress_alice;

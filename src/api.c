@@ -147,6 +147,36 @@ register_hint(BatchprocTargetType type, const char *name, const char *arn)
 }
 
 /*
+ * A function or state machine is called in the region its ARN names, and
+ * that region becomes part of the host name and of the signature: an ARN
+ * whose region is malformed, or outside its partition, is refused here,
+ * before anything is queued.  registered_name is the registry's name for
+ * address, or NULL for a raw ARN.
+ */
+static void
+check_target_region(const char *address, const char *registered_name)
+{
+	char	   *region;
+	const char *fault = batchproc_aws_arn_region(address, &region);
+
+	if (fault == NULL)
+		return;
+	if (registered_name)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("target.name: the ARN registered for \"%s\" names no region a call can go to",
+						registered_name),
+				 errdetail("%s: \"%s\".", fault, address),
+				 errhint("Ask an administrator to correct it: UPDATE batchproc.targets SET arn = 'arn:aws:...' WHERE name = %s.",
+						 quote_literal_cstr(registered_name))));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("target.arn: \"%s\" names no region a call can go to", address),
+			 errdetail("%s.", fault),
+			 errhint("Give the ARN as AWS shows it, as in arn:aws:lambda:eu-west-1:123456789012:function:name.")));
+}
+
+/*
  * Resolve the config's target against the registry, into what the worker
  * needs (batchproc_target_to_jsonb), refusing what the user may not call:
  * a registered target whose allowed_roles leave the user out, and, unless
@@ -248,6 +278,9 @@ resolve_target(const BatchprocConfig *config)
 						 errhint("An administrator can add the host to batchproc.allowed_http_targets.")));
 			break;
 	}
+
+	if (config->target_type != BATCHPROC_TARGET_HTTP)
+		check_target_region(address, entry != NULL ? name : NULL);
 
 	memset(&target, 0, sizeof(target));
 	target.type = config->target_type;

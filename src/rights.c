@@ -66,9 +66,12 @@ batchproc_is_admin(void)
 }
 
 /*
- * Does an S3 key have a "." or ".." segment?  libcurl collapses them
- * (issue 10, finding 5), so "s3://mine/../theirs/key" would leave the
- * bucket a prefix allows; such keys are refused wherever a prefix applies.
+ * Does an S3 key have a "." or ".." segment?  batchproc sends such keys as
+ * they are and S3 reads them literally, but anything between the server
+ * and S3 that resolves dot segments (a proxy, an S3-compatible store) would
+ * take "s3://mine/../theirs/key" to another bucket.  Wherever a prefix
+ * applies they are refused, so that the rule does not hang on every hop
+ * keeping the path as sent.
  */
 static bool
 has_dot_segment(const char *key)
@@ -110,17 +113,8 @@ normalise_prefix(const char *entry, const char **problem)
 	bucket = entry + 5;
 	slash = strchrnul(bucket, '/');
 	blen = slash - bucket;
-	if (blen < 3 || blen > 63)
-	{
-		*problem = "A bucket name is 3 to 63 characters long";
+	if ((*problem = batchproc_s3_bucket_fault(bucket, blen)) != NULL)
 		return NULL;
-	}
-	for (const char *p = bucket; p < slash; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-		{
-			*problem = "A bucket name holds only lowercase letters, digits, hyphens and dots";
-			return NULL;
-		}
 	if (*slash == '/' && has_dot_segment(slash + 1))
 	{
 		*problem = "An entry's key prefix may not have a \".\" or \"..\" segment";

@@ -12,6 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
+  moto_role_credentials
   submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
 sub moto_url
@@ -54,6 +55,31 @@ sub aws_ok
 	my ($rc, $out, $err) = aws(@_);
 	die "aws @_ failed: $err" if $rc != 0;
 	return $out;
+}
+
+# A role of the verifying moto that the test IAM user (AWS_ACCESS_KEY_ID
+# in %ENV) may assume and that may do anything with S3, and $n (default 1)
+# sets of its temporary credentials, each a session of its own:
+# {AccessKeyId, SecretAccessKey, Token}.  moto knows each until it expires.
+sub moto_role_credentials
+{
+	my ($role, $n) = @_;
+	require JSON::PP;
+	my $user_arn = JSON::PP::decode_json(aws_ok('sts', 'get-caller-identity'))->{Arn};
+	aws_ok('iam', 'create-role', '--role-name', $role,
+		'--assume-role-policy-document', JSON::PP::encode_json({
+			Version => '2012-10-17',
+			Statement => [ { Effect => 'Allow', Principal => { AWS => $user_arn }, Action => 'sts:AssumeRole' } ] }));
+	aws_ok('iam', 'put-role-policy', '--role-name', $role, '--policy-name', 's3',
+		'--policy-document', JSON::PP::encode_json({
+			Version => '2012-10-17',
+			Statement => [ { Effect => 'Allow', Action => 's3:*', Resource => '*' } ] }));
+	return map {
+		my $c = JSON::PP::decode_json(aws_ok('sts', 'assume-role',
+			'--role-arn', "arn:aws:iam::123456789012:role/$role", '--role-session-name', "batchproc-tap-$_"))
+		  ->{Credentials};
+		{ AccessKeyId => $c->{AccessKeyId}, SecretAccessKey => $c->{SecretAccessKey}, Token => $c->{SessionToken} }
+	} 1 .. ($n // 1);
 }
 
 # Store $content, byte for byte, as s3://$bucket/$key.

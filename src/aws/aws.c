@@ -226,7 +226,7 @@ endpoint_from_env(const char *name)
 }
 
 char *
-batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden)
+batchproc_aws_endpoint(BatchprocAwsService service, const char *region, bool *overridden)
 {
 	const char *setting = NULL;
 	const char *env_name = NULL;
@@ -273,7 +273,104 @@ batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden)
 		return from_env;
 
 	*overridden = false;
-	return psprintf("https://%s.%s.amazonaws.com", host_prefix, batchproc_aws_region());
+	if (region == NULL)
+		region = batchproc_aws_region();
+	return psprintf("https://%s.%s.%s", host_prefix, region,
+					strncmp(region, "cn-", 3) == 0 ? "amazonaws.com.cn" : "amazonaws.com");
+}
+
+/*
+ * Is region a region's name, as in "us-east-1", "us-gov-west-1" or
+ * "cn-north-1"?  It becomes part of a host name and of the signature's
+ * scope, so nothing else may pass: not a dot, not a port, not a slash.
+ */
+static bool
+region_well_formed(const char *region)
+{
+	const char *p = region;
+	int			words = 0;
+	int			digits = 0;
+
+	while (*p)
+	{
+		const char *start = p;
+
+		while (*p >= 'a' && *p <= 'z')
+			p++;
+		if (p == start)
+			break;
+		words++;
+		if (*p++ != '-')
+			return false;
+	}
+	while (*p >= '0' && *p <= '9')
+	{
+		p++;
+		digits++;
+	}
+	return *p == '\0' && words >= 2 && digits >= 1 && digits <= 2 &&
+		strlen(region) >= 2 && region[2] == '-';
+}
+
+/*
+ * The region an ARN names, which is where the resource lives and where a
+ * call to it must go, signed for that region.  A name or a partial ARN
+ * ("123456789012:function:f") names none: *region is NULL and the
+ * configured region applies.  Returns NULL, or a sentence (capitalised,
+ * without its period) saying what is wrong with the ARN's region.
+ */
+const char *
+batchproc_aws_arn_region(const char *arn, char **region)
+{
+	const char *partition;
+	const char *service;
+	const char *start;
+	const char *end;
+	char	   *r;
+	size_t		plen;
+	bool		china;
+	bool		govcloud;
+
+	*region = NULL;
+	if (strncmp(arn, "arn:", 4) != 0)
+		return NULL;
+	partition = arn + 4;
+	service = strchr(partition, ':');
+	start = service ? strchr(service + 1, ':') : NULL;
+	end = start ? strchr(start + 1, ':') : NULL;
+	if (end == NULL)
+		return "An ARN has the form arn:partition:service:region:account:resource";
+	plen = service - partition;
+	start++;
+	if (end == start)
+		return "The ARN names no region";
+	r = pnstrdup(start, end - start);
+	if (!region_well_formed(r))
+		return psprintf("The ARN's region \"%s\" is not a region's name such as us-east-1", r);
+
+	china = strncmp(r, "cn-", 3) == 0;
+	govcloud = strncmp(r, "us-gov-", 7) == 0;
+	if (plen == 3 && strncmp(partition, "aws", 3) == 0)
+	{
+		if (china || govcloud)
+			return psprintf("The region \"%s\" is not in the partition \"aws\" (it is in \"%s\")",
+							r, china ? "aws-cn" : "aws-us-gov");
+	}
+	else if (plen == 6 && strncmp(partition, "aws-cn", 6) == 0)
+	{
+		if (!china)
+			return psprintf("The region \"%s\" is not in the partition \"aws-cn\", whose regions start with cn-", r);
+	}
+	else if (plen == 10 && strncmp(partition, "aws-us-gov", 10) == 0)
+	{
+		if (!govcloud)
+			return psprintf("The region \"%s\" is not in the partition \"aws-us-gov\", whose regions start with us-gov-", r);
+	}
+	else
+		return psprintf("The partition \"%.*s\" is none that batchproc knows the endpoints of: aws, aws-cn and aws-us-gov",
+						(int) plen, partition);
+	*region = r;
+	return NULL;
 }
 
 bool
@@ -283,7 +380,7 @@ batchproc_s3_path_style(void)
 
 	if (s3_path_style >= 0)
 		return s3_path_style == 1;
-	(void) batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
+	(void) batchproc_aws_endpoint(BATCHPROC_AWS_S3, NULL, &overridden);
 	return overridden;
 }
 

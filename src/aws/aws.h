@@ -31,6 +31,9 @@ typedef struct BatchprocAwsCredentials
 	TimestampTz expires_at;		/* 0 for credentials that do not expire */
 	const char *source;			/* "settings", "environment", "profile
 								 * default", ... for messages */
+	uint64		generation;		/* changes whenever the credentials do; a
+								 * request records the one it was signed
+								 * with (BatchprocHttpResponse.signed_with) */
 } BatchprocAwsCredentials;
 
 /* aws.c */
@@ -48,10 +51,18 @@ extern const char *batchproc_aws_env(const char *name);
 extern const char *batchproc_aws_region(void);
 
 /*
- * The base URL for a service, without a trailing slash, and whether it was
- * overridden (an override makes S3 use path-style addressing).
+ * The base URL for a service in a region (NULL: the configured one),
+ * without a trailing slash, and whether it was overridden (an override
+ * makes S3 use path-style addressing, and serves every region).
  */
-extern char *batchproc_aws_endpoint(BatchprocAwsService service, bool *overridden);
+extern char *batchproc_aws_endpoint(BatchprocAwsService service, const char *region,
+									bool *overridden);
+
+/*
+ * The region of an ARN into *region (NULL for a name or a partial ARN),
+ * or a sentence saying why it has none that a call could go to.
+ */
+extern const char *batchproc_aws_arn_region(const char *arn, char **region);
 extern bool batchproc_s3_path_style(void);
 
 /* aws.c: the text of the first <name>...</name> in xml, entities decoded, or NULL */
@@ -66,6 +77,7 @@ typedef struct BatchprocAwsRetry
 	int			max_attempts;	/* fewer than batchproc.aws_max_attempts, or 0 */
 	int			cost;			/* what the last retry took from the quota */
 	const char *also_retry_code;	/* a service's own retryable code, or NULL */
+	bool		renewed;		/* signed again once with fresh credentials */
 } BatchprocAwsRetry;
 
 extern bool batchproc_aws_retryable(long status, bool transport_error,
@@ -78,9 +90,13 @@ extern bool batchproc_aws_retry_wait(BatchprocAwsRetry *retry,
 									 const char *code);
 extern void batchproc_aws_retry_succeeded(BatchprocAwsRetry *retry);
 
-/* aws_request.c: a signed request to an AWS JSON API */
+/*
+ * aws_request.c: a signed request to an AWS JSON API, in region (NULL: the
+ * configured one)
+ */
 struct BatchprocHttpRequest;
 extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsService service,
+															   const char *region,
 															   const char *method,
 															   const char *path,
 															   List *extra_headers,
@@ -91,5 +107,14 @@ extern struct BatchprocHttpRequest *batchproc_aws_json_request(BatchprocAwsServi
 
 /* credentials.c */
 extern const BatchprocAwsCredentials *batchproc_aws_credentials(void);
+
+/*
+ * A request signed with the credentials of generation signed_with (0: an
+ * unsigned request) was answered with the error code code.  When the code
+ * says those credentials expired, newer ones are fetched (at most once per
+ * generation); true when newer credentials are current, and the request
+ * may be signed again and sent once more.
+ */
+extern bool batchproc_aws_renew_credentials(uint64 signed_with, const char *code);
 
 #endif							/* BATCHPROC_AWS_H */

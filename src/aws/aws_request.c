@@ -22,19 +22,20 @@
 #include "aws/sigv4.h"
 
 /*
- * A signed request to an AWS JSON API (Lambda, Step Functions), with the
- * path already percent-encoded and extra headers as "Name: value" lines
+ * A signed request to an AWS JSON API (Lambda, Step Functions) in region,
+ * the resource's (NULL: the configured one), with the path already
+ * percent-encoded and extra headers as "Name: value" lines
  * that are signed too.  The body is signed with its SHA-256.
  */
 BatchprocHttpRequest *
-batchproc_aws_json_request(BatchprocAwsService service, const char *method,
-						   const char *path, List *extra_headers,
+batchproc_aws_json_request(BatchprocAwsService service, const char *region,
+						   const char *method, const char *path, List *extra_headers,
 						   const char *body, size_t body_len,
 						   size_t body_limit, long timeout_ms)
 {
 	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
 	bool		overridden;
-	char	   *endpoint = batchproc_aws_endpoint(service, &overridden);
+	char	   *endpoint = batchproc_aws_endpoint(service, region, &overridden);
 	const char *authority = strstr(endpoint, "://") + 3;
 	const char *base_slash = strchr(authority, '/');
 	char	   *host = base_slash ? pnstrdup(authority, base_slash - authority) : pstrdup(authority);
@@ -49,6 +50,7 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *method,
 	BatchprocSigv4Result signature;
 	List	   *lines = NIL;
 	ListCell   *lc;
+	BatchprocHttpRequest *req;
 
 	gmtime_r(&now, &tm);
 	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
@@ -74,7 +76,8 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *method,
 	sreq.headers = headers;
 	sreq.nheaders = nheaders;
 	sreq.payload_hash = payload_hash;
-	sreq.region = batchproc_aws_region();
+	/* An endpoint override serves every region: sign for the resource's. */
+	sreq.region = region ? region : batchproc_aws_region();
 	sreq.service = (service == BATCHPROC_AWS_SFN || service == BATCHPROC_AWS_SFN_SYNC) ? "states" :
 		(service == BATCHPROC_AWS_LAMBDA) ? "lambda" :
 		(service == BATCHPROC_AWS_STS) ? "sts" : "s3";
@@ -86,6 +89,8 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *method,
 		lines = lappend(lines, psprintf("%s: %s", headers[i].name, headers[i].value));
 	lines = lappend(lines, psprintf("Authorization: %s", signature.authorization));
 
-	return batchproc_http_request(method, psprintf("%s%s", endpoint, path),
-								  lines, body, body_len, body_limit, timeout_ms);
+	req = batchproc_http_request(method, psprintf("%s%s", endpoint, path),
+								 lines, body, body_len, body_limit, timeout_ms);
+	batchproc_http_response(req)->signed_with = creds->generation;
+	return req;
 }

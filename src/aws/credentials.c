@@ -25,6 +25,13 @@
  * good for a while, we keep signing with them and warn, as the SDKs do,
  * rather than fail requests that would have worked.
  *
+ * A service may refuse credentials as expired before their recorded
+ * expiry (revoked, rotated, a clock that disagrees).  Each set handed out
+ * has a generation, which every signed request records; a refusal of the
+ * current generation fetches the credentials again, at once and once per
+ * generation, and the caller signs the request anew and sends it once
+ * more (batchproc_aws_renew_credentials).
+ *
  * A source that is configured but broken is an error that names it:
  * falling through to the next source would sign with another identity
  * than the administrator meant.  Only instance metadata, the last resort
@@ -87,6 +94,15 @@
 static MemoryContext cred_cxt = NULL;
 static BatchprocAwsCredentials current;
 static TimestampTz last_failed_refresh = 0;
+static uint64 last_generation = 0;
+
+/*
+ * A service refused the cached temporary credentials as expired: the next
+ * lookup fetches new ones whatever their recorded expiry.  renewed_from is
+ * the last generation renewed so, which is never renewed again.
+ */
+static bool force_refresh = false;
+static uint64 renewed_from = 0;
 
 char *
 batchproc_cred_trim(char *s)
@@ -229,6 +245,7 @@ keep_credentials(const FoundCredentials *found)
 			MemoryContextStrdup(cred_cxt, found->session_token) : NULL;
 		copy.expires_at = found->expires_at;
 		copy.source = MemoryContextStrdup(cred_cxt, found->source);
+		copy.generation = ++last_generation;
 		current = copy;
 	}
 	return &current;
@@ -253,10 +270,12 @@ temporary_credentials(List *looked)
 	FoundCredentials found;
 	SourceFailure failure;
 	SourceResult result;
+	bool		forced = force_refresh;
 
-	if (cached_for(REFRESH_MARGIN_US))
+	force_refresh = false;
+	if (!forced && cached_for(REFRESH_MARGIN_US))
 		return &current;
-	if (last_failed_refresh != 0 && cached_for(STILL_USABLE_US) &&
+	if (!forced && last_failed_refresh != 0 && cached_for(STILL_USABLE_US) &&
 		GetCurrentTimestamp() - last_failed_refresh < RETRY_FAILED_REFRESH_US)
 		return &current;
 
@@ -274,7 +293,12 @@ temporary_credentials(List *looked)
 		return keep_credentials(&found);
 	}
 
-	if (result == SOURCE_FAILED && cached_for(STILL_USABLE_US))
+	/*
+	 * A forced refresh that fails keeps the refused credentials, so that
+	 * the caller reports what the service said of them.
+	 */
+	if (result == SOURCE_FAILED && (cached_for(STILL_USABLE_US) ||
+									(forced && current.access_key_id)))
 	{
 		last_failed_refresh = GetCurrentTimestamp();
 		ereport(WARNING,
@@ -347,4 +371,72 @@ batchproc_aws_credentials(void)
 	}
 	PG_END_TRY();
 	return result;
+}
+
+/*
+ * The error codes by which AWS says that the credentials a request was
+ * signed with have expired: S3's ExpiredToken and TokenRefreshRequired,
+ * the JSON APIs' ExpiredTokenException (Lambda, Step Functions, STS).
+ * Some services say it less plainly: RequestExpired (EC2 uses it for
+ * lapsed temporary credentials too), InvalidClientTokenId and
+ * UnrecognizedClientException (a key the service no longer knows: rotated
+ * instance or container credentials), S3's InvalidToken.  Those count only
+ * for temporary credentials, which a source renews; with long-term keys
+ * they mean a wrong key or a wrong clock, which new credentials would not
+ * cure.
+ */
+static bool
+expired_code(const char *code, bool temporary)
+{
+	static const char *const expired[] = {
+		"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", NULL
+	};
+	static const char *const expired_if_temporary[] = {
+		"RequestExpired", "InvalidClientTokenId", "UnrecognizedClientException",
+		"InvalidToken", NULL
+	};
+
+	if (code == NULL)
+		return false;
+	for (int i = 0; expired[i]; i++)
+		if (strcmp(code, expired[i]) == 0)
+			return true;
+	if (temporary)
+		for (int i = 0; expired_if_temporary[i]; i++)
+			if (strcmp(code, expired_if_temporary[i]) == 0)
+				return true;
+	return false;
+}
+
+bool
+batchproc_aws_renew_credentials(uint64 signed_with, const char *code)
+{
+	const BatchprocAwsCredentials *now;
+
+	if (signed_with == 0 || code == NULL)
+		return false;
+
+	/* Renewed since the request was signed: sign it again with those. */
+	if (current.access_key_id && current.generation != signed_with)
+		return expired_code(code, true);
+	if (!expired_code(code, current.expires_at != 0))
+		return false;
+
+	/*
+	 * Once per generation: temporary credentials are fetched again from
+	 * their source, long-term keys looked up again (a rewritten credentials
+	 * file counts).  If that yields the refused ones again, or fails, the
+	 * refusal stands, and later refusals of the same credentials cost
+	 * nothing.
+	 */
+	if (renewed_from == signed_with)
+		return false;
+	renewed_from = signed_with;
+	force_refresh = current.expires_at != 0;
+	ereport(LOG,
+			(errmsg("batchproc: AWS answered %s to a request signed with the credentials from %s; fetching them again",
+					code, current.source)));
+	now = batchproc_aws_credentials();
+	force_refresh = false;
+	return now->generation != signed_with;
 }

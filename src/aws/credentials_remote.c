@@ -466,7 +466,7 @@ batchproc_cred_from_web_identity(FoundCredentials *found, SourceFailure *failure
 	appendStringInfoString(&body, "&WebIdentityToken=");
 	append_form_value(&body, token);
 
-	endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_STS, &overridden);
+	endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_STS, NULL, &overridden);
 	url = psprintf("%s/", endpoint);
 	headers = lappend(headers, "Content-Type: application/x-www-form-urlencoded; charset=utf-8");
 	headers = lappend(headers, "Accept: text/xml");

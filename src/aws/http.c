@@ -444,6 +444,14 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	req->header_list = curl_slist_append(req->header_list, "Expect:");
 
 	curl_easy_setopt(req->easy, CURLOPT_URL, url);
+
+	/*
+	 * The path goes out as the caller built it: libcurl would otherwise
+	 * resolve "." and ".." segments, so that a signed path was not the path
+	 * sent, and an S3 key holding such segments reached another key, or
+	 * another bucket (issue 10, finding 5).
+	 */
+	curl_easy_setopt(req->easy, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);

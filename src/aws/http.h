@@ -54,10 +54,15 @@ typedef struct BatchprocHttpResponse
 	char		etag[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	char		content_range[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	int64		content_length;	/* -1 when unknown */
+
+	/* set by the AWS layer: the credentials' generation that signed it, or 0 */
+	uint64		signed_with;
 } BatchprocHttpResponse;
 
 /*
- * Create a request in CurrentMemoryContext.  headers are full header lines
+ * Create a request in CurrentMemoryContext.  The URL's path is sent exactly
+ * as given, dot segments included (it must already be percent-encoded), so
+ * that it is the path the caller signed.  headers are full header lines
  * ("Name: value").  body may be NULL; it is not copied and must live until
  * the request is done.  body_limit caps the bytes of response body kept;
  * more is an error (response->body_truncated) unless the request streams.

@@ -109,7 +109,9 @@ batchproc_aws_backoff_ms(int attempt, bool throttled, const char *retry_after)
  * with resp, whose error code (if any) the caller parsed.  When another
  * attempt should follow (retryable, within the attempts allowed, paid for
  * from the quota), sleeps the backoff on the latch, counts the attempt and
- * returns true; otherwise returns false and the caller reports resp.
+ * returns true; otherwise returns false and the caller reports resp.  A
+ * refusal of expired credentials that newer ones replace is sent again
+ * at once (once), the caller signing it anew.
  */
 bool
 batchproc_aws_retry_wait(BatchprocAwsRetry *retry, const BatchprocHttpResponse *resp,
@@ -121,6 +123,17 @@ batchproc_aws_retry_wait(BatchprocAwsRetry *retry, const BatchprocHttpResponse *
 		(code && retry->also_retry_code && strcmp(code, retry->also_retry_code) == 0);
 	int			price = resp->timed_out ? RETRY_TIMEOUT_COST : RETRY_COST;
 
+	/*
+	 * Credentials the service says have expired are renewed and the call
+	 * signed again at once, outside the attempts and the quota: it was
+	 * refused before it did anything.  Once per call, so that credentials
+	 * refused again are reported, not chased.
+	 */
+	if (!retry->renewed && batchproc_aws_renew_credentials(resp->signed_with, code))
+	{
+		retry->renewed = true;
+		return true;
+	}
 	if (retry->attempt >= max_attempts || !retryable || retry_quota < price)
 		return false;
 	retry_quota -= price;

@@ -128,12 +128,49 @@ struct BatchprocS3Writer
 	int			nspare;
 };
 
+/*
+ * S3's rules for a bucket name, those that shape the host name and the path
+ * a request goes to: in virtual-hosted style the name becomes labels of the
+ * host, so a name with an empty label (a leading, trailing or doubled dot),
+ * or one that reads as an IP address, would name another host than the
+ * bucket's; in path style it is the path's first segment, which must not be
+ * "." or "..".  S3 refuses such names for buckets anyway.
+ */
+const char *
+batchproc_s3_bucket_fault(const char *name, size_t len)
+{
+	bool		all_digits_and_dots = true;
+	int			dots = 0;
+
+	if (len < 3 || len > 63)
+		return "A bucket name is 3 to 63 characters long";
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+			return "A bucket name holds only lowercase letters, digits, hyphens and dots";
+		if (c == '.' && i > 0 && name[i - 1] == '.')
+			return "A bucket name has no two dots in a row";
+		if (c == '.')
+			dots++;
+		else if (!(c >= '0' && c <= '9'))
+			all_digits_and_dots = false;
+	}
+	if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9')) ||
+		!((name[len - 1] >= 'a' && name[len - 1] <= 'z') || (name[len - 1] >= '0' && name[len - 1] <= '9')))
+		return "A bucket name begins and ends with a lowercase letter or a digit";
+	if (all_digits_and_dots && dots == 3)
+		return "A bucket name is not an IP address";
+	return NULL;
+}
+
 const char *
 batchproc_s3_parse_uri(const char *uri, char **bucket, char **key)
 {
 	const char *rest;
 	const char *slash;
-	size_t		blen;
+	const char *fault;
 
 	if (uri == NULL || strncmp(uri, "s3://", 5) != 0)
 		return "An S3 URI starts with s3://";
@@ -141,18 +178,13 @@ batchproc_s3_parse_uri(const char *uri, char **bucket, char **key)
 	slash = strchr(rest, '/');
 	if (slash == NULL || slash == rest)
 		return "An S3 URI names a bucket and a key, as in s3://bucket/path/file.csv";
-	blen = slash - rest;
-	if (blen < 3 || blen > 63)
-		return "A bucket name is 3 to 63 characters long";
-	for (const char *p = rest; p < slash; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-			  *p == '-' || *p == '.'))
-			return "A bucket name holds only lowercase letters, digits, hyphens and dots";
+	if ((fault = batchproc_s3_bucket_fault(rest, slash - rest)) != NULL)
+		return fault;
 	if (slash[1] == '\0')
 		return "The key after the bucket is empty";
 	if (strlen(slash + 1) > 1024)
 		return "An S3 key is at most 1024 bytes long";
-	*bucket = pnstrdup(rest, blen);
+	*bucket = pnstrdup(rest, slash - rest);
 	*key = pstrdup(slash + 1);
 	return NULL;
 }
@@ -196,7 +228,7 @@ build_request(const S3Call *c, size_t body_limit)
 {
 	const BatchprocAwsCredentials *creds = batchproc_aws_credentials();
 	bool		overridden;
-	char	   *endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_S3, &overridden);
+	char	   *endpoint = batchproc_aws_endpoint(BATCHPROC_AWS_S3, NULL, &overridden);
 	char	   *scheme;
 	char	   *authority;
 	char	   *base;
@@ -209,6 +241,7 @@ build_request(const S3Call *c, size_t body_limit)
 	BatchprocSigv4Request sreq;
 	BatchprocSigv4Result signature;
 	List	   *lines = NIL;
+	BatchprocHttpRequest *req;
 
 	split_endpoint(endpoint, &scheme, &authority, &base);
 	initStringInfo(&path);
@@ -263,8 +296,10 @@ build_request(const S3Call *c, size_t body_limit)
 	if (strcmp(c->method, "POST") == 0)
 		lines = lappend(lines, pstrdup("Content-Type: application/xml"));
 
-	return batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
-								  body_limit, c->timeout_ms ? c->timeout_ms : S3_REQUEST_TIMEOUT_MS);
+	req = batchproc_http_request(c->method, url.data, lines, c->body, c->body_len,
+								 body_limit, c->timeout_ms ? c->timeout_ms : S3_REQUEST_TIMEOUT_MS);
+	batchproc_http_response(req)->signed_with = creds->generation;
+	return req;
 }
 
 static void

@@ -17,9 +17,18 @@ typedef struct BatchprocS3Writer BatchprocS3Writer;
 
 /*
  * Split "s3://bucket/key" into its parts.  Returns NULL on success, or a
- * sentence (capitalised, without its period) saying what is wrong.
+ * sentence (capitalised, without its period) saying what is wrong.  The key
+ * is any non-empty string of at most 1024 bytes: "." and ".." segments,
+ * empty segments and percent signs are its own, sent as they are (encoded
+ * where they must be) and never resolved.
  */
 extern const char *batchproc_s3_parse_uri(const char *uri, char **bucket, char **key);
+
+/*
+ * What is wrong with the len bytes of name as a bucket name, as such a
+ * sentence, or NULL.
+ */
+extern const char *batchproc_s3_bucket_fault(const char *name, size_t len);
 
 /* Downloads: read until 0.  Memory stays at one fixed-size buffer. */
 extern BatchprocS3Reader *batchproc_s3_open_read(const char *bucket, const char *key);

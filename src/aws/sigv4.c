@@ -99,6 +99,22 @@ batchproc_uri_encode(const char *s, bool keep_slash)
 	return buf.data;
 }
 
+/*
+ * A path segment's bytes encoded so that the segment stays one segment, as
+ * sent and as signed: "/" encoded, and a segment that is "." or ".." (dots
+ * being unreserved) encoded too, which a service that resolves dot segments
+ * would otherwise resolve, sending the request elsewhere.
+ */
+char *
+batchproc_uri_encode_segment(const char *s)
+{
+	if (strcmp(s, ".") == 0)
+		return pstrdup("%2E");
+	if (strcmp(s, "..") == 0)
+		return pstrdup("%2E%2E");
+	return batchproc_uri_encode(s, false);
+}
+
 static int
 hex_digit_value(char c)
 {

@@ -87,4 +87,7 @@ extern char *batchproc_sigv4_presign_query(const BatchprocSigv4Request *req,
  * leaving '/' alone when keep_slash; palloc'd. */
 extern char *batchproc_uri_encode(const char *s, bool keep_slash);
 
+/* The same for one path segment, "/" included, never "." or "..". */
+extern char *batchproc_uri_encode_segment(const char *s);
+
 #endif							/* BATCHPROC_SIGV4_H */

@@ -92,6 +92,8 @@ batchproc_classify_failure(BatchprocHttpResponse *resp, const char *what,
 	}
 
 	out->throttled = batchproc_aws_throttling(resp->status, type);
+	/* An HTTP target's answers are unsigned (signed_with 0): they renew nothing. */
+	out->fresh_credentials = batchproc_aws_renew_credentials(resp->signed_with, type);
 	out->status = batchproc_aws_retryable(resp->status, false, type) ?
 		BATCHPROC_CALL_RETRY : BATCHPROC_CALL_FAILED;
 	if (resp->retry_after[0])

@@ -101,6 +101,9 @@ typedef struct BatchprocCallOutcome
 	char	   *retry_after;	/* the service's Retry-After, or NULL */
 	Jsonb	   *result;			/* SUCCEEDED: the unwrapped result */
 	char	   *execution_arn;	/* agents */
+	bool		fresh_credentials;	/* the service refused the call's
+									 * credentials as expired, and newer
+									 * ones are current */
 } BatchprocCallOutcome;
 
 extern Jsonb *batchproc_target_to_jsonb(const BatchprocTarget *target);

@@ -197,6 +197,7 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 		 */
 		if (!(starting_execution(d, s) && s->execution_arn == NULL))
 			s->attempt++;
+		s->renewed = false;
 		s->phase = SLOT_WAIT_RETRY;
 		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												 retry_delay_ms(d->config, s->tries, retry_after));
@@ -211,6 +212,17 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 static void
 handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 {
+	/*
+	 * The call was refused for expired credentials, so it started nothing:
+	 * it goes again at once with the fresh ones, as the same attempt, once.
+	 */
+	if (out->fresh_credentials && s->phase == SLOT_CALLING && !s->renewed)
+	{
+		s->renewed = true;
+		send_call(d, s);
+		return;
+	}
+
 	/* Whatever became of it, the row's execution is the one just named. */
 	if (out->execution_arn)
 		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
@@ -258,6 +270,7 @@ batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	/* A row tried before a crash goes on under the same call name. */
 	s->attempt = Max(q->attempts, 1);
 	s->tries = 1;
+	s->renewed = false;
 	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = POLL_FIRST_MS;

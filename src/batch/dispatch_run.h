@@ -52,6 +52,8 @@ typedef struct Slot
 	TimestampTz next_at;		/* WAIT_RETRY, WAIT_POLL */
 	long		poll_ms;
 	char	   *execution_arn;
+	bool		renewed;		/* this attempt was sent again with fresh
+								 * credentials */
 } Slot;
 
 typedef struct Dispatch

@@ -26,14 +26,16 @@
 #include "batch/targets.h"
 #include "soft.h"
 
+/* A Step Functions call about arn, in arn's region. */
 static BatchprocHttpRequest *
-sfn_request(BatchprocAwsService service, const char *operation, const char *body,
-			long timeout_ms)
+sfn_request(BatchprocAwsService service, const char *operation, const char *arn,
+			const char *body, long timeout_ms)
 {
 	List	   *headers = list_make2(pstrdup("Content-Type: application/x-amz-json-1.0"),
 									 psprintf("X-Amz-Target: AWSStepFunctions.%s", operation));
 
-	return batchproc_aws_json_request(service, "POST", "/", headers, body, strlen(body),
+	return batchproc_aws_json_request(service, batchproc_target_region(arn), "POST", "/",
+									  headers, body, strlen(body),
 									  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
 }
 
@@ -53,8 +55,10 @@ batchproc_agent_start_request(const BatchprocTarget *target, const char *payload
 	appendStringInfoChar(&body, '}');
 
 	if (target->express)
-		return sfn_request(BATCHPROC_AWS_SFN_SYNC, "StartSyncExecution", body.data, timeout_ms);
-	return sfn_request(BATCHPROC_AWS_SFN, "StartExecution", body.data, timeout_ms);
+		return sfn_request(BATCHPROC_AWS_SFN_SYNC, "StartSyncExecution", target->address,
+						   body.data, timeout_ms);
+	return sfn_request(BATCHPROC_AWS_SFN, "StartExecution", target->address, body.data,
+					   timeout_ms);
 }
 
 /*
@@ -176,7 +180,7 @@ batchproc_agent_describe_request(const char *arn, long timeout_ms)
 	appendStringInfoString(&body, "{\"executionArn\": ");
 	escape_json(&body, arn);
 	appendStringInfoChar(&body, '}');
-	return sfn_request(BATCHPROC_AWS_SFN, "DescribeExecution", body.data, timeout_ms);
+	return sfn_request(BATCHPROC_AWS_SFN, "DescribeExecution", arn, body.data, timeout_ms);
 }
 
 void
@@ -215,5 +219,5 @@ batchproc_agent_stop_request(const char *arn)
 	appendStringInfoString(&body, "{\"executionArn\": ");
 	escape_json(&body, arn);
 	appendStringInfoString(&body, ", \"error\": \"batchproc.Stopped\", \"cause\": \"The row timed out or its batch was cancelled.\"}");
-	return sfn_request(BATCHPROC_AWS_SFN, "StopExecution", body.data, 10000);
+	return sfn_request(BATCHPROC_AWS_SFN, "StopExecution", arn, body.data, 10000);
 }

@@ -26,11 +26,12 @@ BatchprocHttpRequest *
 batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms)
 {
 	char	   *path = psprintf("/2015-03-31/functions/%s/invocations",
-								batchproc_uri_encode(target->address, false));
+								batchproc_uri_encode_segment(target->address));
 	List	   *headers = list_make2(pstrdup("Content-Type: application/json"),
 									 pstrdup("X-Amz-Invocation-Type: RequestResponse"));
 
-	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA, "POST", path, headers,
+	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA,
+									  batchproc_target_region(target->address), "POST", path, headers,
 									  payload, strlen(payload),
 									  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
 }

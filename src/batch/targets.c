@@ -16,6 +16,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include "aws/aws.h"
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "soft.h"
@@ -69,6 +70,26 @@ batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt)
 {
 	return psprintf("batchproc-" INT64_FORMAT "-%s-" INT64_FORMAT "-%d",
 					batch->id, batch->token, row_id, attempt);
+}
+
+/*
+ * The region a call about arn goes to and is signed for: the ARN's own, as
+ * a resource of another region is reached only there; NULL (the
+ * configured region) for a function's name or partial ARN.  batchproc_submit
+ * refused a target whose ARN names no usable region; an execution's ARN,
+ * which Step Functions gave, lives in its state machine's region.
+ */
+const char *
+batchproc_target_region(const char *arn)
+{
+	char	   *region;
+	const char *fault = batchproc_aws_arn_region(arn, &region);
+
+	if (fault)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot call \"%s\": %s", arn, fault)));
+	return region;
 }
 
 BatchprocHttpRequest *

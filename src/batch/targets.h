@@ -16,6 +16,9 @@
 /* Responses from targets are capped: Lambda's own limit is 6 MB. */
 #define BATCHPROC_TARGET_BODY_LIMIT (8 * 1024 * 1024)
 
+/* targets.c */
+extern const char *batchproc_target_region(const char *arn);
+
 /* answer.c */
 extern bool batchproc_answer_too_large(BatchprocHttpResponse *resp, const char *what,
 									   BatchprocCallOutcome *out);

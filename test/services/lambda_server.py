@@ -1,13 +1,18 @@
 """A stand-in for AWS Lambda's Invoke API, for the tests and benchmarks.
 
 POST /2015-03-31/functions/{FunctionName}/invocations runs one of the
-built-in functions below.  FunctionName is URL-decoded and may be a name,
+built-in functions below.  The path is routed as AWS signs it, with its dot
+segments resolved and its empty segments dropped (so .../functions/../invocations
+is no invocation).  FunctionName is URL-decoded and may be a name,
 NAME:QUALIFIER, a partial ARN (ACCOUNT:function:NAME) or a full ARN
 (arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]); an ARN for
-another region or account than --region / --account is not found.
+another account than --account, or another region than the one the call
+was signed for, is not found.  The server is the endpoint of --region and
+of every --other-region (repeatable): it accepts a signature scoped to any
+of them, and counts each invocation under the region it was signed for.
 
 Every invocation must be signed with Signature Version 4 the way AWS checks
-it (service "lambda", region --region): the canonical request is rebuilt
+it (service "lambda", region --region or an --other-region): the canonical request is rebuilt
 from what arrived (the path normalised and each segment URI-encoded once
 more, as for every service but S3; the query decoded, re-encoded and
 sorted; the signed headers lower-cased, trimmed, inner whitespace
@@ -81,7 +86,8 @@ object of the same fields ({"delay_ms": 100}, {"fail_mode": "429",
 "fail_times": 3} (counted over all invocations), {"hang": true}; {} clears).
 
 Unsigned test endpoints: GET /_stats answers {"invocations": (signed
-invocation requests), "by_function": {name: count}, "by_key": {input.key:
+invocation requests), "by_function": {name: count}, "by_region": {the region each was signed
+for: count}, "by_key": {input.key:
 count}, "arrivals": {input.key: [when each of its calls arrived, in
 seconds on the server's monotonic clock]}, "in_flight": n, "max_in_flight":
 M (over every request to the invocation path, signed or not, from its
@@ -270,7 +276,8 @@ def header_values(headers, name):
 
 def verify(method, raw_target, headers, body, keys, region, service, now=None):
     """Check one request's SigV4 Authorization header.  keys maps access key
-    id -> (secret, session token or None).  Returns the access key id; raises
+    id -> (secret, session token or None); region is the region, or the
+    regions, whose scope the server accepts.  Returns the access key id; raises
     AuthError as AWS would answer (on a signature mismatch the error's creq
     and sts hold what the server expected).  now: a UTC datetime (default:
     the clock)."""
@@ -315,7 +322,7 @@ def verify(method, raw_target, headers, body, keys, region, service, now=None):
             403, "InvalidSignatureException",
             "Credential should be scoped to correct service: '%s'. " % service,
         )
-    if parsed["region"] != region:
+    if parsed["region"] not in ((region,) if isinstance(region, str) else region):
         raise AuthError(
             403, "InvalidSignatureException",
             "Credential should be scoped to a valid region. ",
@@ -369,6 +376,8 @@ def verify(method, raw_target, headers, body, keys, region, service, now=None):
 def add_auth_arguments(parser):
     parser.add_argument("--key", action="append", help="AKID:SECRET[:SESSION_TOKEN], repeatable")
     parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--other-region", action="append", default=[],
+                        help="a region also served, as its endpoint would, repeatable")
     parser.add_argument("--account", default="123456789012")
     parser.add_argument("--no-auth", action="store_true", help="accept unsigned requests")
 
@@ -393,7 +402,7 @@ def refusal(handler, body, service):
         return None
     try:
         verify(handler.command, handler.path.encode("latin-1"), list(handler.headers.items()),
-               body, state.keys, state.region, service)
+               body, state.keys, [state.region] + getattr(state, "other_regions", []), service)
     except AuthError as e:
         with state.lock:
             state.auth_failures += 1
@@ -604,6 +613,7 @@ class State(http_service.FaultState):
         self.keys = parse_keys(args.key)
         self.auth = not args.no_auth
         self.region = args.region
+        self.other_regions = args.other_region
         self.account = args.account
         self.aliases = {}
         for spec in args.alias or []:
@@ -615,11 +625,12 @@ class State(http_service.FaultState):
 
     def clear(self):
         self.by_function = {}
+        self.by_region = {}
         self.auth_failures = 0
 
     def stats(self):
         return http_service.snapshot(self, (
-            "invocations", "by_function", "by_key", "arrivals", "in_flight", "max_in_flight",
+            "invocations", "by_function", "by_region", "by_key", "arrivals", "in_flight", "max_in_flight",
             "connections", "auth_failures", "errors", "control",
         ))
 
@@ -660,9 +671,13 @@ class Handler(http_service.FaultHandler):
         self.error(404, "UnknownOperationException", "Unknown operation")
 
     def do_POST(self):
+        # Routed as AWS reads the path: dot segments resolved, empty ones
+        # dropped, as it signs it (a client that sent ".." reaches what
+        # the service resolves it to).
         path = self.path.split("?", 1)[0]
         if self.control_endpoint(path):
             return
+        path = normalize_path(path)
         if not INVOKE_RE.match(path):
             self.read_body()
             return self.error(404, "UnknownOperationException", "Unknown operation")
@@ -676,10 +691,15 @@ class Handler(http_service.FaultHandler):
             return self.error(refused.status, refused.error_type, refused.message)
 
         name_in_url = urllib.parse.unquote(INVOKE_RE.match(path).group(1))
-        name = self.resolve(name_in_url)
+        # The region the call was signed for is the endpoint's it reached.
+        region = self.state.region
+        if state.auth:
+            region = parse_authorization(self.headers["Authorization"])["region"]
+        name = self.resolve(name_in_url, region)
         with state.lock:
             state.invocations += 1
             bump(state.by_function, name or name_in_url)
+            bump(state.by_region, region)
         if name is None:
             return self.not_found(name_in_url)
 
@@ -738,14 +758,15 @@ class Handler(http_service.FaultHandler):
             return self.function_error(e.message, e.error_type, e.kind)
         self.send(200, result, [("X-Amz-Executed-Version", "$LATEST")])
 
-    def resolve(self, name_in_url):
-        """The built-in function a FunctionName names, or None."""
+    def resolve(self, name_in_url, region):
+        """The built-in function a FunctionName names at the endpoint of
+        region, or None."""
         parts = name_in_url.split(":")
         if parts[0] == "arn":
             # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
             if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
                 return None
-            if parts[3] != self.state.region or parts[4] != self.state.account:
+            if parts[3] != region or parts[4] != self.state.account:
                 return None
             name = parts[6]
         elif len(parts) in (3, 4) and parts[1] == "function":

@@ -26,7 +26,10 @@ seconds ahead (default one hour).  For the tests' benefit it also has:
   credential endpoints answer 500 until {"fail": false}, {"keys":
   {"AccessKeyId", "SecretAccessKey", "Token"}} makes all three hand out
   these keys instead (keys that another stand-in knows, so that a request
-  signed with them can be checked), {"keys": null} the fixed ones again.
+  signed with them can be checked), {"keys": null} the fixed ones again;
+  a list of such objects hands them out in turn, one per credentials
+  request (of any of the three), the last one from then on, as a source
+  of short-lived credentials renews them.
 
 It binds 127.0.0.1 only.  The port it got (use --port 0 for a free one)
 goes to stdout as the first line, and to --port-file if given.  It exits
@@ -140,6 +143,8 @@ class Handler(http_service.Handler):
     def keys(self, fixed):
         with self.state.lock:
             keys = self.state.keys or fixed
+            if isinstance(keys, list):
+                keys = keys[0] if len(keys) == 1 else self.state.keys.pop(0)
         return dict(keys, Expiration=self.state.expiration())
 
     # --- container credentials -------------------------------------------
@@ -254,13 +259,15 @@ class Handler(http_service.Handler):
                 self.state.fail = bool(change["fail"])
             if "keys" in change:
                 keys = change["keys"]
-                if keys is not None and (
-                    not isinstance(keys, dict)
-                    or sorted(keys) != sorted(KEY_FIELDS)
-                    or not all(isinstance(v, str) and v for v in keys.values())
+                if keys is not None and not all(
+                    isinstance(k, dict)
+                    and sorted(k) == sorted(KEY_FIELDS)
+                    and all(isinstance(v, str) and v for v in k.values())
+                    for k in (keys if isinstance(keys, list) and keys else [keys])
                 ):
                     return self.send_json(
-                        400, {"message": "keys must be null or {%s}" % ", ".join(KEY_FIELDS)}
+                        400,
+                        {"message": "keys must be null, {%s} or a list of those" % ", ".join(KEY_FIELDS)},
                     )
                 self.state.keys = keys
         return self.send_json(200, {"expires_in": self.state.expires_in, "fail": self.state.fail})

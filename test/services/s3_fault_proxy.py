@@ -59,6 +59,19 @@ forwarded altered after the client signed them.
                            as it came, so that it too disagrees with the
                            body.
 
+Expired credentials, on every request signed with them, never forwarded:
+
+  --expired-key AKID       a request whose Authorization names the access
+                           key AKID (repeatable) is refused as AWS refuses
+                           credentials that have expired: S3's 400
+                           ExpiredToken "The provided token has expired."
+                           as XML, or, for Lambda's path or a request with
+                           an X-Amz-Target, 403 ExpiredTokenException with
+                           X-Amzn-ErrorType and a JSON message.
+  --expired-code CODE      that error code instead (InvalidClientTokenId,
+                           RequestExpired, ...), with the same status.
+                           Counted under "expired" in /_proxy_stats.
+
 And delays, on every request they apply to, which is then forwarded:
 
   --link-mbps MB           a request's body takes len/MB seconds to pass,
@@ -79,7 +92,7 @@ GET /_proxy_stats answers JSON: {"requests": {kind: n} (every request
 received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 (injected, not forwarded; throttles too), "delayed": {kind: n} (held, then forwarded),
 "lost": {kind: n} (forwarded, answer replaced),
-"tampered": {"signature": n, "body": n},
+"tampered": {"signature": n, "body": n}, "expired": {kind: n},
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
@@ -265,6 +278,9 @@ class State:
             status, n = args.fail_get_status
             code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
             self.faults["GetObject"] = (status, error_xml(code, message), n)
+        self.expired_keys = set(args.expired_key or [])
+        self.expired_code = args.expired_code
+        self.expired = {}
         self.tamper_limits = {"signature": args.tamper_signature, "body": args.tamper_body}
         self.tampered = {"signature": 0, "body": 0}
         self.requests = {}
@@ -339,6 +355,7 @@ class State:
                 "delayed": dict(self.delayed),
                 "lost": dict(self.lost),
                 "tampered": dict(self.tampered),
+                "expired": dict(self.expired),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
             }
@@ -366,6 +383,8 @@ class Handler(http_service.Handler):
 
         target = self.headers.get("X-Amz-Target")
         kind = target.rsplit(".", 1)[-1] if target else classify(self.command, path, query)
+        if self.refuse_expired(kind, target or path.startswith("/2015-03-31/")):
+            return None
         fault = self.state.receive(kind)
         if fault is not None:
             status, data, _ = fault
@@ -380,6 +399,28 @@ class Handler(http_service.Handler):
         body = self.state.tamper("body", kind, tamper_body, body) or body
         time.sleep(self.state.delay(kind) + self.state.transfer_seconds(len(body)))
         self.forward(kind, body, was_chunked, self.state.lose_answer(kind), auth)
+
+    def refuse_expired(self, kind, json_api):
+        """Answer a request signed with an --expired-key as AWS would;
+        whether it was."""
+        auth = self.headers.get("Authorization") or ""
+        key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else None
+        if key not in self.state.expired_keys:
+            return False
+        with self.state.lock:
+            self.state.requests[kind] = self.state.requests.get(kind, 0) + 1
+            self.state.expired[kind] = self.state.expired.get(kind, 0) + 1
+        if json_api:
+            code = self.state.expired_code or "ExpiredTokenException"
+            data = json.dumps({"message": "The security token included in the request is expired"}).encode()
+            self.answer(403, data, [("Content-Type", "application/json"), ("X-Amzn-ErrorType", code),
+                                    ("x-amzn-RequestId", "proxy")])
+        else:
+            code = self.state.expired_code or "ExpiredToken"
+            self.answer(400, error_xml(code, "The provided token has expired."),
+                        [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
+                        head=(self.command == "HEAD"))
+        return True
 
     def forward(self, kind, body, was_chunked, lose_answer=False, auth_override=None):
         """auth_override: an Authorization header to send instead of the
@@ -479,6 +520,8 @@ def main():
     parser.add_argument("--get-kbps", type=float, default=0, metavar="KB")
     parser.add_argument("--tamper-signature", type=count_arg, default=0, metavar="N")
     parser.add_argument("--tamper-body", type=count_arg, default=0, metavar="N")
+    parser.add_argument("--expired-key", action="append", metavar="AKID")
+    parser.add_argument("--expired-code", metavar="CODE")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")

@@ -465,23 +465,7 @@ SKIP:
 
 		aws_ok('s3api', 'create-bucket', '--bucket', 'batchproc-credentials');
 		put_object('batchproc-credentials', 'words.csv', "word\nalpha\nbeta\n");
-		my $user_arn = decode_json(aws_ok('sts', 'get-caller-identity'))->{Arn};
-		my $role = 'batchproc-credentials-test';
-		aws_ok('iam', 'create-role', '--role-name', $role,
-			'--assume-role-policy-document', encode_json({
-				Version => '2012-10-17',
-				Statement => [ { Effect => 'Allow', Principal => { AWS => $user_arn }, Action => 'sts:AssumeRole' } ] }));
-		aws_ok('iam', 'put-role-policy', '--role-name', $role, '--policy-name', 's3',
-			'--policy-document', encode_json({
-				Version => '2012-10-17',
-				Statement => [ { Effect => 'Allow', Action => 's3:*', Resource => '*' } ] }));
-		my $assumed = decode_json(aws_ok('sts', 'assume-role',
-			'--role-arn', "arn:aws:iam::123456789012:role/$role", '--role-session-name', 'batchproc-tap'))
-		  ->{Credentials};
-		%temporary = (
-			AccessKeyId => $assumed->{AccessKeyId},
-			SecretAccessKey => $assumed->{SecretAccessKey},
-			Token => $assumed->{SessionToken});
+		%temporary = %{ (moto_role_credentials('batchproc-credentials-test'))[0] };
 	}
 	like($temporary{AccessKeyId}, qr/^ASIA/, 'moto handed out temporary credentials');
 	$secret{temporary} = $temporary{SecretAccessKey};
