@@ -19,8 +19,7 @@
  * header with more columns than the batch's table can have is refused as
  * soon as the parser has seen one too many, duplicate names are found with
  * a hash, and between chunks the import looks whether the batch was
- * cancelled (at once when the worker's latch was set, as a cancel's commit
- * does, and at least every CANCEL_CHECK_MS), so that a cancel stops a long
+ * cancelled (batchproc_step_watch_check), so that a cancel stops a long
  * import within about a chunk.
  *
  * IDENTIFICATION
@@ -46,17 +45,12 @@
 #include "utils/regproc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
-#include "utils/timestamp.h"
 
-#include "aws/http.h"
 #include "aws/s3.h"
 #include "batch/batch.h"
 #include "sql.h"
 
 #define IMPORT_CHUNK (256 * 1024)
-/* The batch's state is read at least this often while importing. */
-#define CANCEL_CHECK_MS 1000
 
 /*
  * The share of each page the import fills.  Each row is updated once, with
@@ -74,9 +68,8 @@
 
 typedef struct ImportState
 {
-	int64		batch_id;
 	MemoryContext cxt;			/* lives for the whole import */
-	TimestampTz state_checked_at;
+	BatchprocStepWatch watch;	/* has the batch been cancelled? */
 	BatchprocS3Reader *reader;
 	struct csv_parser parser;
 	bool		parser_ready;
@@ -205,43 +198,6 @@ report_too_many_columns(ImportState *st)
 			 errhint("Split the file's columns over several files, or keep only the columns the batch reads.")));
 }
 
-/*
- * Has the batch been cancelled?  Read with a fresh snapshot, without
- * advancing the command counter under the COPY that is loading the table.
- * A cancel wakes the worker at its commit, so the latch says when to look
- * at once; the clock covers a wake-up the transport spent elsewhere.
- */
-static void
-check_cancel(ImportState *st)
-{
-	TimestampTz now;
-	bool		isnull;
-	char	   *state;
-
-	CHECK_FOR_INTERRUPTS();
-	now = GetCurrentTimestamp();
-	if (!batchproc_http_latch_was_set() &&
-		!TimestampDifferenceExceeds(st->state_checked_at, now, CANCEL_CHECK_MS))
-		return;
-	st->state_checked_at = now;
-
-	PushActiveSnapshot(GetLatestSnapshot());
-	batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
-								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, st->batch_id),
-						  true, 1, SPI_OK_SELECT);
-	PopActiveSnapshot();
-	state = SPI_processed == 1 ?
-		TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) :
-		NULL;
-	SPI_freetuptable(SPI_tuptable);
-	if (state == NULL ||
-		batchproc_batch_state_from_name(state) != BATCHPROC_BATCH_IMPORTING)
-		ereport(ERROR,
-				(errcode(BATCHPROC_ERRCODE_BATCH_STOPPED),
-				 errmsg("batch " INT64_FORMAT " was %s during its import", st->batch_id,
-						state ? state : "deleted")));
-}
-
 static void
 report_fault(ImportState *st)
 {
@@ -294,7 +250,7 @@ fill_output(ImportState *st)
 		{
 			size_t		n;
 
-			check_cancel(st);
+			batchproc_step_watch_check(&st->watch);
 			n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 			if (n > 0)
 			{
@@ -419,7 +375,7 @@ read_header(ImportState *st)
 		size_t		n;
 		const char *data = st->chunk;
 
-		check_cancel(st);
+		batchproc_step_watch_check(&st->watch);
 		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n == 0)
 		{
@@ -458,9 +414,8 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
 
-	st->batch_id = batch_id;
 	st->cxt = CurrentMemoryContext;
-	st->state_checked_at = GetCurrentTimestamp();
+	batchproc_step_watch_start(&st->watch, batch_id, BATCHPROC_BATCH_IMPORTING);
 	/* reserved_names are the table's own columns, _row_id among them */
 	st->max_columns = MaxHeapAttributeNumber - list_length(reserved_names);
 	st->line = 1;
