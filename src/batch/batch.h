@@ -72,6 +72,10 @@ typedef struct BatchprocImportResult
 	List	   *columns;
 } BatchprocImportResult;
 
+/* A row of the CSV (its fields' bytes) may hold this much; the header too. */
+#define BATCHPROC_DEFAULT_MAX_ROW_BYTES (16 * 1024 * 1024)
+extern int	batchproc_max_row_bytes;
+
 extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bucket,
 												  const char *key,
 												  const char *qualified_table,

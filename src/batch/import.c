@@ -18,7 +18,9 @@
  * A file is the user's to choose, so nothing in it may hold the worker: a
  * header with more columns than the batch's table can have is refused as
  * soon as the parser has seen one too many, duplicate names are found with
- * a hash, and between chunks the import looks whether the batch was
+ * a hash, a row (the header too) may not grow past
+ * batchproc.max_row_bytes, however it is quoted, and between chunks the
+ * import looks whether the batch was
  * cancelled (batchproc_step_watch_check), so that a cancel stops a long
  * import within about a chunk.
  *
@@ -52,6 +54,8 @@
 
 #define IMPORT_CHUNK (256 * 1024)
 
+int			batchproc_max_row_bytes = BATCHPROC_DEFAULT_MAX_ROW_BYTES;
+
 /*
  * The share of each page the import fills.  Each row is updated once, with
  * its result, and stays on its page (a HOT update: no new index entry, the
@@ -82,6 +86,9 @@ typedef struct ImportState
 
 	/* the record being assembled */
 	List	   *fields;			/* char * */
+	int64		record_bytes;	/* of its fields complete so far */
+	int64		record_line;	/* where it starts; 0 before its first byte */
+	bool		row_too_large;
 	bool		header_done;
 	List	   *header;			/* char * */
 	int			ncolumns;
@@ -139,8 +146,14 @@ on_field(void *data, size_t len, void *arg)
 {
 	ImportState *st = arg;
 
-	if (st->too_many_columns)
+	if (st->too_many_columns || st->row_too_large)
 		return;
+	if (st->record_bytes + (int64) len > batchproc_max_row_bytes)
+	{
+		st->row_too_large = true;
+		return;
+	}
+	st->record_bytes += len;
 	if (!st->header_done && list_length(st->fields) >= st->max_columns)
 	{
 		/* Keep nothing more of a header the table cannot hold. */
@@ -156,8 +169,10 @@ on_record(int terminator, void *arg)
 	ImportState *st = arg;
 	ListCell   *lc;
 
-	if (st->fault || st->too_many_columns)
+	if (st->fault || st->too_many_columns || st->row_too_large)
 		return;
+	st->record_bytes = 0;
+	st->record_line = 0;
 
 	if (!st->header_done)
 	{
@@ -198,6 +213,38 @@ report_too_many_columns(ImportState *st)
 			 errhint("Split the file's columns over several files, or keep only the columns the batch reads.")));
 }
 
+/*
+ * A row is held whole while it is imported (in the parser, as fields, as a
+ * line for COPY), so its size is bounded before it is complete: a field of
+ * hundreds of megabytes, or a quote never closed, which makes the rest of
+ * the file one field, stops at the limit.
+ */
+static void
+report_row_too_large(ImportState *st)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 st->header_done ?
+			 errmsg("row " INT64_FORMAT " of the CSV (line " INT64_FORMAT ") is larger than batchproc.max_row_bytes (%d bytes)",
+					st->rows + 1, st->record_line, batchproc_max_row_bytes) :
+			 errmsg("the CSV header is larger than batchproc.max_row_bytes (%d bytes)",
+					batchproc_max_row_bytes),
+			 st->parser.quoted ?
+			 errdetail("The limit was reached inside a quoted field, at line " INT64_FORMAT "; a quote that is never closed makes the rest of the file one field.",
+					   st->line) :
+			 errdetail("A row is held whole in the worker's memory while it is imported."),
+			 errhint("Check the file's quotes, or ask an administrator to raise batchproc.max_row_bytes.")));
+}
+
+/* The fields complete so far and the one being read, against the limit. */
+static void
+check_row_size(ImportState *st)
+{
+	if (st->row_too_large ||
+		st->record_bytes + (int64) st->parser.entry_pos > batchproc_max_row_bytes)
+		report_row_too_large(st);
+}
+
 static void
 report_fault(ImportState *st)
 {
@@ -218,10 +265,14 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 	{
 		const char *nl = memchr(data, '\n', len);
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
-		size_t		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
+		size_t		done;
 
+		if (st->record_line == 0)
+			st->record_line = st->line;
+		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
 		if (st->too_many_columns)
 			report_too_many_columns(st);
+		check_row_size(st);
 		if (st->fault)
 			report_fault(st);
 		if (done < seg)
@@ -269,6 +320,7 @@ fill_output(ImportState *st)
 								 csv_strerror(csv_error(&st->parser)));
 			report_fault(st);
 		}
+		check_row_size(st);
 		if (st->fault)
 			report_fault(st);
 		st->parser_done = true;

@@ -3,7 +3,9 @@
 # concat or a static value would multiply past batchproc.max_payload_bytes
 # fail their row, naming the limit, and are never built whole (the
 # worker's peak memory shows it); answers over the cap fail their row,
-# naming the cap, rather than as invalid JSON; NaN and Infinity never reach
+# naming the cap, rather than as invalid JSON; a CSV row past
+# batchproc.max_row_bytes (a quote never closed, a huge field) fails its
+# import, and is never held whole; NaN and Infinity never reach
 # a number column or its export.  Each batch, and another user's, carries
 # on.  Submit-time refusals (formats, the memory budget) are in
 # sql/010_config.sql.
@@ -29,7 +31,8 @@ $ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 # here the configs may be larger, so that the payload limit is the one met.
 my $limit = 1024 * 1024;
 my $node = batchproc_node('limits',
-	conf => "batchproc.max_payload_bytes = $limit\nbatchproc.max_config_bytes = 8MB\n");
+	conf => "batchproc.max_payload_bytes = $limit\nbatchproc.max_config_bytes = 8MB\n"
+	  . "batchproc.max_row_bytes = 2MB\n");
 aws_ok('s3api', 'create-bucket', '--bucket', 'limits');
 
 # The administrator registers the functions; alice and bob only use them.
@@ -174,6 +177,75 @@ is($pid_after, $pid, 'the same worker ran every attack');
 diag("worker VmHWM ${hwm_before} kB -> ${hwm_after} kB, RssAnon ${anon_before} kB -> ${anon_after} kB");
 cmp_ok($hwm_after - $hwm_before, '<', 64 * 1024,
 	"the worker's peak memory grew by less than 64 MB");
+
+# --- Rows of the CSV past batchproc.max_row_bytes (2 MB here): a quote
+# never closed, which makes the rest of a 24 MB file one field; one field
+# of 24 MB; thirty fields of 100 kB; a header of one 3 MB name.  Each fails
+# its batch at import, naming the row, its line and the limit.  The files
+# are written a piece at a time, never whole in this process.
+sub put_pieces
+{
+	my ($key, @pieces) = @_;
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/pieces";
+	open(my $fh, '>:raw', $file) or die "cannot write $file: $!";
+	for my $piece (@pieces)
+	{
+		my ($text, $times) = @$piece;
+		print $fh $text for 1 .. ($times // 1);
+	}
+	close $fh;
+	aws_ok('s3', 'cp', $file, "s3://limits/$key");
+}
+my $row_limit = 2 * 1024 * 1024;
+my $line_64k = ('z' x (64 * 1024 - 1)) . "\n";
+put_pieces('unclosed.csv', [ "k,v\n1,small\n2,\"open" ], [ $line_64k, 384 ], [ "\n3,x\n" ]);
+put_pieces('field.csv', [ "k,v\n1,\"" ], [ 'y' x (64 * 1024), 384 ], [ "\"\n2,x\n" ]);
+put_pieces('fields.csv', [ join(',', map { "c$_" } 1 .. 30) . "\n" ],
+	[ join(',', ('f' x (100 * 1024)) x 30) . "\n" ]);
+put_pieces('header.csv', [ 'h' x (3 * 1024 * 1024) ], [ "\nx\n" ]);
+my %rows = (
+	'unclosed.csv' => qr/^row 2 of the CSV \(line 3\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): The limit was reached inside a quoted field, at line (\d+); a quote that is never closed makes the rest of the file one field\.$/,
+	'field.csv' => qr/^row 1 of the CSV \(line 2\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): The limit was reached inside a quoted field, at line 2;/,
+	'fields.csv' => qr/^row 1 of the CSV \(line 2\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): A row is held whole in the worker's memory while it is imported\.$/,
+	'header.csv' => qr/^the CSV header is larger than batchproc\.max_row_bytes \(2097152 bytes\)/);
+
+# The worker's peak is measured over these imports alone: /proc's
+# clear_refs (5) resets VmHWM to the process's present size.
+my ($row_pid) = worker_memory();
+is($row_pid, $pid, 'the same worker imports the large rows');
+open(my $clear, '>', "/proc/$row_pid/clear_refs") or die "cannot open clear_refs: $!";
+print $clear "5\n";
+close $clear;
+my (undef, $hwm_rows_before) = worker_memory();
+for my $key (sort keys %rows)
+{
+	$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/$key",
+		"target": {"type": "tool", "name": "echo"}}));
+	is(wait_for_batch($node, $id), 'failed', "$key fails its batch");
+	like($node->safe_psql('postgres', "SELECT error FROM batchproc.batches WHERE id = $id"),
+		$rows{$key}, "$key: the error names the row, its line and the limit");
+	is($node->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$id') IS NULL"), 't',
+		"$key: no table is left behind");
+}
+# A row is held a few times over while it is imported (the parser's
+# buffer, its fields, a line for COPY), and the parser reads 256 kB ahead:
+# 16 MB is eight times the limit and still less than either 24 MB file,
+# which a parser without the limit holds whole (the quote never closed
+# fails only at the end of the file).
+my (undef, $hwm_rows_after) = worker_memory();
+diag("worker VmHWM over the large rows: ${hwm_rows_before} kB -> ${hwm_rows_after} kB");
+cmp_ok($hwm_rows_after - $hwm_rows_before, '<', 16 * 1024,
+	"the worker's peak memory grew by less than 16 MB over rows of 24 MB");
+
+# Under the limit, a row of 1.9 MB is imported; only its small column is sent.
+put_pieces('large_row.csv', [ "k,v\n1," ], [ 'l' x (1900 * 1024) ], [ "\n" ]);
+$id = submit_as('alice', q({"csv_s3_uri": "s3://limits/large_row.csv",
+	"target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"k": "k"}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'a row just under batchproc.max_row_bytes is imported and run');
+is($node->safe_psql('postgres', "SELECT length(v) FROM batchproc_data.batch_$id"), 1900 * 1024,
+	'whole');
+like(as('alice', 'SET batchproc.max_row_bytes = 1000000000'), qr/permission denied to set parameter/,
+	'alice cannot raise the limit for herself');
 
 # --- Answers over the cap of 8 MB: one at the cap is read, one byte more
 # fails, as does a far larger one, naming the cap.
