@@ -144,9 +144,10 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.worker_memory_budget",
-							"Sets the memory a batch's payloads in flight may take in the worker.",
+							"Sets the memory the payloads in flight may take in the worker.",
 							"A batch is refused at submit when max_concurrency times its payload "
-							"limit exceeds it.",
+							"limit exceeds it; the running batches share it, a call starting only "
+							"when its payload limit fits beside those in flight.",
 							&batchproc_worker_memory_budget,
 							2048, 1, 1024 * 1024,
 							PGC_SIGHUP,

@@ -6,12 +6,15 @@
 # naming the cap, rather than as invalid JSON; a CSV row past
 # batchproc.max_row_bytes (a quote never closed, a huge field) fails its
 # import, and is never held whole; NaN and Infinity never reach
-# a number column or its export.  Each batch, and another user's, carries
-# on.  Submit-time refusals (formats, the memory budget) are in
+# a number column or its export; two users' batches share the worker's
+# memory budget rather than each taking it whole.  Each batch, and another
+# user's, carries on.  Submit-time refusals (formats, the memory budget) are in
 # sql/010_config.sql.
 use strict;
 use warnings;
 
+use HTTP::Tiny;
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -298,6 +301,32 @@ like(as('alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://limits/nan.csv"
 	"output_mapping": {"columns": [{"name": "s", "source": "$.s", "type": "number", "format": "% .2f"}]}}')}),
 	qr/ERROR:  output_mapping\.columns\[0\]\.format: .*\nDETAIL:  The flag " " in "% " is not allowed/,
 	'a format with the blank flag is refused at submit');
+
+# --- Batches share the worker's memory budget.  With a budget of 6 MB and
+# payloads of up to 1 MB, a batch may have 6 calls in flight; two of 5
+# each are accepted, but together they may not hold 10 payloads: the
+# worker has at most 6 calls in flight over both.  Each row takes 2 s.
+$node->safe_psql('postgres', "ALTER SYSTEM SET batchproc.worker_memory_budget = '6MB'; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres', "SELECT current_setting('batchproc.worker_memory_budget') = '6MB'")
+  or die 'the budget was not reloaded';
+like(as('alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://limits/slow.csv",
+	"target": {"type": "tool", "name": "echo"}, "execution_config": {"max_concurrency": 7}}')}),
+	qr/ERROR:  execution_config\.max_concurrency: 7 calls in flight with payloads of up to batchproc\.max_payload_bytes \(1048576 bytes\) would exceed batchproc\.worker_memory_budget \(6 MB\)\nDETAIL:  .*\nHINT:  Use a max_concurrency of at most 6,/,
+	'a batch that alone would exceed the budget is refused at submit');
+put_object('limits', 'slow.csv', "delay_ms\n" . ("2000\n" x 10));
+my $slow = q({"csv_s3_uri": "s3://limits/slow.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"execution_config": {"max_concurrency": 5}});
+HTTP::Tiny->new->post("http://127.0.0.1:$lambda_port/_reset");
+my $alice_slow = submit_as('alice', $slow);
+my $bob_slow = submit_as('bob', $slow);
+is(wait_for_batch($node, $alice_slow), 'succeeded', "alice's batch, sharing the budget with bob's, succeeds");
+is(wait_for_batch($node, $bob_slow), 'succeeded', "so does bob's");
+my $lambda_stats = decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$lambda_port/_stats")->{content});
+is($lambda_stats->{invocations}, 20, 'every row of both was sent');
+is($lambda_stats->{max_in_flight}, 6,
+	'at most 6 calls were in flight over both batches, the payloads the budget holds');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET batchproc.worker_memory_budget; SELECT pg_reload_conf()");
 
 # bob's batch went through untouched by all of it.
 is(wait_for_batch($node, $bob), 'succeeded', "bob's batch ends");
