@@ -72,7 +72,11 @@ sub rows_of
 		"SELECT _status || coalesce(': ' || _error_message, '') FROM batchproc_data.batch_$id ORDER BY _row_id") ];
 }
 
-# The worker's peak and current private memory, in kB, from /proc.
+# The worker's peak resident memory (VmHWM) and its present private
+# memory (RssAnon), in kB, from /proc.  Linux keeps no peak of the private
+# part alone; VmHWM counts the shared buffers the worker touched too, so
+# it bounds the private peak from above, and a bound on it holds for the
+# private peak.
 sub worker_memory
 {
 	my $pid = $node->safe_psql('postgres',
@@ -81,6 +85,18 @@ sub worker_memory
 	my ($hwm) = $status =~ /^VmHWM:\s+(\d+) kB/m;
 	my ($anon) = $status =~ /^RssAnon:\s+(\d+) kB/m;
 	return ($pid, $hwm, $anon);
+}
+
+# Start measuring the worker's peak afresh: clear_refs (5) sets VmHWM to
+# the present size, so that a peak reached before (a warm-up, an earlier
+# attack) cannot hide the one measured next.  Returns worker_memory().
+sub reset_peak
+{
+	my ($pid) = worker_memory();
+	open(my $clear, '>', "/proc/$pid/clear_refs") or die "cannot open clear_refs: $!";
+	print $clear "5\n";
+	close $clear;
+	return worker_memory();
 }
 
 # bob's batch runs beside every attack and must end untouched.
@@ -94,7 +110,7 @@ put_object('limits', 'warm.csv', "v\nx\n");
 my $warm = submit_as('alice', q({"csv_s3_uri": "s3://limits/warm.csv",
 	"target": {"type": "tool", "name": "echo"}}));
 is(wait_for_batch($node, $warm), 'succeeded', 'a first batch runs');
-my ($pid, $hwm_before, $anon_before) = worker_memory();
+my ($pid, $hwm_before, $anon_before) = reset_peak();
 
 my $named = qr/the request payload exceeds batchproc\.max_payload_bytes \(1048576 bytes\)/;
 
@@ -212,14 +228,9 @@ my %rows = (
 	'fields.csv' => qr/^row 1 of the CSV \(line 2\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): A row is held whole in the worker's memory while it is imported\.$/,
 	'header.csv' => qr/^the CSV header is larger than batchproc\.max_row_bytes \(2097152 bytes\)/);
 
-# The worker's peak is measured over these imports alone: /proc's
-# clear_refs (5) resets VmHWM to the process's present size.
-my ($row_pid) = worker_memory();
+# The worker's peak is measured over these imports alone.
+my ($row_pid, $hwm_rows_before) = reset_peak();
 is($row_pid, $pid, 'the same worker imports the large rows');
-open(my $clear, '>', "/proc/$row_pid/clear_refs") or die "cannot open clear_refs: $!";
-print $clear "5\n";
-close $clear;
-my (undef, $hwm_rows_before) = worker_memory();
 for my $key (sort keys %rows)
 {
 	$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/$key",
