@@ -128,10 +128,26 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	/*
+	 * A row is held whole, several times over, while it is imported; the
+	 * file is the user's to choose.  256MB at most: a row escaped for COPY
+	 * may double, and COPY's line buffer stops at 1GB.
+	 */
+	DefineCustomIntVariable("batchproc.max_row_bytes",
+							"Sets the largest row of a batch's CSV, in bytes of its fields.",
+							"An import meeting a larger row (or a quote never closed, which "
+							"makes the rest of the file one field) fails the batch, naming the row.",
+							&batchproc_max_row_bytes,
+							BATCHPROC_DEFAULT_MAX_ROW_BYTES, 1024, 256 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("batchproc.worker_memory_budget",
-							"Sets the memory a batch's payloads in flight may take in the worker.",
+							"Sets the memory the payloads in flight may take in the worker.",
 							"A batch is refused at submit when max_concurrency times its payload "
-							"limit exceeds it.",
+							"limit exceeds it; the running batches share it, a call starting only "
+							"when its payload limit fits beside those in flight.",
 							&batchproc_worker_memory_budget,
 							2048, 1, 1024 * 1024,
 							PGC_SIGHUP,

@@ -80,8 +80,15 @@ extern int	batchproc_max_databases;
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
 
-/* copy_s3.c */
+/*
+ * copy_s3.c.  A watch, set before a COPY TO S3 runs, is called for every
+ * row that COPY writes and at every wake-up while the upload waits; an
+ * ERROR from it ends the COPY, and the upload is aborted.  It applies to
+ * the COPYs that start while it is set (NULL: none).
+ */
+typedef void (*BatchprocCopyWatch) (void *arg);
 extern void batchproc_install_copy_hook(void);
+extern void batchproc_copy_to_s3_watch(BatchprocCopyWatch watch, void *arg);
 
 /* api.c: what one role may queue */
 extern int	batchproc_max_queued_batches_per_role;

@@ -13,7 +13,12 @@
  * the protocol layer's methods swapped for the duration: CopyData messages
  * go to a streaming S3 upload (gzipped for ".gz" keys), CopyOutResponse and
  * CopyDone are dropped, and anything else (notices) goes where it would
- * have gone.  Nothing but the parts being uploaded is held in memory.
+ * have gone.  Nothing but the parts being uploaded is held in memory.  An
+ * upload that does not complete is aborted, so no part of it stays in the
+ * bucket: after an error or a query cancel in the COPY's error path, and
+ * after a FATAL (SIGTERM, a fast shutdown) in an exit callback.  The
+ * worker watches its export (batchproc_copy_to_s3_watch) at every row and
+ * every wait, so that a cancelled batch stops its export at once.
  *
  * Either way COPY accepts every option it accepts for files.  Who may do
  * it: superusers and members of batchproc_s3_read (FROM) or
@@ -45,6 +50,7 @@
 #include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
 #include "parser/parse_relation.h"
+#include "storage/ipc.h"
 #include "tcop/dest.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
@@ -55,6 +61,7 @@
 
 #include "batchproc.h"
 #include "rights.h"
+#include "aws/http.h"
 #include "aws/s3.h"
 
 #define GZIP_CHUNK (256 * 1024)
@@ -80,11 +87,21 @@ typedef struct S3CopySink
 	bool		zs_ready;
 	char	   *outbuf;
 	const PQcommMethods *saved_methods;
+	CommandDest saved_where;
 	bool		client_connected;
+	BatchprocCopyWatch watch;
+	void	   *watch_arg;
 } S3CopySink;
 
 static S3CopySource *current_source = NULL;
 static S3CopySink *current_sink = NULL;
+
+/* The upload of the COPY TO under way, until it completes or is aborted. */
+static BatchprocS3Writer *open_upload = NULL;
+static bool exit_callback_registered = false;
+
+static BatchprocCopyWatch next_watch = NULL;
+static void *next_watch_arg = NULL;
 
 static void
 parse_uri_or_error(const char *uri, char **bucket, char **key)
@@ -336,6 +353,8 @@ sink_putmessage(char msgtype, const char *s, size_t len)
 	switch (msgtype)
 	{
 		case 'd':				/* CopyData */
+			if (sink->watch)
+				sink->watch(sink->watch_arg);
 			sink_put(sink, s, len);
 			return 0;
 		case 'H':				/* CopyOutResponse */
@@ -390,6 +409,43 @@ static const PQcommMethods sink_methods = {
 	.putmessage_noblock = sink_putmessage_noblock
 };
 
+void
+batchproc_copy_to_s3_watch(BatchprocCopyWatch watch, void *arg)
+{
+	next_watch = watch;
+	next_watch_arg = arg;
+}
+
+/* The protocol as it was before the COPY, and no watch on the transport. */
+static void
+sink_detach(S3CopySink *sink)
+{
+	PqCommMethods = sink->saved_methods;
+	whereToSendOutput = sink->saved_where;
+	current_sink = NULL;
+	batchproc_http_set_wake_hook(NULL, NULL);
+}
+
+/*
+ * A FATAL error (SIGTERM, a fast shutdown, pg_terminate_backend) leaves by
+ * proc_exit, past the COPY's error path: abort the upload here, before
+ * the transaction and its memory go.  Interrupts are held off by now, and
+ * the abort has a short leash of its own.
+ */
+static void
+abort_upload_at_exit(int code, Datum arg)
+{
+	BatchprocS3Writer *writer = open_upload;
+
+	if (writer == NULL)
+		return;
+	open_upload = NULL;
+	if (current_sink)
+		sink_detach(current_sink);
+	batchproc_http_set_wake_hook(NULL, NULL);
+	batchproc_s3_abort_write(writer);
+}
+
 static void
 copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 		   ProcessUtilityContext context, ParamListInfo params,
@@ -401,7 +457,6 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 	S3CopySink *sink;
 	PlannedStmt *local_pstmt;
 	CopyStmt   *local_stmt;
-	CommandDest saved_where = whereToSendOutput;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!batchproc_has_role("batchproc_s3_write"))
@@ -421,11 +476,20 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 	batchproc_require_s3_prefix(stmt->filename, "write", batchproc_s3_prefixes_in_force(),
 								GetUserId());
 
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(abort_upload_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
 	sink = palloc0(sizeof(S3CopySink));
 	sink->gzip = ends_with_gz(key);
 	sink->writer = batchproc_s3_open_write(bucket, key);
 	sink->saved_methods = PqCommMethods;
+	sink->saved_where = whereToSendOutput;
 	sink->client_connected = (whereToSendOutput == DestRemote);
+	sink->watch = next_watch;
+	sink->watch_arg = next_watch_arg;
 	if (sink->gzip)
 	{
 		MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
@@ -448,9 +512,12 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 	local_pstmt->utilityStmt = (Node *) local_stmt;
 
 	current_sink = sink;
+	open_upload = sink->writer;
 	PqCommMethods = &sink_methods;
 	/* COPY TO STDOUT writes to the process's stdout unless it has a client. */
 	whereToSendOutput = DestRemote;
+	if (sink->watch)
+		batchproc_http_set_wake_hook(sink->watch, sink->watch_arg);
 	PG_TRY();
 	{
 		if (prev_process_utility)
@@ -460,21 +527,22 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 			standard_ProcessUtility(local_pstmt, queryString, false, context, params,
 									queryEnv, dest, qc);
 		PqCommMethods = sink->saved_methods;
-		whereToSendOutput = saved_where;
+		whereToSendOutput = sink->saved_where;
 		current_sink = NULL;
+		/* The last parts' waits are watched too: the object is not there yet. */
 		sink_finish(sink);
+		batchproc_http_set_wake_hook(NULL, NULL);
+		open_upload = NULL;
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		PqCommMethods = sink->saved_methods;
-		whereToSendOutput = saved_where;
-		current_sink = NULL;
-
+		sink_detach(sink);
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		open_upload = NULL;
 		batchproc_s3_abort_write(sink->writer);
 		ReThrowError(edata);
 	}

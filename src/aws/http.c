@@ -18,7 +18,9 @@
  * timer, and the timer fires even while sockets keep the loop busy.
  * CHECK_FOR_INTERRUPTS runs at every wake, so a query cancel or SIGTERM
  * ends a transfer at once; the transfer's resources go with its memory
- * context.
+ * context.  A caller's wake hook runs there too, for what is not an
+ * interrupt but must end a wait as one would (a batch cancelled under its
+ * export).
  *
  * Response bodies land in malloc'd buffers grown by the write callback up
  * to the request's limit; a failed allocation or an overflow is recorded
@@ -86,6 +88,8 @@ static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 static int64 curl_deadline_us = -1; /* curl's timer, on monotonic_us(); -1: none */
 static WaitEventSet *wait_set = NULL;
 static bool latch_was_set = false;
+static BatchprocHttpWakeHook wake_hook = NULL;
+static void *wake_hook_arg = NULL;
 
 /* The clock curl times itself with, unmoved by changes to the wall clock. */
 static int64
@@ -629,6 +633,8 @@ wait_and_drive_capped(bool block, long cap_ms)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	CHECK_FOR_INTERRUPTS();
+	if (wake_hook)
+		wake_hook(wake_hook_arg);
 	reap_finished();
 }
 
@@ -783,6 +789,13 @@ batchproc_http_latch_was_set(void)
 	return was;
 }
 
+void
+batchproc_http_set_wake_hook(BatchprocHttpWakeHook hook, void *arg)
+{
+	wake_hook = hook;
+	wake_hook_arg = arg;
+}
+
 bool
 batchproc_http_done(BatchprocHttpRequest *req)
 {
@@ -809,9 +822,12 @@ batchproc_http_sleep(long ms)
 		CHECK_FOR_INTERRUPTS();
 		if (left <= 0)
 			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  left, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			latch_was_set = true;
 		ResetLatch(MyLatch);
+		if (wake_hook)
+			wake_hook(wake_hook_arg);
 	}
 }
 

@@ -97,6 +97,15 @@ extern void batchproc_http_wait(long max_ms);
 
 /* Was the latch set since the last call?  Someone wants our attention. */
 extern bool batchproc_http_latch_was_set(void);
+
+/*
+ * A check run at every wake-up of the transport's waits, right after
+ * interrupts are checked, which may end the wait with an ERROR as an
+ * interrupt would (NULL: none).  A long COPY TO S3 in the worker looks with
+ * it whether its batch was cancelled, while it waits for a part.
+ */
+typedef void (*BatchprocHttpWakeHook) (void *arg);
+extern void batchproc_http_set_wake_hook(BatchprocHttpWakeHook hook, void *arg);
 extern bool batchproc_http_done(BatchprocHttpRequest *req);
 
 /*

@@ -72,6 +72,10 @@ typedef struct BatchprocImportResult
 	List	   *columns;
 } BatchprocImportResult;
 
+/* A row of the CSV (its fields' bytes) may hold this much; the header too. */
+#define BATCHPROC_DEFAULT_MAX_ROW_BYTES (16 * 1024 * 1024)
+extern int	batchproc_max_row_bytes;
+
 extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bucket,
 												  const char *key,
 												  const char *qualified_table,
@@ -83,6 +87,25 @@ extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bu
  * it: the batch is not failed, it is already where the user put it.
  */
 #define BATCHPROC_ERRCODE_BATCH_STOPPED ERRCODE_OPERATOR_INTERVENTION
+
+/*
+ * runner.c: a long step (an import, an export) watches its batch.  Check
+ * often (it costs a clock read unless it is time to look); it reads the
+ * batch's state when the latch was set (a cancel wakes the worker at its
+ * commit) and at least every second, and raises
+ * BATCHPROC_ERRCODE_BATCH_STOPPED once the batch has left the step's
+ * state.  Interrupts are checked each time.
+ */
+typedef struct BatchprocStepWatch
+{
+	int64		batch_id;
+	BatchprocBatchState state;	/* importing or exporting */
+	TimestampTz checked_at;
+} BatchprocStepWatch;
+
+extern void batchproc_step_watch_start(BatchprocStepWatch *watch, int64 batch_id,
+									   BatchprocBatchState state);
+extern void batchproc_step_watch_check(BatchprocStepWatch *watch);
 
 /* targets.c: one call of a row to its target */
 typedef enum BatchprocCallStatus

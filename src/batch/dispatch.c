@@ -17,7 +17,8 @@
  * Free capacity goes to the runs in weighted round robin: each round gives
  * every run that has rows waiting as many new calls as its
  * execution_config.priority (1 by default), starting one run further on
- * each round, until batchproc.max_inflight calls are in flight.  A small
+ * each round, until batchproc.max_inflight calls are in flight, or their
+ * payload limits fill batchproc.worker_memory_budget.  A small
  * batch submitted behind a large one therefore starts at once and gets its
  * share of the worker, rather than waiting for the large one to end.
  *
@@ -378,11 +379,13 @@ static Dispatch *
 new_run(BatchprocBatch *batch, MemoryContext cxt)
 {
 	Dispatch   *d = MemoryContextAllocZero(cxt, sizeof(Dispatch));
+	char	   *described;
 
 	d->batch = batch;
 	d->config = batch->config;
 	d->cxt = cxt;
 	d->nslots = d->config->max_concurrency;
+	d->payload_limit = batchproc_payload_limit(batch->target.type, &described);
 	d->row_log_level = (d->config->debug ||
 						(d->config->log_level && strcmp(d->config->log_level, "DEBUG") == 0)) ?
 		LOG : DEBUG1;
@@ -465,6 +468,32 @@ inflight(BatchprocDispatcher *disp)
 }
 
 /*
+ * Room for one more call of run d: under batchproc.max_inflight, and with
+ * its payload limit, over every run's calls in flight, within
+ * batchproc.worker_memory_budget.  A batch's max_concurrency times its
+ * limit fits the budget (checked at submit), but the batches together may
+ * not: they share it, as they share max_inflight.
+ */
+static bool
+has_room(BatchprocDispatcher *disp, Dispatch *d)
+{
+	ListCell   *lc;
+	int			calls = 0;
+	int64		bytes = d->payload_limit;
+
+	foreach(lc, disp->runs)
+	{
+		Dispatch   *r = lfirst(lc);
+
+		calls += r->nbusy;
+		bytes += r->nbusy * r->payload_limit;
+	}
+	/* A budget lowered below a batch's limit slows it to one call, no less. */
+	return calls < batchproc_max_inflight &&
+		(calls == 0 || bytes <= (int64) batchproc_worker_memory_budget * 1024 * 1024);
+}
+
+/*
  * Give free capacity to the runs in weighted round robin, until
  * batchproc.max_inflight calls are in flight or no run has rows waiting.
  */
@@ -485,7 +514,7 @@ fill_slots(BatchprocDispatcher *disp)
 			disp->current = d->batch->id;
 			for (int w = 0; w < d->config->priority && busy < batchproc_max_inflight; w++)
 			{
-				if (!run_wants_slot(d) || !start_next_row(d))
+				if (!run_wants_slot(d) || !has_room(disp, d) || !start_next_row(d))
 					break;
 				/* A row may finish at once (a bad input), freeing its slot. */
 				busy = inflight(disp);
@@ -699,7 +728,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 		{
 			Dispatch   *d = lfirst(lc);
 
-			if (run_wants_slot(d) && inflight(disp) < batchproc_max_inflight)
+			if (run_wants_slot(d) && has_room(disp, d))
 				wait_ms = 0;
 			else
 				wait_ms = Min(wait_ms, next_wait_ms(d, now));

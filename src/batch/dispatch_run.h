@@ -64,6 +64,7 @@ typedef struct Dispatch
 	Slot	   *slots;
 	int			nslots;
 	int			nbusy;
+	int64		payload_limit;	/* what each call in flight may hold */
 
 	QueuedRow  *queue;
 	int			queue_len;

@@ -7,7 +7,9 @@
  * output columns (numbers in their format, json_string as JSON text) and
  * the metadata columns (add_metadata), in _row_id order.  It is written by
  * COPY (SELECT ...) TO 's3://...', so the COPY hook's streaming multipart
- * upload does the work, and an upload that fails leaves no object.
+ * upload does the work, and an upload that fails leaves no object.  The
+ * COPY watches the batch at every row and every wait for S3: a cancel
+ * ends the export there, and its upload is aborted.
  *
  * IDENTIFICATION
  *	  src/batch/export.c
@@ -21,12 +23,20 @@
 #include "utils/builtins.h"
 
 #include "batch/batch.h"
+#include "batchproc.h"
 #include "sql.h"
+
+static void
+watch_step(void *arg)
+{
+	batchproc_step_watch_check((BatchprocStepWatch *) arg);
+}
 
 void
 batchproc_export(BatchprocBatch *batch)
 {
 	const BatchprocConfig *config = batch->config;
+	BatchprocStepWatch watch;
 	StringInfoData sql;
 	ListCell   *lc;
 	bool		first = true;
@@ -71,5 +81,16 @@ batchproc_export(BatchprocBatch *batch)
 					 batch->table, quote_literal_cstr(config->output_s3_uri));
 #undef SEPARATE
 
-	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+	/* A cancel stops the export at the next row or wait, its upload aborted. */
+	batchproc_step_watch_start(&watch, batch->id, BATCHPROC_BATCH_EXPORTING);
+	batchproc_copy_to_s3_watch(watch_step, &watch);
+	PG_TRY();
+	{
+		batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+	}
+	PG_FINALLY();
+	{
+		batchproc_copy_to_s3_watch(NULL, NULL);
+	}
+	PG_END_TRY();
 }

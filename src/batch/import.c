@@ -18,9 +18,10 @@
  * A file is the user's to choose, so nothing in it may hold the worker: a
  * header with more columns than the batch's table can have is refused as
  * soon as the parser has seen one too many, duplicate names are found with
- * a hash, and between chunks the import looks whether the batch was
- * cancelled (at once when the worker's latch was set, as a cancel's commit
- * does, and at least every CANCEL_CHECK_MS), so that a cancel stops a long
+ * a hash, a row (the header too) may not grow past
+ * batchproc.max_row_bytes, however it is quoted, and between chunks the
+ * import looks whether the batch was
+ * cancelled (batchproc_step_watch_check), so that a cancel stops a long
  * import within about a chunk.
  *
  * IDENTIFICATION
@@ -46,17 +47,14 @@
 #include "utils/regproc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
-#include "utils/timestamp.h"
 
-#include "aws/http.h"
 #include "aws/s3.h"
 #include "batch/batch.h"
 #include "sql.h"
 
 #define IMPORT_CHUNK (256 * 1024)
-/* The batch's state is read at least this often while importing. */
-#define CANCEL_CHECK_MS 1000
+
+int			batchproc_max_row_bytes = BATCHPROC_DEFAULT_MAX_ROW_BYTES;
 
 /*
  * The share of each page the import fills.  Each row is updated once, with
@@ -74,9 +72,8 @@
 
 typedef struct ImportState
 {
-	int64		batch_id;
 	MemoryContext cxt;			/* lives for the whole import */
-	TimestampTz state_checked_at;
+	BatchprocStepWatch watch;	/* has the batch been cancelled? */
 	BatchprocS3Reader *reader;
 	struct csv_parser parser;
 	bool		parser_ready;
@@ -89,6 +86,9 @@ typedef struct ImportState
 
 	/* the record being assembled */
 	List	   *fields;			/* char * */
+	int64		record_bytes;	/* of its fields complete so far */
+	int64		record_line;	/* where it starts; 0 before its first byte */
+	bool		row_too_large;
 	bool		header_done;
 	List	   *header;			/* char * */
 	int			ncolumns;
@@ -146,8 +146,14 @@ on_field(void *data, size_t len, void *arg)
 {
 	ImportState *st = arg;
 
-	if (st->too_many_columns)
+	if (st->too_many_columns || st->row_too_large)
 		return;
+	if (st->record_bytes + (int64) len > batchproc_max_row_bytes)
+	{
+		st->row_too_large = true;
+		return;
+	}
+	st->record_bytes += len;
 	if (!st->header_done && list_length(st->fields) >= st->max_columns)
 	{
 		/* Keep nothing more of a header the table cannot hold. */
@@ -163,8 +169,10 @@ on_record(int terminator, void *arg)
 	ImportState *st = arg;
 	ListCell   *lc;
 
-	if (st->fault || st->too_many_columns)
+	if (st->fault || st->too_many_columns || st->row_too_large)
 		return;
+	st->record_bytes = 0;
+	st->record_line = 0;
 
 	if (!st->header_done)
 	{
@@ -206,40 +214,35 @@ report_too_many_columns(ImportState *st)
 }
 
 /*
- * Has the batch been cancelled?  Read with a fresh snapshot, without
- * advancing the command counter under the COPY that is loading the table.
- * A cancel wakes the worker at its commit, so the latch says when to look
- * at once; the clock covers a wake-up the transport spent elsewhere.
+ * A row is held whole while it is imported (in the parser, as fields, as a
+ * line for COPY), so its size is bounded before it is complete: a field of
+ * hundreds of megabytes, or a quote never closed, which makes the rest of
+ * the file one field, stops at the limit.
  */
 static void
-check_cancel(ImportState *st)
+report_row_too_large(ImportState *st)
 {
-	TimestampTz now;
-	bool		isnull;
-	char	   *state;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 st->header_done ?
+			 errmsg("row " INT64_FORMAT " of the CSV (line " INT64_FORMAT ") is larger than batchproc.max_row_bytes (%d bytes)",
+					st->rows + 1, st->record_line, batchproc_max_row_bytes) :
+			 errmsg("the CSV header is larger than batchproc.max_row_bytes (%d bytes)",
+					batchproc_max_row_bytes),
+			 st->parser.quoted ?
+			 errdetail("The limit was reached inside a quoted field, at line " INT64_FORMAT "; a quote that is never closed makes the rest of the file one field.",
+					   st->line) :
+			 errdetail("A row is held whole in the worker's memory while it is imported."),
+			 errhint("Check the file's quotes, or ask an administrator to raise batchproc.max_row_bytes.")));
+}
 
-	CHECK_FOR_INTERRUPTS();
-	now = GetCurrentTimestamp();
-	if (!batchproc_http_latch_was_set() &&
-		!TimestampDifferenceExceeds(st->state_checked_at, now, CANCEL_CHECK_MS))
-		return;
-	st->state_checked_at = now;
-
-	PushActiveSnapshot(GetLatestSnapshot());
-	batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
-								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, st->batch_id),
-						  true, 1, SPI_OK_SELECT);
-	PopActiveSnapshot();
-	state = SPI_processed == 1 ?
-		TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) :
-		NULL;
-	SPI_freetuptable(SPI_tuptable);
-	if (state == NULL ||
-		batchproc_batch_state_from_name(state) != BATCHPROC_BATCH_IMPORTING)
-		ereport(ERROR,
-				(errcode(BATCHPROC_ERRCODE_BATCH_STOPPED),
-				 errmsg("batch " INT64_FORMAT " was %s during its import", st->batch_id,
-						state ? state : "deleted")));
+/* The fields complete so far and the one being read, against the limit. */
+static void
+check_row_size(ImportState *st)
+{
+	if (st->row_too_large ||
+		st->record_bytes + (int64) st->parser.entry_pos > batchproc_max_row_bytes)
+		report_row_too_large(st);
 }
 
 static void
@@ -262,10 +265,14 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 	{
 		const char *nl = memchr(data, '\n', len);
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
-		size_t		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
+		size_t		done;
 
+		if (st->record_line == 0)
+			st->record_line = st->line;
+		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
 		if (st->too_many_columns)
 			report_too_many_columns(st);
+		check_row_size(st);
 		if (st->fault)
 			report_fault(st);
 		if (done < seg)
@@ -294,7 +301,7 @@ fill_output(ImportState *st)
 		{
 			size_t		n;
 
-			check_cancel(st);
+			batchproc_step_watch_check(&st->watch);
 			n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 			if (n > 0)
 			{
@@ -313,6 +320,7 @@ fill_output(ImportState *st)
 								 csv_strerror(csv_error(&st->parser)));
 			report_fault(st);
 		}
+		check_row_size(st);
 		if (st->fault)
 			report_fault(st);
 		st->parser_done = true;
@@ -419,7 +427,7 @@ read_header(ImportState *st)
 		size_t		n;
 		const char *data = st->chunk;
 
-		check_cancel(st);
+		batchproc_step_watch_check(&st->watch);
 		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n == 0)
 		{
@@ -458,9 +466,8 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
 
-	st->batch_id = batch_id;
 	st->cxt = CurrentMemoryContext;
-	st->state_checked_at = GetCurrentTimestamp();
+	batchproc_step_watch_start(&st->watch, batch_id, BATCHPROC_BATCH_IMPORTING);
 	/* reserved_names are the table's own columns, _row_id among them */
 	st->max_columns = MaxHeapAttributeNumber - list_length(reserved_names);
 	st->line = 1;

@@ -40,6 +40,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "aws/s3.h"
 #include "batch/batch.h"
@@ -109,6 +110,66 @@ batchproc_batch_states_sql(bool final)
 	}
 	appendStringInfoString(&sql, "]::pg_catalog.text[]");
 	return sql.data;
+}
+
+/* How often a long step reads its batch's state when nothing woke it. */
+#define STEP_WATCH_MS 1000
+
+void
+batchproc_step_watch_start(BatchprocStepWatch *watch, int64 batch_id,
+						   BatchprocBatchState state)
+{
+	watch->batch_id = batch_id;
+	watch->state = state;
+	watch->checked_at = GetCurrentTimestamp();
+}
+
+/*
+ * The state is read with a fresh snapshot, in an SPI connection of its
+ * own (the step may be running inside an SPI statement, as the export's
+ * COPY does), and with the worker's rights rather than those of the
+ * owner the export runs as.  The clock covers a wake-up that the
+ * transport spent elsewhere.
+ */
+void
+batchproc_step_watch_check(BatchprocStepWatch *watch)
+{
+	TimestampTz now;
+	Oid			saved_userid;
+	int			saved_sec_context;
+	BatchprocBatchState state = BATCHPROC_BATCH_CANCELLED;
+	bool		deleted;
+
+	CHECK_FOR_INTERRUPTS();
+	now = GetCurrentTimestamp();
+	if (!batchproc_http_latch_was_set() &&
+		!TimestampDifferenceExceeds(watch->checked_at, now, STEP_WATCH_MS))
+		return;
+	watch->checked_at = now;
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(GetAuthenticatedUserId(),
+						   saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PushActiveSnapshot(GetLatestSnapshot());
+	batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+								   watch->batch_id),
+						  true, 1, SPI_OK_SELECT);
+	PopActiveSnapshot();
+	deleted = SPI_processed != 1;
+	if (!deleted)
+		state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+															 SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+
+	if (deleted || state != watch->state)
+		ereport(ERROR,
+				(errcode(BATCHPROC_ERRCODE_BATCH_STOPPED),
+				 errmsg("batch " INT64_FORMAT " was %s during its %s", watch->batch_id,
+						deleted ? "deleted" : batchproc_batch_state_name(state),
+						watch->state == BATCHPROC_BATCH_IMPORTING ? "import" : "export")));
 }
 
 /* Move a batch from one state to another, if it is still in the first. */

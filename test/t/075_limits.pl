@@ -3,13 +3,18 @@
 # concat or a static value would multiply past batchproc.max_payload_bytes
 # fail their row, naming the limit, and are never built whole (the
 # worker's peak memory shows it); answers over the cap fail their row,
-# naming the cap, rather than as invalid JSON; NaN and Infinity never reach
-# a number column or its export.  Each batch, and another user's, carries
-# on.  Submit-time refusals (formats, the memory budget) are in
+# naming the cap, rather than as invalid JSON; a CSV row past
+# batchproc.max_row_bytes (a quote never closed, a huge field) fails its
+# import, and is never held whole; NaN and Infinity never reach
+# a number column or its export; two users' batches share the worker's
+# memory budget rather than each taking it whole.  Each batch, and another
+# user's, carries on.  Submit-time refusals (formats, the memory budget) are in
 # sql/010_config.sql.
 use strict;
 use warnings;
 
+use HTTP::Tiny;
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -29,7 +34,8 @@ $ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 # here the configs may be larger, so that the payload limit is the one met.
 my $limit = 1024 * 1024;
 my $node = batchproc_node('limits',
-	conf => "batchproc.max_payload_bytes = $limit\nbatchproc.max_config_bytes = 8MB\n");
+	conf => "batchproc.max_payload_bytes = $limit\nbatchproc.max_config_bytes = 8MB\n"
+	  . "batchproc.max_row_bytes = 2MB\n");
 aws_ok('s3api', 'create-bucket', '--bucket', 'limits');
 
 # The administrator registers the functions; alice and bob only use them.
@@ -66,7 +72,11 @@ sub rows_of
 		"SELECT _status || coalesce(': ' || _error_message, '') FROM batchproc_data.batch_$id ORDER BY _row_id") ];
 }
 
-# The worker's peak and current private memory, in kB, from /proc.
+# The worker's peak resident memory (VmHWM) and its present private
+# memory (RssAnon), in kB, from /proc.  Linux keeps no peak of the private
+# part alone; VmHWM counts the shared buffers the worker touched too, so
+# it bounds the private peak from above, and a bound on it holds for the
+# private peak.
 sub worker_memory
 {
 	my $pid = $node->safe_psql('postgres',
@@ -75,6 +85,18 @@ sub worker_memory
 	my ($hwm) = $status =~ /^VmHWM:\s+(\d+) kB/m;
 	my ($anon) = $status =~ /^RssAnon:\s+(\d+) kB/m;
 	return ($pid, $hwm, $anon);
+}
+
+# Start measuring the worker's peak afresh: clear_refs (5) sets VmHWM to
+# the present size, so that a peak reached before (a warm-up, an earlier
+# attack) cannot hide the one measured next.  Returns worker_memory().
+sub reset_peak
+{
+	my ($pid) = worker_memory();
+	open(my $clear, '>', "/proc/$pid/clear_refs") or die "cannot open clear_refs: $!";
+	print $clear "5\n";
+	close $clear;
+	return worker_memory();
 }
 
 # bob's batch runs beside every attack and must end untouched.
@@ -88,7 +110,7 @@ put_object('limits', 'warm.csv', "v\nx\n");
 my $warm = submit_as('alice', q({"csv_s3_uri": "s3://limits/warm.csv",
 	"target": {"type": "tool", "name": "echo"}}));
 is(wait_for_batch($node, $warm), 'succeeded', 'a first batch runs');
-my ($pid, $hwm_before, $anon_before) = worker_memory();
+my ($pid, $hwm_before, $anon_before) = reset_peak();
 
 my $named = qr/the request payload exceeds batchproc\.max_payload_bytes \(1048576 bytes\)/;
 
@@ -175,6 +197,70 @@ diag("worker VmHWM ${hwm_before} kB -> ${hwm_after} kB, RssAnon ${anon_before} k
 cmp_ok($hwm_after - $hwm_before, '<', 64 * 1024,
 	"the worker's peak memory grew by less than 64 MB");
 
+# --- Rows of the CSV past batchproc.max_row_bytes (2 MB here): a quote
+# never closed, which makes the rest of a 24 MB file one field; one field
+# of 24 MB; thirty fields of 100 kB; a header of one 3 MB name.  Each fails
+# its batch at import, naming the row, its line and the limit.  The files
+# are written a piece at a time, never whole in this process.
+sub put_pieces
+{
+	my ($key, @pieces) = @_;
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/pieces";
+	open(my $fh, '>:raw', $file) or die "cannot write $file: $!";
+	for my $piece (@pieces)
+	{
+		my ($text, $times) = @$piece;
+		print $fh $text for 1 .. ($times // 1);
+	}
+	close $fh;
+	aws_ok('s3', 'cp', $file, "s3://limits/$key");
+}
+my $row_limit = 2 * 1024 * 1024;
+my $line_64k = ('z' x (64 * 1024 - 1)) . "\n";
+put_pieces('unclosed.csv', [ "k,v\n1,small\n2,\"open" ], [ $line_64k, 384 ], [ "\n3,x\n" ]);
+put_pieces('field.csv', [ "k,v\n1,\"" ], [ 'y' x (64 * 1024), 384 ], [ "\"\n2,x\n" ]);
+put_pieces('fields.csv', [ join(',', map { "c$_" } 1 .. 30) . "\n" ],
+	[ join(',', ('f' x (100 * 1024)) x 30) . "\n" ]);
+put_pieces('header.csv', [ 'h' x (3 * 1024 * 1024) ], [ "\nx\n" ]);
+my %rows = (
+	'unclosed.csv' => qr/^row 2 of the CSV \(line 3\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): The limit was reached inside a quoted field, at line (\d+); a quote that is never closed makes the rest of the file one field\.$/,
+	'field.csv' => qr/^row 1 of the CSV \(line 2\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): The limit was reached inside a quoted field, at line 2;/,
+	'fields.csv' => qr/^row 1 of the CSV \(line 2\) is larger than batchproc\.max_row_bytes \(2097152 bytes\): A row is held whole in the worker's memory while it is imported\.$/,
+	'header.csv' => qr/^the CSV header is larger than batchproc\.max_row_bytes \(2097152 bytes\)/);
+
+# The worker's peak is measured over these imports alone.
+my ($row_pid, $hwm_rows_before) = reset_peak();
+is($row_pid, $pid, 'the same worker imports the large rows');
+for my $key (sort keys %rows)
+{
+	$id = submit_as('alice', qq({"csv_s3_uri": "s3://limits/$key",
+		"target": {"type": "tool", "name": "echo"}}));
+	is(wait_for_batch($node, $id), 'failed', "$key fails its batch");
+	like($node->safe_psql('postgres', "SELECT error FROM batchproc.batches WHERE id = $id"),
+		$rows{$key}, "$key: the error names the row, its line and the limit");
+	is($node->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$id') IS NULL"), 't',
+		"$key: no table is left behind");
+}
+# A row is held a few times over while it is imported (the parser's
+# buffer, its fields, a line for COPY), and the parser reads 256 kB ahead:
+# 16 MB is eight times the limit and still less than either 24 MB file,
+# which a parser without the limit holds whole (the quote never closed
+# fails only at the end of the file).
+my (undef, $hwm_rows_after) = worker_memory();
+diag("worker VmHWM over the large rows: ${hwm_rows_before} kB -> ${hwm_rows_after} kB");
+cmp_ok($hwm_rows_after - $hwm_rows_before, '<', 16 * 1024,
+	"the worker's peak memory grew by less than 16 MB over rows of 24 MB");
+
+# Under the limit, a row of 1.9 MB is imported; only its small column is sent.
+put_pieces('large_row.csv', [ "k,v\n1," ], [ 'l' x (1900 * 1024) ], [ "\n" ]);
+$id = submit_as('alice', q({"csv_s3_uri": "s3://limits/large_row.csv",
+	"target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"k": "k"}}}));
+is(wait_for_batch($node, $id), 'succeeded', 'a row just under batchproc.max_row_bytes is imported and run');
+is($node->safe_psql('postgres', "SELECT length(v) FROM batchproc_data.batch_$id"), 1900 * 1024,
+	'whole');
+like(as('alice', 'SET batchproc.max_row_bytes = 1000000000'), qr/permission denied to set parameter/,
+	'alice cannot raise the limit for herself');
+
 # --- Answers over the cap of 8 MB: one at the cap is read, one byte more
 # fails, as does a far larger one, naming the cap.
 put_object('limits', 'sized.csv', "bytes\n100\n8388608\n8388609\n30000000\n");
@@ -226,6 +312,32 @@ like(as('alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://limits/nan.csv"
 	"output_mapping": {"columns": [{"name": "s", "source": "$.s", "type": "number", "format": "% .2f"}]}}')}),
 	qr/ERROR:  output_mapping\.columns\[0\]\.format: .*\nDETAIL:  The flag " " in "% " is not allowed/,
 	'a format with the blank flag is refused at submit');
+
+# --- Batches share the worker's memory budget.  With a budget of 6 MB and
+# payloads of up to 1 MB, a batch may have 6 calls in flight; two of 5
+# each are accepted, but together they may not hold 10 payloads: the
+# worker has at most 6 calls in flight over both.  Each row takes 2 s.
+$node->safe_psql('postgres', "ALTER SYSTEM SET batchproc.worker_memory_budget = '6MB'; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres', "SELECT current_setting('batchproc.worker_memory_budget') = '6MB'")
+  or die 'the budget was not reloaded';
+like(as('alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://limits/slow.csv",
+	"target": {"type": "tool", "name": "echo"}, "execution_config": {"max_concurrency": 7}}')}),
+	qr/ERROR:  execution_config\.max_concurrency: 7 calls in flight with payloads of up to batchproc\.max_payload_bytes \(1048576 bytes\) would exceed batchproc\.worker_memory_budget \(6 MB\)\nDETAIL:  .*\nHINT:  Use a max_concurrency of at most 6,/,
+	'a batch that alone would exceed the budget is refused at submit');
+put_object('limits', 'slow.csv', "delay_ms\n" . ("2000\n" x 10));
+my $slow = q({"csv_s3_uri": "s3://limits/slow.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"execution_config": {"max_concurrency": 5}});
+HTTP::Tiny->new->post("http://127.0.0.1:$lambda_port/_reset");
+my $alice_slow = submit_as('alice', $slow);
+my $bob_slow = submit_as('bob', $slow);
+is(wait_for_batch($node, $alice_slow), 'succeeded', "alice's batch, sharing the budget with bob's, succeeds");
+is(wait_for_batch($node, $bob_slow), 'succeeded', "so does bob's");
+my $lambda_stats = decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$lambda_port/_stats")->{content});
+is($lambda_stats->{invocations}, 20, 'every row of both was sent');
+is($lambda_stats->{max_in_flight}, 6,
+	'at most 6 calls were in flight over both batches, the payloads the budget holds');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET batchproc.worker_memory_budget; SELECT pg_reload_conf()");
 
 # bob's batch went through untouched by all of it.
 is(wait_for_batch($node, $bob), 'succeeded', "bob's batch ends");

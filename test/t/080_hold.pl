@@ -1,6 +1,7 @@
 # An ordinary member of batchproc_user trying to hold the worker, or to
 # queue without end: headers of more columns than a table can have,
-# duplicate names among many, a long import that must stop when cancelled,
+# duplicate names among many, a long import and a long export that must
+# stop when cancelled (the export's upload aborted, at a fast shutdown too),
 # durations over the superuser's bounds, too many unfinished batches, an
 # oversize config.  And tolerated failures: a batch stops, failed, once
 # more rows failed than its threshold allows, and a batch whose every row
@@ -338,6 +339,76 @@ is($slow->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$id') 
 # alice's batch reads its CSV through the slow proxy too: a few bytes.
 alice_carries_on('once the import is stopped', $slow);
 
+# --- A cancel, and a fast shutdown, during a long export.  A node whose S3
+# goes through a proxy that holds each request ten seconds per 100 kB of
+# its body: a 5 MB part takes about nine minutes to reach S3, so an export
+# of 12 MB (120 rows of 100 kB) is under way for far longer than the test.
+# One part uploads at a time, so the export soon waits for the first.
+my ($link, $link_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--link-mbps', '0.01');
+my $exporting = batchproc_node('hold_export',
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$link_port'\n"
+	  . "batchproc.s3_upload_concurrency = 1\n");
+$exporting->safe_psql('postgres', $setup . 'GRANT batchproc_s3_write TO mallory;');
+sub link_stats
+{
+	return decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$link_port/_proxy_stats")->{content});
+}
+# Wait until the proxy holds $n parts; returns its statistics.
+sub parts_held
+{
+	my ($n) = @_;
+	my $stats;
+	for (1 .. 1200)
+	{
+		$stats = link_stats();
+		return $stats if ($stats->{requests}{UploadPart} // 0) >= $n;
+		select(undef, undef, undef, 0.1);
+	}
+	die "the export did not send part $n";
+}
+sub uploads_left { aws_ok('s3api', 'list-multipart-uploads', '--bucket', $bucket) }
+sub export_absent { (aws('s3api', 'head-object', '--bucket', $bucket, '--key', 'big.out.csv'))[0] != 0 }
+
+my $row_pad = 'p' x (100 * 1024);
+put_object($bucket, 'big.csv', "k,pad\n" . join('', map { "$_,$row_pad\n" } 1 .. 120));
+$id = submit_as('mallory',
+	qq({"csv_s3_uri": "s3://$bucket/big.csv", "output_s3_uri": "s3://$bucket/big.out.csv",
+	"target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"k": "k"}},
+	"execution_config": {"max_concurrency": 10}}), $exporting);
+$exporting->poll_query_until('postgres', "SELECT state = 'exporting' FROM batchproc.batches WHERE id = $id")
+  or die "the export did not start";
+parts_held(1);
+
+# A fast shutdown ends the worker (SIGTERM) in the middle of the export:
+# its upload is aborted on the way out, and the batch is still exporting.
+$exporting->stop('fast');
+is(link_stats()->{forwarded}{AbortMultipartUpload}, 1,
+	'a fast shutdown during an export aborts its multipart upload');
+unlike(uploads_left(), qr/"Key": "big\.out\.csv"/, 'no unfinished upload is left in the bucket');
+ok(export_absent(), 'and no object');
+$exporting->start;
+is($exporting->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $id"), 'exporting',
+	'the batch is still exporting after the restart');
+
+# The worker exports again; mallory cancels it while its first part is
+# held.  alice's batch, submitted meanwhile, waits behind the export.
+parts_held(2);
+my $alice_id = submit_as('alice', $alice_config, $exporting);
+$log_offset = -s $exporting->logfile;
+is(as('mallory', "SELECT batchproc_cancel($id)", $exporting), 'cancelled', 'mallory cancels her export');
+ok($exporting->wait_for_log(qr/batchproc: batch $id was cancelled during its export; its step stopped/, $log_offset),
+	'the worker stops the export');
+$stats = link_stats();
+is($stats->{forwarded}{UploadPart} // 0, 0, 'without waiting for the part it was sending');
+is($stats->{forwarded}{AbortMultipartUpload}, 2, 'its multipart upload is aborted');
+unlike(uploads_left(), qr/"Key": "big\.out\.csv"/, 'no unfinished upload is left in the bucket');
+ok(export_absent(), 'and no object');
+is($exporting->safe_psql('postgres', "SELECT batchproc_wait($id, '10 s')"), 'cancelled',
+	'the batch ends cancelled');
+is(wait_for_batch($exporting, $alice_id), 'succeeded', "alice's batch succeeds once the export stopped");
+
+$exporting->stop;
 $slow->stop;
 $node->stop;
 done_testing();
