@@ -441,27 +441,20 @@ read_header(ImportState *st)
 	}
 }
 
-BatchprocImportResult
-batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
-					 const char *qualified_table, const char *extra_columns_sql,
-					 List *reserved_names)
+/*
+ * The state of an import that has yet to read its file, in
+ * CurrentMemoryContext, whose reset frees the parser.  reserved_names are
+ * the table's own columns, _row_id among them.
+ */
+static ImportState *
+import_state_create(int64 batch_id, List *reserved_names)
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
-	BatchprocImportResult result = {0};
-	StringInfoData sql;
-	ListCell   *lc;
-	Relation	rel;
-	List	   *attnames = NIL;
-	CopyFromState cstate;
-	RangeVar   *rv;
-	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
 
 	st->batch_id = batch_id;
 	st->cxt = CurrentMemoryContext;
 	st->state_checked_at = GetCurrentTimestamp();
-	/* reserved_names are the table's own columns, _row_id among them */
 	st->max_columns = MaxHeapAttributeNumber - list_length(reserved_names);
 	st->line = 1;
 	st->chunk = palloc(IMPORT_CHUNK);
@@ -474,6 +467,24 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	cb->func = free_parser_cb;
 	cb->arg = st;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	return st;
+}
+
+BatchprocImportResult
+batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
+					 const char *qualified_table, const char *extra_columns_sql,
+					 List *reserved_names)
+{
+	ImportState *st = import_state_create(batch_id, reserved_names);
+	BatchprocImportResult result = {0};
+	StringInfoData sql;
+	ListCell   *lc;
+	Relation	rel;
+	List	   *attnames = NIL;
+	CopyFromState cstate;
+	RangeVar   *rv;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
 
 	st->reader = batchproc_s3_open_read(bucket, key);
 	read_header(st);
