@@ -449,22 +449,16 @@ read_header(ImportState *st)
 	}
 }
 
-BatchprocImportResult
-batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
-					 const char *qualified_table, const char *extra_columns_sql,
-					 List *reserved_names)
+/*
+ * The state of an import that has yet to read its file, in
+ * CurrentMemoryContext, whose reset frees the parser.  reserved_names are
+ * the table's own columns, _row_id among them.
+ */
+static ImportState *
+import_state_create(int64 batch_id, List *reserved_names)
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
-	BatchprocImportResult result = {0};
-	StringInfoData sql;
-	ListCell   *lc;
-	Relation	rel;
-	List	   *attnames = NIL;
-	CopyFromState cstate;
-	RangeVar   *rv;
-	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
 
 	st->cxt = CurrentMemoryContext;
 	batchproc_step_watch_start(&st->watch, batch_id, BATCHPROC_BATCH_IMPORTING);
@@ -481,6 +475,24 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	cb->func = free_parser_cb;
 	cb->arg = st;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	return st;
+}
+
+BatchprocImportResult
+batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
+					 const char *qualified_table, const char *extra_columns_sql,
+					 List *reserved_names)
+{
+	ImportState *st = import_state_create(batch_id, reserved_names);
+	BatchprocImportResult result = {0};
+	StringInfoData sql;
+	ListCell   *lc;
+	Relation	rel;
+	List	   *attnames = NIL;
+	CopyFromState cstate;
+	RangeVar   *rv;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
 
 	st->reader = batchproc_s3_open_read(bucket, key);
 	read_header(st);

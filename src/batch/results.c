@@ -199,6 +199,28 @@ numeric_ok(const char *text, bool *finite)
 }
 
 /*
+ * A number with a format is shown as a double by the export
+ * (batchproc.format_number): one numeric_float8 refuses, overflowing or
+ * underflowing (1e400, 1e-400), would fail the export of the whole batch.
+ */
+static void
+parse_double(void *arg)
+{
+	Datum		n = DirectFunctionCall3(numeric_in, CStringGetDatum((const char *) arg),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+
+	(void) DirectFunctionCall1(numeric_float8, n);
+}
+
+static bool
+double_ok(const char *text)
+{
+	char	   *ignored;
+
+	return batchproc_soft_call(parse_double, (void *) text, &ignored);
+}
+
+/*
  * Fill values[i] with the text of output column i (NULL for SQL NULL).
  * Returns false, with *error, when a value does not fit its type.
  */
@@ -262,6 +284,14 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 						return false;
 					}
 					values[i] = scalar_text(found, &scalar);
+					if (col->format && !double_ok(values[i]))
+					{
+						*error = psprintf("output column \"%s\": %s is out of the range of its format \"%s\", a double precision number",
+										  col->name,
+										  JsonbToCString(NULL, &found->root, VARSIZE(found)),
+										  col->format);
+						return false;
+					}
 				}
 				break;
 		}
