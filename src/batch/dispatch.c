@@ -154,7 +154,7 @@ typedef struct Dispatch
 
 	bool		target_allowed; /* by batchproc.allowed_http_targets */
 	TimestampTz state_checked_at;
-	int			row_log_level;	/* LOG with debug or log_level DEBUG */
+	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		cancelled;
 	bool		stop_on_error;	/* continue_on_error false, or a threshold */
 	char	   *first_error;	/* why the run stopped: the batch's error */
@@ -351,9 +351,9 @@ adapt_concurrency(Dispatch *d, bool throttled)
 			if (d->concurrency >= max && d->throttled_since_max)
 			{
 				d->throttled_since_max = false;
-				ereport(LOG,
-						(errmsg("batchproc: batch " INT64_FORMAT " is back to its max_concurrency of %d",
-								d->batch->id, max)));
+				batchproc_batch_log(d->log_level, BATCHPROC_LOG_INFO,
+									(errmsg("batchproc: batch " INT64_FORMAT " is back to its max_concurrency of %d",
+											d->batch->id, max)));
 			}
 		}
 		return;
@@ -363,9 +363,9 @@ adapt_concurrency(Dispatch *d, bool throttled)
 		d->concurrency = Max(1.0, d->concurrency / 2);
 		d->decreased_at = now;
 		d->throttled_since_max = true;
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by its target: concurrency lowered to %d of %d",
-						d->batch->id, (int) d->concurrency, max)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " is throttled by its target: concurrency lowered to %d of %d",
+									d->batch->id, (int) d->concurrency, max)));
 	}
 }
 
@@ -478,10 +478,10 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	}
 	MemoryContextSwitchTo(old);
 
-	ereport(d->row_log_level,
-			(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " %s after %d attempts in " INT64_FORMAT " ms%s%s",
-					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
-					r->error ? ": " : "", r->error ? r->error : "")));
+	batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
+						(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " (%s) %s after %d attempts in " INT64_FORMAT " ms%s%s",
+								d->batch->id, r->row_id, s->call_name, r->status, r->attempts, r->ms,
+								r->error ? ": " : "", r->error ? r->error : "")));
 
 	count_row(d, r);
 
@@ -603,9 +603,9 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 	{
 		MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
-		ereport(d->row_log_level,
-				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
-						d->batch->id, s->row_id, s->attempt, error)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
+							(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " (%s) attempt %d failed: %s",
+									d->batch->id, s->row_id, s->call_name, s->attempt, error)));
 
 		/*
 		 * A StartExecution that failed without naming an execution may have
@@ -904,9 +904,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->config = batch->config;
 	d->cxt = cxt;
 	d->nslots = d->config->max_concurrency;
-	d->row_log_level = (d->config->debug ||
-						(d->config->log_level && strcmp(d->config->log_level, "DEBUG") == 0)) ?
-		LOG : DEBUG1;
+	d->log_level = batchproc_config_log_level(d->config);
 	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
 	for (int i = 0; i < d->nslots; i++)
 	{
