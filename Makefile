@@ -33,6 +33,7 @@ OBJS = \
 	src/batch/log.o \
 	src/batch/payload.o \
 	src/batch/results.o \
+	src/batch/retention.o \
 	src/batch/runner.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \
