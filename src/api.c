@@ -34,6 +34,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "aws/aws.h"
@@ -672,14 +673,53 @@ batchproc_purge(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Purge a batch in a subtransaction: one that cannot be purged (a view
+ * depends on its table, say) is a WARNING, and the others go on.
+ */
+static bool
+purge_or_warn(int64 batch_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool purged = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		purged = batchproc_purge_batch(batch_id, true);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("batch " INT64_FORMAT " could not be purged: %s", batch_id, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return purged;
+}
+
+/*
  * batchproc_purge(older_than interval) RETURNS bigint
  *
  * For administrators, and pg_cron: purge the ended batches that ended more
  * than older_than ago, whatever their ttl_days, oldest first and at most
  * PURGE_PER_CALL of them, since each dropped table holds its locks to the
  * end of the transaction.  Batches locked by another purge or a redrive,
- * or whose calls the worker still winds down, are left for the next call.
- * Returns how many it purged.
+ * or whose calls the worker still winds down, are left for the next call;
+ * one that cannot be purged is a WARNING.  Returns how many it purged.
  */
 Datum
 batchproc_purge_older_than(PG_FUNCTION_ARGS)
@@ -718,7 +758,7 @@ batchproc_purge_older_than(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		if (batchproc_shared != NULL && batchproc_batch_running(MyDatabaseId, ids[i]))
 			continue;
-		if (batchproc_purge_batch(ids[i], true))
+		if (purge_or_warn(ids[i]))
 			purged++;
 	}
 	batchproc_restore_rights(saved, true);

@@ -50,6 +50,8 @@ int			batchproc_purge_interval = 60;
 /* An idle worker wakes at least this often, as WaitLatch takes an int. */
 #define MAX_SLEEP_MS	(24L * 60 * 60 * 1000)
 
+static bool purge_expired_now(int64 batch_id, MemoryContext cxt);
+
 /* When the next round may run; 0: at once. */
 static TimestampTz next_round_at = 0;
 /* The earliest expires_at not yet due at the last round; 0: none. */
@@ -107,11 +109,60 @@ batchproc_purge_batch(int64 batch_id, bool wait)
 }
 
 /*
+ * A batch that could not be purged (a view of its owner's depends on its
+ * table, say) is tried again a day later, so that it does not hold up the
+ * batches behind it round after round.
+ */
+static void
+postpone(int64 batch_id, ErrorData *edata, MemoryContext cxt)
+{
+	batchproc_begin_tx("batchproc: postponing a purge");
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches"
+								   " SET expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) interval '1 day'"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT " AND purged_at IS NULL",
+								   batch_id),
+						  false, 0, SPI_OK_UPDATE);
+	batchproc_end_tx(cxt);
+	ereport(WARNING,
+			(errmsg("batchproc: batch " INT64_FORMAT " could not be purged: %s", batch_id, edata->message),
+			 edata->detail ? errdetail("%s", edata->detail) : 0,
+			 errhint("The worker tries again in a day.")));
+}
+
+/*
  * Purge one expired batch, unless it was purged, redriven or locked
- * meanwhile.  Returns false if its results table was busy.
+ * meanwhile.  Returns false if it is still there: its results table was
+ * busy, or its purge failed and was postponed.
  */
 static bool
 purge_expired(int64 batch_id, MemoryContext cxt)
+{
+	volatile bool purged = true;
+
+	PG_TRY();
+	{
+		purged = purge_expired_now(batch_id, cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		/* A cancel ends the round; it says nothing about this batch. */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		postpone(batch_id, edata, cxt);
+		purged = false;
+	}
+	PG_END_TRY();
+	return purged;
+}
+
+static bool
+purge_expired_now(int64 batch_id, MemoryContext cxt)
 {
 	bool		purged = true;
 

@@ -35,6 +35,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE boss LOGIN;
 	GRANT batchproc_user, batchproc_s3_read TO alice, bob;
 	GRANT batchproc_admin TO boss;
+	GRANT CREATE ON SCHEMA public TO alice;
 	INSERT INTO batchproc.targets (name, type, arn) VALUES
 	  ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo'),
 	  ('fail_always', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:fail_always');
@@ -103,13 +104,14 @@ is_deeply([ grep { !/batchproc: batch \d+ / } @lines ], [],
 
 # --- Retention, as the batches end: expires_at is the end plus ttl_days.
 my $keep7 = submit_as('alice', 'echo', '{}');
+my $viewed = submit_as('alice', 'echo', '{"ttl_days": 1}');
 my $ttl1 = submit_as('alice', 'echo', '{"ttl_days": 1}');
 my $forever = submit_as('alice', 'echo', '{"ttl_days": 0}');
 my $dl2 = submit_as('alice', 'fail_always', qq($failing, "ttl_days": 2}));
 my $mine = submit_as('alice', 'fail_always', "$failing}");
 my $bobs = submit_as('bob', 'echo', '{}');
 is(wait_for_batch($node, $_), ($_ == $dl2 || $_ == $mine) ? 'failed' : 'succeeded', "batch $_ ends")
-  for ($keep7, $ttl1, $forever, $dl2, $mine, $bobs);
+  for ($keep7, $viewed, $ttl1, $forever, $dl2, $mine, $bobs);
 is(sql("SELECT expires_at - finished_at FROM batchproc.batches WHERE id = $keep7"), '7 days',
 	'by default a batch expires 7 days after it ends (batchproc.result_ttl)');
 is(sql("SELECT expires_at - finished_at FROM batchproc.batches WHERE id = $ttl1"), '1 day',
@@ -154,11 +156,15 @@ like(as('boss', "SELECT batchproc_purge($hang)"), qr/ERROR:  batch $hang is stil
 is(table_exists($hang), 't', 'its table is there');
 
 # --- The sweep.  Three days pass for the ended batches: those kept 1 and
-# 2 days expire, the one kept 7 days and the one kept forever stay.
+# 2 days expire, the one kept 7 days and the one kept forever stay.  A
+# view of alice's on one of them keeps its table from being dropped: that
+# one is tried again later, and holds up no other.
 is(dead_letters($dl2), '2', 'the batch kept 2 days has dead letters');
+is(as('alice', "CREATE VIEW public.mine AS SELECT * FROM batchproc_data.batch_$viewed"), '',
+	'alice makes a view of one of her results tables');
 $log_offset = -s $node->logfile;
 sql("UPDATE batchproc.batches SET finished_at = finished_at - interval '3 days',"
-	  . " expires_at = expires_at - interval '3 days' WHERE id IN ($keep7, $ttl1, $forever, $dl2)");
+	  . " expires_at = expires_at - interval '3 days' WHERE id IN ($keep7, $viewed, $ttl1, $forever, $dl2)");
 $node->reload;    # wakes the worker
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 2 FROM batchproc.batches WHERE id IN ($ttl1, $dl2) AND purged_at IS NOT NULL"),
@@ -172,10 +178,18 @@ is(purged($forever) . table_exists($forever), 'ft', 'ttl_days 0 is kept');
 $log = slurp_file($node->logfile, $log_offset);
 like($log, qr/LOG:  batchproc: batch $ttl1 purged: its ttl_days \(1\) passed/,
 	'the server log says which batch was purged');
+is(purged($viewed) . table_exists($viewed)
+	  . sql("SELECT expires_at > now() + interval '23 hours' FROM batchproc.batches WHERE id = $viewed"),
+	'ftt', 'the batch whose table a view depends on is kept, and tried again a day later');
+like($log, qr/WARNING:  batchproc: batch $viewed could not be purged: cannot drop table batchproc_data.batch_$viewed because other objects depend on it/,
+	'and the server log says why');
 
 # --- batchproc_purge(older_than): by age, whatever ttl_days says.
-is(as('boss', "SELECT batchproc_purge(interval '2 days')"), '2',
-	'an admin purges the two batches that ended more than 2 days ago');
+my ($ret, $out, $err) = $node->psql('postgres', "SELECT batchproc_purge(interval '2 days')",
+	extra_params => [ '-U', 'boss' ]);
+is($out, '2', 'an admin purges the two batches that ended more than 2 days ago');
+like($err, qr/WARNING:  batch $viewed could not be purged: cannot drop table/,
+	'and is warned of the one a view holds');
 is(purged($keep7) . purged($forever) . table_exists($forever), 'ttf', 'the kept ones included');
 is(as('boss', "SELECT batchproc_purge(interval '2 days')"), '0', 'and nothing more');
 is(purged($hang), 'f', 'the running batch is left alone');
