@@ -13,6 +13,8 @@
 #define BATCHPROC_BATCH_H
 
 #include "datatype/timestamp.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 
@@ -54,6 +56,12 @@ typedef enum BatchprocLogLevel
 } BatchprocLogLevel;
 
 extern BatchprocLogLevel batchproc_log_level(bool debug, const char *name);
+
+/* Two columns of a query on batchproc.batches, read by batchproc_log_level_of. */
+#define BATCHPROC_LOG_LEVEL_COLUMNS_SQL \
+	"config OPERATOR(pg_catalog.#>>) '{execution_config,debug}'," \
+	" config OPERATOR(pg_catalog.#>>) '{execution_config,log_level}'"
+extern BatchprocLogLevel batchproc_log_level_of(HeapTuple tup, TupleDesc desc, int first_column);
 extern BatchprocLogLevel batchproc_config_log_level(const BatchprocConfig *config);
 extern int	batchproc_log_elevel(BatchprocLogLevel batch_level, BatchprocLogLevel line_level);
 

@@ -22,6 +22,8 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
+
 #include "batch/batch.h"
 
 static const char *const log_level_names[] = {
@@ -45,6 +47,19 @@ batchproc_log_level(bool debug, const char *name)
 		if (strcmp(name, log_level_names[i]) == 0)
 			return (BatchprocLogLevel) i;
 	return BATCHPROC_LOG_INFO;
+}
+
+/*
+ * The level of the batch in a row of SPI's result, whose columns from
+ * first_column on are BATCHPROC_LOG_LEVEL_COLUMNS_SQL.
+ */
+BatchprocLogLevel
+batchproc_log_level_of(HeapTuple tup, TupleDesc desc, int first_column)
+{
+	char	   *debug = SPI_getvalue(tup, desc, first_column);
+
+	return batchproc_log_level(debug && strcmp(debug, "true") == 0,
+							   SPI_getvalue(tup, desc, first_column + 1));
 }
 
 BatchprocLogLevel

@@ -50,8 +50,6 @@ int			batchproc_purge_interval = 60;
 /* An idle worker wakes at least this often, as WaitLatch takes an int. */
 #define MAX_SLEEP_MS	(24L * 60 * 60 * 1000)
 
-static bool purge_expired_now(int64 batch_id, MemoryContext cxt);
-
 /* When the next round may run; 0: at once. */
 static TimestampTz next_round_at = 0;
 /* The earliest expires_at not yet due at the last round; 0: none. */
@@ -129,6 +127,42 @@ postpone(int64 batch_id, ErrorData *edata, MemoryContext cxt)
 			 errhint("The worker tries again in a day.")));
 }
 
+/* Purge an expired batch, in a transaction of its own; see purge_expired. */
+static bool
+purge_expired_now(int64 batch_id, MemoryContext cxt)
+{
+	bool		purged = true;
+
+	batchproc_begin_tx("batchproc: purging an expired batch");
+	batchproc_spi_execute(psprintf("SELECT config OPERATOR(pg_catalog.#>>) '{execution_config,ttl_days}', "
+								   BATCHPROC_LOG_LEVEL_COLUMNS_SQL
+								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND purged_at IS NULL"
+								   " AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+								   " AND state OPERATOR(pg_catalog.=) ANY (%s)"
+								   " FOR UPDATE SKIP LOCKED",
+								   batch_id, batchproc_batch_states_sql(true)),
+						  false, 0, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		char	   *ttl = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		BatchprocLogLevel batch_level = batchproc_log_level_of(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 2);
+
+		purged = batchproc_purge_batch(batch_id, false);
+		if (purged)
+			batchproc_batch_log(batch_level, BATCHPROC_LOG_INFO,
+								(errmsg("batchproc: batch " INT64_FORMAT " purged: its ttl_days (%s) passed; its results table and dead letters are removed",
+										batch_id, ttl ? ttl : "?")));
+		else
+			batchproc_batch_log(batch_level, BATCHPROC_LOG_DEBUG,
+								(errmsg("batchproc: batch " INT64_FORMAT " expired, but its results table is in use; it is purged in a later round",
+										batch_id)));
+	}
+	batchproc_end_tx(cxt);
+	return purged;
+}
+
 /*
  * Purge one expired batch, unless it was purged, redriven or locked
  * meanwhile.  Returns false if it is still there: its results table was
@@ -158,44 +192,6 @@ purge_expired(int64 batch_id, MemoryContext cxt)
 		purged = false;
 	}
 	PG_END_TRY();
-	return purged;
-}
-
-static bool
-purge_expired_now(int64 batch_id, MemoryContext cxt)
-{
-	bool		purged = true;
-
-	batchproc_begin_tx("batchproc: purging an expired batch");
-	batchproc_spi_execute(psprintf("SELECT config OPERATOR(pg_catalog.#>>) '{execution_config,debug}',"
-								   " config OPERATOR(pg_catalog.#>>) '{execution_config,log_level}',"
-								   " config OPERATOR(pg_catalog.#>>) '{execution_config,ttl_days}'"
-								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND purged_at IS NULL"
-								   " AND expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-								   " AND state OPERATOR(pg_catalog.=) ANY (%s)"
-								   " FOR UPDATE SKIP LOCKED",
-								   batch_id, batchproc_batch_states_sql(true)),
-						  false, 0, SPI_OK_SELECT);
-	if (SPI_processed == 1)
-	{
-		char	   *debug = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		char	   *level = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-		char	   *ttl = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-		BatchprocLogLevel batch_level = batchproc_log_level(debug && strcmp(debug, "true") == 0,
-															level);
-
-		purged = batchproc_purge_batch(batch_id, false);
-		if (purged)
-			batchproc_batch_log(batch_level, BATCHPROC_LOG_INFO,
-								(errmsg("batchproc: batch " INT64_FORMAT " purged: its ttl_days (%s) passed; its results table and dead letters are removed",
-										batch_id, ttl ? ttl : "?")));
-		else
-			batchproc_batch_log(batch_level, BATCHPROC_LOG_DEBUG,
-								(errmsg("batchproc: batch " INT64_FORMAT " expired, but its results table is in use; it is purged in a later round",
-										batch_id)));
-	}
-	batchproc_end_tx(cxt);
 	return purged;
 }
 

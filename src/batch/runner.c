@@ -69,20 +69,6 @@ typedef struct Step
 	BatchprocLogLevel log_level;
 } Step;
 
-/* A batch's level from its config's debug and log_level, as text. */
-#define LOG_LEVEL_COLUMNS_SQL \
-	"config OPERATOR(pg_catalog.#>>) '{execution_config,debug}'," \
-	" config OPERATOR(pg_catalog.#>>) '{execution_config,log_level}'"
-
-static BatchprocLogLevel
-log_level_of(HeapTuple tup, TupleDesc desc, int first_column)
-{
-	char	   *debug = SPI_getvalue(tup, desc, first_column);
-
-	return batchproc_log_level(debug && strcmp(debug, "true") == 0,
-							   SPI_getvalue(tup, desc, first_column + 1));
-}
-
 const char *
 batchproc_batch_state_name(BatchprocBatchState state)
 {
@@ -162,7 +148,7 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 	bool		isnull;
 
 	batchproc_begin_tx("batchproc: looking for work");
-	batchproc_spi_execute(psprintf("SELECT id, state, " LOG_LEVEL_COLUMNS_SQL
+	batchproc_spi_execute(psprintf("SELECT id, state, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL
 								   " FROM batchproc.batches"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
@@ -175,7 +161,7 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		step->state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 																   SPI_tuptable->tupdesc, 2));
-		step->log_level = log_level_of(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		step->log_level = batchproc_log_level_of(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 		if (step->state == BATCHPROC_BATCH_QUEUED)
 		{
 			move_state(step->id, BATCHPROC_BATCH_QUEUED, BATCHPROC_BATCH_IMPORTING,
@@ -349,7 +335,7 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 											 " in_flight = 0, %s"
 											 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 											 " AND state OPERATOR(pg_catalog.=) ANY (%s)"
-											 " RETURNING succeeded_rows, failed_rows, " LOG_LEVEL_COLUMNS_SQL,
+											 " RETURNING succeeded_rows, failed_rows, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL,
 											 batchproc_batch_state_name(state),
 											 batchproc_batch_end_sql(), id,
 											 batchproc_batch_states_sql(false)),
@@ -358,7 +344,7 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		BatchprocLogLevel level = log_level_of(tup, desc, 3);
+		BatchprocLogLevel level = batchproc_log_level_of(tup, desc, 3);
 
 		if (error)
 			batchproc_batch_log(level, BATCHPROC_LOG_ERROR,
