@@ -32,8 +32,10 @@ OBJS = \
 	src/batch/dispatch_call.o \
 	src/batch/export.o \
 	src/batch/import.o \
+	src/batch/log.o \
 	src/batch/payload.o \
 	src/batch/results.o \
+	src/batch/retention.o \
 	src/batch/runner.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \

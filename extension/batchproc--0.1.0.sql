@@ -29,12 +29,20 @@ CREATE TABLE batchproc.batches (
     error          text,
     submitted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     started_at     timestamptz,
-    finished_at    timestamptz
+    finished_at    timestamptz,
+    expires_at     timestamptz,
+    purged_at      timestamptz
 );
 COMMENT ON TABLE batchproc.batches IS 'One row per submitted batch and its state';
+COMMENT ON COLUMN batchproc.batches.expires_at IS 'When the worker purges the batch''s results and dead letters: its end plus execution_config.ttl_days (NULL: kept)';
+COMMENT ON COLUMN batchproc.batches.purged_at IS 'When the batch''s results table and dead letters were removed; the row stays as history';
 
 CREATE INDEX batches_unfinished_idx ON batchproc.batches (id)
     WHERE state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled']);
+
+-- The worker's retention sweep reads the next batches to purge here.
+CREATE INDEX batches_expiry_idx ON batchproc.batches (expires_at)
+    WHERE purged_at IS NULL AND expires_at IS NOT NULL;
 
 CREATE TABLE batchproc.targets (
     name          text PRIMARY KEY,
@@ -97,6 +105,18 @@ RETURNS bigint
 LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_retry_failed';
 COMMENT ON FUNCTION pg_catalog.batchproc_retry_failed(bigint) IS 'Run the failed rows of an ended batch again, then export again';
+
+CREATE FUNCTION pg_catalog.batchproc_purge(batch_id bigint)
+RETURNS boolean
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_purge';
+COMMENT ON FUNCTION pg_catalog.batchproc_purge(bigint) IS 'Drop an ended batch''s results table and dead letters now; false if they were already gone';
+
+CREATE FUNCTION pg_catalog.batchproc_purge(older_than interval)
+RETURNS bigint
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_purge_older_than';
+COMMENT ON FUNCTION pg_catalog.batchproc_purge(interval) IS 'Administrators: purge batches that ended longer ago than older_than; returns how many';
 
 CREATE FUNCTION batchproc.validate_config(config jsonb)
 RETURNS jsonb

@@ -352,6 +352,23 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_l
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_level": "Warn"}}') -> 'execution_config' -> 'log_level';
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"enable_xray": "on"}}');
 
+-- ttl_days: whole days, 0 keeps the results forever; the default is
+-- batchproc.result_ttl, a whole number of days.
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": 0}}') -> 'execution_config' -> 'ttl_days';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": 36500}}') -> 'execution_config' -> 'ttl_days';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": 36501}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": -1}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": 1.5}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"ttl_days": "7"}}');
+SHOW batchproc.result_ttl;
+SET batchproc.result_ttl = '30d';
+SELECT batchproc.validate_config(:'base') -> 'execution_config' -> 'ttl_days';
+SET batchproc.result_ttl = 0;
+SELECT batchproc.validate_config(:'base') -> 'execution_config' -> 'ttl_days';
+SET batchproc.result_ttl = '36h';
+SET batchproc.result_ttl = 7;
+RESET batchproc.result_ttl;
+
 -- Tolerated failures, as Distributed Map's: a count, a percentage of the
 -- batch's rows, or null (the default) for no threshold; never beside
 -- continue_on_error false, which already stops at the first failure.

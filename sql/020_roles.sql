@@ -46,6 +46,17 @@ SELECT owner, state FROM batchproc.batches ORDER BY id;
 -- The progress view applies the same rule.
 SET ROLE regress_bob;
 SELECT state, total_rows FROM batchproc.progress;
+-- Purging: not another role's batch, not one that has not ended, and
+-- purging by age is for admins (test/t/095_retention.pl purges real data).
+SELECT batchproc_purge(:alice_batch);
+SELECT batchproc_purge(:bob_batch);
+SELECT batchproc_purge(interval '1 day');
+SET ROLE regress_boss;
+SELECT batchproc_purge(interval '1 day');
+-- An admin purges alice's cancelled batch; a second purge is harmless.
+SELECT batchproc_purge(:alice_batch) AS purged;
+SELECT batchproc_purge(:alice_batch) AS purged_again;
+SELECT state, purged_at IS NOT NULL AS purged FROM batchproc.batches WHERE id = :alice_batch;
 ROLLBACK;
 
 -- The registry: a member of batchproc_user may read where the targets are,

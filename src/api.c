@@ -3,7 +3,8 @@
  * api.c
  *	  Every SQL-callable function of the extension.
  *
- * Users queue and manage batches (submit, wait, cancel, retry_failed),
+ * Users queue and manage batches (submit, wait, cancel, retry_failed,
+ * purge),
  * check a config (validate_config), see which AWS credentials the server
  * would sign with (aws_credentials), and the export formats numbers
  * (format_number).  These run in the user's own backend and transaction.
@@ -33,9 +34,11 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "aws/aws.h"
+#include "batch/batch.h"
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "config/config.h"
@@ -47,6 +50,8 @@ PG_FUNCTION_INFO_V1(batchproc_submit);
 PG_FUNCTION_INFO_V1(batchproc_wait);
 PG_FUNCTION_INFO_V1(batchproc_cancel);
 PG_FUNCTION_INFO_V1(batchproc_retry_failed);
+PG_FUNCTION_INFO_V1(batchproc_purge);
+PG_FUNCTION_INFO_V1(batchproc_purge_older_than);
 PG_FUNCTION_INFO_V1(batchproc_validate_config);
 PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 PG_FUNCTION_INFO_V1(batchproc_format_number);
@@ -435,7 +440,8 @@ batch_state(int64 batch_id)
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("batch " INT64_FORMAT " does not exist", batch_id)));
+				 errmsg("batch " INT64_FORMAT " does not exist", batch_id),
+				 errdetail("A role sees and manages only its own batches; members of \"batchproc_admin\" see every batch.")));
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
@@ -544,10 +550,11 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 
 		/* The worker may end the batch meanwhile: its ending stands. */
 		exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s',"
-								" in_flight = 0, finished_at = pg_catalog.now()"
+								" in_flight = 0, %s"
 								" WHERE id OPERATOR(pg_catalog.=) $1"
 								" AND state OPERATOR(pg_catalog.<>) ALL (%s)",
 								batchproc_batch_state_name(BATCHPROC_BATCH_CANCELLED),
+								batchproc_batch_end_sql(),
 								batchproc_batch_states_sql(true)),
 					   batch_id, SPI_OK_UPDATE, 0);
 		if (SPI_processed == 1)
@@ -567,6 +574,53 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Lock an ended batch's row against the worker and other callers, with
+ * the catalog's rights; or refuse a batch that has not ended, or whose
+ * cancelled calls the worker still winds down (a server without the
+ * worker has none).  The row stays in SPI_tuptable: state,
+ * result_table IS NULL, purged_at.
+ */
+static void
+lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
+{
+	char	   *state;
+
+	exec_for_batch("SELECT state, result_table IS NULL, purged_at FROM batchproc.batches"
+				   " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+				   batch_id, SPI_OK_SELECT, 1);
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (!is_final(state))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
+				 errhint("Wait for it to end, or cancel it with batchproc_cancel(" INT64_FORMAT "), before %s.",
+						 batch_id, doing)));
+	if (batchproc_shared != NULL && batchproc_batch_running(MyDatabaseId, batch_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("batch " INT64_FORMAT " is %s, and its worker is still winding it down",
+						batch_id, state),
+				 errdetail("The worker stops the batch's calls in flight for up to 10 seconds after a cancel."),
+				 errhint("Call %s again in a few seconds.", function_name)));
+}
+
+/* Refuse a purged batch (its row in SPI_tuptable, as lock_ended_batch left it). */
+static void
+refuse_purged(int64 batch_id, const char *what)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	if (!isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " %s", batch_id, what),
+				 errdetail("Its results and dead letters were purged at %s.",
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
+				 errhint("Submit the batch again.")));
+}
+
+/*
  * batchproc_retry_failed(batch_id bigint) RETURNS bigint
  *
  * Redrive: the rows of an ended batch that failed, timed out or were never
@@ -577,7 +631,6 @@ Datum
 batchproc_retry_failed(PG_FUNCTION_ARGS)
 {
 	int64		batch_id = PG_GETARG_INT64(0);
-	char	   *state;
 	bool		isnull;
 	int64		rows;
 	BatchprocRights saved;
@@ -588,22 +641,8 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	/* Locked, so that the worker cannot end the batch under us. */
 	saved = elevate();
-	exec_for_batch("SELECT state, result_table IS NULL FROM batchproc.batches"
-				   " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-				   batch_id, SPI_OK_SELECT, 1);
-	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (!is_final(state))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
-				 errhint("Wait for it to end, or cancel it, before retrying its failed rows.")));
-	if (batchproc_batch_running(MyDatabaseId, batch_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("batch " INT64_FORMAT " is %s, and its worker is still winding it down",
-						batch_id, state),
-				 errdetail("The worker stops the batch's calls in flight for up to 10 seconds after a cancel."),
-				 errhint("Call batchproc_retry_failed again in a few seconds.")));
+	lock_ended_batch(batch_id, "retrying its failed rows", "batchproc_retry_failed");
+	refuse_purged(batch_id, "has no rows to retry");
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -623,7 +662,8 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);
 	exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s', failed_rows = 0,"
-							" error = NULL, finished_at = NULL WHERE id OPERATOR(pg_catalog.=) $1",
+							" error = NULL, finished_at = NULL, expires_at = NULL"
+							" WHERE id OPERATOR(pg_catalog.=) $1",
 							batchproc_batch_state_name(BATCHPROC_BATCH_RUNNING)),
 				   batch_id, SPI_OK_UPDATE, 0);
 	batchproc_restore_rights(saved, true);
@@ -631,6 +671,132 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	batchproc_wake_worker_at_commit();
 	PG_RETURN_INT64(rows);
+}
+
+/* Batches one call of batchproc_purge(older_than) purges at most. */
+#define PURGE_PER_CALL 1000
+
+/*
+ * batchproc_purge(batch_id bigint) RETURNS boolean
+ *
+ * Drop an ended batch's results table and delete its dead letters now,
+ * keeping its row with purged_at set.  Its owner and batchproc_admin may
+ * (a batch the caller cannot see does not exist for it).  Returns false
+ * when the batch was purged already.  The exported object in S3 is not
+ * touched.
+ */
+Datum
+batchproc_purge(PG_FUNCTION_ARGS)
+{
+	int64		batch_id = PG_GETARG_INT64(0);
+	bool		isnull;
+	bool		purged = false;
+	BatchprocRights saved;
+
+	SPI_connect();
+	(void) batch_state(batch_id);
+	saved = elevate();
+	lock_ended_batch(batch_id, "purging it", "batchproc_purge");
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	if (isnull)
+		purged = batchproc_purge_batch(batch_id, true);
+	batchproc_restore_rights(saved, true);
+	SPI_finish();
+	PG_RETURN_BOOL(purged);
+}
+
+/*
+ * Purge a batch in a subtransaction: one that cannot be purged (a view
+ * depends on its table, say) is a WARNING, and the others go on.
+ */
+static bool
+purge_or_warn(int64 batch_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool purged = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		purged = batchproc_purge_batch(batch_id, true);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("batch " INT64_FORMAT " could not be purged: %s", batch_id, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return purged;
+}
+
+/*
+ * batchproc_purge(older_than interval) RETURNS bigint
+ *
+ * For administrators, and pg_cron: purge the ended batches that ended more
+ * than older_than ago, whatever their ttl_days, oldest first and at most
+ * PURGE_PER_CALL of them, since each dropped table holds its locks to the
+ * end of the transaction.  Batches locked by another purge or a redrive,
+ * or whose calls the worker still winds down, are left for the next call;
+ * one that cannot be purged is a WARNING.  Returns how many it purged.
+ */
+Datum
+batchproc_purge_older_than(PG_FUNCTION_ARGS)
+{
+	Interval   *older_than = PG_GETARG_INTERVAL_P(0);
+	Oid			types[1] = {INTERVALOID};
+	Datum		args[1] = {IntervalPGetDatum(older_than)};
+	int64		purged = 0;
+	int64	   *ids;
+	int			n;
+	bool		isnull;
+	BatchprocRights saved;
+
+	if (!batchproc_is_admin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to purge other roles' batches"),
+				 errdetail("Only superusers and members of \"batchproc_admin\" may call batchproc_purge(interval)."),
+				 errhint("Purge a batch of your own with batchproc_purge(batch_id).")));
+
+	SPI_connect();
+	saved = elevate();
+	batchproc_spi_execute_with_args(psprintf("SELECT id FROM batchproc.batches"
+											 " WHERE purged_at IS NULL"
+											 " AND state OPERATOR(pg_catalog.=) ANY (%s)"
+											 " AND finished_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1)"
+											 " ORDER BY finished_at LIMIT %d FOR UPDATE SKIP LOCKED",
+											 batchproc_batch_states_sql(true), PURGE_PER_CALL),
+									1, types, args, NULL, false, 0, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (batchproc_shared != NULL && batchproc_batch_running(MyDatabaseId, ids[i]))
+			continue;
+		if (purge_or_warn(ids[i]))
+			purged++;
+	}
+	batchproc_restore_rights(saved, true);
+	SPI_finish();
+	PG_RETURN_INT64(purged);
 }
 
 /*

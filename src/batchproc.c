@@ -205,6 +205,29 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	/*
+	 * A default, which users may override per batch with ttl_days: a
+	 * superuser's, as the other defaults that shape what a batch keeps.
+	 */
+	DefineCustomIntVariable("batchproc.result_ttl",
+							"Sets how long an ended batch's results and dead letters are kept.",
+							"The default of execution_config.ttl_days; a whole number of days, "
+							"0 keeps them forever.",
+							&batchproc_result_ttl,
+							7 * 24 * 60, 0, 36500 * 24 * 60,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							batchproc_check_result_ttl, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.purge_interval",
+							"Sets how often the worker looks for batches whose ttl_days have passed.",
+							NULL,
+							&batchproc_purge_interval,
+							60, 1, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("batchproc");
 
 	/* COPY to and from S3 works in any backend that loaded the library. */

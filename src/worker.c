@@ -7,8 +7,9 @@
  * that the extension is installed; if not, it tells the launcher so and
  * exits.  Otherwise it runs the database's batches (runner.c) until the
  * extension is dropped, the database is dropped, or the server shuts down.
- * With nothing to run it sleeps on its latch with no timeout: a backend
- * that queues, cancels or redrives a batch sets the latch at commit.
+ * With nothing to run it sleeps on its latch until the retention sweep
+ * has work (retention.c), or with no timeout: a backend that queues,
+ * cancels or redrives a batch sets the latch at commit.
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -63,6 +64,7 @@ batchproc_worker_main(Datum main_arg)
 {
 	Oid			dboid;
 	MemoryContext loop_cxt;
+	long		sleep_ms;
 
 	my_slot = DatumGetInt32(main_arg);
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
@@ -121,14 +123,19 @@ batchproc_worker_main(Datum main_arg)
 
 		if (batchproc_run_batches(my_slot))
 		{
+			batchproc_retention_stale();
 #ifdef __GLIBC__
 			/* Idle from here on: what the batches freed goes back. */
 			malloc_trim(0);
 #endif
 		}
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
-						 PG_WAIT_EXTENSION);
+		/* Nothing is dispatched when the runner returns. */
+		batchproc_retention_sweep(NULL);
+		sleep_ms = batchproc_retention_sleep_ms();
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms >= 0 ? WL_TIMEOUT : 0),
+					  sleep_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			batchproc_retention_stale();
 		ResetLatch(MyLatch);
 	}
 }

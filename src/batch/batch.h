@@ -13,6 +13,9 @@
 #define BATCHPROC_BATCH_H
 
 #include "datatype/timestamp.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 
 #include "config/config.h"
@@ -38,6 +41,42 @@ extern const char *batchproc_batch_state_name(BatchprocBatchState state);
 extern BatchprocBatchState batchproc_batch_state_from_name(const char *name);
 extern bool batchproc_batch_state_final(BatchprocBatchState state);
 extern char *batchproc_batch_states_sql(bool final);
+
+/*
+ * log.c: the levels of execution_config.log_level, lowest first.  Each
+ * worker log line about a batch has one; the line is written only when it
+ * is at or above the batch's level (debug true: DEBUG).
+ */
+typedef enum BatchprocLogLevel
+{
+	BATCHPROC_LOG_DEBUG,
+	BATCHPROC_LOG_INFO,
+	BATCHPROC_LOG_WARN,
+	BATCHPROC_LOG_ERROR
+} BatchprocLogLevel;
+
+extern BatchprocLogLevel batchproc_log_level(bool debug, const char *name);
+
+/* Two columns of a query on batchproc.batches, read by batchproc_log_level_of. */
+#define BATCHPROC_LOG_LEVEL_COLUMNS_SQL \
+	"config OPERATOR(pg_catalog.#>>) '{execution_config,debug}'," \
+	" config OPERATOR(pg_catalog.#>>) '{execution_config,log_level}'"
+extern BatchprocLogLevel batchproc_log_level_of(HeapTuple tup, TupleDesc desc, int first_column);
+extern BatchprocLogLevel batchproc_config_log_level(const BatchprocConfig *config);
+extern int	batchproc_log_elevel(BatchprocLogLevel batch_level, BatchprocLogLevel line_level);
+
+/*
+ * ereport a line of level line_level about a batch whose level is
+ * batch_level, or nothing when the line is below it.  The rest are
+ * ereport's arguments after the level; the message names the batch.
+ */
+#define batchproc_batch_log(batch_level, line_level, ...) \
+	do { \
+		int			batchproc_elevel_ = batchproc_log_elevel(batch_level, line_level); \
+		\
+		if (batchproc_elevel_ != 0) \
+			ereport(batchproc_elevel_, __VA_ARGS__); \
+	} while (0)
 
 /* A target resolved at submit time, as batches.target stores it. */
 typedef struct BatchprocTarget
@@ -209,5 +248,19 @@ extern void batchproc_end_tx(MemoryContext back_to);
 
 /* runner.c */
 extern bool batchproc_run_batches(int slotno);
+extern const char *batchproc_batch_end_sql(void);
+
+/*
+ * retention.c: removing an ended batch's results table and dead letters,
+ * on request (batchproc_purge) or once its ttl_days have passed (the
+ * worker's sweep).  Settings: batchproc.result_ttl (minutes, whole days)
+ * and batchproc.purge_interval (seconds).
+ */
+extern int	batchproc_purge_interval;
+extern bool batchproc_check_result_ttl(int *newval, void **extra, GucSource source);
+extern bool batchproc_purge_batch(int64 batch_id, bool wait);
+extern void batchproc_retention_sweep(const char *busy_sql);
+extern void batchproc_retention_stale(void);
+extern long batchproc_retention_sleep_ms(void);
 
 #endif							/* BATCHPROC_BATCH_H */

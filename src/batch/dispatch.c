@@ -244,9 +244,9 @@ batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled)
 			if (d->concurrency >= max && d->throttled_since_max)
 			{
 				d->throttled_since_max = false;
-				ereport(LOG,
-						(errmsg("batchproc: batch " INT64_FORMAT " is back to its max_concurrency of %d",
-								d->batch->id, max)));
+				batchproc_batch_log(d->log_level, BATCHPROC_LOG_INFO,
+									(errmsg("batchproc: batch " INT64_FORMAT " is back to its max_concurrency of %d",
+											d->batch->id, max)));
 			}
 		}
 		return;
@@ -256,9 +256,9 @@ batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled)
 		d->concurrency = Max(1.0, d->concurrency / 2);
 		d->decreased_at = now;
 		d->throttled_since_max = true;
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by its target: concurrency lowered to %d of %d",
-						d->batch->id, (int) d->concurrency, max)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " is throttled by its target: concurrency lowered to %d of %d",
+									d->batch->id, (int) d->concurrency, max)));
 	}
 }
 
@@ -386,9 +386,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->cxt = cxt;
 	d->nslots = d->config->max_concurrency;
 	d->payload_limit = batchproc_payload_limit(batch->target.type, &described);
-	d->row_log_level = (d->config->debug ||
-						(d->config->log_level && strcmp(d->config->log_level, "DEBUG") == 0)) ?
-		LOG : DEBUG1;
+	d->log_level = batchproc_config_log_level(d->config);
 	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
 	for (int i = 0; i < d->nslots; i++)
 	{

@@ -69,10 +69,10 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	}
 	MemoryContextSwitchTo(old);
 
-	ereport(d->row_log_level,
-			(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " %s after %d attempts in " INT64_FORMAT " ms%s%s",
-					d->batch->id, r->row_id, r->status, r->attempts, r->ms,
-					r->error ? ": " : "", r->error ? r->error : "")));
+	batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
+						(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " (%s) %s after %d attempts in " INT64_FORMAT " ms%s%s",
+								d->batch->id, r->row_id, s->call_name, r->status, r->attempts, r->ms,
+								r->error ? ": " : "", r->error ? r->error : "")));
 
 	batchproc_dispatch_count_row(d, r);
 
@@ -185,9 +185,9 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 	{
 		MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
-		ereport(d->row_log_level,
-				(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " attempt %d failed: %s",
-						d->batch->id, s->row_id, s->attempt, error)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
+							(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " (%s) attempt %d failed: %s",
+									d->batch->id, s->row_id, s->call_name, s->attempt, error)));
 
 		/*
 		 * A StartExecution that failed without naming an execution may have

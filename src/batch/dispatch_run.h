@@ -89,7 +89,7 @@ typedef struct Dispatch
 
 	bool		target_allowed; /* by batchproc.allowed_http_targets */
 	TimestampTz state_checked_at;
-	int			row_log_level;	/* LOG with debug or log_level DEBUG */
+	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		cancelled;
 	bool		stop_on_error;	/* continue_on_error false, or a threshold */
 	char	   *first_error;	/* why the run stopped: the batch's error */

@@ -67,6 +67,7 @@ typedef struct Step
 {
 	int64		id;
 	BatchprocBatchState state;
+	BatchprocLogLevel log_level;
 } Step;
 
 const char *
@@ -172,6 +173,19 @@ batchproc_step_watch_check(BatchprocStepWatch *watch)
 						watch->state == BATCHPROC_BATCH_IMPORTING ? "import" : "export")));
 }
 
+/*
+ * What an UPDATE of batchproc.batches sets when the batch ends: its end,
+ * and when its data expires, ttl_days later (never, with 0: make_interval
+ * is strict).
+ */
+const char *
+batchproc_batch_end_sql(void)
+{
+	return "finished_at = pg_catalog.now(),"
+		" expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(days =>"
+		" NULLIF((config OPERATOR(pg_catalog.#>>) '{execution_config,ttl_days}')::pg_catalog.int4, 0))";
+}
+
 /* Move a batch from one state to another, if it is still in the first. */
 static void
 move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const char *also_set)
@@ -195,7 +209,8 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 	bool		isnull;
 
 	batchproc_begin_tx("batchproc: looking for work");
-	batchproc_spi_execute(psprintf("SELECT id, state FROM batchproc.batches"
+	batchproc_spi_execute(psprintf("SELECT id, state, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL
+								   " FROM batchproc.batches"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
 								   " ORDER BY id LIMIT 1", batchproc_batch_states_sql(false),
@@ -207,6 +222,7 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		step->state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 																   SPI_tuptable->tupdesc, 2));
+		step->log_level = batchproc_log_level_of(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 		if (step->state == BATCHPROC_BATCH_QUEUED)
 		{
 			move_state(step->id, BATCHPROC_BATCH_QUEUED, BATCHPROC_BATCH_IMPORTING,
@@ -356,9 +372,16 @@ import_step(int64 id, MemoryContext cxt)
 						" columns = ARRAY[%s]::pg_catalog.text[]",
 						imported.rows, batch->table, cols.len ? cols.data : ""));
 	batchproc_end_tx(cxt);
+	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
+						(errmsg_plural("batchproc: batch " INT64_FORMAT " imported " INT64_FORMAT " row from %s",
+									   "batchproc: batch " INT64_FORMAT " imported " INT64_FORMAT " rows from %s",
+									   imported.rows, id, imported.rows, batch->config->csv_s3_uri)));
 }
 
-/* Set the batch's end, notify listeners and wake waiters. */
+/*
+ * Set the batch's end, notify listeners and wake waiters, and say so in
+ * the server log: a success as INFO, a failure as ERROR.
+ */
 static void
 finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
 {
@@ -370,15 +393,42 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
-											 " in_flight = 0, finished_at = pg_catalog.now()"
+											 " in_flight = 0, %s"
 											 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-											 " AND state OPERATOR(pg_catalog.=) ANY (%s)",
-											 batchproc_batch_state_name(state), id,
+											 " AND state OPERATOR(pg_catalog.=) ANY (%s)"
+											 " RETURNING succeeded_rows, failed_rows, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL,
+											 batchproc_batch_state_name(state),
+											 batchproc_batch_end_sql(), id,
 											 batchproc_batch_states_sql(false)),
-									1, types, args, nulls, false, 0, SPI_OK_UPDATE);
+									1, types, args, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		BatchprocLogLevel level = batchproc_log_level_of(tup, desc, 3);
+
+		if (error)
+			batchproc_batch_log(level, BATCHPROC_LOG_ERROR,
+								(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", id, error)));
+		else
+			batchproc_batch_log(level, BATCHPROC_LOG_INFO,
+								(errmsg("batchproc: batch " INT64_FORMAT " %s: %s rows succeeded, %s failed",
+										id, batchproc_batch_state_name(state),
+										SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2))));
+	}
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
 	batchproc_end_tx(cxt);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
+}
+
+/*
+ * What the server log adds to every line written during a step, the AWS
+ * layer's too, which knows no batch.
+ */
+static void
+step_context(void *arg)
+{
+	errcontext("batchproc batch " INT64_FORMAT, ((Step *) arg)->id);
 }
 
 /*
@@ -392,6 +442,12 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 	BatchprocBatch *batch;
 	BatchprocRights saved;
 	MemoryContext run_cxt;
+	ErrorContextCallback context;
+
+	context.callback = step_context;
+	context.arg = step;
+	context.previous = error_context_stack;
+	error_context_stack = &context;
 
 	switch (step->state)
 	{
@@ -422,6 +478,9 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_export(batch);
 			batchproc_restore_rights(saved, false);
 			batchproc_end_tx(cxt);
+			batchproc_batch_log(step->log_level, BATCHPROC_LOG_INFO,
+								(errmsg("batchproc: batch " INT64_FORMAT " exported to %s",
+										step->id, batch->config->output_s3_uri)));
 			finish(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
 			break;
 
@@ -431,6 +490,7 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			/* next_step never picks an ended batch */
 			break;
 	}
+	error_context_stack = context.previous;
 }
 
 /* What follows a batch's dispatch. */
@@ -485,6 +545,7 @@ batchproc_run_batches(int slotno)
 	{
 		Step		step;
 		volatile int64 step_id = 0; /* the step under way, for errors */
+		volatile BatchprocLogLevel step_level = BATCHPROC_LOG_INFO;
 
 		MemoryContextReset(step_cxt);
 		PG_TRY();
@@ -494,6 +555,7 @@ batchproc_run_batches(int slotno)
 			{
 				did_something = true;
 				step_id = step.id;
+				step_level = step.log_level;
 				batchproc_worker_running(slotno, step.id);
 				run_step(&step, disp, step_cxt);
 				batchproc_worker_running(slotno, 0);
@@ -509,6 +571,7 @@ batchproc_run_batches(int slotno)
 				foreach(lc, endings)
 					dispatch_ended(lfirst(lc), step_cxt);
 			}
+			batchproc_retention_sweep(batchproc_dispatcher_batches_sql(disp));
 		}
 		PG_CATCH();
 		{
@@ -537,15 +600,12 @@ batchproc_run_batches(int slotno)
 				interrupted = true;
 			}
 			else if (edata->sqlerrcode == BATCHPROC_ERRCODE_BATCH_STOPPED)
-				ereport(LOG, (errmsg("batchproc: %s; its step stopped", edata->message)));
+				batchproc_batch_log(step_level, BATCHPROC_LOG_INFO,
+									(errmsg("batchproc: %s; its step stopped", edata->message)));
 			else if (failed_id != 0)
-			{
-				ereport(LOG,
-						(errmsg("batchproc: batch " INT64_FORMAT " failed: %s", failed_id, edata->message)));
 				finish(failed_id, BATCHPROC_BATCH_FAILED,
 					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
 					   cxt);
-			}
 			else
 				ReThrowError(edata);
 		}

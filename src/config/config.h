@@ -143,6 +143,8 @@ extern Jsonb *batchproc_config_validate(Jsonb *config);
 extern int	batchproc_max_timeout_seconds;
 extern int	batchproc_max_retry_delay_seconds;
 extern int	batchproc_max_row_seconds;
+/* retention.c: the default of execution_config.ttl_days, in minutes */
+extern int	batchproc_result_ttl;
 
 /*
  * compile.c: the compiled form of a normalised config, and the CSV columns

@@ -40,7 +40,7 @@ int			batchproc_max_row_seconds = 86400;
 static const char *const exec_keys[] = {
 	"max_concurrency", "priority", "rate_limit_per_second", "timeout_seconds", "retry_policy",
 	"continue_on_error", "tolerated_failure_count", "tolerated_failure_percentage", "debug",
-	"log_level", "enable_xray", NULL
+	"log_level", "enable_xray", "ttl_days", NULL
 };
 static const char *const retry_keys[] = {
 	"max_attempts", "backoff_rate", "interval_seconds", "max_delay_seconds",
@@ -289,6 +289,12 @@ batchproc_config_validate_execution(JsonbContainer *root, JsonbParseState **st)
 	if ((v = batchproc_cfg_get_key(obj, "enable_xray")) != NULL)
 		enable_xray = batchproc_cfg_require_bool(v, "execution_config.enable_xray");
 	batchproc_cfg_push_bool(st, "enable_xray", enable_xray);
+
+	/* Days the results are kept after the batch ends (retention.c); 0: forever. */
+	batchproc_cfg_push_int(st, "ttl_days",
+						   (v = batchproc_cfg_get_key(obj, "ttl_days")) != NULL ?
+						   batchproc_cfg_require_int(v, "execution_config.ttl_days", 0, 36500) :
+						   batchproc_result_ttl / (24 * 60));
 
 	pushJsonbValue(st, WJB_END_OBJECT, NULL);
 }
