@@ -15,6 +15,10 @@
  * the import with an error that names the line, and the table is never
  * seen half-filled.
  *
+ * batchproc_csv_sample reads the first rows of a file through the same
+ * parser and header checks, for a preview in a user's backend: it stops
+ * reading once it has them, so a large file costs no more than its start.
+ *
  * A file is the user's to choose, so nothing in it may hold the worker: a
  * header with more columns than the batch's table can have is refused as
  * soon as the parser has seen one too many, duplicate names are found with
@@ -100,6 +104,11 @@ typedef struct ImportState
 	int			out_pos;
 	int64		rows;
 
+	/* batchproc_csv_sample: the records kept (char **), instead of COPY text */
+	bool		sampling;
+	int			sample_max;
+	List	   *sample;
+
 	/* a fault found inside a libcsv callback, reported after it returns */
 	char	   *fault;
 } ImportState;
@@ -141,6 +150,12 @@ append_text_escaped(StringInfo buf, const char *s, size_t len)
 	}
 }
 
+static bool
+sample_complete(ImportState *st)
+{
+	return st->sampling && st->header_done && st->rows >= st->sample_max;
+}
+
 static void
 on_field(void *data, size_t len, void *arg)
 {
@@ -165,6 +180,8 @@ on_record(int terminator, void *arg)
 
 	if (st->fault || st->too_many_columns)
 		return;
+	if (sample_complete(st))
+		return;
 
 	if (!st->header_done)
 	{
@@ -176,6 +193,17 @@ on_record(int terminator, void *arg)
 	{
 		st->fault = psprintf("line " INT64_FORMAT " has %d fields, but the header has %d",
 							 st->line, list_length(st->fields), st->ncolumns);
+	}
+	else if (st->sampling)
+	{
+		char	  **values = palloc(sizeof(char *) * Max(st->ncolumns, 1));
+		int			i = 0;
+
+		st->rows++;
+		foreach(lc, st->fields)
+			values[i++] = lfirst(lc);
+		list_free(st->fields);
+		st->sample = lappend(st->sample, values);
 	}
 	else
 	{
@@ -219,6 +247,9 @@ check_cancel(ImportState *st)
 	char	   *state;
 
 	CHECK_FOR_INTERRUPTS();
+	/* A sample belongs to no batch. */
+	if (st->sampling)
+		return;
 	now = GetCurrentTimestamp();
 	if (!batchproc_http_latch_was_set() &&
 		!TimestampDifferenceExceeds(st->state_checked_at, now, CANCEL_CHECK_MS))
@@ -258,7 +289,8 @@ report_fault(ImportState *st)
 static void
 parse_chunk(ImportState *st, const char *data, size_t len)
 {
-	while (len > 0)
+	/* A sample has what it needs: what follows is not its to judge. */
+	while (len > 0 && !sample_complete(st))
 	{
 		const char *nl = memchr(data, '\n', len);
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
@@ -279,6 +311,25 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 		data += seg;
 		len -= seg;
 	}
+}
+
+/* The file has ended: the last record, or the fault of an unfinished one. */
+static void
+finish_parser(ImportState *st)
+{
+	if (csv_fini(&st->parser, on_field, on_record, st) != 0)
+	{
+		if (st->too_many_columns)
+			report_too_many_columns(st);
+		st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
+							 csv_error(&st->parser) == CSV_EPARSE ?
+							 "a quoted field is not closed before the end of the file" :
+							 csv_strerror(csv_error(&st->parser)));
+		report_fault(st);
+	}
+	if (st->fault)
+		report_fault(st);
+	st->parser_done = true;
 }
 
 /* Feed the parser until COPY has text to read or the file ends. */
@@ -303,19 +354,7 @@ fill_output(ImportState *st)
 			}
 			st->input_done = true;
 		}
-		if (csv_fini(&st->parser, on_field, on_record, st) != 0)
-		{
-			if (st->too_many_columns)
-				report_too_many_columns(st);
-			st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
-								 csv_error(&st->parser) == CSV_EPARSE ?
-								 "a quoted field is not closed before the end of the file" :
-								 csv_strerror(csv_error(&st->parser)));
-			report_fault(st);
-		}
-		if (st->fault)
-			report_fault(st);
-		st->parser_done = true;
+		finish_parser(st);
 	}
 	return st->out_pos < st->out.len;
 }
@@ -441,24 +480,22 @@ read_header(ImportState *st)
 	}
 }
 
-BatchprocImportResult
-batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
-					 const char *qualified_table, const char *extra_columns_sql,
-					 List *reserved_names)
+/*
+ * Open the object and read its header (for a sample of sample_max rows, or
+ * -1 for an import): the parser set up in
+ * CurrentMemoryContext (freed with it), the header checked as the batch's
+ * table needs it.
+ */
+static ImportState *
+open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_names,
+		 int sample_max)
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
-	BatchprocImportResult result = {0};
-	StringInfoData sql;
-	ListCell   *lc;
-	Relation	rel;
-	List	   *attnames = NIL;
-	CopyFromState cstate;
-	RangeVar   *rv;
-	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
 
 	st->batch_id = batch_id;
+	st->sampling = sample_max >= 0;
+	st->sample_max = sample_max;
 	st->cxt = CurrentMemoryContext;
 	st->state_checked_at = GetCurrentTimestamp();
 	/* reserved_names are the table's own columns, _row_id among them */
@@ -478,6 +515,57 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	st->reader = batchproc_s3_open_read(bucket, key);
 	read_header(st);
 	check_header(st, reserved_names);
+	return st;
+}
+
+/*
+ * The first max_rows data rows of a CSV (each a char * per header column,
+ * in a List), and its header in *header, read as the import reads them:
+ * the same parser, the same faults, the same checks of the header against
+ * reserved_names.  Reading stops once they are in; the download goes with
+ * CurrentMemoryContext.  max_rows 0 reads the header only.
+ */
+List *
+batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
+					 List *reserved_names, List **header)
+{
+	ImportState *st;
+
+	Assert(max_rows >= 0);
+	st = open_csv(0, bucket, key, reserved_names, max_rows);
+	while (!sample_complete(st) && !st->parser_done)
+	{
+		size_t		n;
+
+		CHECK_FOR_INTERRUPTS();
+		n = st->input_done ? 0 : batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+		if (n > 0)
+		{
+			parse_chunk(st, st->chunk, n);
+			continue;
+		}
+		st->input_done = true;
+		finish_parser(st);
+	}
+	*header = st->header;
+	return st->sample;
+}
+
+BatchprocImportResult
+batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
+					 const char *qualified_table, const char *extra_columns_sql,
+					 List *reserved_names)
+{
+	ImportState *st = open_csv(batch_id, bucket, key, reserved_names, -1);
+	BatchprocImportResult result = {0};
+	StringInfoData sql;
+	ListCell   *lc;
+	Relation	rel;
+	List	   *attnames = NIL;
+	CopyFromState cstate;
+	RangeVar   *rv;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE TABLE %s (", qualified_table);
