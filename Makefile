@@ -31,6 +31,7 @@ OBJS = \
 	src/batch/export.o \
 	src/batch/import.o \
 	src/batch/payload.o \
+	src/batch/preview.o \
 	src/batch/results.o \
 	src/batch/runner.o \
 	src/batch/target_agent.o \
