@@ -4,12 +4,14 @@
  *	  Every SQL-callable function of the extension.
  *
  * Users queue and manage batches (submit, wait, cancel, retry_failed),
- * check a config (validate_config), see which AWS credentials the server
- * would sign with (aws_credentials), and the export formats numbers
+ * check a config (validate_config, which may also look at its CSV and
+ * target), try it on a few rows (preview), see which AWS credentials the
+ * server would sign with (aws_credentials), and the export formats numbers
  * (format_number).  These run in the user's own backend and transaction.
- * They only read and write the catalog tables; the work itself is done by
+ * They only read and write the catalog tables; a batch's work is done by
  * the database's worker, which is woken when the calling transaction
- * commits.
+ * commits.  A preview alone does a batch's work here, on a sample, and
+ * stores nothing.
  *
  * IDENTIFICATION
  *	  src/api.c
@@ -676,36 +678,6 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(rows);
 }
 
-/* A CSV header for a message: its names, quoted, comma-separated. */
-static char *
-header_text(List *header)
-{
-	StringInfoData out;
-	ListCell   *lc;
-
-	initStringInfo(&out);
-	foreach(lc, header)
-	{
-		if (out.len > 0)
-			appendStringInfoString(&out, ", ");
-		appendStringInfo(&out, "\"%s\"", (char *) lfirst(lc));
-	}
-	return out.data;
-}
-
-static bool
-header_has(List *header, const char *column)
-{
-	ListCell   *lc;
-
-	foreach(lc, header)
-	{
-		if (strcmp(lfirst(lc), column) == 0)
-			return true;
-	}
-	return false;
-}
-
 /*
  * batchproc.validate_config(config jsonb, check_sources boolean DEFAULT
  * false) RETURNS jsonb
@@ -725,7 +697,6 @@ batchproc_validate_config(PG_FUNCTION_ARGS)
 	BatchprocConfig *compiled;
 	BatchprocTarget target;
 	List	   *header;
-	ListCell   *lc;
 
 	if (!PG_GETARG_BOOL(1))
 		PG_RETURN_JSONB_P(normalised);
@@ -737,18 +708,7 @@ batchproc_validate_config(PG_FUNCTION_ARGS)
 	resolved_target(compiled, &target);
 
 	(void) csv_sample(compiled, 0, &header);
-	foreach(lc, batchproc_config_input_columns(compiled))
-	{
-		const char *column = lfirst(lc);
-
-		if (!header_has(header, column))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("input_mapping: column \"%s\" is not in the header of \"%s\"",
-							column, compiled->csv_s3_uri),
-					 errdetail("The header has: %s.", header_text(header)),
-					 errhint("Map a column the file has (names are case-sensitive), or fix the file.")));
-	}
+	batchproc_require_input_columns(compiled, header);
 	batchproc_target_check_exists(&target);
 	PG_RETURN_JSONB_P(normalised);
 }
@@ -907,6 +867,7 @@ batchproc_preview(PG_FUNCTION_ARGS)
 	batch->token = psprintf("%02x%02x%02x%02x", token[0], token[1], token[2], token[3]);
 
 	rows = csv_sample(compiled, nrows, &batch->columns);
+	batchproc_require_input_columns(compiled, batch->columns);
 	batch->total_rows = list_length(rows);
 
 	InitMaterializedSRF(fcinfo, 0);

@@ -121,6 +121,7 @@ extern void batchproc_target_outcome(const BatchprocTarget *target,
 									 BatchprocCallOutcome *out);
 
 /* payload.c: a row's input object and its envelope */
+extern void batchproc_require_input_columns(const BatchprocConfig *config, List *header);
 extern char *batchproc_row_input(const BatchprocBatch *batch, List *colnames,
 								 char **values, char **error);
 extern char *batchproc_row_payload(const BatchprocBatch *batch, int64 row_id,

@@ -82,6 +82,7 @@ typedef struct ImportState
 	MemoryContext cxt;			/* lives for the whole import */
 	TimestampTz state_checked_at;
 	BatchprocS3Reader *reader;
+	MemoryContext reader_cxt;	/* the download's */
 	struct csv_parser parser;
 	bool		parser_ready;
 	char	   *chunk;
@@ -492,6 +493,7 @@ open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_nam
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+	MemoryContext old;
 
 	st->batch_id = batch_id;
 	st->sampling = sample_max >= 0;
@@ -512,7 +514,12 @@ open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_nam
 	cb->arg = st;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 
+	/* In a context of its own, so that a sample can hang up once it is read. */
+	st->reader_cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc CSV download",
+										   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(st->reader_cxt);
 	st->reader = batchproc_s3_open_read(bucket, key);
+	MemoryContextSwitchTo(old);
 	read_header(st);
 	check_header(st, reserved_names);
 	return st;
@@ -547,6 +554,9 @@ batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
 		st->input_done = true;
 		finish_parser(st);
 	}
+	/* Stop the download now, not when the caller's memory goes. */
+	MemoryContextDelete(st->reader_cxt);
+	st->reader = NULL;
 	*header = st->header;
 	return st->sample;
 }

@@ -217,7 +217,6 @@ import_step(int64 id, MemoryContext cxt)
 	BatchprocImportResult imported;
 	char	   *bucket;
 	char	   *key;
-	List	   *needed;
 	ListCell   *lc;
 	StringInfoData cols;
 
@@ -234,22 +233,7 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
 								   quote_identifier(GetUserNameFromId(batch->owner, false))), false, 0, SPI_OK_UTILITY);
 
-	needed = batchproc_config_input_columns(batch->config);
-	foreach(lc, needed)
-	{
-		bool		present = false;
-		ListCell   *h;
-
-		foreach(h, imported.columns)
-			if (strcmp(lfirst(h), lfirst(lc)) == 0)
-				present = true;
-		if (!present)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("the input mapping reads column \"%s\", which the CSV does not have",
-							(char *) lfirst(lc)),
-					 errhint("Check the column names in input_mapping against the CSV's header line.")));
-	}
+	batchproc_require_input_columns(batch->config, imported.columns);
 
 	initStringInfo(&cols);
 	foreach(lc, imported.columns)

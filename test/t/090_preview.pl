@@ -10,6 +10,7 @@ use strict;
 use warnings;
 
 use HTTP::Tiny;
+use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -194,14 +195,50 @@ like(as('mallory', "SELECT * FROM batchproc_preview(${\ lit($echo)}, rows => 0)"
 like(as('mallory', "SELECT * FROM batchproc_preview(${\ lit($echo)}, rows => 1001)"),
 	qr/ERROR:  rows must be between 1 and 1000, not 1001/, 'rows past 1000 are refused');
 
+# --- The sample streams and hangs up: through a proxy that relays GetObject
+# at 500 kB/s, a preview of two rows of a 10 MB file reads the start of it
+# and closes the download (the whole would take 20 s).
+my ($proxy, $proxy_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--get-kbps', '500');
+put_object($bucket, 'big.csv', "word\n" . ("abcdefghi\n" x 1_000_000));
+sql("ALTER SYSTEM SET batchproc.endpoint_url_s3 = 'http://127.0.0.1:$proxy_port'; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres',
+	"SELECT current_setting('batchproc.endpoint_url_s3') = 'http://127.0.0.1:$proxy_port'")
+  or die 'the server did not take the proxy as its S3 endpoint';
+(my $big = $echo) =~ s{five.csv}{big.csv};
+is(as('alice', "SELECT string_agg(outputs->>'echoed', ',' ORDER BY _row_id) FROM batchproc_preview(${\ lit($big)}, rows => 2)"),
+	'abcdefghi,abcdefghi', 'a preview of a 10 MB file gives its first rows');
+my $relayed = decode_json($http->get("http://127.0.0.1:$proxy_port/_proxy_stats")->{content})->{relayed}{GetObject};
+cmp_ok($relayed, '<', 2_000_000, "and read $relayed bytes of it: it stopped reading once it had them");
+sql("ALTER SYSTEM RESET batchproc.endpoint_url_s3; SELECT pg_reload_conf()");
+$node->poll_query_until('postgres', "SELECT current_setting('batchproc.endpoint_url_s3') = ''")
+  or die 'the server kept the proxy as its S3 endpoint';
+
 # --- A statement_timeout stops a preview whose target never answers
 # (within its 60 s timeout_seconds).
 my $hang = q({"csv_s3_uri": "s3://preview/five.csv", "target": {"type": "tool", "name": "echo"},
   "input_mapping": {"static_values": {"hang": true}},
   "execution_config": {"timeout_seconds": 60}});
+my $started = time();
 like(as('mallory', "SET statement_timeout = '2s'; SELECT * FROM batchproc_preview(${\ lit($hang)}, rows => 1)"),
 	qr/ERROR:  canceling statement due to statement timeout/,
 	'a statement_timeout cancels a preview that waits on its target');
+# Held interrupts would give the same error once the 60 s call timed out.
+cmp_ok(time() - $started, '<', 30, 'while the call is still in flight, long before its timeout');
+
+# And so does pg_cancel_backend, while the call is in flight.
+my ($cancel_out, $cancel_err) = ('', '');
+my $waiting = IPC::Run::start(
+	[ 'psql', '-XAtq', '-U', 'mallory', '-d', $node->connstr('postgres'), '-c',
+		"SELECT * FROM batchproc_preview(${\ lit($hang)}, rows => 1)" ],
+	'<', \undef, '>', \$cancel_out, '2>', \$cancel_err);
+$node->poll_query_until('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%batchproc_preview%' AND wait_event = 'Extension'", '1')
+  or die 'the preview did not start waiting on its call';
+sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%batchproc_preview%' AND pid <> pg_backend_pid()");
+$waiting->finish;
+like($cancel_err, qr/ERROR:  canceling statement due to user request/,
+	'pg_cancel_backend cancels a preview that waits on its target');
 
 # --- Refusals, the same as at submit, before anything is read or sent.
 my $alices = $example2;
@@ -240,8 +277,11 @@ is(as('alice', "SELECT batchproc.validate_config(${\ lit($no_csv)})->>'csv_s3_ur
 	's3://preview/nothing-here.csv', 'without check_sources the same config passes');
 (my $no_column = $example1) =~ s{"customer_email": "customerEmail"}{"email": "customerEmail"};
 like(as('alice', "SELECT batchproc.validate_config(${\ lit($no_column)}, true)"),
-	qr/ERROR:  input_mapping: column "email" is not in the header of "s3:\/\/preview\/tickets.csv"\nDETAIL:  The header has: "ticket_id", "customer_email", "description"\./,
+	qr/ERROR:  the input mapping reads column "email", which the CSV does not have\nDETAIL:  The CSV's header has: "ticket_id", "customer_email", "description"\./,
 	'check_sources: a mapped column the header lacks is named, with the header');
+like(as('alice', "SELECT * FROM batchproc_preview(${\ lit($no_column)})"),
+	qr/ERROR:  the input mapping reads column "email", which the CSV does not have/,
+	'a preview of that config fails the same way, before any call');
 (my $no_function = $echo) =~ s{"name": "echo"}{"name": "ghost_tool"};
 like(as('alice', "SELECT batchproc.validate_config(${\ lit($no_function)}, true)"),
 	qr/ERROR:  target: the Lambda function "no_such_function" of tool "ghost_tool" does not exist/,
