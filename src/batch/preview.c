@@ -270,6 +270,8 @@ start(Preview *p, PreviewSlot *s, int64 row_id, char **values, bool call)
 	s->tries = 1;
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->started = GetCurrentTimestamp();
+	/* A row whose input fails is recorded under its first call's name. */
+	s->row.execution_id = batchproc_call_name(p->batch, row_id, 1);
 	s->input = batchproc_row_input(p->batch, p->batch->columns, values, &error);
 	MemoryContextSwitchTo(old);
 
@@ -280,7 +282,7 @@ start(Preview *p, PreviewSlot *s, int64 row_id, char **values, bool call)
 		/* The payload the first call would send. */
 		old = MemoryContextSwitchTo(s->cxt);
 		s->row.payload = batchproc_row_payload(p->batch, row_id, s->input,
-											   batchproc_call_name(p->batch, row_id, 1));
+											   s->row.execution_id);
 		s->row.attempts = 0;
 		MemoryContextSwitchTo(old);
 		finish(p, s, NULL, NULL, NULL);

@@ -26,7 +26,8 @@ my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda
 $ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 my $http = HTTP::Tiny->new;
 
-my $node = batchproc_node('preview');
+my ($target, $target_port) = start_service('/usr/bin/python3', "$services/http_target.py", '--quiet');
+my $node = batchproc_node('preview', conf => "batchproc.allowed_http_targets = '127.0.0.1'\n");
 my $bucket = 'preview';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
@@ -161,7 +162,11 @@ for my $case ([ 'a function that always fails', q({"csv_s3_uri": "s3://preview/o
 	[ 'a target slower than timeout_seconds', q({"csv_s3_uri": "s3://preview/one.csv",
 		"target": {"type": "tool", "name": "echo"}, "input_mapping": {"static_values": {"hang": true}},
 		"execution_config": {"timeout_seconds": 1, "retry_policy": {"max_attempts": 1}}}),
-		'TIMEOUT|1|timed out after 1 seconds' ])
+		'TIMEOUT|1|timed out after 1 seconds' ],
+	[ 'an input that cannot be built', q({"csv_s3_uri": "s3://preview/one.csv",
+		"target": {"type": "tool", "name": "echo"},
+		"input_mapping": {"transformations": {"v": {"type": "jsonpath", "config": {"column": "word", "path": "$.a"}}}}}),
+		'FAILED|1|column "word" does not hold JSON for the jsonpath transformation of "v": ' ])
 {
 	my ($what, $config, $expected) = @$case;
 	my $previewed = as('alice', "SELECT concat_ws('|', _status, _attempts, _error_message) FROM batchproc_preview(${\ lit($config)})");
@@ -171,6 +176,20 @@ for my $case ([ 'a function that always fails', q({"csv_s3_uri": "s3://preview/o
 	is(as('alice', "SELECT concat_ws('|', _status, _attempts, _error_message) FROM batchproc_data.batch_$id"),
 		$previewed, "$what: the batch stored the status, attempts and error the preview gave");
 }
+
+# --- An http target: its registered headers, which users cannot read, go
+# with the preview's calls, as with the batch's.
+sql(qq{INSERT INTO batchproc.targets (name, type, url, headers)
+	VALUES ('enricher', 'http', 'http://127.0.0.1:$target_port/enrich', '{"X-Api-Key": "k-123"}')});
+like(as('alice', "SELECT headers FROM batchproc.targets"), qr/permission denied/, 'alice cannot read the registered headers');
+is( as('alice', q{SELECT _status || ' ' || (outputs->>'got') FROM batchproc_preview('{"csv_s3_uri": "s3://preview/one.csv",
+		"target": {"type": "http", "name": "enricher"},
+		"output_mapping": {"columns": [{"name": "got", "source": "$.echo.input.word"}]}}')}),
+	'SUCCESS hello', 'a preview calls an http target and reads its answer');
+my $last = decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content})->{last_request};
+my %headers = map { lc($_) => $last->{headers}{$_} } keys %{ $last->{headers} };
+is("$last->{method} $last->{path} " . ($headers{'x-api-key'} // '(none)'), 'POST /enrich k-123',
+	'the call is a POST to the registered URL with the registered header');
 
 # --- call => false: payloads, and nothing sent.
 my $before = lambda_stats()->{invocations};
@@ -294,6 +313,6 @@ like(as('alice', "SELECT batchproc.validate_config(${\ lit($no_machine)}, true)"
 	'check_sources: a missing state machine is named (DescribeStateMachine)');
 
 # Nothing of the previews was queued: only the three example batches.
-is(sql("SELECT count(*) FROM batchproc.batches"), '5', 'previews and checks queued no batch: only the five submitted');
+is(sql("SELECT count(*) FROM batchproc.batches"), '6', 'previews and checks queued no batch: only the six submitted');
 
 done_testing();
