@@ -34,6 +34,7 @@ OBJS = \
 	src/batch/import.o \
 	src/batch/log.o \
 	src/batch/payload.o \
+	src/batch/preview.o \
 	src/batch/results.o \
 	src/batch/retention.o \
 	src/batch/runner.o \

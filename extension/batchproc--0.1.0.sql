@@ -118,11 +118,21 @@ LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_purge_older_than';
 COMMENT ON FUNCTION pg_catalog.batchproc_purge(interval) IS 'Administrators: purge batches that ended longer ago than older_than; returns how many';
 
-CREATE FUNCTION batchproc.validate_config(config jsonb)
+-- VOLATILE: with check_sources it asks S3, Lambda and Step Functions.
+CREATE FUNCTION batchproc.validate_config(config jsonb, check_sources boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE c STRICT STABLE
+LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_validate_config';
-COMMENT ON FUNCTION batchproc.validate_config(jsonb) IS 'Check a batch configuration and return it with every default filled in';
+COMMENT ON FUNCTION batchproc.validate_config(jsonb, boolean) IS 'Check a batch configuration and return it with every default filled in; with check_sources, also that its CSV, the columns it maps and its target exist';
+
+CREATE FUNCTION pg_catalog.batchproc_preview(config jsonb, rows integer DEFAULT 10,
+                                             call boolean DEFAULT true)
+RETURNS TABLE (_row_id bigint, csv jsonb, payload jsonb, response jsonb, outputs jsonb,
+               _status text, _error_message text, _attempts integer,
+               _execution_id text, _execution_time_ms bigint)
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'batchproc_preview';
+COMMENT ON FUNCTION pg_catalog.batchproc_preview(jsonb, integer, boolean) IS 'Dry run: the first rows of a config''s CSV built into their requests and, with call, sent to the target as the batch would; writes nothing';
 
 CREATE FUNCTION batchproc.format_number(value numeric, format text)
 RETURNS text

@@ -4,13 +4,14 @@
  *	  Every SQL-callable function of the extension.
  *
  * Users queue and manage batches (submit, wait, cancel, retry_failed,
- * purge),
- * check a config (validate_config), see which AWS credentials the server
- * would sign with (aws_credentials), and the export formats numbers
- * (format_number).  These run in the user's own backend and transaction.
- * They only read and write the catalog tables; the work itself is done by
+ * purge), check a config (validate_config, which may also look at its
+ * CSV and target), try it on a few rows (preview), see which AWS
+ * credentials the server would sign with (aws_credentials), and the
+ * export formats numbers (format_number).  These run in the user's own backend and transaction.
+ * They only read and write the catalog tables; a batch's work is done by
  * the database's worker, which is woken when the calling transaction
- * commits.
+ * commits.  A preview alone does a batch's work here, on a sample, and
+ * stores nothing.
  *
  * IDENTIFICATION
  *	  src/api.c
@@ -36,9 +37,11 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "aws/aws.h"
 #include "batch/batch.h"
+#include "aws/s3.h"
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "config/config.h"
@@ -53,6 +56,7 @@ PG_FUNCTION_INFO_V1(batchproc_retry_failed);
 PG_FUNCTION_INFO_V1(batchproc_purge);
 PG_FUNCTION_INFO_V1(batchproc_purge_older_than);
 PG_FUNCTION_INFO_V1(batchproc_validate_config);
+PG_FUNCTION_INFO_V1(batchproc_preview);
 PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 PG_FUNCTION_INFO_V1(batchproc_format_number);
 
@@ -347,6 +351,92 @@ check_queued_batches(Oid role)
 }
 
 /*
+ * May the caller read the config's CSV and write its output?  The roles,
+ * and the submitter's batchproc.s3_allowed_prefixes, checked here so that
+ * the user hears of it now; the worker checks again at import and export
+ * with the owner's rule as it then stands (batchproc_role_s3_prefixes).
+ * A preview and check_sources read the CSV under the same rules.
+ */
+static void
+require_s3_rights(const BatchprocConfig *compiled)
+{
+	batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
+	if (compiled->output_s3_uri)
+		batchproc_require_role("batchproc_s3_write", "write", compiled->output_s3_uri);
+	batchproc_require_s3_prefix(compiled->csv_s3_uri, "read",
+								batchproc_s3_allowed_prefixes, GetUserId());
+	if (compiled->output_s3_uri)
+		batchproc_require_s3_prefix(compiled->output_s3_uri, "write",
+									batchproc_s3_allowed_prefixes, GetUserId());
+}
+
+/*
+ * The target of a config as the worker would call it: resolved against the
+ * registry under the submit's rules (resolve_target), with an http
+ * target's registered headers, read with the catalog's rights (users may
+ * not see them) and never shown.
+ */
+static void
+resolved_target(const BatchprocConfig *compiled, BatchprocTarget *target)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *resolved;
+
+	SPI_connect();
+	resolved = resolve_target(compiled);
+	MemoryContextSwitchTo(cxt);
+	batchproc_target_from_jsonb(DatumGetJsonbPCopy(JsonbPGetDatum(resolved)), target);
+	if (target->type == BATCHPROC_TARGET_HTTP)
+	{
+		BatchprocRights saved = elevate();
+
+		batchproc_target_read_headers(target, 0, cxt);
+		batchproc_restore_rights(saved, true);
+	}
+	SPI_finish();
+}
+
+/* csv_s3_uri split into its bucket and key (validation checked it). */
+static void
+csv_location(const BatchprocConfig *compiled, char **bucket, char **key)
+{
+	const char *problem = batchproc_s3_parse_uri(compiled->csv_s3_uri, bucket, key);
+
+	if (problem)
+		elog(ERROR, "csv_s3_uri passed validation but does not parse: %s", problem);
+}
+
+static void
+checking_csv_context(void *arg)
+{
+	errcontext("checking csv_s3_uri \"%s\"", (const char *) arg);
+}
+
+/*
+ * The first rows of the config's CSV (at most max_rows; 0 for the header
+ * only), read as the import reads them, and its header in *header.  An
+ * error says it came from csv_s3_uri.
+ */
+static List *
+csv_sample(const BatchprocConfig *compiled, int max_rows, List **header)
+{
+	ErrorContextCallback callback;
+	char	   *bucket;
+	char	   *key;
+	List	   *rows;
+
+	csv_location(compiled, &bucket, &key);
+	callback.callback = checking_csv_context;
+	callback.arg = compiled->csv_s3_uri;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	rows = batchproc_csv_sample(bucket, key, max_rows,
+								batchproc_reserved_column_names(compiled), header);
+	error_context_stack = callback.previous;
+	return rows;
+}
+
+/*
  * batchproc_submit(config jsonb) RETURNS bigint
  *
  * Validates the whole config, resolves the target and queues the batch.
@@ -372,20 +462,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 
 	normalised = batchproc_config_validate(config);
 	compiled = batchproc_config_compile(normalised);
-	batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
-	if (compiled->output_s3_uri)
-		batchproc_require_role("batchproc_s3_write", "write", compiled->output_s3_uri);
-
-	/*
-	 * The submitter's rule, checked here so that the user hears of it now;
-	 * the worker checks again at import and export with the owner's rule
-	 * as it then stands (batchproc_role_s3_prefixes).
-	 */
-	batchproc_require_s3_prefix(compiled->csv_s3_uri, "read",
-								batchproc_s3_allowed_prefixes, GetUserId());
-	if (compiled->output_s3_uri)
-		batchproc_require_s3_prefix(compiled->output_s3_uri, "write",
-									batchproc_s3_allowed_prefixes, GetUserId());
+	require_s3_rights(compiled);
 
 	SPI_connect();
 	values[0] = JsonbPGetDatum(normalised);
@@ -800,15 +877,205 @@ batchproc_purge_older_than(PG_FUNCTION_ARGS)
 }
 
 /*
- * batchproc.validate_config(config jsonb) RETURNS jsonb
+ * batchproc.validate_config(config jsonb, check_sources boolean DEFAULT
+ * false) RETURNS jsonb
  *
  * The normalised config, or the error batchproc_submit would raise: lets a
  * user check a config, and see its defaults, without queueing anything.
+ * With check_sources, also what submit cannot see: that the CSV exists and
+ * its header has every column the input mapping reads, and that the
+ * target exists.  Those are read with the server's credentials, so the
+ * caller must be one who may submit the config: the same rules of roles,
+ * targets and S3 prefixes apply first.
  */
 Datum
 batchproc_validate_config(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_JSONB_P(batchproc_config_validate(PG_GETARG_JSONB_P(0)));
+	Jsonb	   *normalised = batchproc_config_validate(PG_GETARG_JSONB_P(0));
+	BatchprocConfig *compiled;
+	BatchprocTarget target;
+	List	   *header;
+
+	if (!PG_GETARG_BOOL(1))
+		PG_RETURN_JSONB_P(normalised);
+
+	batchproc_require_role("batchproc_user", "check a config's sources", NULL);
+	check_config_size(PG_GETARG_JSONB_P(0));
+	compiled = batchproc_config_compile(normalised);
+	require_s3_rights(compiled);
+	resolved_target(compiled, &target);
+
+	(void) csv_sample(compiled, 0, &header);
+	batchproc_require_input_columns(compiled, header);
+	batchproc_target_check_exists(&target);
+	PG_RETURN_JSONB_P(normalised);
+}
+
+/* The largest number of rows a preview reads. */
+#define PREVIEW_MAX_ROWS	1000
+
+typedef struct PreviewOutput
+{
+	ReturnSetInfo *rsinfo;
+	MemoryContext row_cxt;		/* a row's datums, until the tuplestore has them */
+	const BatchprocBatch *batch;
+	List	   *header;
+} PreviewOutput;
+
+/* A text that the extraction checked as JSON, or JSON text, as jsonb. */
+static Datum
+jsonb_datum(const char *text)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
+}
+
+/*
+ * A row's output columns as one jsonb object, each value as the batch
+ * stores it: text a string, numeric a number, jsonb itself, NULL null.
+ */
+static Datum
+outputs_datum(const BatchprocConfig *config, char **outputs)
+{
+	StringInfoData out;
+	ListCell   *lc;
+	int			i = 0;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	foreach(lc, config->outputs)
+	{
+		BatchprocOutputColumn *col = lfirst(lc);
+		const char *value = outputs[i++];
+
+		if (out.len > 1)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, col->name);
+		appendStringInfoString(&out, ": ");
+		if (value == NULL)
+			appendStringInfoString(&out, "null");
+		else if (col->type == BATCHPROC_OUTPUT_STRING)
+			escape_json(&out, value);
+		else if (col->type == BATCHPROC_OUTPUT_NUMBER)
+			/* numeric's own text: what the column holds, and valid JSON */
+			appendStringInfoString(&out,
+								   DatumGetCString(DirectFunctionCall1(numeric_out,
+																	   DirectFunctionCall3(numeric_in,
+																						   CStringGetDatum(value),
+																						   ObjectIdGetDatum(InvalidOid),
+																						   Int32GetDatum(-1)))));
+		else
+			appendStringInfoString(&out, value);
+	}
+	appendStringInfoChar(&out, '}');
+	return jsonb_datum(out.data);
+}
+
+static void
+emit_preview_row(BatchprocPreviewRow *row, void *arg)
+{
+	PreviewOutput *po = arg;
+	Datum		values[10];
+	bool		nulls[10] = {0};
+	StringInfoData csv;
+	ListCell   *lc;
+	int			i = 0;
+	MemoryContext old = MemoryContextSwitchTo(po->row_cxt);
+
+	initStringInfo(&csv);
+	appendStringInfoChar(&csv, '{');
+	foreach(lc, po->header)
+	{
+		if (i > 0)
+			appendStringInfoString(&csv, ", ");
+		escape_json(&csv, lfirst(lc));
+		appendStringInfoString(&csv, ": ");
+		escape_json(&csv, row->values[i] ? row->values[i] : "");
+		i++;
+	}
+	appendStringInfoChar(&csv, '}');
+
+	values[0] = Int64GetDatum(row->row_id);
+	values[1] = jsonb_datum(csv.data);
+	nulls[2] = row->payload == NULL;
+	if (row->payload)
+		values[2] = jsonb_datum(row->payload);
+	nulls[3] = row->result == NULL;
+	if (row->result)
+		values[3] = JsonbPGetDatum(row->result);
+	nulls[4] = row->outputs == NULL;
+	if (row->outputs)
+		values[4] = outputs_datum(po->batch->config, row->outputs);
+	nulls[5] = row->status == NULL;
+	if (row->status)
+		values[5] = CStringGetTextDatum(row->status);
+	nulls[6] = row->error == NULL;
+	if (row->error)
+		values[6] = CStringGetTextDatum(row->error);
+	values[7] = Int32GetDatum(row->attempts);
+	nulls[8] = row->status == NULL;
+	if (row->status)
+		values[8] = CStringGetTextDatum(row->execution_id);
+	nulls[9] = row->status == NULL;
+	values[9] = Int64GetDatum(row->ms);
+	tuplestore_putvalues(po->rsinfo->setResult, po->rsinfo->setDesc, values, nulls);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(po->row_cxt);
+}
+
+/*
+ * batchproc_preview(config jsonb, rows int DEFAULT 10, call boolean
+ * DEFAULT true) RETURNS TABLE (_row_id, csv, payload, response, outputs,
+ * _status, _error_message, _attempts, _execution_id, _execution_time_ms)
+ *
+ * A dry run: the first rows of the CSV built into their requests and,
+ * with call, sent to the target as the batch would send them, in this
+ * backend, with the caller's rights; nothing is written or queued.  Every
+ * rule of submit applies first.  Rows come back as they finish, each
+ * holding what the batch would store for it (batch/preview.c).  Results
+ * go to a tuplestore, which spills to disk past work_mem.
+ */
+Datum
+batchproc_preview(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *config = PG_GETARG_JSONB_P(0);
+	int			nrows = PG_GETARG_INT32(1);
+	bool		call = PG_GETARG_BOOL(2);
+	BatchprocConfig *compiled;
+	BatchprocBatch *batch;
+	PreviewOutput po;
+	List	   *rows;
+	uint8		token[4];
+
+	batchproc_require_role("batchproc_user", "preview batches", NULL);
+	if (nrows < 1 || nrows > PREVIEW_MAX_ROWS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rows must be between 1 and %d, not %d", PREVIEW_MAX_ROWS, nrows),
+				 errhint("A preview tries a config on a sample; submit the batch to run every row.")));
+	check_config_size(config);
+	compiled = batchproc_config_compile(batchproc_config_validate(config));
+	require_s3_rights(compiled);
+
+	batch = palloc0(sizeof(BatchprocBatch));
+	batch->config = compiled;
+	batch->owner = GetUserId();
+	resolved_target(compiled, &batch->target);
+	if (!pg_strong_random(token, sizeof(token)))
+		elog(ERROR, "could not draw a random token");
+	batch->token = psprintf("%02x%02x%02x%02x", token[0], token[1], token[2], token[3]);
+
+	rows = csv_sample(compiled, nrows, &batch->columns);
+	batchproc_require_input_columns(compiled, batch->columns);
+	batch->total_rows = list_length(rows);
+
+	InitMaterializedSRF(fcinfo, 0);
+	po.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	po.batch = batch;
+	po.header = batch->columns;
+	po.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc preview output",
+									   ALLOCSET_DEFAULT_SIZES);
+	batchproc_preview_rows(batch, rows, call, emit_preview_row, &po);
+	return (Datum) 0;
 }
 
 /*

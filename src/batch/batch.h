@@ -120,6 +120,8 @@ extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bu
 												  const char *qualified_table,
 												  const char *extra_columns_sql,
 												  List *reserved_names);
+extern List *batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
+								  List *reserved_names, List **header);
 
 /*
  * The error of a step that found its batch cancelled (or redriven) under
@@ -170,6 +172,9 @@ typedef struct BatchprocCallOutcome
 
 extern Jsonb *batchproc_target_to_jsonb(const BatchprocTarget *target);
 extern void batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target);
+extern void batchproc_target_check_exists(const BatchprocTarget *target);
+extern void batchproc_target_read_headers(BatchprocTarget *target, int64 batch_id,
+										  MemoryContext cxt);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
@@ -181,6 +186,7 @@ extern void batchproc_target_outcome(const BatchprocTarget *target,
 									 BatchprocCallOutcome *out);
 
 /* payload.c: a row's input object and its envelope */
+extern void batchproc_require_input_columns(const BatchprocConfig *config, List *header);
 extern char *batchproc_row_input(const BatchprocBatch *batch, List *colnames,
 								 char **values, char **error);
 extern char *batchproc_row_payload(const BatchprocBatch *batch, int64 row_id,
@@ -238,6 +244,35 @@ extern char *batchproc_dispatcher_batches_sql(BatchprocDispatcher *disp);
 extern bool batchproc_dispatcher_idle(BatchprocDispatcher *disp);
 extern int64 batchproc_dispatcher_current(BatchprocDispatcher *disp);
 extern List *batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms);
+
+/*
+ * dispatch.c, shared with preview.c: a retry's delay (exponential backoff
+ * with full jitter, never less than the target's Retry-After), and the
+ * growing pauses between an agent's DescribeExecution calls.
+ */
+extern long batchproc_retry_delay_ms(const BatchprocConfig *config, int attempt,
+									 const char *retry_after);
+#define BATCHPROC_POLL_FIRST_MS		200
+#define BATCHPROC_POLL_MAX_MS		5000
+
+/* preview.c: a dry run of a few rows in the calling backend */
+typedef struct BatchprocPreviewRow
+{
+	int64		row_id;
+	char	  **values;			/* the row's CSV values, by batch->columns */
+	char	   *payload;		/* the request (the last attempt's), or NULL */
+	Jsonb	   *result;			/* the answer output_mapping reads, or NULL */
+	char	  **outputs;		/* one text per output column, or NULL */
+	const char *status;			/* SUCCESS, FAILED, TIMEOUT; NULL: not called */
+	char	   *error;
+	int			attempts;
+	char	   *execution_id;	/* the call's name, or an agent's execution */
+	int64		ms;
+} BatchprocPreviewRow;
+
+typedef void (*BatchprocPreviewEmit) (BatchprocPreviewRow *row, void *arg);
+extern void batchproc_preview_rows(const BatchprocBatch *batch, List *rows, bool call,
+								   BatchprocPreviewEmit emit, void *arg);
 
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);

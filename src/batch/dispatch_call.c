@@ -31,9 +31,6 @@
 
 #include "batch/dispatch_run.h"
 
-/* Agent executions are described after these pauses, growing. */
-#define POLL_FIRST_MS		200
-#define POLL_MAX_MS			5000
 /* StopExecution calls still unanswered when a run ends get this long. */
 #define STOP_WAIT_MS		10000
 
@@ -151,8 +148,8 @@ starting_execution(Dispatch *d, Slot *s)
 }
 
 /* The pause before the next try: capped exponential backoff, full jitter. */
-static long
-retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
+long
+batchproc_retry_delay_ms(const BatchprocConfig *config, int attempt, const char *retry_after)
 {
 	double		ceiling = config->interval_seconds * 1000.0;
 	long		delay;
@@ -200,7 +197,7 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 		s->renewed = false;
 		s->phase = SLOT_WAIT_RETRY;
 		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 retry_delay_ms(d->config, s->tries, retry_after));
+												 batchproc_retry_delay_ms(d->config, s->tries, retry_after));
 		s->tries++;
 		MemoryContextSwitchTo(old);
 		return;
@@ -244,7 +241,7 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 				s->req = NULL;
 				s->phase = SLOT_WAIT_POLL;
 				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->poll_ms);
-				s->poll_ms = Min(s->poll_ms * 3 / 2, POLL_MAX_MS);
+				s->poll_ms = Min(s->poll_ms * 3 / 2, BATCHPROC_POLL_MAX_MS);
 				MemoryContextSwitchTo(old);
 				break;
 			}
@@ -273,7 +270,7 @@ batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	s->renewed = false;
 	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 	s->row_started = GetCurrentTimestamp();
-	s->poll_ms = POLL_FIRST_MS;
+	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->execution_arn = NULL;
 	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
 	MemoryContextSwitchTo(old);

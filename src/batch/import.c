@@ -15,6 +15,10 @@
  * the import with an error that names the line, and the table is never
  * seen half-filled.
  *
+ * batchproc_csv_sample reads the first rows of a file through the same
+ * parser and header checks, for a preview in a user's backend: it stops
+ * reading once it has them, so a large file costs no more than its start.
+ *
  * A file is the user's to choose, so nothing in it may hold the worker: a
  * header with more columns than the batch's table can have is refused as
  * soon as the parser has seen one too many, duplicate names are found with
@@ -75,6 +79,7 @@ typedef struct ImportState
 	MemoryContext cxt;			/* lives for the whole import */
 	BatchprocStepWatch watch;	/* has the batch been cancelled? */
 	BatchprocS3Reader *reader;
+	MemoryContext reader_cxt;	/* the download's */
 	struct csv_parser parser;
 	bool		parser_ready;
 	char	   *chunk;
@@ -99,6 +104,11 @@ typedef struct ImportState
 	StringInfoData out;
 	int			out_pos;
 	int64		rows;
+
+	/* batchproc_csv_sample: the records kept (char **), instead of COPY text */
+	bool		sampling;
+	int			sample_max;
+	List	   *sample;
 
 	/* a fault found inside a libcsv callback, reported after it returns */
 	char	   *fault;
@@ -141,6 +151,12 @@ append_text_escaped(StringInfo buf, const char *s, size_t len)
 	}
 }
 
+static bool
+sample_complete(ImportState *st)
+{
+	return st->sampling && st->header_done && st->rows >= st->sample_max;
+}
+
 static void
 on_field(void *data, size_t len, void *arg)
 {
@@ -173,6 +189,8 @@ on_record(int terminator, void *arg)
 		return;
 	st->record_bytes = 0;
 	st->record_line = 0;
+	if (sample_complete(st))
+		return;
 
 	if (!st->header_done)
 	{
@@ -184,6 +202,17 @@ on_record(int terminator, void *arg)
 	{
 		st->fault = psprintf("line " INT64_FORMAT " has %d fields, but the header has %d",
 							 st->line, list_length(st->fields), st->ncolumns);
+	}
+	else if (st->sampling)
+	{
+		char	  **values = palloc(sizeof(char *) * Max(st->ncolumns, 1));
+		int			i = 0;
+
+		st->rows++;
+		foreach(lc, st->fields)
+			values[i++] = lfirst(lc);
+		list_free(st->fields);
+		st->sample = lappend(st->sample, values);
 	}
 	else
 	{
@@ -261,7 +290,8 @@ report_fault(ImportState *st)
 static void
 parse_chunk(ImportState *st, const char *data, size_t len)
 {
-	while (len > 0)
+	/* A sample has what it needs: what follows is not its to judge. */
+	while (len > 0 && !sample_complete(st))
 	{
 		const char *nl = memchr(data, '\n', len);
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
@@ -288,6 +318,26 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 	}
 }
 
+/* The file has ended: the last record, or the fault of an unfinished one. */
+static void
+finish_parser(ImportState *st)
+{
+	if (csv_fini(&st->parser, on_field, on_record, st) != 0)
+	{
+		if (st->too_many_columns)
+			report_too_many_columns(st);
+		st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
+							 csv_error(&st->parser) == CSV_EPARSE ?
+							 "a quoted field is not closed before the end of the file" :
+							 csv_strerror(csv_error(&st->parser)));
+		report_fault(st);
+	}
+	check_row_size(st);
+	if (st->fault)
+		report_fault(st);
+	st->parser_done = true;
+}
+
 /* Feed the parser until COPY has text to read or the file ends. */
 static bool
 fill_output(ImportState *st)
@@ -310,20 +360,7 @@ fill_output(ImportState *st)
 			}
 			st->input_done = true;
 		}
-		if (csv_fini(&st->parser, on_field, on_record, st) != 0)
-		{
-			if (st->too_many_columns)
-				report_too_many_columns(st);
-			st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
-								 csv_error(&st->parser) == CSV_EPARSE ?
-								 "a quoted field is not closed before the end of the file" :
-								 csv_strerror(csv_error(&st->parser)));
-			report_fault(st);
-		}
-		check_row_size(st);
-		if (st->fault)
-			report_fault(st);
-		st->parser_done = true;
+		finish_parser(st);
 	}
 	return st->out_pos < st->out.len;
 }
@@ -478,12 +515,72 @@ import_state_create(int64 batch_id, List *reserved_names)
 	return st;
 }
 
+/*
+ * Open the object and read its header (for a sample of sample_max rows, or
+ * -1 for an import), the header checked as the batch's table needs it.
+ */
+static ImportState *
+open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_names,
+		 int sample_max)
+{
+	ImportState *st = import_state_create(batch_id, reserved_names);
+	MemoryContext old;
+
+	st->sampling = sample_max >= 0;
+	st->sample_max = sample_max;
+	/* In a context of its own, so that a sample can hang up once it is read. */
+	st->reader_cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc CSV download",
+										   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(st->reader_cxt);
+	st->reader = batchproc_s3_open_read(bucket, key);
+	MemoryContextSwitchTo(old);
+	read_header(st);
+	check_header(st, reserved_names);
+	return st;
+}
+
+/*
+ * The first max_rows data rows of a CSV (each a char * per header column,
+ * in a List), and its header in *header, read as the import reads them:
+ * the same parser, the same faults, the same checks of the header against
+ * reserved_names.  Reading stops once they are in; the download goes with
+ * CurrentMemoryContext.  max_rows 0 reads the header only.
+ */
+List *
+batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
+					 List *reserved_names, List **header)
+{
+	ImportState *st;
+
+	Assert(max_rows >= 0);
+	st = open_csv(0, bucket, key, reserved_names, max_rows);
+	while (!sample_complete(st) && !st->parser_done)
+	{
+		size_t		n;
+
+		CHECK_FOR_INTERRUPTS();
+		n = st->input_done ? 0 : batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+		if (n > 0)
+		{
+			parse_chunk(st, st->chunk, n);
+			continue;
+		}
+		st->input_done = true;
+		finish_parser(st);
+	}
+	/* Stop the download now, not when the caller's memory goes. */
+	MemoryContextDelete(st->reader_cxt);
+	st->reader = NULL;
+	*header = st->header;
+	return st->sample;
+}
+
 BatchprocImportResult
 batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 					 const char *qualified_table, const char *extra_columns_sql,
 					 List *reserved_names)
 {
-	ImportState *st = import_state_create(batch_id, reserved_names);
+	ImportState *st = open_csv(batch_id, bucket, key, reserved_names, -1);
 	BatchprocImportResult result = {0};
 	StringInfoData sql;
 	ListCell   *lc;
@@ -493,10 +590,6 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	RangeVar   *rv;
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
-
-	st->reader = batchproc_s3_open_read(bucket, key);
-	read_header(st);
-	check_header(st, reserved_names);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE TABLE %s (", qualified_table);

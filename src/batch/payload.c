@@ -244,6 +244,44 @@ envelope_len(const BatchprocBatch *batch)
 }
 
 /*
+ * Every column the input mapping reads must be in the CSV's header (char
+ * *), or the rows cannot be built: checked once, before any row, by the
+ * worker after its import and by a preview and check_sources after
+ * reading the header.
+ */
+void
+batchproc_require_input_columns(const BatchprocConfig *config, List *header)
+{
+	ListCell   *lc;
+
+	foreach(lc, batchproc_config_input_columns(config))
+	{
+		bool		present = false;
+		ListCell   *h;
+		StringInfoData names;
+
+		foreach(h, header)
+			if (strcmp(lfirst(h), lfirst(lc)) == 0)
+				present = true;
+		if (present)
+			continue;
+		initStringInfo(&names);
+		foreach(h, header)
+		{
+			if (names.len > 0)
+				appendStringInfoString(&names, ", ");
+			appendStringInfo(&names, "\"%s\"", (char *) lfirst(h));
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("the input mapping reads column \"%s\", which the CSV does not have",
+						(char *) lfirst(lc)),
+				 errdetail("The CSV's header has: %s.", names.data),
+				 errhint("Check the column names in input_mapping against the CSV's header line; they are case-sensitive.")));
+	}
+}
+
+/*
  * A row's input object, or NULL with *error: a jsonpath that fails, or a
  * payload that would pass the target's limit (config.h), which the error
  * names, with the field that would have passed it.

@@ -282,40 +282,8 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	MemoryContextSwitchTo(old);
 
-	/*
-	 * Headers stay in the registry, out of the batch's sight.  They go only
-	 * to the URL they are registered with: a target re-pointed since the
-	 * batch was submitted must not send its new credentials to the old URL.
-	 */
 	if (batch->target.type == BATCHPROC_TARGET_HTTP)
-	{
-		Oid			types[1] = {TEXTOID};
-		Datum		args[1] = {CStringGetTextDatum(batch->target.name)};
-
-		batchproc_spi_execute_with_args("SELECT headers, url FROM batchproc.targets"
-										" WHERE name OPERATOR(pg_catalog.=) $1",
-										1, types, args, NULL, true, 1, SPI_OK_SELECT);
-		if (SPI_processed == 1 &&
-			strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-				   batch->target.address) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the http target \"%s\" now has another URL than when batch " INT64_FORMAT " was submitted",
-							batch->target.name, id),
-					 errdetail("Its registered headers are not sent to the URL the batch was submitted with."),
-					 errhint("Submit the batch again to use the target as it is registered now.")));
-		if (SPI_processed == 1)
-		{
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (!isnull)
-			{
-				old = MemoryContextSwitchTo(cxt);
-				batch->target.headers = DatumGetJsonbPCopy(d);
-				MemoryContextSwitchTo(old);
-				batchproc_http_target_check_headers(batch->target.name, batch->target.headers);
-			}
-		}
-	}
+		batchproc_target_read_headers(&batch->target, id, cxt);
 	return batch;
 }
 
@@ -326,7 +294,6 @@ import_step(int64 id, MemoryContext cxt)
 	BatchprocImportResult imported;
 	char	   *bucket;
 	char	   *key;
-	List	   *needed;
 	ListCell   *lc;
 	StringInfoData cols;
 
@@ -343,22 +310,7 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
 								   quote_identifier(GetUserNameFromId(batch->owner, false))), false, 0, SPI_OK_UTILITY);
 
-	needed = batchproc_config_input_columns(batch->config);
-	foreach(lc, needed)
-	{
-		bool		present = false;
-		ListCell   *h;
-
-		foreach(h, imported.columns)
-			if (strcmp(lfirst(h), lfirst(lc)) == 0)
-				present = true;
-		if (!present)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("the input mapping reads column \"%s\", which the CSV does not have",
-							(char *) lfirst(lc)),
-					 errhint("Check the column names in input_mapping against the CSV's header line.")));
-	}
+	batchproc_require_input_columns(batch->config, imported.columns);
 
 	initStringInfo(&cols);
 	foreach(lc, imported.columns)

@@ -61,6 +61,20 @@ batchproc_agent_start_request(const BatchprocTarget *target, const char *payload
 					   timeout_ms);
 }
 
+/* DescribeStateMachine: does the state machine exist (for check_sources)? */
+BatchprocHttpRequest *
+batchproc_agent_describe_machine_request(const BatchprocTarget *target, long timeout_ms)
+{
+	StringInfoData body;
+
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"stateMachineArn\": ");
+	escape_json(&body, target->address);
+	appendStringInfoChar(&body, '}');
+	return sfn_request(BATCHPROC_AWS_SFN, "DescribeStateMachine", target->address, body.data,
+					   timeout_ms);
+}
+
 /*
  * arn:...:stateMachine:M (or M:version, M:alias) plus a name is
  * arn:...:execution:M:name: an execution's ARN never carries the qualifier.

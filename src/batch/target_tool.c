@@ -36,6 +36,19 @@ batchproc_tool_request(const BatchprocTarget *target, const char *payload, long 
 									  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
 }
 
+/* Lambda GetFunction: does the function exist (for check_sources)? */
+BatchprocHttpRequest *
+batchproc_tool_get_function_request(const BatchprocTarget *target, long timeout_ms)
+{
+	char	   *path = psprintf("/2015-03-31/functions/%s",
+								batchproc_uri_encode_segment(target->address));
+
+	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA,
+									  batchproc_target_region(target->address), "GET", path,
+									  NIL, NULL, 0,
+									  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
+}
+
 void
 batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out)
 {

@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -20,6 +22,7 @@
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "soft.h"
+#include "sql.h"
 
 /*
  * batches.target, the target as batchproc_submit resolved it: {"type",
@@ -56,6 +59,97 @@ batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target)
 	target->name = batchproc_jsonb_string(jb, "name");
 	target->address = batchproc_jsonb_string(jb, "address");
 	target->express = express && express->type == jbvBool && express->val.boolean;
+}
+
+/*
+ * An http target's registered headers, into target->headers (in cxt), and
+ * checked.  Headers stay in the registry, out of the batch's sight.  They
+ * go only to the URL they are registered with: a target re-pointed since
+ * batch batch_id was submitted must not send its new credentials to the
+ * old URL.  Needs SPI, with the right to read batchproc.targets.headers.
+ */
+void
+batchproc_target_read_headers(BatchprocTarget *target, int64 batch_id, MemoryContext cxt)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(target->name)};
+	bool		isnull;
+	Datum		d;
+
+	batchproc_spi_execute_with_args("SELECT headers, url FROM batchproc.targets"
+									" WHERE name OPERATOR(pg_catalog.=) $1",
+									1, types, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return;
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+			   target->address) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the http target \"%s\" now has another URL than when batch " INT64_FORMAT " was submitted",
+						target->name, batch_id),
+				 errdetail("Its registered headers are not sent to the URL the batch was submitted with."),
+				 errhint("Submit the batch again to use the target as it is registered now.")));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		target->headers = DatumGetJsonbPCopy(d);
+		MemoryContextSwitchTo(old);
+		batchproc_http_target_check_headers(target->name, target->headers);
+	}
+}
+
+/*
+ * Does the target exist?  Lambda GetFunction for a tool, Step Functions
+ * DescribeStateMachine for an agent, with the server's credentials; an
+ * ERROR naming the target when it does not, or when the service cannot
+ * say.  An http target is not probed: a request to it would be a call.
+ */
+void
+batchproc_target_check_exists(const BatchprocTarget *target)
+{
+	BatchprocHttpRequest *req;
+	BatchprocHttpResponse *resp;
+	BatchprocCallOutcome out;
+	const char *service;
+	const char *what;
+	const char *missing_type;
+
+	switch (target->type)
+	{
+		case BATCHPROC_TARGET_TOOL:
+			req = batchproc_tool_get_function_request(target, 30000);
+			service = "Lambda";
+			what = "Lambda function";
+			missing_type = "ResourceNotFoundException";
+			break;
+		case BATCHPROC_TARGET_AGENT:
+			req = batchproc_agent_describe_machine_request(target, 30000);
+			service = "Step Functions";
+			what = "state machine";
+			missing_type = "StateMachineDoesNotExist";
+			break;
+		default:
+			return;
+	}
+	resp = batchproc_http_perform(req);
+	if (resp->status == 200)
+		return;
+	memset(&out, 0, sizeof(out));
+	batchproc_classify_failure(resp, service, &out);
+	if (resp->status == 404 || strstr(out.error, missing_type) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("target: the %s \"%s\" of %s \"%s\" does not exist",
+						what, target->address, batchproc_target_type_name(target->type),
+						target->name),
+				 errdetail("%s", out.error),
+				 errhint("Check the name or ARN, its region (batchproc.aws_region) and account.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			 errmsg("target: could not check that the %s \"%s\" exists", what, target->address),
+			 errdetail("%s", out.error)));
 }
 
 /*

@@ -31,6 +31,8 @@ extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,
 extern BatchprocHttpRequest *batchproc_tool_request(const BatchprocTarget *target,
 													const char *payload, long timeout_ms);
 extern void batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out);
+extern BatchprocHttpRequest *batchproc_tool_get_function_request(const BatchprocTarget *target,
+																 long timeout_ms);
 
 /* target_agent.c */
 extern BatchprocHttpRequest *batchproc_agent_describe_request(const char *execution_arn,
@@ -38,6 +40,8 @@ extern BatchprocHttpRequest *batchproc_agent_describe_request(const char *execut
 extern void batchproc_agent_describe_outcome(BatchprocHttpResponse *resp,
 											 BatchprocCallOutcome *out);
 extern BatchprocHttpRequest *batchproc_agent_stop_request(const char *execution_arn);
+extern BatchprocHttpRequest *batchproc_agent_describe_machine_request(const BatchprocTarget *target,
+																	  long timeout_ms);
 extern BatchprocHttpRequest *batchproc_agent_start_request(const BatchprocTarget *target,
 														   const char *payload,
 														   const char *call_name,

@@ -125,6 +125,7 @@ from http_service import bump  # noqa: E402
 MAX_PAYLOAD = 6 * 1024 * 1024
 SKEW_SECONDS = 300
 INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+FUNCTION_RE = re.compile(r"^/2015-03-31/functions/([^/]+)$")
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. "
@@ -627,11 +628,12 @@ class State(http_service.FaultState):
         self.by_function = {}
         self.by_region = {}
         self.auth_failures = 0
+        self.get_function = 0
 
     def stats(self):
         return http_service.snapshot(self, (
             "invocations", "by_function", "by_region", "by_key", "arrivals", "in_flight", "max_in_flight",
-            "connections", "auth_failures", "errors", "control",
+            "connections", "auth_failures", "errors", "control", "get_function",
         ))
 
 
@@ -668,7 +670,27 @@ class Handler(http_service.FaultHandler):
     def do_GET(self):
         if self.path == "/_stats":
             return self.send(200, self.state.stats())
+        path = self.path.split("?", 1)[0]
+        if FUNCTION_RE.match(path):
+            return self.get_function(path)
         self.error(404, "UnknownOperationException", "Unknown operation")
+
+    def get_function(self, path):
+        """GetFunction: the function's configuration, or 404."""
+        refused = refusal(self, b"", "lambda")
+        if refused:
+            return self.error(refused.status, refused.error_type, refused.message)
+        name_in_url = urllib.parse.unquote(FUNCTION_RE.match(path).group(1))
+        name = self.resolve(name_in_url)
+        with self.state.lock:
+            self.state.get_function += 1
+        if name is None:
+            return self.not_found(name_in_url)
+        arn = "arn:aws:lambda:%s:%s:function:%s" % (self.state.region, self.state.account, name)
+        self.send(200, {
+            "Configuration": {"FunctionName": name, "FunctionArn": arn, "State": "Active"},
+            "Code": {"RepositoryType": "S3"},
+        })
 
     def do_POST(self):
         # Routed as AWS reads the path: dot segments resolved, empty ones

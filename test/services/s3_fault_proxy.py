@@ -94,7 +94,8 @@ received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 "lost": {kind: n} (forwarded, answer replaced),
 "tampered": {"signature": n, "body": n}, "expired": {kind: n},
 "upstream_status": {kind: {status: n}},
-"upstream_errors": n}.  Kinds are S3 operation names (PutObject,
+"upstream_errors": n, "relayed": {kind: body bytes written to the
+client}}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
 AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
 Each fault also prints a line "fault KIND STATUS i/N" on stdout, and each
@@ -289,6 +290,7 @@ class State:
         self.delayed = {}
         self.upstream_status = {}
         self.upstream_errors = 0
+        self.relayed = {}
 
     def receive(self, kind):
         """Count a request; return the fault to inject, or None."""
@@ -358,7 +360,12 @@ class State:
                 "expired": dict(self.expired),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
+                "relayed": dict(self.relayed),
             }
+
+    def relay(self, kind, nbytes):
+        with self.lock:
+            self.relayed[kind] = self.relayed.get(kind, 0) + nbytes
 
 
 class Handler(http_service.Handler):
@@ -493,12 +500,14 @@ class Handler(http_service.Handler):
             return
         if kind != "GetObject" or not self.state.get_kbps:
             self.wfile.write(data)
+            self.state.relay(kind, len(data))
             return
         step = max(1, int(self.state.get_kbps * 1024 / 10))
         try:
             for start in range(0, len(data), step):
                 self.wfile.write(data[start:start + step])
                 self.wfile.flush()
+                self.state.relay(kind, len(data[start:start + step]))
                 time.sleep(0.1)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
