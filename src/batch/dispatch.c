@@ -152,7 +152,7 @@ typedef struct Dispatch
 	List	   *stops;			/* StopExecution requests, fire and forget */
 	MemoryContext stops_cxt;
 
-	bool		target_allowed; /* by batchproc.allowed_http_targets */
+	char	   *target_refused; /* by batchproc.allowed_http_targets: the rows' error */
 	TimestampTz state_checked_at;
 	int			row_log_level;	/* LOG with debug or log_level DEBUG */
 	bool		cancelled;
@@ -501,8 +501,11 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 static void
 check_target_allowed(Dispatch *d)
 {
-	d->target_allowed = d->batch->target.type != BATCHPROC_TARGET_HTTP ||
-		batchproc_http_target_allowed(d->batch->target.address);
+	MemoryContext old = MemoryContextSwitchTo(d->cxt);
+
+	d->target_refused = d->batch->target.type != BATCHPROC_TARGET_HTTP ? NULL :
+		batchproc_http_target_refused(&d->batch->target);
+	MemoryContextSwitchTo(old);
 }
 
 static void
@@ -513,12 +516,9 @@ send_call(Dispatch *d, Slot *s)
 	long		timeout_ms = d->config->timeout_seconds * 1000L;
 
 	/* The allow-list may have shrunk since the batch was submitted. */
-	if (!d->target_allowed)
+	if (d->target_refused)
 	{
-		finish_row(d, s, "FAILED",
-				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
-							d->batch->target.name),
-				   NULL);
+		finish_row(d, s, "FAILED", d->target_refused, NULL);
 		return;
 	}
 
