@@ -501,11 +501,10 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 static void
 check_target_allowed(Dispatch *d)
 {
-	MemoryContext old = MemoryContextSwitchTo(d->cxt);
-
-	d->target_refused = d->batch->target.type != BATCHPROC_TARGET_HTTP ? NULL :
+	char	   *refused = d->batch->target.type != BATCHPROC_TARGET_HTTP ? NULL :
 		batchproc_http_target_refused(&d->batch->target);
-	MemoryContextSwitchTo(old);
+
+	d->target_refused = refused ? MemoryContextStrdup(d->cxt, refused) : NULL;
 }
 
 static void

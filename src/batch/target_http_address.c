@@ -22,8 +22,10 @@
  *   first dispatch, redrive, a worker that restarts), the host is
  *   resolved once, outside any transaction, by getaddrinfo_a: the worker
  *   keeps driving the other batches' transfers while it waits, and gives
- *   up after RESOLVE_TIMEOUT_MS.  Every address it returns is classified;
- *   one refused address refuses the target.
+ *   up after RESOLVE_TIMEOUT_MS.  (glibc resolves on a helper thread that
+ *   blocks every signal, as libcurl's resolver already does in this
+ *   process.)  Every address it returns is classified; one refused
+ *   address refuses the target.
  * - Every call of the run is pinned to those addresses (batchproc_http_pin):
  *   curl takes them as the name's resolution and never resolves it again,
  *   refuses to open a socket to any other address, and uses no proxy.
