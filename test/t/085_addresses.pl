@@ -203,7 +203,9 @@ for my $case (sort keys %refused_at_submit)
 # first time and to 127.0.0.2 ever after (rebind_resolver.c, preloaded): a
 # DNS server that switches the name to an internal address once it has
 # been checked.  On 127.0.0.2, at the target's port, listens another
-# service, which no entry lists.
+# service, which no entry lists; the server's environment names it as its
+# proxy for http (AWS, on 127.0.0.1, goes direct), and a proxy would
+# resolve the name itself.
 my $shim = "$PostgreSQL::Test::Utils::tmp_check/rebind_resolver.so";
 system('cc', '-shared', '-fPIC', '-o', $shim, "$services/rebind_resolver.c", '-ldl') == 0
   or die 'cannot build rebind_resolver.c';
@@ -217,6 +219,8 @@ sql(qq{INSERT INTO batchproc.targets (name, type, url)
 	local $ENV{REBIND_NAME} = 'rebind.test';
 	local $ENV{REBIND_FIRST} = '127.0.0.1';
 	local $ENV{REBIND_LATER} = '127.0.0.2';
+	local $ENV{http_proxy} = "http://127.0.0.2:$target_port";
+	local $ENV{no_proxy} = '127.0.0.1,localhost';
 	$node->restart;
 }
 my $target_calls = invocations($target_port);
@@ -225,6 +229,8 @@ my ($checked, $rechecked) = split /\n/,
   as('mallory', 'BEGIN; ' . join(' ', map { "SELECT batchproc_submit('" . config('rebind') . "');" } 1, 2) . ' COMMIT;');
 is(as('mallory', "SELECT batchproc_wait($checked, '120 s')"), 'succeeded',
 	'a batch to a name that resolved to the listed address when its run started succeeds');
+is(as('mallory', "SELECT coalesce(string_agg(_error_message, '; '), '') FROM batchproc_data.batch_$checked"),
+	'', 'no row has an error');
 is(invocations($target_port) - $target_calls, 2, 'its rows went to the address checked');
 is(invocations($rebound_port, '127.0.0.2'), 0, 'and none to the address the name resolves to since');
 like(slurp_file($node->logfile, $log_offset),
