@@ -504,6 +504,10 @@ check_target_allowed(Dispatch *d)
 	char	   *refused = d->batch->target.type != BATCHPROC_TARGET_HTTP ? NULL :
 		batchproc_http_target_refused(&d->batch->target);
 
+	if (refused && d->target_refused == NULL)
+		ereport(LOG,
+				(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
+						d->batch->id, refused)));
 	d->target_refused = refused ? MemoryContextStrdup(d->cxt, refused) : NULL;
 }
 

@@ -24,6 +24,18 @@ my ($target, $target_port) = start_service('/usr/bin/python3', "$services/http_t
 my ($internal, $internal_port) = start_service('/usr/bin/python3', "$services/http_target.py", '--quiet');
 my $http = HTTP::Tiny->new;
 
+# Call $check every 0.1 s until it is true, for at most 60 s.
+sub poll_until
+{
+	my ($check) = @_;
+	for (1 .. 600)
+	{
+		return 1 if $check->();
+		select(undef, undef, undef, 0.1);
+	}
+	return 0;
+}
+
 sub invocations
 {
 	my ($port, $host) = @_;
@@ -49,10 +61,11 @@ put_object('addresses', 'in.csv', "word\nalpha\nbeta\n");
 
 sub config
 {
-	my ($name) = @_;
+	my ($name, $execution) = @_;
+	my $exec = $execution ? qq(, "execution_config": $execution) : '';
 	return qq({"csv_s3_uri": "s3://addresses/in.csv", "target": {"type": "http", "name": "$name"},
 	  "input_mapping": {"column_mappings": {"word": "word"}},
-	  "output_mapping": {"columns": [{"name": "echoed", "source": "\$.echo.input.word"}]}});
+	  "output_mapping": {"columns": [{"name": "echoed", "source": "\$.echo.input.word"}]}$exec});
 }
 
 sub submit_as
@@ -197,6 +210,29 @@ for my $case (sort keys %refused_at_submit)
 	like($id, qr/^\d+$/, "$case: a spelling of an address in the range is allowed too");
 	sql("SELECT batchproc_cancel($id)");
 }
+
+# A reload that drops the range re-checks the running batch's pinned
+# address, without resolving again: its first row hangs at the internal
+# service until the log shows the worker re-checked, and its second row
+# then fails with the refusal, unsent.
+$http->post("http://127.0.0.1:$internal_port/_control", { content => '{"hang": true}' });
+my $internal_calls = invocations($internal_port);
+my $held = as('mallory', "SELECT batchproc_submit('"
+	  . config('by_name_internal', '{"max_concurrency": 1, "timeout_seconds": 600, "retry_policy": {"max_attempts": 1}}')
+	  . "')");
+like($held, qr/^\d+$/, 'a batch to the target in the listed range is queued');
+ok(poll_until(sub { invocations($internal_port) == $internal_calls + 1 }),
+	'its first row is held at the internal service');
+$log_offset = -s $node->logfile;
+sql(q{ALTER SYSTEM SET batchproc.allowed_http_targets = '*'});
+sql('SELECT pg_reload_conf()');
+ok($node->wait_for_log(qr/batchproc: batch $held sends no more calls: the http target "by_name_internal" may not be called at 127\.0\.0\.1/, $log_offset),
+	'once the range is dropped, the worker stops the running batch, saying why');
+$internal->kill_kill;
+is(as('mallory', "SELECT batchproc_wait($held, '120 s')"), 'failed', 'the batch fails');
+like(as('mallory', "SELECT _error_message FROM batchproc_data.batch_$held WHERE _row_id = 2"),
+	qr/^the http target "by_name_internal" may not be called at 127\.0\.0\.1: Its host "localhost" resolved to 127\.0\.0\.1, a loopback address, which batchproc\.allowed_http_targets does not list\./,
+	'its second row with the refusal, never sent');
 
 # ---------- DNS rebinding ----------
 # In each server process, the name rebind.test resolves to 127.0.0.1 the
