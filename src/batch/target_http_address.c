@@ -29,7 +29,9 @@
  * - Every call of the run is pinned to those addresses (batchproc_http_pin):
  *   curl takes them as the name's resolution and never resolves it again,
  *   refuses to open a socket to any other address, and uses no proxy.
- *   Redirects are not followed (http.c).
+ *   Redirects are not followed (http.c).  Runs to one host and port that
+ *   overlap share the addresses the first of them resolved, each checking
+ *   them again when it starts.
  * - A reload re-checks the pinned addresses against the new list, without
  *   resolving again.
  *
@@ -46,6 +48,7 @@
 
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -665,46 +668,16 @@ refused_address_error(const BatchprocTarget *target, const char *host, const Add
 					class_phrases[address_class(a)]);
 }
 
-/*
- * At the start of a run, outside any transaction: check the target's URL
- * against the list as it stands, resolve its host, check every address,
- * and pin the run's calls to them (target->pin, in the current memory
- * context).  NULL, or the batch's error: nothing was sent.
- */
-char *
-batchproc_http_target_pin(BatchprocTarget *target)
+/* A pin of addrs for host (NULL for an address) and port, in CurrentMemoryContext. */
+static BatchprocHttpPin *
+make_pin(const char *host, int port, List *addrs)
 {
-	List	   *entries = allowed_entries();
-	Url			u;
-	char	   *hint;
-	char	   *refused = batchproc_http_url_refused(target->address, &hint);
-	List	   *addrs;
-	const Address *bad;
-	BatchprocHttpPin *pin;
+	BatchprocHttpPin *pin = palloc0(sizeof(BatchprocHttpPin));
 	StringInfoData described;
 	ListCell   *lc;
 
-	if (refused)
-		return psprintf("the URL of the http target \"%s\" is not allowed: %s",
-						target->name, refused);
-	(void) parse_url(target->address, &u);
-	if (u.literal)
-		addrs = list_make1(memcpy(palloc(sizeof(Address)), &u.addr, sizeof(Address)));
-	else
-	{
-		char	   *why = resolve(u.host, &addrs);
-
-		if (why)
-			return psprintf("could not resolve the host \"%s\" of the http target \"%s\": %s",
-							u.host, target->name, why);
-	}
-	bad = first_refused(entries, addrs, u.port);
-	if (bad)
-		return refused_address_error(target, u.host, bad, u.literal);
-
-	pin = palloc0(sizeof(BatchprocHttpPin));
-	pin->host = u.literal ? NULL : u.host;
-	pin->port = u.port;
+	pin->host = host ? pstrdup(host) : NULL;
+	pin->port = port;
 	pin->naddrs = list_length(addrs);
 	pin->addrs = palloc0(sizeof(struct sockaddr_storage) * pin->naddrs);
 	initStringInfo(&described);
@@ -718,7 +691,7 @@ batchproc_http_target_pin(BatchprocTarget *target)
 			struct sockaddr_in *in = (struct sockaddr_in *) ss;
 
 			in->sin_family = AF_INET;
-			in->sin_port = htons(u.port);
+			in->sin_port = htons(port);
 			memcpy(&in->sin_addr, a->b + 12, 4);
 		}
 		else
@@ -726,14 +699,122 @@ batchproc_http_target_pin(BatchprocTarget *target)
 			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) ss;
 
 			in6->sin6_family = AF_INET6;
-			in6->sin6_port = htons(u.port);
+			in6->sin6_port = htons(port);
 			memcpy(&in6->sin6_addr, a->b, 16);
 		}
+		pin->addresses = lappend(pin->addresses, memcpy(palloc(sizeof(Address)), a, sizeof(Address)));
 		appendStringInfo(&described, "%s%s", described.len ? ", " : "", address_text(a));
 	}
-	pin->addresses = addrs;
 	pin->described = described.data;
-	target->pin = pin;
+	return pin;
+}
+
+/*
+ * The pins of host names, each shared by the runs to its host and port
+ * while any of them runs.  libcurl keeps one resolution per host and port
+ * for all of a worker's transfers (CURLOPT_RESOLVE fills the multi
+ * handle's cache): two runs pinned to different answers for one name
+ * would replace each other's entry, and the socket callback would then
+ * refuse the calls of one of them.  So a run that starts while another to
+ * the same host and port runs takes that run's addresses, checked again,
+ * instead of resolving the name.
+ */
+typedef struct SharedPin
+{
+	BatchprocHttpPin *pin;
+	MemoryContext cxt;			/* holds the pin and this */
+	int			runs;
+} SharedPin;
+
+static List *shared_pins = NIL; /* SharedPin *, the list in TopMemoryContext */
+
+static void
+release_shared_pin(void *arg)
+{
+	SharedPin  *sp = arg;
+
+	if (--sp->runs > 0)
+		return;
+	shared_pins = list_delete_ptr(shared_pins, sp);
+	MemoryContextDelete(sp->cxt);
+}
+
+/* Count the run of CurrentMemoryContext as a user of sp until that context goes. */
+static void
+use_shared_pin(SharedPin *sp)
+{
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+
+	cb->func = release_shared_pin;
+	cb->arg = sp;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	sp->runs++;
+}
+
+/*
+ * At the start of a run, outside any transaction: check the target's URL
+ * against the list as it stands, resolve its host (or take the addresses
+ * of a running batch to the same host and port), check every address, and
+ * pin the run's calls to them: target->pin, for as long as the current
+ * memory context, the run's, lives.  NULL, or the batch's error: nothing
+ * was sent.
+ */
+char *
+batchproc_http_target_pin(BatchprocTarget *target)
+{
+	List	   *entries = allowed_entries();
+	Url			u;
+	char	   *hint;
+	char	   *refused = batchproc_http_url_refused(target->address, &hint);
+	List	   *addrs;
+	const Address *bad;
+	SharedPin  *sp = NULL;
+	ListCell   *lc;
+	char	   *why;
+
+	if (refused)
+		return psprintf("the URL of the http target \"%s\" is not allowed: %s",
+						target->name, refused);
+	(void) parse_url(target->address, &u);
+	if (u.literal)
+	{
+		addrs = list_make1(&u.addr);
+		if ((bad = first_refused(entries, addrs, u.port)) != NULL)
+			return refused_address_error(target, u.host, bad, true);
+		target->pin = make_pin(NULL, u.port, addrs);
+		return NULL;
+	}
+
+	foreach(lc, shared_pins)
+	{
+		SharedPin  *candidate = lfirst(lc);
+
+		if (candidate->pin->port == u.port && pg_strcasecmp(candidate->pin->host, u.host) == 0)
+			sp = candidate;
+	}
+	if (sp)
+		addrs = sp->pin->addresses;
+	else if ((why = resolve(u.host, &addrs)) != NULL)
+		return psprintf("could not resolve the host \"%s\" of the http target \"%s\": %s",
+						u.host, target->name, why);
+	if ((bad = first_refused(entries, addrs, u.port)) != NULL)
+		return refused_address_error(target, u.host, bad, false);
+
+	if (sp == NULL)
+	{
+		MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "batchproc http pin",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		sp = palloc0(sizeof(SharedPin));
+		sp->cxt = cxt;
+		sp->pin = make_pin(u.host, u.port, addrs);
+		MemoryContextSwitchTo(TopMemoryContext);
+		shared_pins = lappend(shared_pins, sp);
+		MemoryContextSwitchTo(old);
+	}
+	use_shared_pin(sp);
+	target->pin = sp->pin;
 	return NULL;
 }
 

@@ -259,19 +259,36 @@ sql(qq{INSERT INTO batchproc.targets (name, type, url)
 	local $ENV{no_proxy} = '127.0.0.1,localhost';
 	$node->restart;
 }
+# The first batch to the name holds its first row at the target; while it
+# runs, a second batch to the name starts: runs to one host and port that
+# overlap share the addresses the first of them resolved (curl keeps one
+# resolution per host and port for all of the worker's transfers).
+put_object('addresses', 'hold.csv', "word,hang\nalpha,true\nbeta,false\n");
 my $target_calls = invocations($target_port);
 $log_offset = -s $node->logfile;
-my ($checked, $rechecked) = split /\n/,
-  as('mallory', 'BEGIN; ' . join(' ', map { "SELECT batchproc_submit('" . config('rebind') . "');" } 1, 2) . ' COMMIT;');
+my $hold = as('mallory', "SELECT batchproc_submit('"
+	  . config('rebind', '{"max_concurrency": 1}')
+	  =~ s{s3://addresses/in\.csv}{s3://addresses/hold.csv}r
+	  =~ s{"column_mappings": \{"word": "word"\}}{"column_mappings": {"word": "word"}, "transformations": {"hang": {"type": "jsonpath", "config": {"column": "hang", "path": "\$"}}}}r
+	  . "')");
+ok(poll_until(sub { invocations($target_port) == $target_calls + 1 }),
+	'a batch to a name that resolved to the listed address when its run started holds a row at it');
+my $checked = submit_as('mallory', 'rebind');
 is(as('mallory', "SELECT batchproc_wait($checked, '120 s')"), 'succeeded',
-	'a batch to a name that resolved to the listed address when its run started succeeds');
+	'meanwhile another batch to the name succeeds');
 is(as('mallory', "SELECT coalesce(string_agg(_error_message, '; '), '') FROM batchproc_data.batch_$checked"),
 	'', 'no row has an error');
-is(invocations($target_port) - $target_calls, 2, 'its rows went to the address checked');
-is(invocations($rebound_port, '127.0.0.2'), 0, 'and none to the address the name resolves to since');
-like(slurp_file($node->logfile, $log_offset),
-	qr/batchproc: batch $checked calls the http target "rebind" at 127\.0\.0\.1 only/,
-	'the log says where the run was pinned');
+is(invocations($target_port) - $target_calls, 3, 'every row went to the address checked');
+is(invocations($rebound_port, '127.0.0.2'), 0, 'none to the address the name resolves to since');
+my $log = slurp_file($node->logfile, $log_offset);
+like($log, qr/batchproc: batch $hold calls the http target "rebind" at 127\.0\.0\.1 only/,
+	'the log says where the first run was pinned');
+like($log, qr/batchproc: batch $checked calls the http target "rebind" at 127\.0\.0\.1 only/,
+	'and that the second shares it');
+as('mallory', "SELECT batchproc_cancel($hold)");
+is(as('mallory', "SELECT batchproc_wait($hold, '120 s')"), 'cancelled', 'the holding batch is cancelled');
+
+my $rechecked = submit_as('mallory', 'rebind');
 is(as('mallory', "SELECT batchproc_wait($rechecked, '120 s')"), 'failed',
 	'the next batch, whose run resolves the name again, fails');
 like(as('mallory', "SELECT error FROM batchproc.batches WHERE id = $rechecked"),
