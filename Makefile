@@ -40,6 +40,7 @@ OBJS = \
 	src/batch/runner.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \
+	src/batch/target_http_address.o \
 	src/batch/target_tool.o \
 	src/batch/targets.o \
 	src/batch/txn.o

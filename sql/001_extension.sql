@@ -81,6 +81,18 @@ SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv",
 ROLLBACK;
 SELECT batchproc_submit('{"csv_s3_uri": "s3://bucket/key.csv",
                           "target": {"type": "http", "name": "sneaky"}}');
+-- Entries are checked when set: names, addresses and ranges, with a port
+-- or not.
+SET batchproc.allowed_http_targets = '*, 10.0.0.0/8, fd00::/8, [fd00::1]:8443, ::1, 127.0.0.1:8080, Tool.VPC-1.internal:443';
+SET batchproc.allowed_http_targets = '10.1.0.0/8';
+SET batchproc.allowed_http_targets = 'fd00::/129';
+SET batchproc.allowed_http_targets = '10.0.0.0/x';
+SET batchproc.allowed_http_targets = 'tool.example:0';
+SET batchproc.allowed_http_targets = 'tool.example:http';
+SET batchproc.allowed_http_targets = 'two words';
+SET batchproc.allowed_http_targets = 'tool!.example';
+SET batchproc.allowed_http_targets = '[::1';
+SHOW batchproc.allowed_http_targets;
 RESET batchproc.allowed_http_targets;
 
 -- DROP EXTENSION removes everything it created.

@@ -279,12 +279,18 @@ resolve_target(const BatchprocConfig *config)
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("target.name: no http target named \"%s\" is registered", name),
 						 errhint("Register it with INSERT INTO batchproc.targets (name, type, url) VALUES (..., 'http', 'https://...').")));
-			if (!batchproc_http_target_allowed(address))
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("target.name: the URL of \"%s\" is not allowed", name),
-						 errdetail("Its host is not listed in batchproc.allowed_http_targets."),
-						 errhint("An administrator can add the host to batchproc.allowed_http_targets.")));
+			{
+				char	   *hint;
+				char	   *refused = batchproc_http_url_refused(address, &hint);
+
+				/* A host that is a name is resolved and checked by the worker. */
+				if (refused)
+					ereport(ERROR,
+							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+							 errmsg("target.name: the URL of \"%s\" is not allowed", name),
+							 errdetail("%s", refused),
+							 errhint("%s", hint)));
+			}
 			break;
 	}
 

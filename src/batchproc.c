@@ -74,11 +74,13 @@ _PG_init(void)
 	batchproc_define_aws_settings();
 
 	DefineCustomStringVariable("batchproc.allowed_http_targets",
-							   "Hosts that http targets may call.",
-							   "A comma-separated list of host or host:port entries; * allows any host.",
+							   "Hosts and addresses that http targets may call.",
+							   "A comma-separated list of host, host:port, address, address:port "
+							   "and CIDR range entries; * allows any host.  Loopback, link-local, "
+							   "private and other non-public addresses need an address or range entry.",
 							   &batchproc_allowed_http_targets, "",
 							   PGC_SUSET, GUC_LIST_INPUT,
-							   NULL, NULL, NULL);
+							   batchproc_check_allowed_http_targets, NULL, NULL);
 
 	/*
 	 * Both rules bind users, so a user must not be able to SET them: only

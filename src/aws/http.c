@@ -33,6 +33,8 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -70,6 +72,12 @@ struct BatchprocHttpRequest
 	const char *upload;
 	size_t		upload_len;
 	size_t		upload_pos;
+
+	/* batchproc_http_pin: the only addresses the request may connect to */
+	struct curl_slist *resolve_list;
+	const struct sockaddr_storage *pinned;
+	int			npinned;
+	char		refused_address[INET6_ADDRSTRLEN];	/* set when one was refused */
 
 	/* streaming: a bounded buffer the write callback fills and pauses on */
 	bool		streaming;
@@ -354,15 +362,59 @@ read_cb(char *buffer, size_t size, size_t nitems, void *userp)
 	return n;
 }
 
+/* Is the address one the request was pinned to, port included? */
+static bool
+address_pinned(const BatchprocHttpRequest *req, const struct sockaddr *sa)
+{
+	for (int i = 0; i < req->npinned; i++)
+	{
+		const struct sockaddr *p = (const struct sockaddr *) &req->pinned[i];
+
+		if (p->sa_family != sa->sa_family)
+			continue;
+		if (sa->sa_family == AF_INET)
+		{
+			const struct sockaddr_in *a = (const struct sockaddr_in *) sa;
+			const struct sockaddr_in *b = (const struct sockaddr_in *) p;
+
+			if (a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr)
+				return true;
+		}
+		else if (sa->sa_family == AF_INET6)
+		{
+			const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) sa;
+			const struct sockaddr_in6 *b = (const struct sockaddr_in6 *) p;
+
+			if (a->sin6_port == b->sin6_port &&
+				memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
 /*
  * Curl's sockets count against the backend's descriptor budget, as libpq
- * connections made from a backend do; neither callback can throw.
+ * connections made from a backend do; neither callback can throw.  A
+ * pinned request's socket opens only towards an address it was pinned to.
  */
 static curl_socket_t
 open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
+	BatchprocHttpRequest *req = clientp;
 	curl_socket_t fd;
 
+	if (req->npinned > 0 && !address_pinned(req, &address->addr))
+	{
+		const void *bytes = (address->family == AF_INET6) ?
+			(const void *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr :
+			(const void *) &((struct sockaddr_in *) &address->addr)->sin_addr;
+
+		if (inet_ntop(address->family, bytes, req->refused_address,
+					  sizeof(req->refused_address)) == NULL)
+			strlcpy(req->refused_address, "an address", sizeof(req->refused_address));
+		return CURL_SOCKET_BAD;
+	}
 	if (!AcquireExternalFD())
 		return CURL_SOCKET_BAD;
 	fd = socket(address->family, address->socktype, address->protocol);
@@ -395,6 +447,11 @@ release_request(BatchprocHttpRequest *req)
 	{
 		curl_slist_free_all(req->header_list);
 		req->header_list = NULL;
+	}
+	if (req->resolve_list)
+	{
+		curl_slist_free_all(req->resolve_list);
+		req->resolve_list = NULL;
 	}
 	free(req->response.body);
 	req->response.body = NULL;
@@ -467,6 +524,7 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	/* Bigger buffers than libcurl's 16 kB mean fewer callbacks per MB. */
 	curl_easy_setopt(req->easy, CURLOPT_BUFFERSIZE, 512 * 1024L);
@@ -499,6 +557,45 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	return req;
 }
 
+void
+batchproc_http_pin(BatchprocHttpRequest *req, const char *host, int port,
+				   const struct sockaddr_storage *addrs, int naddrs)
+{
+	StringInfoData entry;
+
+	Assert(naddrs > 0);
+	req->pinned = addrs;
+	req->npinned = naddrs;
+	/* A proxy would resolve the host itself, wherever it pleased. */
+	curl_easy_setopt(req->easy, CURLOPT_PROXY, "");
+	if (host == NULL)
+		return;
+
+	initStringInfo(&entry);
+	appendStringInfo(&entry, "%s:%d:", host, port);
+	for (int i = 0; i < naddrs; i++)
+	{
+		const struct sockaddr *sa = (const struct sockaddr *) &addrs[i];
+		char		text[INET6_ADDRSTRLEN];
+
+		if (sa->sa_family == AF_INET6)
+			appendStringInfo(&entry, "%s[%s]", i > 0 ? "," : "",
+							 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr,
+									   text, sizeof(text)));
+		else
+			appendStringInfo(&entry, "%s%s", i > 0 ? "," : "",
+							 inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr,
+									   text, sizeof(text)));
+	}
+	req->resolve_list = curl_slist_append(NULL, entry.data);
+	pfree(entry.data);
+	if (req->resolve_list == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while building an HTTP request")));
+	curl_easy_setopt(req->easy, CURLOPT_RESOLVE, req->resolve_list);
+}
+
 /* Collect finished transfers from libcurl. */
 static void
 reap_finished(void)
@@ -526,6 +623,13 @@ reap_finished(void)
 			else if (resp->body_truncated)
 				snprintf(resp->error, sizeof(resp->error),
 						 "response body larger than %zu bytes", req->body_limit);
+			else if (req->refused_address[0] != '\0')
+			{
+				resp->transport_error = true;
+				snprintf(resp->error, sizeof(resp->error),
+						 "refused to connect to %s, which is not an address checked for this call",
+						 req->refused_address);
+			}
 			else
 			{
 				resp->transport_error = true;

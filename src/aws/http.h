@@ -25,6 +25,8 @@
 #ifndef BATCHPROC_HTTP_H
 #define BATCHPROC_HTTP_H
 
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
 
 /* Response headers worth keeping, each truncated to this many bytes. */
@@ -74,6 +76,17 @@ extern BatchprocHttpRequest *batchproc_http_request(const char *method,
 													size_t body_len,
 													size_t body_limit,
 													long timeout_ms);
+
+/*
+ * Connect only to addrs (naddrs of them, with their ports set) for the
+ * request, never through a proxy.  host is the URL's host when it is a
+ * name: curl takes addrs as the name's resolution (CURLOPT_RESOLVE) and
+ * never asks a resolver; NULL for an address in the URL.  Whatever curl
+ * would connect to besides (a resolution that did not match, a redirect)
+ * is refused when its socket is opened, and the response says so.
+ */
+extern void batchproc_http_pin(BatchprocHttpRequest *req, const char *host, int port,
+							   const struct sockaddr_storage *addrs, int naddrs);
 
 /* Run a request to completion, waiting interruptibly. */
 extern BatchprocHttpResponse *batchproc_http_perform(BatchprocHttpRequest *req);

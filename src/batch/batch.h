@@ -87,6 +87,7 @@ typedef struct BatchprocTarget
 								 * machine ARN; http: URL */
 	bool		express;		/* agent: an express workflow */
 	Jsonb	   *headers;		/* http: extra headers, or NULL */
+	struct BatchprocHttpPin *pin;	/* http: where the run calls it (targets.h) */
 } BatchprocTarget;
 
 /* What the worker knows of the batch it runs. */

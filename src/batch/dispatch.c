@@ -347,8 +347,14 @@ batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r)
 static void
 check_target_allowed(Dispatch *d)
 {
-	d->target_allowed = d->batch->target.type != BATCHPROC_TARGET_HTTP ||
-		batchproc_http_target_allowed(d->batch->target.address);
+	char	   *refused = d->batch->target.type != BATCHPROC_TARGET_HTTP ? NULL :
+		batchproc_http_target_refused(&d->batch->target);
+
+	if (refused && d->target_refused == NULL)
+		ereport(LOG,
+				(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
+						d->batch->id, refused)));
+	d->target_refused = refused ? MemoryContextStrdup(d->cxt, refused) : NULL;
 }
 
 static long

@@ -91,12 +91,9 @@ send_call(Dispatch *d, Slot *s)
 	long		timeout_ms = d->config->timeout_seconds * 1000L;
 
 	/* The allow-list may have shrunk since the batch was submitted. */
-	if (!d->target_allowed)
+	if (d->target_refused)
 	{
-		finish_row(d, s, "FAILED",
-				   psprintf("the URL of \"%s\" is not allowed: its host is not listed in batchproc.allowed_http_targets",
-							d->batch->target.name),
-				   NULL);
+		finish_row(d, s, "FAILED", d->target_refused, NULL);
 		return;
 	}
 

@@ -87,7 +87,7 @@ typedef struct Dispatch
 	List	   *stops;			/* StopExecution requests, fire and forget */
 	MemoryContext stops_cxt;
 
-	bool		target_allowed; /* by batchproc.allowed_http_targets */
+	char	   *target_refused; /* by batchproc.allowed_http_targets: the rows' error */
 	TimestampTz state_checked_at;
 	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		cancelled;

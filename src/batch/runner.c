@@ -384,6 +384,29 @@ step_context(void *arg)
 }
 
 /*
+ * Resolve an http target's host for the run about to start, outside any
+ * transaction, and pin its calls to the addresses checked; a refusal fails
+ * the batch, and the runs of other batches go on undisturbed.
+ */
+static bool
+pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(run_cxt);
+	char	   *refused = batchproc_http_target_pin(&batch->target);
+
+	MemoryContextSwitchTo(old);
+	if (refused)
+	{
+		finish(batch->id, BATCHPROC_BATCH_FAILED, refused, cxt);
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("batchproc: batch " INT64_FORMAT " calls the http target \"%s\" at %s only",
+					batch->id, batch->target.name, batch->target.pin->described)));
+	return true;
+}
+
+/*
  * The work a batch needs next, other than its calls: its import, the start
  * of its dispatch (the dispatcher runs its calls from then on, with every
  * other batch's), or its export.
@@ -417,6 +440,11 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_begin_tx("batchproc: loading a batch");
 			batch = load_batch(step->id, run_cxt);
 			batchproc_end_tx(cxt);
+			if (batch->target.type == BATCHPROC_TARGET_HTTP && !pin_http_target(batch, run_cxt, cxt))
+			{
+				MemoryContextDelete(run_cxt);
+				break;
+			}
 			batchproc_dispatcher_add(disp, batch, run_cxt);
 			break;
 

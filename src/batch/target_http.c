@@ -4,9 +4,8 @@
  *	  HTTP targets: a JSON POST to a URL from the registry.
  *
  * The body is the agent envelope {"batchContext", "input"}; the answer,
- * any JSON, is the result.  Only hosts listed in
- * batchproc.allowed_http_targets may be called, so that a registry entry
- * cannot turn the server into a client of arbitrary addresses.
+ * any JSON, is the result.  Where a target may be called, and the
+ * addresses its calls are pinned to, is target_http_address.c's.
  *
  * IDENTIFICATION
  *	  src/batch/target_http.c
@@ -16,68 +15,9 @@
 #include "postgres.h"
 
 #include "utils/jsonb.h"
-#include "utils/varlena.h"
 
 #include "batch/targets.h"
 #include "soft.h"
-
-char	   *batchproc_allowed_http_targets = NULL;
-
-/* The host (and port, if given) of an http(s) URL. */
-static char *
-url_authority(const char *url)
-{
-	const char *p = strstr(url, "://");
-	size_t		len;
-
-	if (p == NULL)
-		return NULL;
-	p += 3;
-	len = strcspn(p, "/?#");
-	return pnstrdup(p, len);
-}
-
-/*
- * Is the URL's host on the list?  Entries are "host" (any port) or
- * "host:port"; "*" allows every host.
- */
-bool
-batchproc_http_target_allowed(const char *url)
-{
-	char	   *authority;
-	char	   *host;
-	char	   *colon;
-	char	   *list;
-	List	   *entries;
-	ListCell   *lc;
-
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-		return false;
-	if (batchproc_allowed_http_targets == NULL || batchproc_allowed_http_targets[0] == '\0')
-		return false;
-	authority = url_authority(url);
-	/* user:password@host would let "allowed:1@elsewhere" pass for allowed. */
-	if (strchr(authority, '@') != NULL)
-		return false;
-	host = pstrdup(authority);
-	colon = strrchr(host, ':');
-	if (colon && strchr(host, ']') < colon)
-		*colon = '\0';
-
-	list = pstrdup(batchproc_allowed_http_targets);
-	if (!SplitGUCList(list, ',', &entries))
-		return false;
-	foreach(lc, entries)
-	{
-		const char *entry = lfirst(lc);
-
-		if (strcmp(entry, "*") == 0 ||
-			pg_strcasecmp(entry, authority) == 0 ||
-			pg_strcasecmp(entry, host) == 0)
-			return true;
-	}
-	return false;
-}
 
 /*
  * Headers a registry entry may send: a name of HTTP token characters, and
@@ -137,6 +77,7 @@ batchproc_http_target_request(const BatchprocTarget *target, const char *payload
 							  long timeout_ms)
 {
 	List	   *headers = list_make1(pstrdup("Content-Type: application/json"));
+	BatchprocHttpRequest *req;
 
 	if (target->headers && JB_ROOT_IS_OBJECT(target->headers))
 	{
@@ -156,8 +97,14 @@ batchproc_http_target_request(const BatchprocTarget *target, const char *payload
 													v.val.string.len, v.val.string.val));
 		}
 	}
-	return batchproc_http_request("POST", target->address, headers, payload, strlen(payload),
-								  BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
+	/* Unpinned, the call could go wherever the host resolves to now. */
+	if (target->pin == NULL)
+		elog(ERROR, "the http target \"%s\" has no checked addresses", target->name);
+	req = batchproc_http_request("POST", target->address, headers, payload, strlen(payload),
+								 BATCHPROC_TARGET_BODY_LIMIT, timeout_ms);
+	batchproc_http_pin(req, target->pin->host, target->pin->port, target->pin->addrs,
+					   target->pin->naddrs);
+	return req;
 }
 
 void

@@ -11,6 +11,10 @@
 #ifndef BATCHPROC_TARGETS_H
 #define BATCHPROC_TARGETS_H
 
+#include <sys/socket.h>
+
+#include "utils/guc.h"
+
 #include "batch/batch.h"
 
 /* Responses from targets are capped: Lambda's own limit is 6 MB. */
@@ -51,9 +55,28 @@ extern void batchproc_agent_start_outcome(const BatchprocTarget *target,
 										  BatchprocHttpResponse *resp,
 										  BatchprocCallOutcome *out);
 
-/* target_http.c */
+/*
+ * The addresses a run's calls to an http target go to, checked when the
+ * run started (target_http_address.c).
+ */
+typedef struct BatchprocHttpPin
+{
+	char	   *host;			/* the URL's host if a name, else NULL */
+	int			port;
+	int			naddrs;
+	struct sockaddr_storage *addrs; /* with the port */
+	List	   *addresses;		/* the same, for target_http_address.c */
+	char	   *described;		/* "a, b", for the log */
+} BatchprocHttpPin;
+
+/* target_http_address.c */
 extern char *batchproc_allowed_http_targets;
-extern bool batchproc_http_target_allowed(const char *url);
+extern bool batchproc_check_allowed_http_targets(char **newval, void **extra, GucSource source);
+extern char *batchproc_http_url_refused(const char *url, char **hint);
+extern char *batchproc_http_target_pin(BatchprocTarget *target);
+extern char *batchproc_http_target_refused(const BatchprocTarget *target);
+
+/* target_http.c */
 extern void batchproc_http_target_check_headers(const char *target_name, Jsonb *headers);
 extern BatchprocHttpRequest *batchproc_http_target_request(const BatchprocTarget *target,
 														   const char *payload,

@@ -1,6 +1,7 @@
 """The HTTP side that our test services share.
 
-Server binds 127.0.0.1 and holds the service's state.  Handler speaks
+Server binds 127.0.0.1 (or another loopback address) and holds the
+service's state.  Handler speaks
 HTTP/1.1 with keep-alive and a Content-Length on every answer, logs each
 request on stderr (unless --quiet), reads request bodies whole (chunked or
 by Content-Length) and answers JSON.  FaultHandler, with FaultState, adds
@@ -53,19 +54,21 @@ MANY_CLIENTS = 1024
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port, handler, state, quiet=False, backlog=None):
+    def __init__(self, port, handler, state, quiet=False, backlog=None, host="127.0.0.1"):
         if backlog is not None:
             # The base class listens as it is built, with this backlog.
             self.request_queue_size = backlog
         self.state = state
         self.quiet = quiet
-        super().__init__(("127.0.0.1", port), handler)
+        super().__init__((host, port), handler)
 
 
 def serve(args, handler, state, backlog=None, stop=None):
-    """Serve on 127.0.0.1 as service_runner.arguments() asked, until
-    service_runner.run() stops (and sets stop)."""
-    server = Server(args.port, handler, state, args.quiet, backlog)
+    """Serve on 127.0.0.1 (or args.host, when the service takes --host) as
+    service_runner.arguments() asked, until service_runner.run() stops
+    (and sets stop)."""
+    server = Server(args.port, handler, state, args.quiet, backlog,
+                    getattr(args, "host", "127.0.0.1"))
     service_runner.run(server, args.port_file, args.ignore_stdin, stop)
 
 

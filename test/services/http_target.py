@@ -28,12 +28,13 @@ target paths), "by_path": {path: count}, "by_key": {input.key: count},
 accepted), "errors": {status: count}, "last_request": {"method", "path",
 "headers"}, "control": {...}}; POST /_reset zeroes it all.
 
-It binds 127.0.0.1 only, prints its port on the first line of stdout (use
+It binds 127.0.0.1 only (--host 127.0.0.2 plays another host on the
+loopback), prints its port on the first line of stdout (use
 --port 0, the default, for a free one; --port-file too), and exits when its
 stdin closes or on SIGTERM.  Python 3 standard library only: it runs under
 /usr/bin/python3.
 
-Usage: python3 http_target.py [--port N] [--port-file PATH] [--ignore-stdin] [--quiet]
+Usage: python3 http_target.py [--host ADDRESS] [--port N] [--port-file PATH] [--ignore-stdin] [--quiet]
 """
 import json
 import os
@@ -124,7 +125,9 @@ class Handler(http_service.FaultHandler):
 
 
 def main():
-    args = service_runner.arguments(__doc__).parse_args()
+    parser = service_runner.arguments(__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="the loopback address to bind")
+    args = parser.parse_args()
     state = State()
     http_service.serve(args, Handler, state, http_service.MANY_CLIENTS, state.stop)
 
