@@ -48,6 +48,8 @@ typedef struct BatchprocTarget
 								 * machine ARN; http: URL */
 	bool		express;		/* agent: an express workflow */
 	Jsonb	   *headers;		/* http: extra headers, or NULL */
+	double		rate_limit_per_second;	/* the registry's, read by the
+										 * worker; 0: none */
 } BatchprocTarget;
 
 /* What the worker knows of the batch it runs. */
@@ -105,6 +107,7 @@ typedef struct BatchprocCallOutcome
 
 extern Jsonb *batchproc_target_to_jsonb(const BatchprocTarget *target);
 extern void batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target);
+extern void batchproc_target_read_rate_limit(BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,

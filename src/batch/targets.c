@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -19,6 +21,7 @@
 #include "batch/batch.h"
 #include "batch/targets.h"
 #include "soft.h"
+#include "sql.h"
 
 /*
  * batches.target, the target as batchproc_submit resolved it: {"type",
@@ -55,6 +58,35 @@ batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target)
 	target->name = batchproc_jsonb_string(jb, "name");
 	target->address = batchproc_jsonb_string(jb, "address");
 	target->express = express && express->type == jbvBool && express->val.boolean;
+}
+
+/*
+ * The rate limit an administrator gave the target in batchproc.targets,
+ * if it is the registered one: same name, kind and address, so that an
+ * unregistered ARN whose last part happens to be a registered name does
+ * not take that target's limit.  Read when the worker loads the batch.
+ */
+void
+batchproc_target_read_rate_limit(BatchprocTarget *target)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[3] = {CStringGetTextDatum(target->name),
+		CStringGetTextDatum(batchproc_target_type_name(target->type)),
+	CStringGetTextDatum(target->address)};
+	bool		isnull;
+	Datum		d;
+
+	target->rate_limit_per_second = 0;
+	batchproc_spi_execute_with_args("SELECT rate_limit_per_second FROM batchproc.targets"
+									" WHERE name OPERATOR(pg_catalog.=) $1"
+									" AND type OPERATOR(pg_catalog.=) $2"
+									" AND coalesce(arn, url, name) OPERATOR(pg_catalog.=) $3",
+									3, types, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		target->rate_limit_per_second = DatumGetFloat8(d);
 }
 
 /*
