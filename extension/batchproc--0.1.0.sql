@@ -55,6 +55,10 @@ CREATE TABLE batchproc.targets (
     output_schema jsonb,
     description   text,
     allowed_roles regrole[],
+    rate_limit_per_second double precision
+                  CONSTRAINT targets_rate_limit_check
+                  CHECK (rate_limit_per_second OPERATOR(pg_catalog.>=) 0.01
+                         AND rate_limit_per_second OPERATOR(pg_catalog.<=) 100000),
     CONSTRAINT targets_address_check CHECK (
         CASE type
             WHEN 'http' THEN url IS NOT NULL AND arn IS NULL
@@ -64,6 +68,7 @@ CREATE TABLE batchproc.targets (
 );
 COMMENT ON TABLE batchproc.targets IS 'Registry of agents, tools and HTTP endpoints that batches may call';
 COMMENT ON COLUMN batchproc.targets.allowed_roles IS 'Roles whose members may use the target (NULL: every batchproc_user member); admins may use every target';
+COMMENT ON COLUMN batchproc.targets.rate_limit_per_second IS 'Calls a second to the target over all the batches of a worker, agents'' DescribeExecution polls included (NULL: no limit)';
 
 CREATE TABLE batchproc.dead_letters (
     batch_id  bigint NOT NULL REFERENCES batchproc.batches (id) ON DELETE CASCADE,
@@ -209,7 +214,8 @@ GRANT USAGE ON SCHEMA batchproc_data TO batchproc_user, batchproc_admin;
 GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress
     TO batchproc_user, batchproc_admin;
 -- A target's headers may carry credentials: only admins see them.
-GRANT SELECT (name, type, arn, url, express, output_schema, description, allowed_roles)
+GRANT SELECT (name, type, arn, url, express, output_schema, description, allowed_roles,
+              rate_limit_per_second)
     ON batchproc.targets TO batchproc_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON batchproc.targets TO batchproc_admin;
 

@@ -88,6 +88,8 @@ typedef struct BatchprocTarget
 	bool		express;		/* agent: an express workflow */
 	Jsonb	   *headers;		/* http: extra headers, or NULL */
 	struct BatchprocHttpPin *pin;	/* http: where the run calls it (targets.h) */
+	double		rate_limit_per_second;	/* the registry's, read by the
+										 * worker; 0: none */
 } BatchprocTarget;
 
 /* What the worker knows of the batch it runs. */
@@ -176,6 +178,7 @@ extern void batchproc_target_from_jsonb(Jsonb *jb, BatchprocTarget *target);
 extern void batchproc_target_check_exists(const BatchprocTarget *target);
 extern void batchproc_target_read_headers(BatchprocTarget *target, int64 batch_id,
 										  MemoryContext cxt);
+extern void batchproc_target_read_rate_limit(BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
@@ -254,7 +257,7 @@ extern List *batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 extern long batchproc_retry_delay_ms(const BatchprocConfig *config, int attempt,
 									 const char *retry_after);
 #define BATCHPROC_POLL_FIRST_MS		200
-#define BATCHPROC_POLL_MAX_MS		5000
+#define BATCHPROC_POLL_MAX_MS		20000
 
 /* preview.c: a dry run of a few rows in the calling backend */
 typedef struct BatchprocPreviewRow

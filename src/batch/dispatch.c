@@ -28,7 +28,11 @@
  * not throttled adds 1/concurrency, so it grows back by one per round of
  * calls.  execution_config.rate_limit_per_second is a token bucket per
  * run that every call takes from, retries included, holding at most one
- * second's worth.
+ * second's worth.  A target's rate_limit_per_second in batchproc.targets is
+ * a bucket of the same kind that every run of the worker calling that
+ * target shares: their calls take from both, and the DescribeExecution
+ * polls of their agents' executions from the target's alone (they spend
+ * the target's API quota, not the batch's pace).
  *
  * A run stops sending, and its batch fails, at its first failed row with
  * continue_on_error false, or once more rows failed than its
@@ -87,6 +91,7 @@ struct BatchprocDispatcher
 	int			slotno;			/* the worker's slot in shared memory */
 	int64		current;		/* the batch being worked on, for errors */
 	bool		woken;			/* the latch was set: read every run's state */
+	List	   *budgets;		/* TargetBudget *, of the runs' targets */
 };
 
 int			batchproc_max_inflight = 1000;
@@ -199,34 +204,70 @@ flush_results(Dispatch *d)
 	MemoryContextReset(d->results_cxt);
 }
 
-/* Refill the run's token bucket; true if a call may go now. */
+/* Refill the bucket; true if it has a token for a call now. */
+static bool
+bucket_ready(TokenBucket *b, TimestampTz now)
+{
+	if (b->rate <= 0)
+		return true;
+	b->tokens = Min(Max(b->rate, 1.0),
+					b->tokens + b->rate * (now - b->at) / (double) USECS_PER_SEC);
+	b->at = now;
+	return b->tokens >= 1.0;
+}
+
+static void
+bucket_take(TokenBucket *b)
+{
+	if (b->rate > 0)
+		b->tokens -= 1.0;
+}
+
+/* When the next token comes, for a bucket that has none. */
+static TimestampTz
+bucket_next(const TokenBucket *b)
+{
+	return b->at + (TimestampTz) ((1.0 - b->tokens) / b->rate * USECS_PER_SEC) + 1;
+}
+
+static void
+bucket_init(TokenBucket *b, double rate, TimestampTz now)
+{
+	b->rate = rate;
+	b->tokens = Max(rate, 1.0);
+	b->at = now;
+}
+
+/*
+ * May the run send a call now?  A call takes from the run's bucket and its
+ * target's; a poll (DescribeExecution) from its target's only, as it is the
+ * target's API quota that polls spend, not the batch's pace.
+ */
 bool
 batchproc_dispatch_have_token(Dispatch *d, TimestampTz now)
 {
-	double		rate = d->config->rate_limit_per_second;
+	bool		run_ready = bucket_ready(&d->bucket, now);
 
-	if (rate <= 0)
-		return true;
-	d->tokens = Min(Max(rate, 1.0),
-					d->tokens + rate * (now - d->tokens_at) / (double) USECS_PER_SEC);
-	d->tokens_at = now;
-	return d->tokens >= 1.0;
+	return bucket_ready(&d->budget->bucket, now) && run_ready;
 }
 
 void
 batchproc_dispatch_take_token(Dispatch *d)
 {
-	if (d->config->rate_limit_per_second > 0)
-		d->tokens -= 1.0;
+	bucket_take(&d->bucket);
+	bucket_take(&d->budget->bucket);
 }
 
-/* When the next token comes, for a run that waits for one. */
-static TimestampTz
-next_token_at(Dispatch *d)
+bool
+batchproc_dispatch_have_poll_token(Dispatch *d, TimestampTz now)
 {
-	double		rate = d->config->rate_limit_per_second;
+	return bucket_ready(&d->budget->bucket, now);
+}
 
-	return d->tokens_at + (TimestampTz) ((1.0 - d->tokens) / rate * USECS_PER_SEC) + 1;
+void
+batchproc_dispatch_take_poll_token(Dispatch *d)
+{
+	bucket_take(&d->budget->bucket);
 }
 
 /* An answer came: grow the run's concurrency back, or halve it. */
@@ -375,8 +416,10 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 	}
 	if (d->nresults > 0)
 		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
-	if (d->config->rate_limit_per_second > 0 && !batchproc_dispatch_have_token(d, now))
-		next = Min(next, next_token_at(d));
+	if (!bucket_ready(&d->bucket, now))
+		next = Min(next, bucket_next(&d->bucket));
+	if (!bucket_ready(&d->budget->bucket, now))
+		next = Min(next, bucket_next(&d->budget->bucket));
 	return Max(TimestampDifferenceMilliseconds(now, next), 0);
 }
 
@@ -410,8 +453,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->concurrency = d->nslots;
 	d->nsucceeded = batch->succeeded_rows;
 	d->nfailed = batch->failed_rows;
-	d->tokens = Max(d->config->rate_limit_per_second, 1.0);
-	d->tokens_at = GetCurrentTimestamp();
+	bucket_init(&d->bucket, d->config->rate_limit_per_second, GetCurrentTimestamp());
 	prepare_statements(d);
 	check_target_allowed(d);
 	return d;
@@ -556,13 +598,64 @@ batchproc_dispatcher_run_context(BatchprocDispatcher *disp)
 	return AllocSetContextCreate(disp->cxt, "batchproc dispatch run", ALLOCSET_DEFAULT_SIZES);
 }
 
+/*
+ * The budget of the run's target, shared by every run of the worker that
+ * calls it.  The rate is the registry's as the newest run read it, so that
+ * a limit an administrator changed holds from the next batch loaded on.
+ */
+static void
+join_budget(BatchprocDispatcher *disp, Dispatch *d)
+{
+	const BatchprocTarget *target = &d->batch->target;
+	char	   *key = psprintf("%s %s %s", batchproc_target_type_name(target->type),
+							   target->name, target->address);
+	ListCell   *lc;
+	TargetBudget *b = NULL;
+
+	foreach(lc, disp->budgets)
+	{
+		if (strcmp(((TargetBudget *) lfirst(lc))->key, key) == 0)
+			b = lfirst(lc);
+	}
+	if (b == NULL)
+	{
+		b = palloc0(sizeof(TargetBudget));
+		b->key = key;
+		bucket_init(&b->bucket, target->rate_limit_per_second, GetCurrentTimestamp());
+		disp->budgets = lappend(disp->budgets, b);
+	}
+	else
+	{
+		pfree(key);
+		b->bucket.rate = target->rate_limit_per_second;
+		b->bucket.tokens = Min(b->bucket.tokens, Max(b->bucket.rate, 1.0));
+	}
+	b->nruns++;
+	d->budget = b;
+}
+
+/* The run is over: its target's budget goes with the last run using it. */
+static void
+leave_budget(BatchprocDispatcher *disp, Dispatch *d)
+{
+	TargetBudget *b = d->budget;
+
+	if (--b->nruns > 0)
+		return;
+	disp->budgets = list_delete_ptr(disp->budgets, b);
+	pfree(b->key);
+	pfree(b);
+}
+
 /* Dispatch batch from now on; cxt (holding the batch) goes with its run. */
 void
 batchproc_dispatcher_add(BatchprocDispatcher *disp, BatchprocBatch *batch, MemoryContext cxt)
 {
 	MemoryContext old = MemoryContextSwitchTo(disp->cxt);
+	Dispatch   *d = new_run(batch, cxt);
 
-	disp->runs = lappend(disp->runs, new_run(batch, cxt));
+	join_budget(disp, d);
+	disp->runs = lappend(disp->runs, d);
 	MemoryContextSwitchTo(old);
 }
 
@@ -707,6 +800,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			{
 				BatchprocDispatchEnding *ending = end_run(disp, d, caller);
 
+				leave_budget(disp, d);
 				MemoryContextSwitchTo(caller);
 				endings = lappend(endings, ending);
 				MemoryContextSwitchTo(disp->loop_cxt);

@@ -11,8 +11,11 @@
  * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
  * with full jitter, and never less than the Retry-After the target sent.
  * After max_attempts the row is FAILED (or TIMEOUT) and gets a dead letter.
- * An agent's execution is described with growing pauses until it ends,
- * inside the dispatcher's loop, so a long execution blocks no other row.
+ * An agent's execution is described with pauses growing by half from
+ * 200 ms to 20 s until it ends, inside the dispatcher's loop, so a long
+ * execution blocks no other row; each DescribeExecution takes a token of
+ * the target's budget (dispatch.c), and while Step Functions throttles
+ * them, every execution of the target is described less often.
  * Executions that a timeout or the end of a run leaves running are
  * stopped, fire and forget.
  *
@@ -31,6 +34,16 @@
 
 #include "batch/dispatch_run.h"
 
+/*
+ * While Step Functions throttles DescribeExecution, no execution of the
+ * target is described more often than a floor that starts here and
+ * doubles, at most once a THROTTLE_STEP_MS (one burst of throttled polls
+ * sent together counts once), up to BATCHPROC_POLL_MAX_MS; once polls go
+ * through again it halves as often, and goes below BATCHPROC_POLL_FIRST_MS
+ * to none.
+ */
+#define POLL_THROTTLED_MS	1000
+#define THROTTLE_STEP_MS	1000
 /* StopExecution calls still unanswered when a run ends get this long. */
 #define STOP_WAIT_MS		10000
 
@@ -202,6 +215,32 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 	finish_row(d, s, timed_out ? "TIMEOUT" : "FAILED", error, NULL);
 }
 
+/* A DescribeExecution was answered: slow the target's polls, or speed them up. */
+static void
+pace_polls(Dispatch *d, bool throttled)
+{
+	TargetBudget *b = d->budget;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(b->poll_floor_at, now, THROTTLE_STEP_MS))
+		return;
+	if (throttled)
+	{
+		b->poll_floor_ms = Min(BATCHPROC_POLL_MAX_MS, Max(POLL_THROTTLED_MS, b->poll_floor_ms * 2));
+		b->poll_floor_at = now;
+		ereport(LOG,
+				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by Step Functions' DescribeExecution: executions of \"%s\" are described at most every %ld ms",
+						d->batch->id, d->batch->target.name, b->poll_floor_ms)));
+	}
+	else if (b->poll_floor_ms > 0)
+	{
+		b->poll_floor_ms /= 2;
+		if (b->poll_floor_ms < BATCHPROC_POLL_FIRST_MS)
+			b->poll_floor_ms = 0;
+		b->poll_floor_at = now;
+	}
+}
+
 /* What a target's answer means for the row: done, poll, retry or fail. */
 static void
 handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
@@ -221,9 +260,15 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	if (out->execution_arn)
 		s->execution_arn = MemoryContextStrdup(s->cxt, out->execution_arn);
 
-	/* An agent's polls say nothing of how hard its target is pressed. */
+	/*
+	 * An agent's polls say nothing of how hard its executions press their
+	 * own targets, but throttled polls say that DescribeExecution's quota
+	 * is spent.
+	 */
 	if (s->phase == SLOT_CALLING)
 		batchproc_dispatch_adapt_concurrency(d, out->throttled);
+	else if (s->phase == SLOT_DESCRIBING)
+		pace_polls(d, out->throttled);
 
 	switch (out->status)
 	{
@@ -237,7 +282,8 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 				batchproc_http_free(s->req);
 				s->req = NULL;
 				s->phase = SLOT_WAIT_POLL;
-				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->poll_ms);
+				s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 Max(s->poll_ms, d->budget->poll_floor_ms));
 				s->poll_ms = Min(s->poll_ms * 3 / 2, BATCHPROC_POLL_MAX_MS);
 				MemoryContextSwitchTo(old);
 				break;
@@ -333,7 +379,12 @@ batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 			send_call(d, s);
 		}
 		else if (s->phase == SLOT_WAIT_POLL)
+		{
+			if (!batchproc_dispatch_have_poll_token(d, now))
+				return;
+			batchproc_dispatch_take_poll_token(d);
 			describe(d, s);
+		}
 	}
 }
 

@@ -56,6 +56,30 @@ typedef struct Slot
 								 * credentials */
 } Slot;
 
+/* A token bucket of rate tokens a second holding one second's worth; a
+ * rate of 0 is no limit. */
+typedef struct TokenBucket
+{
+	double		rate;
+	double		tokens;
+	TimestampTz at;				/* of the last refill */
+} TokenBucket;
+
+/*
+ * What the runs of a worker that call one target share: its rate limit
+ * from batchproc.targets, which their calls and polls take from, and how
+ * often its executions may be described while Step Functions throttles
+ * DescribeExecution.
+ */
+typedef struct TargetBudget
+{
+	char	   *key;			/* kind, name and address */
+	int			nruns;			/* the runs that use it */
+	TokenBucket bucket;
+	long		poll_floor_ms;	/* no execution described more often */
+	TimestampTz poll_floor_at;	/* when poll_floor_ms last changed */
+} TargetBudget;
+
 typedef struct Dispatch
 {
 	BatchprocBatch *batch;
@@ -100,8 +124,8 @@ typedef struct Dispatch
 	double		concurrency;	/* AIMD: 1..max_concurrency */
 	TimestampTz decreased_at;
 	bool		throttled_since_max;	/* to log the recovery once */
-	double		tokens;			/* rate limit's bucket, when there is one */
-	TimestampTz tokens_at;
+	TokenBucket bucket;			/* execution_config.rate_limit_per_second */
+	TargetBudget *budget;		/* the target's, shared with other runs */
 } Dispatch;
 
 /*
@@ -119,9 +143,14 @@ names_start_executions(const BatchprocBatch *batch)
 	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
 }
 
-/* dispatch.c: the run's token bucket, concurrency and failure thresholds */
+/*
+ * dispatch.c: the run's and its target's token buckets, its concurrency
+ * and failure thresholds
+ */
 extern bool batchproc_dispatch_have_token(Dispatch *d, TimestampTz now);
 extern void batchproc_dispatch_take_token(Dispatch *d);
+extern bool batchproc_dispatch_have_poll_token(Dispatch *d, TimestampTz now);
+extern void batchproc_dispatch_take_poll_token(Dispatch *d);
 extern void batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled);
 extern void batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r);
 

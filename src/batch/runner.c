@@ -281,6 +281,7 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->succeeded_rows = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	MemoryContextSwitchTo(old);
+	batchproc_target_read_rate_limit(&batch->target);
 
 	if (batch->target.type == BATCHPROC_TARGET_HTTP)
 		batchproc_target_read_headers(&batch->target, id, cxt);

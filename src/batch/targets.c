@@ -153,6 +153,35 @@ batchproc_target_check_exists(const BatchprocTarget *target)
 }
 
 /*
+ * The rate limit an administrator gave the target in batchproc.targets,
+ * if it is the registered one: same name, kind and address, so that an
+ * unregistered ARN whose last part happens to be a registered name does
+ * not take that target's limit.  Read when the worker loads the batch.
+ */
+void
+batchproc_target_read_rate_limit(BatchprocTarget *target)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[3] = {CStringGetTextDatum(target->name),
+		CStringGetTextDatum(batchproc_target_type_name(target->type)),
+	CStringGetTextDatum(target->address)};
+	bool		isnull;
+	Datum		d;
+
+	target->rate_limit_per_second = 0;
+	batchproc_spi_execute_with_args("SELECT rate_limit_per_second FROM batchproc.targets"
+									" WHERE name OPERATOR(pg_catalog.=) $1"
+									" AND type OPERATOR(pg_catalog.=) $2"
+									" AND coalesce(arn, url, name) OPERATOR(pg_catalog.=) $3",
+									3, types, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		target->rate_limit_per_second = DatumGetFloat8(d);
+}
+
+/*
  * The name of one call: batchproc-<batch>-<token>-<row>-<attempt>.  The
  * same every time it is computed, so that a worker that restarts after a
  * crash finds the agent execution it had already started; the batch's
