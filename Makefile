@@ -30,6 +30,7 @@ OBJS = \
 	src/batch/dispatch.o \
 	src/batch/export.o \
 	src/batch/import.o \
+	src/batch/lease.o \
 	src/batch/payload.o \
 	src/batch/results.o \
 	src/batch/runner.o \

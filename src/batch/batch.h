@@ -63,6 +63,7 @@ typedef struct BatchprocBatch
 	int64		total_rows;
 	int64		succeeded_rows; /* as recorded when the batch was loaded */
 	int64		failed_rows;
+	int64		chunk_rows;		/* in a pool: the rows of a lease (lease.c) */
 } BatchprocBatch;
 
 /* import.c */
@@ -174,6 +175,20 @@ extern bool batchproc_dispatcher_idle(BatchprocDispatcher *disp);
 extern int64 batchproc_dispatcher_current(BatchprocDispatcher *disp);
 extern List *batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms);
 
+/* lease.c: a pool's workers share a batch's rows in leased chunks */
+typedef struct BatchprocLeases BatchprocLeases;
+
+extern int	batchproc_lease_timeout;
+extern bool batchproc_pool_mode(void);
+extern BatchprocLeases *batchproc_leases_create(const BatchprocBatch *batch, MemoryContext cxt);
+extern bool batchproc_pool_take_share(BatchprocBatch *batch);
+extern bool batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto);
+extern void batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
+extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
+extern void batchproc_leases_release(int64 batch_id);
+extern bool batchproc_pool_lock_step(int64 batch_id);
+extern void batchproc_pool_unlock_step(int64 batch_id);
+
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);
 
@@ -182,6 +197,6 @@ extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
 
 /* runner.c */
-extern bool batchproc_run_batches(int slotno);
+extern bool batchproc_run_batches(int slotno, long *look_again_ms);
 
 #endif							/* BATCHPROC_BATCH_H */
