@@ -186,6 +186,7 @@ extern bool batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 extern void batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
 extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
 extern void batchproc_leases_release(int64 batch_id);
+extern bool batchproc_leases_held_by_others(int64 batch_id);
 extern bool batchproc_pool_lock_step(int64 batch_id);
 extern void batchproc_pool_unlock_step(int64 batch_id);
 

@@ -249,7 +249,7 @@ batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 		if (try_claim(l, free_first[i], pids, started))
 		{
 			ereport(LOG,
-					(errmsg("batchproc: batch " INT64_FORMAT ": rows " INT64_FORMAT " to " INT64_FORMAT " taken over from a worker that is gone",
+					(errmsg("batchproc: batch " INT64_FORMAT ": rows " INT64_FORMAT " to " INT64_FORMAT " taken over: the worker that leased them is gone or gave them up",
 							l->batch->id, free_first[i], free_first[i] + l->rows - 1)));
 			*after = free_first[i] - 1;
 			*upto = free_first[i] + l->rows - 1;
@@ -356,6 +356,30 @@ batchproc_leases_release(int64 batch_id)
 								   batch_id ? psprintf(" AND batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 													   batch_id) : ""),
 						  false, 0, SPI_OK_UPDATE);
+}
+
+/*
+ * In a transaction: does another live worker of the pool hold a chunk of
+ * the batch that it has not finished?  Then rows are pending, and that
+ * worker ends the batch's dispatch, or gives the chunk up, later.
+ */
+bool
+batchproc_leases_held_by_others(int64 batch_id)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+	bool		isnull;
+
+	live_holders(&args[0], &args[1]);
+	batchproc_spi_execute_with_args(psprintf("SELECT EXISTS (SELECT FROM batchproc.leases"
+											 " WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT
+											 " AND NOT finished AND expires_at OPERATOR(pg_catalog.>=) pg_catalog.now()"
+											 " AND holder_pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
+											 " AND (holder_pid, holder_started) IN"
+											 " (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))))",
+											 batch_id),
+									2, types, args, NULL, false, 1, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*

@@ -178,7 +178,6 @@ busy_batches_sql(BatchprocDispatcher *disp)
 	}
 	if (more.len == 0)
 		return sql;
-	/* "ARRAY[" and more.data's ", " make "ARRAY[, " when none is dispatched. */
 	return psprintf("(%s OPERATOR(pg_catalog.||) ARRAY[%s]::pg_catalog.int8[])", sql, more.data + 2);
 }
 
@@ -470,10 +469,15 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 		succeeded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-		batchproc_spi_execute(psprintf("SELECT EXISTS (SELECT FROM batchproc_data.batch_" INT64_FORMAT
-									   " WHERE _status IS NULL)", id),
-							  false, 1, SPI_OK_SELECT);
-		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		/* Chunks other workers hold say so without reading the table. */
+		pending = batchproc_leases_held_by_others(id);
+		if (!pending)
+		{
+			batchproc_spi_execute(psprintf("SELECT EXISTS (SELECT FROM batchproc_data.batch_" INT64_FORMAT
+										   " WHERE _status IS NULL)", id),
+								  false, 1, SPI_OK_SELECT);
+			pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
 		if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
 			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 	}

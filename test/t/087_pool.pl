@@ -23,8 +23,11 @@ my ($lambda, $lambda_port) = start_service('/usr/bin/python3',
 $ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 my $http = HTTP::Tiny->new;
 
+# Leases do not expire within the test: a stopped worker's chunks must be
+# taken over because it is gone, not because time passed.
 my $node = batchproc_node('pool',
-	conf => "batchproc.workers_per_database = 3\nrestart_after_crash = on\n");
+	conf => "batchproc.workers_per_database = 3\nbatchproc.lease_timeout = 3600\n"
+	  . "restart_after_crash = on\n");
 aws_ok('s3api', 'create-bucket', '--bucket', 'pool-tests');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -162,6 +165,44 @@ my $prefix = call_prefix($node, $id);
 my %names = map { $_ => 1 } ($executions =~ /"name": "(\Q$prefix\E\d+-\d+)"/g);
 is(scalar(keys %names), 8,
 	'each row ran exactly one execution: the worker that took the chunk over found them again');
+
+# --- The batch's end is decided over the whole pool: a worker whose own
+# chunk failed row by row while the others' rows succeed does not fail the
+# batch.  Chunks of 100 rows, one for each worker: the last fails at once
+# (HTTP 400, not retried), the first two take seconds.
+put_object('pool-tests', 'mixed.csv', join('', "key,fail_times,fail_mode,delay_ms\n",
+	(map { "m$_,0,400,300\n" } 1 .. 200), (map { "m$_,9,400,0\n" } 201 .. 300)));
+$id = sql(q{SELECT batchproc_submit('{"csv_s3_uri": "s3://pool-tests/mixed.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode"},
+	  "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "$"}},
+	                      "delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"execution_config": {"max_concurrency": 12}}')});
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded',
+	'a batch whose failed rows were all one worker\'s succeeds');
+is(sql("SELECT succeeded_rows, failed_rows, error IS NULL FROM batchproc.batches WHERE id = $id"),
+	'200|100|t', 'its counters hold every worker\'s rows');
+calls_by_key();
+
+# --- The pool's life in another database: it comes with the extension,
+# goes with it, and does not hold up DROP DATABASE.
+sub pool_of
+{
+	my ($db, $n, $what) = @_;
+	ok( $node->poll_query_until('postgres',
+			"SELECT count(*) = $n FROM pg_stat_activity"
+			  . " WHERE backend_type = 'batchproc worker' AND datname = '$db'"),
+		$what);
+}
+sql('CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION batchproc');
+pool_of('other', 3, 'CREATE EXTENSION starts a pool of three');
+$node->safe_psql('other', 'DROP EXTENSION batchproc');
+pool_of('other', 0, 'DROP EXTENSION ends the whole pool');
+$node->safe_psql('other', 'CREATE EXTENSION batchproc');
+pool_of('other', 3, 'CREATE EXTENSION again starts the pool again');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE other');
+is($rc, 0, 'DROP DATABASE succeeds while the database has a pool') or diag($err);
 
 $lambda->kill_kill;
 done_testing();
