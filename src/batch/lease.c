@@ -26,7 +26,8 @@
  *
  * Leases are marked finished when no row of theirs is pending, and stay so
  * that the next chunk is looked for after the last one leased rather than
- * from the table's first row; a redrive deletes them (api.c).
+ * from the table's first row.  They go when the batch's dispatch ends with
+ * no row pending (runner.c), or with a redrive (api.c).
  *
  * IDENTIFICATION
  *	  src/batch/lease.c

@@ -430,9 +430,6 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 											 batchproc_batch_states_sql(false)),
 									1, types, args, nulls, false, 0, SPI_OK_UPDATE);
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
-	if (batchproc_pool_mode())
-		batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
-							  false, 0, SPI_OK_DELETE);
 	batchproc_end_tx(cxt);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
@@ -478,6 +475,15 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 								  false, 1, SPI_OK_SELECT);
 			pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		}
+		/*
+		 * With no row pending no chunk can be leased again: the leases go.
+		 * Those of a batch that failed or was cancelled while other workers
+		 * still ran stay until a redrive, lest a worker that has not seen
+		 * the end yet lease a chunk another still sends.
+		 */
+		if (!pending)
+			batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+								  false, 0, SPI_OK_DELETE);
 		if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
 			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 	}
