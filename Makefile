@@ -32,6 +32,7 @@ OBJS = \
 	src/batch/dispatch_call.o \
 	src/batch/export.o \
 	src/batch/import.o \
+	src/batch/lease.o \
 	src/batch/log.o \
 	src/batch/payload.o \
 	src/batch/preview.o \

@@ -81,6 +81,23 @@ CREATE TABLE batchproc.dead_letters (
 );
 COMMENT ON TABLE batchproc.dead_letters IS 'Rows that failed after every retry, kept for review and redrive';
 
+-- With batchproc.workers_per_database above 1, the workers of a database
+-- share a running batch's rows in chunks leased here; a holder is a
+-- worker's pid and backend start, so that the chunks of a worker that is
+-- gone are taken over at once.  Only the workers read or write it.
+CREATE TABLE batchproc.leases (
+    batch_id       bigint NOT NULL REFERENCES batchproc.batches (id) ON DELETE CASCADE,
+    first_row      bigint NOT NULL,
+    last_row       bigint NOT NULL,
+    worker         integer NOT NULL,
+    holder_pid     integer NOT NULL,
+    holder_started timestamptz NOT NULL,
+    expires_at     timestamptz NOT NULL,
+    finished       boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (batch_id, first_row)
+);
+COMMENT ON TABLE batchproc.leases IS 'Chunks of a running batch''s rows leased by the workers of a pool';
+
 -- User data in these tables belongs in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('batchproc.batches', '');
 SELECT pg_catalog.pg_extension_config_dump('batchproc.batches_id_seq', '');

@@ -744,6 +744,9 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);
+	/* Finished chunks have pending rows again: a pool leases them anew. */
+	exec_for_batch("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) $1",
+				   batch_id, SPI_OK_DELETE, 0);
 	exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s', failed_rows = 0,"
 							" error = NULL, finished_at = NULL, expires_at = NULL"
 							" WHERE id OPERATOR(pg_catalog.=) $1",

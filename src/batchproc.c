@@ -61,6 +61,7 @@ _PG_init(void)
 	 * loads the library; loaded later, the module has no workers to size.
 	 */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		DefineCustomIntVariable("batchproc.max_databases",
 								"Sets the most databases batchproc serves at once.",
 								"Each database with the extension installed uses one "
@@ -70,6 +71,33 @@ _PG_init(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
+
+		/* Fixed while the server runs: a pool's leases assume it. */
+		DefineCustomIntVariable("batchproc.workers_per_database",
+								"Sets how many workers run each database's batches.",
+								"Each worker of a database's pool sends the rows of the chunks it "
+								"leased; each is one background worker.",
+								&batchproc_workers_per_database,
+								1, 1, BATCHPROC_MAX_POOL,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+	}
+
+	/*
+	 * A worker that is gone loses its leases at once (its pool's live
+	 * workers are in shared memory); this bounds how long a live worker
+	 * that stopped renewing them, stuck in a long import say, keeps rows
+	 * from the others.
+	 */
+	DefineCustomIntVariable("batchproc.lease_timeout",
+							"Sets how long a pool's worker keeps a chunk of rows it does not renew.",
+							"Workers renew their leases four times in this interval.",
+							&batchproc_lease_timeout,
+							60, 5, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	batchproc_define_aws_settings();
 

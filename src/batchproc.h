@@ -3,10 +3,11 @@
  * batchproc.h
  *	  Declarations shared by the files of the batchproc extension.
  *
- * The extension runs one launcher process per cluster and one worker per
- * database that has the extension installed.  They share a small array of
- * database slots in shared memory (launcher.c); ordinary backends reach it
- * to wake workers when a transaction that queued work commits (api.c).
+ * The extension runs one launcher process per cluster and a pool of
+ * batchproc.workers_per_database workers per database that has the
+ * extension installed.  They share a small array of database slots in
+ * shared memory (launcher.c); ordinary backends reach it to wake workers
+ * when a transaction that queued work commits (api.c).
  *
  * IDENTIFICATION
  *	  src/batchproc.h
@@ -27,10 +28,14 @@
 #define BATCHPROC_LAUNCHER_TYPE		"batchproc launcher"
 #define BATCHPROC_WORKER_TYPE		"batchproc worker"
 
+/* The upper bound of batchproc.workers_per_database. */
+#define BATCHPROC_MAX_POOL			16
+
 /*
  * What the launcher knows about one database.  A slot is claimed by the
  * launcher when it first sees a connectable database and is released when
- * the database disappears.
+ * the database disappears.  The state follows the pool's first worker,
+ * which looks for the extension; the others are started once it runs.
  */
 typedef enum BatchprocSlotState
 {
@@ -42,14 +47,26 @@ typedef enum BatchprocSlotState
 	SLOT_DROPPING				/* DROP DATABASE under way */
 } BatchprocSlotState;
 
+/* One worker of a database's pool. */
+typedef struct BatchprocPoolWorker
+{
+	pid_t		pid;			/* 0: none attached */
+	TimestampTz started;		/* its MyStartTimestamp: with pid, who holds
+								 * a lease (lease.c) */
+	Latch	   *latch;			/* its procLatch, in shared memory */
+	int64		running_batch;	/* the batch whose import, export or end
+								 * it runs, or 0 */
+	bool		starting;		/* registered, not yet attached (not the
+								 * first worker, whose slot state says so) */
+	TimestampTz stopped_at;		/* when it last went: restarts wait */
+} BatchprocPoolWorker;
+
 typedef struct BatchprocDbSlot
 {
 	Oid			dboid;
 	BatchprocSlotState state;
-	pid_t		worker_pid;
-	Latch	   *worker_latch;	/* the worker's procLatch, in shared memory */
 	TimestampTz state_since;
-	int64		running_batch;	/* the batch its worker runs, or 0 */
+	BatchprocPoolWorker workers[BATCHPROC_MAX_POOL];
 } BatchprocDbSlot;
 
 typedef struct BatchprocShared
@@ -71,11 +88,14 @@ extern PGDLLEXPORT void batchproc_launcher_main(Datum main_arg);
 extern void batchproc_wake_launcher(void);
 extern void batchproc_wake_worker(Oid dboid);
 extern void batchproc_stop_worker_for_drop(Oid dboid);
-extern void batchproc_worker_attach(int slotno, Oid dboid);
+extern void batchproc_worker_attach(int slotno, int member, Oid dboid);
 extern void batchproc_worker_detach(int slotno, bool extension_absent);
 extern void batchproc_worker_running(int slotno, int64 batch_id);
 extern bool batchproc_batch_running(Oid dboid, int64 batch_id);
+extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
+extern int	batchproc_pool_member(void);
 extern int	batchproc_max_databases;
+extern int	batchproc_workers_per_database;
 
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);

@@ -7,8 +7,10 @@
  * reads pg_database (a shared catalog) and keeps one slot per connectable,
  * non-template database.  For a database it has not yet classified it
  * starts a worker; the worker looks for the extension and either serves the
- * database or marks the slot ABSENT and exits.  A worker that dies for any
- * other reason is started again.
+ * database or marks the slot ABSENT and exits.  Once that first worker
+ * serves the database, the launcher starts the rest of its pool
+ * (batchproc.workers_per_database).  A worker that dies for any other
+ * reason is started again.
  *
  * The launcher sleeps on its latch with no timeout unless a restart is
  * pending.  It is woken by: the postmaster when one of its workers stops
@@ -17,7 +19,8 @@
  *
  * Only the launcher moves a slot between FREE, WANTED and STARTING, and
  * only the launcher holds BackgroundWorkerHandles, which are local to the
- * process that registered them.
+ * process that registered them.  The slot's state follows the pool's first
+ * worker; each other worker has a flag of its own while it starts.
  *
  * IDENTIFICATION
  *	  src/launcher.c
@@ -50,6 +53,7 @@
 #include "batchproc.h"
 
 int			batchproc_max_databases = 64;
+int			batchproc_workers_per_database = 1;
 
 BatchprocShared *batchproc_shared = NULL;
 
@@ -58,8 +62,13 @@ BatchprocShared *batchproc_shared = NULL;
 /* A slot left DROPPING this long while its database survives is revived. */
 #define DROP_GRACE_MS			10000
 
-/* The launcher's own handles, indexed like the shared slots. */
+/* The launcher's own handles, BATCHPROC_MAX_POOL per shared slot. */
 static BackgroundWorkerHandle **worker_handles = NULL;
+#define HANDLE(slotno, member) (worker_handles[(slotno) * BATCHPROC_MAX_POOL + (member)])
+
+/* In a worker: its slot and its place in the database's pool. */
+static int	my_slotno = -1;
+static int	my_member = 0;
 /* When we last reported that no background worker slot was free. */
 static bool reported_no_bgworker = false;
 
@@ -143,32 +152,46 @@ batchproc_wake_launcher(void)
 		SetLatch(latch);
 }
 
+/* The latches of a slot's workers, but the caller's; returns how many. */
+static int
+pool_latches(BatchprocDbSlot *slot, Latch **latches)
+{
+	int			n = 0;
+
+	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+		if (slot->workers[k].latch && slot->workers[k].pid != MyProcPid)
+			latches[n++] = slot->workers[k].latch;
+	return n;
+}
+
 /*
- * Wake the worker of a database, or the launcher when the database has no
- * worker yet: a database that just got the extension is known to the
- * launcher as ABSENT and must be looked at again.
+ * Wake the workers of a database, or the launcher when the database has
+ * no worker yet: a database that just got the extension is known to the
+ * launcher as ABSENT and must be looked at again.  Every worker of a pool
+ * is woken, so that each joins a new batch at once.
  */
 void
 batchproc_wake_worker(Oid dboid)
 {
 	BatchprocDbSlot *slot;
-	Latch	   *latch = NULL;
+	Latch	   *latches[BATCHPROC_MAX_POOL + 1];
+	int			n = 0;
 
 	if (batchproc_shared == NULL)
 		return;
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	slot = find_slot(dboid);
-	if (slot && slot->state == SLOT_RUNNING)
-		latch = slot->worker_latch;
-	else if (slot && slot->state == SLOT_ABSENT)
+	if (slot && slot->state == SLOT_ABSENT)
 		set_state(slot, SLOT_WANTED);
-	if (latch == NULL)
-		latch = batchproc_shared->launcher_latch;
+	else if (slot)
+		n = pool_latches(slot, latches);
+	if (n == 0 && batchproc_shared->launcher_latch)
+		latches[n++] = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
 
-	if (latch)
-		SetLatch(latch);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 /* The worker says which batch it runs (0: none). */
@@ -176,24 +199,57 @@ void
 batchproc_worker_running(int slotno, int64 batch_id)
 {
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
-	batchproc_shared->slots[slotno].running_batch = batch_id;
+	batchproc_shared->slots[slotno].workers[my_member].running_batch = batch_id;
 	LWLockRelease(batchproc_shared->lock);
 }
 
+/* This worker's place in its pool, from 0. */
+int
+batchproc_pool_member(void)
+{
+	return my_member;
+}
+
 /*
- * Is the database's worker still on this batch?  A cancelled batch's
- * state is final at once, while its worker winds down for a few seconds
+ * The workers of this worker's pool that are alive, itself included: a
+ * lease whose holder is not among them is free at once (lease.c).  pids
+ * and started have room for BATCHPROC_MAX_POOL.
+ */
+int
+batchproc_pool_holders(int *pids, TimestampTz *started)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[my_slotno];
+	int			n = 0;
+
+	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
+	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+	{
+		if (slot->workers[k].pid == 0)
+			continue;
+		pids[n] = slot->workers[k].pid;
+		started[n] = slot->workers[k].started;
+		n++;
+	}
+	LWLockRelease(batchproc_shared->lock);
+	return n;
+}
+
+/*
+ * Is a worker of the database still on this batch?  A cancelled batch's
+ * state is final at once, while its workers wind down for a few seconds
  * more.
  */
 bool
 batchproc_batch_running(Oid dboid, int64 batch_id)
 {
 	BatchprocDbSlot *slot;
-	bool		running;
+	bool		running = false;
 
 	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
 	slot = find_slot(dboid);
-	running = slot && slot->state == SLOT_RUNNING && slot->running_batch == batch_id;
+	for (int k = 0; slot && k < BATCHPROC_MAX_POOL; k++)
+		if (slot->workers[k].pid != 0 && slot->workers[k].running_batch == batch_id)
+			running = true;
 	LWLockRelease(batchproc_shared->lock);
 	return running;
 }
@@ -207,7 +263,8 @@ void
 batchproc_stop_worker_for_drop(Oid dboid)
 {
 	BatchprocDbSlot *slot;
-	pid_t		pid = 0;
+	pid_t		pids[BATCHPROC_MAX_POOL];
+	int			n = 0;
 
 	if (batchproc_shared == NULL)
 		return;
@@ -216,35 +273,57 @@ batchproc_stop_worker_for_drop(Oid dboid)
 	slot = find_slot(dboid);
 	if (slot)
 	{
-		pid = slot->worker_pid;
+		for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+			if (slot->workers[k].pid != 0)
+				pids[n++] = slot->workers[k].pid;
 		set_state(slot, SLOT_DROPPING);
 	}
 	LWLockRelease(batchproc_shared->lock);
 
-	if (pid != 0)
-		kill(pid, SIGTERM);
+	for (int i = 0; i < n; i++)
+		kill(pids[i], SIGTERM);
 }
 
+/*
+ * The pool's first worker is expected while the slot is STARTING; the
+ * others while the slot runs and their own flag says they start.
+ */
 void
-batchproc_worker_attach(int slotno, Oid dboid)
+batchproc_worker_attach(int slotno, int member, Oid dboid)
 {
 	BatchprocDbSlot *slot;
+	BatchprocPoolWorker *w;
+	Latch	   *launcher_latch;
 	bool		ours;
 
-	if (slotno < 0 || slotno >= batchproc_shared->nslots)
-		elog(ERROR, "batchproc worker started with invalid slot %d", slotno);
+	if (slotno < 0 || slotno >= batchproc_shared->nslots ||
+		member < 0 || member >= BATCHPROC_MAX_POOL)
+		elog(ERROR, "batchproc worker started with invalid slot %d, worker %d", slotno, member);
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	slot = &batchproc_shared->slots[slotno];
-	ours = (slot->dboid == dboid && slot->state == SLOT_STARTING);
+	w = &slot->workers[member];
+	ours = slot->dboid == dboid &&
+		(member == 0 ? slot->state == SLOT_STARTING :
+		 slot->state == SLOT_RUNNING && w->starting);
 	if (ours)
 	{
-		slot->worker_pid = MyProcPid;
-		slot->worker_latch = &MyProc->procLatch;
-		slot->running_batch = 0;
-		set_state(slot, SLOT_RUNNING);
+		my_slotno = slotno;
+		my_member = member;
+		w->pid = MyProcPid;
+		w->started = MyStartTimestamp;
+		w->latch = &MyProc->procLatch;
+		w->running_batch = 0;
+		w->starting = false;
+		if (member == 0)
+			set_state(slot, SLOT_RUNNING);
 	}
+	launcher_latch = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
+
+	/* The rest of the pool starts once the first worker runs. */
+	if (ours && member == 0 && batchproc_workers_per_database > 1 && launcher_latch)
+		SetLatch(launcher_latch);
 
 	/* The database is being dropped, or the launcher gave up on us. */
 	if (!ours)
@@ -253,34 +332,59 @@ batchproc_worker_attach(int slotno, Oid dboid)
 
 /*
  * Called on the worker's way out.  ABSENT keeps the launcher from starting
- * a new worker until the extension is created again; any other exit of a
- * running worker makes the slot WANTED, so that it is restarted even by a
- * launcher that has restarted itself and lost its handles.
+ * a new worker until the extension is created again; any other exit of the
+ * pool's first worker makes the slot WANTED, so that it is restarted even
+ * by a launcher that has restarted itself and lost its handles (the others
+ * are restarted from their handles).  The rest of the pool is woken: the
+ * leases of a worker that is gone are free at once (lease.c).
  */
 void
 batchproc_worker_detach(int slotno, bool extension_absent)
 {
 	BatchprocDbSlot *slot;
-	Latch	   *launcher_latch;
+	BatchprocPoolWorker *w;
+	Latch	   *latches[BATCHPROC_MAX_POOL + 1];
+	int			n;
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	slot = &batchproc_shared->slots[slotno];
-	if (slot->worker_pid == MyProcPid)
+	w = &slot->workers[my_member];
+	if (w->pid == MyProcPid)
 	{
-		slot->worker_pid = 0;
-		slot->worker_latch = NULL;
-		slot->running_batch = 0;
-		if (extension_absent &&
+		w->pid = 0;
+		w->latch = NULL;
+		w->running_batch = 0;
+		w->stopped_at = GetCurrentTimestamp();
+		if (my_member == 0 && extension_absent &&
 			(slot->state == SLOT_RUNNING || slot->state == SLOT_STARTING))
 			set_state(slot, SLOT_ABSENT);
-		else if (slot->state == SLOT_RUNNING)
+		else if (my_member == 0 && slot->state == SLOT_RUNNING)
 			set_state(slot, SLOT_WANTED);
 	}
-	launcher_latch = batchproc_shared->launcher_latch;
+	n = pool_latches(slot, latches);
+	if (batchproc_shared->launcher_latch)
+		latches[n++] = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
 
-	if (launcher_latch)
-		SetLatch(launcher_latch);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+/* Has the slot no worker left, running or starting? */
+static bool
+pool_gone(int slotno)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[slotno];
+
+	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+	{
+		BackgroundWorkerHandle *h = HANDLE(slotno, k);
+
+		if (slot->workers[k].pid != 0 ||
+			(h != NULL && GetBackgroundWorkerPid(h, &(pid_t){0}) != BGWH_STOPPED))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -340,9 +444,7 @@ sync_slots_with_catalog(void)
 		for (int j = 0; j < nlive; j++)
 			if (live[j] == slot->dboid)
 				alive = true;
-		if (!alive && slot->worker_pid == 0 &&
-			(worker_handles[i] == NULL ||
-			 GetBackgroundWorkerPid(worker_handles[i], &(pid_t){0}) == BGWH_STOPPED))
+		if (!alive && pool_gone(i))
 		{
 			set_state(slot, SLOT_FREE);
 			slot->dboid = InvalidOid;
@@ -368,8 +470,7 @@ sync_slots_with_catalog(void)
 			break;
 		}
 		free_slot->dboid = live[j];
-		free_slot->worker_pid = 0;
-		free_slot->worker_latch = NULL;
+		memset(free_slot->workers, 0, sizeof(free_slot->workers));
 		set_state(free_slot, SLOT_WANTED);
 	}
 	LWLockRelease(batchproc_shared->lock);
@@ -377,11 +478,12 @@ sync_slots_with_catalog(void)
 }
 
 static bool
-start_worker(int slotno, Oid dboid)
+start_worker(int slotno, int member, Oid dboid)
 {
 	BackgroundWorker worker;
 	MemoryContext oldcxt;
 	bool		registered;
+	BackgroundWorkerHandle **handle = &HANDLE(slotno, member);
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -389,20 +491,25 @@ start_worker(int slotno, Oid dboid)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "batchproc");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "batchproc_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker for database %u", dboid);
+	if (member == 0)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker for database %u", dboid);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker %d for database %u",
+				 member + 1, dboid);
 	snprintf(worker.bgw_type, BGW_MAXLEN, BATCHPROC_WORKER_TYPE);
 	worker.bgw_main_arg = Int32GetDatum(slotno);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), &member, sizeof(int));
 	worker.bgw_notify_pid = MyProcPid;
 
-	if (worker_handles[slotno])
+	if (*handle)
 	{
-		pfree(worker_handles[slotno]);
-		worker_handles[slotno] = NULL;
+		pfree(*handle);
+		*handle = NULL;
 	}
 	/* The handle must outlive the loop's memory context. */
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	registered = RegisterDynamicBackgroundWorker(&worker, &worker_handles[slotno]);
+	registered = RegisterDynamicBackgroundWorker(&worker, handle);
 	MemoryContextSwitchTo(oldcxt);
 	if (!registered)
 	{
@@ -418,6 +525,56 @@ start_worker(int slotno, Oid dboid)
 	}
 	reported_no_bgworker = false;
 	return true;
+}
+
+/*
+ * The pool's other workers run while the first serves the database: each
+ * is started once it runs, and again RESTART_DELAY_MS after it went.
+ */
+static void
+tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[slotno];
+	BatchprocPoolWorker *w = &slot->workers[member];
+	BackgroundWorkerHandle *h = HANDLE(slotno, member);
+	bool		want_start = false;
+	Oid			dboid;
+	pid_t		pid;
+
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	dboid = slot->dboid;
+	if (h != NULL && (w->starting || w->pid != 0) &&
+		GetBackgroundWorkerPid(h, &pid) == BGWH_STOPPED)
+	{
+		w->pid = 0;
+		w->latch = NULL;
+		w->starting = false;
+		w->stopped_at = now;
+	}
+	if (slot->state == SLOT_RUNNING && w->pid == 0 && !w->starting)
+	{
+		long		wait = RESTART_DELAY_MS -
+			TimestampDifferenceMilliseconds(w->stopped_at, now);
+
+		if (h == NULL || wait <= 0)
+		{
+			want_start = true;
+			w->starting = true;
+		}
+		else if (*sleep_ms < 0 || wait < *sleep_ms)
+			*sleep_ms = wait;
+	}
+	LWLockRelease(batchproc_shared->lock);
+
+	if (want_start && !start_worker(slotno, member, dboid))
+	{
+		LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+		w->starting = false;
+		w->stopped_at = now;
+		LWLockRelease(batchproc_shared->lock);
+		if (*sleep_ms < 0 || *sleep_ms > RESTART_DELAY_MS)
+			*sleep_ms = RESTART_DELAY_MS;
+	}
 }
 
 /*
@@ -441,13 +598,13 @@ tend_slots(void)
 		LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 		dboid = slot->dboid;
 
-		if (worker_handles[i] != NULL &&
+		if (HANDLE(i, 0) != NULL &&
 			(slot->state == SLOT_STARTING || slot->state == SLOT_RUNNING) &&
-			GetBackgroundWorkerPid(worker_handles[i], &pid) == BGWH_STOPPED)
+			GetBackgroundWorkerPid(HANDLE(i, 0), &pid) == BGWH_STOPPED)
 		{
 			/* It died without declaring the extension absent: restart. */
-			slot->worker_pid = 0;
-			slot->worker_latch = NULL;
+			slot->workers[0].pid = 0;
+			slot->workers[0].latch = NULL;
 			set_state(slot, SLOT_WANTED);
 		}
 		else if (slot->state == SLOT_DROPPING &&
@@ -460,7 +617,7 @@ tend_slots(void)
 				TimestampDifferenceMilliseconds(slot->state_since, now);
 
 			/* A first start goes at once; a restart waits out the delay. */
-			if (worker_handles[i] == NULL || wait <= 0)
+			if (HANDLE(i, 0) == NULL || wait <= 0)
 				want_start = true;
 			else if (sleep_ms < 0 || wait < sleep_ms)
 				sleep_ms = wait;
@@ -479,7 +636,7 @@ tend_slots(void)
 			set_state(slot, SLOT_STARTING);
 		LWLockRelease(batchproc_shared->lock);
 
-		if (want_start && !start_worker(i, dboid))
+		if (want_start && !start_worker(i, 0, dboid))
 		{
 			LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 			if (slot->state == SLOT_STARTING && slot->dboid == dboid)
@@ -488,6 +645,8 @@ tend_slots(void)
 			if (sleep_ms < 0 || sleep_ms > RESTART_DELAY_MS)
 				sleep_ms = RESTART_DELAY_MS;
 		}
+		for (int k = 1; k < batchproc_workers_per_database; k++)
+			tend_pool_worker(i, k, now, &sleep_ms);
 	}
 	return sleep_ms;
 }
@@ -504,7 +663,7 @@ batchproc_launcher_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	worker_handles = MemoryContextAllocZero(TopMemoryContext,
-											batchproc_shared->nslots *
+											batchproc_shared->nslots * BATCHPROC_MAX_POOL *
 											sizeof(BackgroundWorkerHandle *));
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc launcher loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -527,8 +686,11 @@ batchproc_launcher_main(Datum main_arg)
 		BatchprocDbSlot *slot = &batchproc_shared->slots[i];
 
 		if ((slot->state == SLOT_STARTING || slot->state == SLOT_RUNNING) &&
-			slot->worker_pid == 0)
+			slot->workers[0].pid == 0)
 			set_state(slot, SLOT_WANTED);
+		/* Its predecessor's handles are lost: a worker not yet attached is not waited for. */
+		for (int k = 1; k < BATCHPROC_MAX_POOL; k++)
+			slot->workers[k].starting = false;
 	}
 	LWLockRelease(batchproc_shared->lock);
 

@@ -3,13 +3,16 @@
  * worker.c
  *	  The per-database worker: its life cycle and its one wait point.
  *
- * The launcher starts one worker per database.  The worker first checks
- * that the extension is installed; if not, it tells the launcher so and
- * exits.  Otherwise it runs the database's batches (runner.c) until the
- * extension is dropped, the database is dropped, or the server shuts down.
- * With nothing to run it sleeps on its latch until the retention sweep
- * has work (retention.c), or with no timeout: a backend that queues,
- * cancels or redrives a batch sets the latch at commit.
+ * The launcher starts a pool of batchproc.workers_per_database workers per
+ * database.  A worker first checks that the extension is installed; if
+ * not, it tells the launcher so and exits.  Otherwise it runs the
+ * database's batches (runner.c) until the extension is dropped, the
+ * database is dropped, or the server shuts down.  With nothing to run it
+ * sleeps on its latch until the retention sweep has work (retention.c),
+ * or with no timeout: a backend that queues, cancels or redrives a batch
+ * sets the latch at commit, and so does a worker of the pool that exits.
+ * Only while other workers of its pool still hold rows of a batch it runs
+ * does it look again every second (runner.c).
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -63,26 +66,28 @@ void
 batchproc_worker_main(Datum main_arg)
 {
 	Oid			dboid;
+	int			member;
 	MemoryContext loop_cxt;
 	long		sleep_ms;
 
 	my_slot = DatumGetInt32(main_arg);
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(&member, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(int));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	/* Attach before connecting, so that DROP DATABASE can reach us. */
-	batchproc_worker_attach(my_slot, dboid);
+	batchproc_worker_attach(my_slot, member, dboid);
 	before_shmem_exit(worker_on_exit, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
 	/* The worker is a superuser: no user's schema may lend it a name. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	elog(DEBUG1, "batchproc worker for database %u attached to slot %d",
-		 dboid, my_slot);
+	elog(DEBUG1, "batchproc worker %d for database %u attached to slot %d",
+		 member + 1, dboid, my_slot);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -101,6 +106,8 @@ batchproc_worker_main(Datum main_arg)
 
 	for (;;)
 	{
+		long		look_again_ms = -1;
+
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
 
@@ -121,7 +128,7 @@ batchproc_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
-		if (batchproc_run_batches(my_slot))
+		if (batchproc_run_batches(my_slot, &look_again_ms))
 		{
 			batchproc_retention_stale();
 #ifdef __GLIBC__
@@ -133,6 +140,8 @@ batchproc_worker_main(Datum main_arg)
 		/* Nothing is dispatched when the runner returns. */
 		batchproc_retention_sweep(NULL);
 		sleep_ms = batchproc_retention_sleep_ms();
+		if (look_again_ms >= 0)
+			sleep_ms = sleep_ms >= 0 ? Min(sleep_ms, look_again_ms) : look_again_ms;
 		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms >= 0 ? WL_TIMEOUT : 0),
 					  sleep_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
 			batchproc_retention_stale();

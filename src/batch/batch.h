@@ -105,6 +105,7 @@ typedef struct BatchprocBatch
 	int64		total_rows;
 	int64		succeeded_rows; /* as recorded when the batch was loaded */
 	int64		failed_rows;
+	int64		chunk_rows;		/* in a pool: the rows of a lease (lease.c) */
 } BatchprocBatch;
 
 /* import.c */
@@ -278,6 +279,21 @@ typedef void (*BatchprocPreviewEmit) (BatchprocPreviewRow *row, void *arg);
 extern void batchproc_preview_rows(const BatchprocBatch *batch, List *rows, bool call,
 								   BatchprocPreviewEmit emit, void *arg);
 
+/* lease.c: a pool's workers share a batch's rows in leased chunks */
+typedef struct BatchprocLeases BatchprocLeases;
+
+extern int	batchproc_lease_timeout;
+extern bool batchproc_pool_mode(void);
+extern BatchprocLeases *batchproc_leases_create(const BatchprocBatch *batch, MemoryContext cxt);
+extern bool batchproc_pool_take_share(BatchprocBatch *batch);
+extern bool batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto);
+extern void batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
+extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
+extern void batchproc_leases_release(int64 batch_id);
+extern bool batchproc_leases_held_by_others(int64 batch_id);
+extern bool batchproc_pool_lock_step(int64 batch_id);
+extern void batchproc_pool_unlock_step(int64 batch_id);
+
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);
 
@@ -286,7 +302,7 @@ extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
 
 /* runner.c */
-extern bool batchproc_run_batches(int slotno);
+extern bool batchproc_run_batches(int slotno, long *look_again_ms);
 extern const char *batchproc_batch_end_sql(void);
 
 /*

@@ -102,7 +102,7 @@ prepare_statements(Dispatch *d)
 {
 	StringInfoData sql;
 	ListCell   *lc;
-	Oid			page_types[2] = {INT8OID, INT4OID};
+	Oid			page_types[3] = {INT8OID, INT4OID, INT8OID};
 	Oid			ids_type = INT8ARRAYOID;
 
 	initStringInfo(&sql);
@@ -115,8 +115,9 @@ prepare_statements(Dispatch *d)
 	}
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
+					 " AND _row_id OPERATOR(pg_catalog.<=) $3"
 					 " ORDER BY _row_id LIMIT $2", d->batch->table);
-	d->read_pending = batchproc_prepared(d->cxt, sql.data, 2, page_types);
+	d->read_pending = batchproc_prepared(d->cxt, sql.data, 3, page_types);
 
 	if (names_start_executions(d->batch))
 		d->record_first = batchproc_prepared(d->cxt,
@@ -132,7 +133,7 @@ static void
 refill_queue(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
-	Datum		args[2];
+	Datum		args[3];
 	uint64		n;
 	Datum	   *first_ids;
 	int			nfirst = 0;
@@ -143,6 +144,7 @@ refill_queue(Dispatch *d)
 	batchproc_begin_tx("batchproc: reading pending rows");
 	args[0] = Int64GetDatum(d->last_row_fetched);
 	args[1] = Int32GetDatum(d->queue_cap);
+	args[2] = Int64GetDatum(d->last_row_leased);
 	batchproc_spi_execute_prepared(d->read_pending, args, NULL, true, 0, SPI_OK_SELECT);
 
 	n = SPI_processed;
@@ -177,8 +179,10 @@ refill_queue(Dispatch *d)
 			first_ids[nfirst++] = Int64GetDatum(row_id);
 		d->last_row_fetched = row_id;
 	}
+	/* All read: in a pool, lease the next chunk of rows. */
 	if (n < (uint64) d->queue_cap)
-		d->exhausted = true;
+		d->exhausted = !batchproc_leases_next(d->leases, &d->last_row_fetched,
+											  &d->last_row_leased);
 
 	if (nfirst > 0 && d->record_first)
 	{
@@ -334,6 +338,7 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 																		  SPI_tuptable->tupdesc,
 																		  1, &isnull))) != BATCHPROC_BATCH_RUNNING)
 		d->cancelled = true;
+	batchproc_leases_renew(d->leases, now);
 	batchproc_end_tx(loop_cxt);
 }
 
@@ -454,6 +459,9 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->nsucceeded = batch->succeeded_rows;
 	d->nfailed = batch->failed_rows;
 	bucket_init(&d->bucket, d->config->rate_limit_per_second, GetCurrentTimestamp());
+	d->leases = batchproc_leases_create(batch, cxt);
+	/* In a pool, the run reads no row before it leased a chunk. */
+	d->last_row_leased = d->leases ? 0 : PG_INT64_MAX;
 	prepare_statements(d);
 	check_target_allowed(d);
 	return d;
@@ -474,6 +482,10 @@ start_next_row(Dispatch *d)
 {
 	Slot	   *slot = NULL;
 
+	/* Rows of a chunk another worker took over are its to send. */
+	while (d->queue_pos < d->queue_len &&
+		   !batchproc_leases_hold(d->leases, d->queue[d->queue_pos].row_id))
+		d->queue_pos++;
 	if (d->queue_pos >= d->queue_len)
 	{
 		MemoryContext loop_cxt = CurrentMemoryContext;
@@ -713,9 +725,11 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	/*
 	 * A batch with rows, none of which succeeded, failed whatever its
 	 * thresholds say: counted over the whole table, so a redrive whose
-	 * every row fails again ends failed too.
+	 * every row fails again ends failed too.  In a pool, other workers
+	 * count rows this one does not see: the runner decides (runner.c).
 	 */
-	if (!d->stop_on_error && !d->cancelled && d->nsucceeded == 0 && d->nfailed > 0)
+	if (d->leases == NULL &&
+		!d->stop_on_error && !d->cancelled && d->nsucceeded == 0 && d->nfailed > 0)
 		stop_run(d, psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows",
 							 d->nfailed, d->batch->total_rows));
 	if (d->stop_on_error)

@@ -95,6 +95,8 @@ typedef struct Dispatch
 	int			queue_pos;
 	int			queue_cap;
 	int64		last_row_fetched;
+	int64		last_row_leased;	/* reads stop here (lease.c) */
+	BatchprocLeases *leases;	/* NULL: no pool, every row is the run's */
 	bool		exhausted;
 	MemoryContext queue_cxt;
 

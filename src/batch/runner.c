@@ -20,6 +20,15 @@
  * the batch resumes.  At the end the worker notifies channel "batchproc"
  * with the batch id and wakes every batchproc_wait().
  *
+ * In a pool of workers (batchproc.workers_per_database above 1), every
+ * worker dispatches every running batch, each the chunks of rows it leased
+ * (lease.c); one worker at a time imports or exports a batch, under a
+ * session lock; and the worker whose run ends when no row of the batch is
+ * pending any more decides the batch's end, with the batch's row locked,
+ * from the counts in the table.  A worker whose run ends while others
+ * still hold rows looks at the batch again after LOOK_AGAIN_MS, or at
+ * once when woken (a worker of the pool that exits wakes the others).
+ *
  * IDENTIFICATION
  *	  src/batch/runner.c
  *
@@ -32,6 +41,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
 #include "utils/array.h"
@@ -62,13 +72,26 @@ static const char *const batch_state_names[] = {
 
 /* The dispatcher gives the runner a chance to start new work this often. */
 #define STEP_CHECK_MS 500
+/* A pool's worker looks again this often at a batch others finish. */
+#define LOOK_AGAIN_MS 1000
 
 typedef struct Step
 {
 	int64		id;
 	BatchprocBatchState state;
 	BatchprocLogLevel log_level;
+	bool		locked;			/* pool: this worker holds the step lock */
 } Step;
+
+/* A batch whose rows other workers of the pool hold, until when. */
+typedef struct Deferred
+{
+	int64		id;
+	TimestampTz until;
+} Deferred;
+
+static List *deferred = NIL;	/* Deferred *, in deferred_cxt */
+static MemoryContext deferred_cxt = NULL;
 
 const char *
 batchproc_batch_state_name(BatchprocBatchState state)
@@ -198,6 +221,90 @@ move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const cha
 						  false, 0, SPI_OK_UPDATE);
 }
 
+/* Leave a batch alone for LOOK_AGAIN_MS, or until the worker is woken. */
+static void
+defer(int64 id)
+{
+	MemoryContext old = MemoryContextSwitchTo(deferred_cxt);
+	Deferred   *d = palloc(sizeof(Deferred));
+
+	d->id = id;
+	d->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LOOK_AGAIN_MS);
+	deferred = lappend(deferred, d);
+	MemoryContextSwitchTo(old);
+}
+
+/* The batches to leave alone: being dispatched, or deferred until later. */
+static char *
+busy_batches_sql(BatchprocDispatcher *disp)
+{
+	char	   *sql = batchproc_dispatcher_batches_sql(disp);
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+	StringInfoData more;
+
+	initStringInfo(&more);
+	foreach(lc, deferred)
+	{
+		Deferred   *d = lfirst(lc);
+
+		if (d->until > now)
+			appendStringInfo(&more, ", " INT64_FORMAT, d->id);
+	}
+	if (more.len == 0)
+		return sql;
+	return psprintf("(%s OPERATOR(pg_catalog.||) ARRAY[%s]::pg_catalog.int8[])", sql, more.data + 2);
+}
+
+/*
+ * In a pool: of the candidates the query found, the first this worker may
+ * take.  A running batch every worker dispatches; an import or export only
+ * the worker that holds its step lock, and only if the batch is still in
+ * that state once the lock is held (its holder may have just moved it on).
+ */
+static bool
+pool_pick(Step *step)
+{
+	SPITupleTable *candidates = SPI_tuptable;
+	uint64		n = SPI_processed;
+	bool		isnull;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		int64		id = DatumGetInt64(SPI_getbinval(candidates->vals[i], candidates->tupdesc, 1, &isnull));
+		BatchprocBatchState state;
+
+		state = batchproc_batch_state_from_name(SPI_getvalue(candidates->vals[i], candidates->tupdesc, 2));
+		if (state != BATCHPROC_BATCH_RUNNING)
+		{
+			if (!batchproc_pool_lock_step(id))
+			{
+				/* Another worker imports or exports it: look again soon. */
+				defer(id);
+				continue;
+			}
+			batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
+										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+								  false, 1, SPI_OK_SELECT);
+			state = SPI_processed == 1 ?
+				batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) :
+				BATCHPROC_BATCH_CANCELLED;
+			if (batchproc_batch_state_final(state) || state == BATCHPROC_BATCH_RUNNING)
+			{
+				batchproc_pool_unlock_step(id);
+				if (state != BATCHPROC_BATCH_RUNNING)
+					continue;
+			}
+		}
+		step->log_level = batchproc_log_level_of(candidates->vals[i], candidates->tupdesc, 3);
+		step->id = id;
+		step->state = state;
+		step->locked = state != BATCHPROC_BATCH_RUNNING;
+		return true;
+	}
+	return false;
+}
+
 /*
  * The oldest unfinished batch that is not being dispatched yet, taking a
  * queued one into importing.
@@ -207,22 +314,30 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 {
 	bool		found = false;
 	bool		isnull;
+	bool		pool = batchproc_pool_mode();
 
 	batchproc_begin_tx("batchproc: looking for work");
 	batchproc_spi_execute(psprintf("SELECT id, state, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL
 								   " FROM batchproc.batches"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
-								   " ORDER BY id LIMIT 1", batchproc_batch_states_sql(false),
-								   batchproc_dispatcher_batches_sql(disp)),
+								   " ORDER BY id LIMIT %d", batchproc_batch_states_sql(false),
+								   pool ? busy_batches_sql(disp) : batchproc_dispatcher_batches_sql(disp),
+								   pool ? 100 : 1),
 						  false, 0, SPI_OK_SELECT);
-	if (SPI_processed == 1)
+	step->locked = false;
+	if (pool)
+		found = pool_pick(step);
+	else if (SPI_processed == 1)
 	{
 		found = true;
 		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		step->state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 																   SPI_tuptable->tupdesc, 2));
 		step->log_level = batchproc_log_level_of(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	}
+	if (found)
+	{
 		if (step->state == BATCHPROC_BATCH_QUEUED)
 		{
 			move_state(step->id, BATCHPROC_BATCH_QUEUED, BATCHPROC_BATCH_IMPORTING,
@@ -408,6 +523,73 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 }
 
 /*
+ * In a pool: a worker's run of the batch is done.  If no row is pending any
+ * more, this worker ends the batch's dispatch as a lone worker would, from
+ * the batch's counts (a batch with rows, none of which succeeded, failed);
+ * otherwise other workers still hold rows, and this one looks again later.
+ * The batch's row is locked, so that of two workers ending their runs at
+ * once the second sees what the first did.
+ */
+static void
+pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
+{
+	int64		id = ending->batch_id;
+	bool		isnull;
+	bool		running;
+	bool		pending = false;
+	int64		succeeded = 0;
+	int64		failed = 0;
+	int64		total = 0;
+
+	batchproc_begin_tx("batchproc: ending a batch's dispatch");
+	batchproc_leases_release(id);
+	batchproc_spi_execute(psprintf("SELECT state, succeeded_rows, failed_rows, total_rows FROM batchproc.batches"
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT " FOR UPDATE", id),
+						  false, 1, SPI_OK_SELECT);
+	running = SPI_processed == 1 &&
+		batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) ==
+		BATCHPROC_BATCH_RUNNING;
+	if (running)
+	{
+		succeeded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+		/* Chunks other workers hold say so without reading the table. */
+		pending = batchproc_leases_held_by_others(id);
+		if (!pending)
+		{
+			batchproc_spi_execute(psprintf("SELECT EXISTS (SELECT FROM batchproc_data.batch_" INT64_FORMAT
+										   " WHERE _status IS NULL)", id),
+								  false, 1, SPI_OK_SELECT);
+			pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		/*
+		 * With no row pending no chunk can be leased again: the leases go.
+		 * Those of a batch that failed or was cancelled while other workers
+		 * still ran stay until a redrive, lest a worker that has not seen
+		 * the end yet lease a chunk another still sends.
+		 */
+		if (!pending)
+			batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+								  false, 0, SPI_OK_DELETE);
+		if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
+			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+	}
+	batchproc_end_tx(cxt);
+
+	if (!running)
+		return;
+	if (pending)
+		defer(id);
+	else if (succeeded == 0 && failed > 0)
+		finish(id, BATCHPROC_BATCH_FAILED,
+			   psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
+			   cxt);
+	else if (!ending->export_next)
+		finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+}
+
+/*
  * The work a batch needs next, other than its calls: its import, the start
  * of its dispatch (the dispatcher runs its calls from then on, with every
  * other batch's), or its export.
@@ -434,6 +616,9 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 
 		case BATCHPROC_BATCH_IMPORTING:
 			import_step(step->id, cxt);
+			/* The rest of the pool joins the batch's dispatch at once. */
+			if (batchproc_pool_mode())
+				batchproc_wake_worker(MyDatabaseId);
 			break;
 
 		case BATCHPROC_BATCH_RUNNING:
@@ -441,6 +626,13 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_begin_tx("batchproc: loading a batch");
 			batch = load_batch(step->id, run_cxt);
 			batchproc_end_tx(cxt);
+			if (batchproc_pool_mode() && !batchproc_pool_take_share(batch))
+			{
+				/* Others of the pool have all its concurrency. */
+				MemoryContextDelete(run_cxt);
+				defer(step->id);
+				break;
+			}
 			if (batch->target.type == BATCHPROC_TARGET_HTTP && !pin_http_target(batch, run_cxt, cxt))
 			{
 				MemoryContextDelete(run_cxt);
@@ -485,9 +677,17 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
 			break;
 		case BATCHPROC_DISPATCH_CANCELLED:
 			/* Cancelled, or redriven meanwhile: the table says which. */
+			if (batchproc_pool_mode())
+			{
+				batchproc_begin_tx("batchproc: giving up leases");
+				batchproc_leases_release(ending->batch_id);
+				batchproc_end_tx(cxt);
+			}
 			break;
 		case BATCHPROC_DISPATCH_DONE:
-			if (ending->export_next)
+			if (batchproc_pool_mode())
+				pool_run_done(ending, cxt);
+			else if (ending->export_next)
 			{
 				batchproc_begin_tx("batchproc: export next");
 				move_state(ending->batch_id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
@@ -510,7 +710,7 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
  * anything to do.
  */
 bool
-batchproc_run_batches(int slotno)
+batchproc_run_batches(int slotno, long *look_again_ms)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc runner",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -521,6 +721,9 @@ batchproc_run_batches(int slotno)
 	volatile bool interrupted = false;
 
 	MemoryContextSwitchTo(cxt);
+	deferred = NIL;
+	deferred_cxt = cxt;
+	*look_again_ms = -1;
 	disp = batchproc_dispatcher_create(slotno);
 	while (!interrupted)
 	{
@@ -539,11 +742,26 @@ batchproc_run_batches(int slotno)
 				step_level = step.log_level;
 				batchproc_worker_running(slotno, step.id);
 				run_step(&step, disp, step_cxt);
+				if (step.locked)
+					batchproc_pool_unlock_step(step.id);
 				batchproc_worker_running(slotno, 0);
 				step_id = 0;
 			}
 			else if (batchproc_dispatcher_idle(disp))
-				interrupted = true; /* nothing at all to do: sleep */
+			{
+				/* nothing at all to do: sleep, or look again at a deferred batch */
+				ListCell   *lc;
+				TimestampTz now = GetCurrentTimestamp();
+
+				foreach(lc, deferred)
+				{
+					long		left = TimestampDifferenceMilliseconds(now, ((Deferred *) lfirst(lc))->until);
+
+					if (*look_again_ms < 0 || left < *look_again_ms)
+						*look_again_ms = left;
+				}
+				interrupted = true;
+			}
 			else
 			{
 				ListCell   *lc;
@@ -564,6 +782,14 @@ batchproc_run_batches(int slotno)
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
 			batchproc_worker_running(slotno, 0);
+			if (batchproc_pool_mode())
+			{
+				/* The pool takes over what this worker held, at once. */
+				LockReleaseSession(USER_LOCKMETHOD);
+				batchproc_begin_tx("batchproc: giving up leases");
+				batchproc_leases_release(0);
+				batchproc_end_tx(cxt);
+			}
 
 			/*
 			 * The dispatcher's runs go with their calls in flight, as after
@@ -596,6 +822,8 @@ batchproc_run_batches(int slotno)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(cxt);
+	deferred = NIL;
+	deferred_cxt = NULL;
 
 	/*
 	 * The worker sleeps from here until the next batch: what its last
