@@ -1077,6 +1077,17 @@ batchproc_preview(PG_FUNCTION_ARGS)
 	batchproc_require_input_columns(compiled, batch->columns);
 	batch->total_rows = list_length(rows);
 
+	/* An http target is called only at addresses checked here, as by a run. */
+	if (call && batch->target.type == BATCHPROC_TARGET_HTTP)
+	{
+		char	   *refused = batchproc_http_target_pin(&batch->target);
+
+		if (refused)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("%s", refused)));
+	}
+
 	InitMaterializedSRF(fcinfo, 0);
 	po.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	po.batch = batch;

@@ -318,6 +318,19 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 	}
 }
 
+/*
+ * Has the batch been stopped?  A sample belongs to no batch: only
+ * interrupts stop it.
+ */
+static void
+watch_batch(ImportState *st)
+{
+	if (st->sampling)
+		CHECK_FOR_INTERRUPTS();
+	else
+		batchproc_step_watch_check(&st->watch);
+}
+
 /* The file has ended: the last record, or the fault of an unfinished one. */
 static void
 finish_parser(ImportState *st)
@@ -351,7 +364,7 @@ fill_output(ImportState *st)
 		{
 			size_t		n;
 
-			batchproc_step_watch_check(&st->watch);
+			watch_batch(st);
 			n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 			if (n > 0)
 			{
@@ -464,7 +477,7 @@ read_header(ImportState *st)
 		size_t		n;
 		const char *data = st->chunk;
 
-		batchproc_step_watch_check(&st->watch);
+		watch_batch(st);
 		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n == 0)
 		{

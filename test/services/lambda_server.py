@@ -681,7 +681,7 @@ class Handler(http_service.FaultHandler):
         if refused:
             return self.error(refused.status, refused.error_type, refused.message)
         name_in_url = urllib.parse.unquote(FUNCTION_RE.match(path).group(1))
-        name = self.resolve(name_in_url)
+        name = self.resolve(name_in_url, self.signing_region())
         with self.state.lock:
             self.state.get_function += 1
         if name is None:
@@ -713,10 +713,7 @@ class Handler(http_service.FaultHandler):
             return self.error(refused.status, refused.error_type, refused.message)
 
         name_in_url = urllib.parse.unquote(INVOKE_RE.match(path).group(1))
-        # The region the call was signed for is the endpoint's it reached.
-        region = self.state.region
-        if state.auth:
-            region = parse_authorization(self.headers["Authorization"])["region"]
+        region = self.signing_region()
         name = self.resolve(name_in_url, region)
         with state.lock:
             state.invocations += 1
@@ -779,6 +776,12 @@ class Handler(http_service.FaultHandler):
         except FunctionError as e:
             return self.function_error(e.message, e.error_type, e.kind)
         self.send(200, result, [("X-Amz-Executed-Version", "$LATEST")])
+
+    def signing_region(self):
+        """The region the request was signed for: the endpoint's it reached."""
+        if self.state.auth:
+            return parse_authorization(self.headers["Authorization"])["region"]
+        return self.state.region
 
     def resolve(self, name_in_url, region):
         """The built-in function a FunctionName names at the endpoint of
