@@ -28,25 +28,10 @@ REPEAT=${REPEAT:-3}
 SUBMIT_AFTER=${SUBMIT_AFTER:-5}
 MAX_INFLIGHT=${MAX_INFLIGHT:-$LARGE_CONCURRENCY}
 
-# Room for LARGE_CONCURRENCY connections: see bench/littles_law.sh.
-ulimit -Sn "$(ulimit -Hn)"
-if [ "$(id -u)" -eq 0 ]; then
-	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
-fi
-
 build_and_install
 start_moto
 . "$src/bench/common.sh"
-start_fast_target target "$DELAY_MS"
-export AWS_ENDPOINT_URL_LAMBDA="$target_url"
-# 1,000 calls of a tool fit the default worker_memory_budget (2GB) only
-# with payloads held below Lambda's 6 MB.
-start_cluster bench "fsync = off
-max_files_per_process = $((MAX_INFLIGHT * 3 + 1000))
-max_wal_size = 4GB
-batchproc.max_inflight = $MAX_INFLIGHT
-batchproc.max_payload_bytes = '64kB'"
-bench_setup
+start_wide_bench "$MAX_INFLIGHT" "$DELAY_MS"
 
 csv() {
 	sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $1) g)

@@ -22,25 +22,10 @@ DELAY_MS=${DELAY_MS:-100}
 CONCURRENCY=${CONCURRENCY:-1000}
 SAMPLE_S=${SAMPLE_S:-0.5}
 
-# Room for CONCURRENCY connections: see bench/littles_law.sh.
-ulimit -Sn "$(ulimit -Hn)"
-if [ "$(id -u)" -eq 0 ]; then
-	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
-fi
-
 build_and_install
 start_moto
 . "$src/bench/common.sh"
-start_fast_target target "$DELAY_MS"
-export AWS_ENDPOINT_URL_LAMBDA="$target_url"
-# 1,000 calls of a tool fit the default worker_memory_budget (2GB) only
-# with payloads held below Lambda's 6 MB.
-start_cluster bench "fsync = off
-max_files_per_process = $((CONCURRENCY * 3 + 1000))
-max_wal_size = 4GB
-batchproc.max_inflight = $CONCURRENCY
-batchproc.max_payload_bytes = '64kB'"
-bench_setup
+start_wide_bench "$CONCURRENCY" "$DELAY_MS"
 
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null; }
 
