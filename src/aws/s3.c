@@ -775,6 +775,18 @@ batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 	}
 }
 
+void
+batchproc_s3_delete(const char *bucket, const char *key)
+{
+	S3Call		c = {0};
+
+	c.op = "DeleteObject";
+	c.method = "DELETE";
+	c.bucket = bucket;
+	c.key = key;
+	(void) s3_call(&c, false);
+}
+
 uint64
 batchproc_s3_written(const BatchprocS3Writer *w)
 {

@@ -59,6 +59,9 @@ extern BatchprocS3Writer *batchproc_s3_open_write(const char *bucket, const char
 extern void batchproc_s3_write(BatchprocS3Writer *writer, const char *data, size_t len);
 extern void batchproc_s3_finish_write(BatchprocS3Writer *writer);
 extern void batchproc_s3_abort_write(BatchprocS3Writer *writer);
+/* Remove an object; one that is not there is no error, as for S3. */
+extern void batchproc_s3_delete(const char *bucket, const char *key);
+
 /* The bytes the object has (or will have, once finished). */
 extern uint64 batchproc_s3_written(const BatchprocS3Writer *writer);
 

@@ -11,7 +11,7 @@
  * (numbers as JSON numbers, json_string as JSON).  As Step Functions'
  * Distributed Map writes its results, the rows that did not succeed go
  * again, alone, to "<key>.failed.csv" (".failed.jsonl"), written only when
- * there are any, and "<key>.manifest.json" says what was written: the
+ * there are any (and removed when a retry left none), and "<key>.manifest.json" says what was written: the
  * batch, its config, its counts, each object's key and size, and when the
  * batch started and its outputs were written.
  *
@@ -171,6 +171,22 @@ write_manifest(const BatchprocBatch *batch, const char *uri, List *objects)
 	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
 }
 
+/*
+ * After batchproc_retry_failed every row may have succeeded: the failed
+ * rows file of the run before must not stay to contradict the manifest.
+ * Its key extends the output's, which the COPY just before was allowed to
+ * write under the owner's S3 rules.
+ */
+static void
+remove_object(const char *uri)
+{
+	char	   *bucket;
+	char	   *key;
+
+	if (batchproc_s3_parse_uri(uri, &bucket, &key) == NULL)
+		batchproc_s3_delete(bucket, key);
+}
+
 static void
 watch_step(void *arg)
 {
@@ -199,16 +215,17 @@ batchproc_export(BatchprocBatch *batch)
 	PG_TRY();
 	{
 		uint64		bytes = copy_rows(batch, columns, "", uri);
+		char	   *failed_uri = psprintf("%s.failed.%s", uri, suffix);
 
 		objects = lappend(objects, manifest_object("results", uri, bytes));
 		if (any_row_failed(batch))
 		{
-			char	   *failed_uri = psprintf("%s.failed.%s", uri, suffix);
-
 			bytes = copy_rows(batch, columns,
 							  " WHERE t._status IS DISTINCT FROM 'SUCCESS'", failed_uri);
 			objects = lappend(objects, manifest_object("failed", failed_uri, bytes));
 		}
+		else
+			remove_object(failed_uri);
 		write_manifest(batch, psprintf("%s.manifest.json", uri), objects);
 	}
 	PG_FINALLY();

@@ -83,6 +83,14 @@ is_deeply([ map { "$_->{role} $_->{uri} $_->{size}" } @{ $manifest->{objects} } 
 ok($manifest->{startedAt} && $manifest->{writtenAt} && $manifest->{startedAt} le $manifest->{writtenAt},
 	'the manifest says when the batch started and when its outputs were written');
 
+# --- After a retry of the failed row succeeds, the export is written
+# again: no failed rows file is left to contradict it.
+sql("SELECT batchproc_retry_failed($id)");
+is(wait_for_batch($node, $id), 'succeeded', 'the retried batch succeeds');
+is(head('out/run.csv.failed.csv'), undef, 'the failed rows file of the run before is removed');
+is_deeply(decode_json(get_object($bucket, 'out/run.csv.manifest.json'))->{counts},
+	{ total => 3, succeeded => 3, failed => 0 }, 'the manifest is written again with the new counts');
+
 # --- JSON lines under aws:kms with a key of the config's; nothing failed,
 # so no failed rows file.
 put_object($bucket, 'ok.csv', qq(key,fail_times,note\na,0,plain\nc,0,"two\nlines"\n));
