@@ -17,6 +17,7 @@ OBJS = \
 	src/config/template.o \
 	src/config/validate.o \
 	src/config/validate_execution.o \
+	src/config/validate_output_file.o \
 	src/config/walk.o \
 	src/aws/aws.o \
 	src/aws/aws_request.o \

@@ -176,6 +176,22 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://b/ou
 SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/in.csv"}');
 
 --
+-- output_sse, output_kms_key_id, output_format
+--
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_sse": "aes256"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_sse": true}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_sse": "AES256"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_sse": "AES256", "output_kms_key_id": "alias/k"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_kms_key_id": "alias/k"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_sse": "aws:kms", "output_kms_key_id": ""}');
+SELECT batchproc.validate_config(:'base'::jsonb || jsonb_build_object('output_s3_uri', 's3://bucket/out.csv', 'output_sse', 'aws:kms', 'output_kms_key_id', repeat('k', 2049)));
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_format": "parquet"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_format": "jsonl"}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.jsonl", "output_sse": "aws:kms", "output_kms_key_id": "alias/k", "output_format": "jsonl"}')
+  - 'target' - 'input_mapping' - 'output_mapping' - 'execution_config';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"output_s3_uri": "s3://bucket/out.csv", "output_sse": "AES256"}') ? 'output_format' AS default_written;
+
+--
 -- target
 --
 SELECT batchproc.validate_config('{"csv_s3_uri": "s3://bucket/in.csv"}');

@@ -110,6 +110,15 @@ typedef void (*BatchprocCopyWatch) (void *arg);
 extern void batchproc_install_copy_hook(void);
 extern void batchproc_copy_to_s3_watch(BatchprocCopyWatch watch, void *arg);
 
+/*
+ * Encryption and tags for the objects of the COPYs TO S3 that start while
+ * set (NULL: the server's batchproc.output_sse defaults alone), and the
+ * size of the last object written.
+ */
+struct BatchprocS3WriteOptions;
+extern void batchproc_copy_to_s3_object(const struct BatchprocS3WriteOptions *options);
+extern uint64 batchproc_copy_to_s3_last_bytes(void);
+
 /* api.c: what one role may queue */
 extern int	batchproc_max_queued_batches_per_role;
 extern int	batchproc_max_config_bytes;

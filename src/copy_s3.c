@@ -61,6 +61,7 @@
 
 #include "batchproc.h"
 #include "rights.h"
+#include "aws/aws.h"
 #include "aws/http.h"
 #include "aws/s3.h"
 
@@ -102,6 +103,12 @@ static bool exit_callback_registered = false;
 
 static BatchprocCopyWatch next_watch = NULL;
 static void *next_watch_arg = NULL;
+
+/* What the COPYs TO S3 ask of S3 beyond the server's defaults. */
+static BatchprocS3WriteOptions next_object;
+
+/* The size of the object the last COPY TO S3 wrote. */
+static uint64 last_object_bytes = 0;
 
 static void
 parse_uri_or_error(const char *uri, char **bucket, char **key)
@@ -416,6 +423,42 @@ batchproc_copy_to_s3_watch(BatchprocCopyWatch watch, void *arg)
 	next_watch_arg = arg;
 }
 
+void
+batchproc_copy_to_s3_object(const BatchprocS3WriteOptions *options)
+{
+	if (options)
+		next_object = *options;
+	else
+		memset(&next_object, 0, sizeof(next_object));
+}
+
+uint64
+batchproc_copy_to_s3_last_bytes(void)
+{
+	return last_object_bytes;
+}
+
+/*
+ * The encryption and tags of the object a COPY writes: its caller's, else
+ * the server's batchproc.output_sse and batchproc.output_kms_key_id.  A KMS
+ * key goes only with aws:kms, where S3 would refuse it otherwise.
+ */
+static BatchprocS3WriteOptions
+object_options(void)
+{
+	BatchprocS3WriteOptions o = next_object;
+
+	if (o.sse == NULL && batchproc_s3_output_sse == BATCHPROC_S3_SSE_AES256)
+		o.sse = "AES256";
+	else if (o.sse == NULL && batchproc_s3_output_sse == BATCHPROC_S3_SSE_KMS)
+		o.sse = "aws:kms";
+	if (o.sse == NULL || strcmp(o.sse, "aws:kms") != 0)
+		o.kms_key_id = NULL;
+	else if (o.kms_key_id == NULL && batchproc_s3_output_kms_key_id[0] != '\0')
+		o.kms_key_id = batchproc_s3_output_kms_key_id;
+	return o;
+}
+
 /* The protocol as it was before the COPY, and no watch on the transport. */
 static void
 sink_detach(S3CopySink *sink)
@@ -457,6 +500,7 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 	S3CopySink *sink;
 	PlannedStmt *local_pstmt;
 	CopyStmt   *local_stmt;
+	BatchprocS3WriteOptions options;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!batchproc_has_role("batchproc_s3_write"))
@@ -484,7 +528,8 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 
 	sink = palloc0(sizeof(S3CopySink));
 	sink->gzip = ends_with_gz(key);
-	sink->writer = batchproc_s3_open_write(bucket, key);
+	options = object_options();
+	sink->writer = batchproc_s3_open_write(bucket, key, &options);
 	sink->saved_methods = PqCommMethods;
 	sink->saved_where = whereToSendOutput;
 	sink->client_connected = (whereToSendOutput == DestRemote);
@@ -531,6 +576,7 @@ copy_to_s3(PlannedStmt *pstmt, const char *queryString,
 		current_sink = NULL;
 		/* The last parts' waits are watched too: the object is not there yet. */
 		sink_finish(sink);
+		last_object_bytes = batchproc_s3_written(sink->writer);
 		batchproc_http_set_wake_hook(NULL, NULL);
 		open_upload = NULL;
 	}

@@ -28,6 +28,8 @@ char	   *batchproc_aws_access_key_id = NULL;
 char	   *batchproc_aws_secret_access_key = NULL;
 char	   *batchproc_aws_session_token = NULL;
 int			batchproc_s3_part_size_mb = 5;
+int			batchproc_s3_output_sse = BATCHPROC_S3_SSE_NONE;
+char	   *batchproc_s3_output_kms_key_id = NULL;
 int			batchproc_s3_upload_concurrency = 4;
 int			batchproc_aws_max_attempts = 3;
 
@@ -48,6 +50,13 @@ static const struct config_enum_entry path_style_options[] = {
 	{"no", 0, true},
 	{"1", 1, true},
 	{"0", 0, true},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry output_sse_options[] = {
+	{"none", BATCHPROC_S3_SSE_NONE, false},
+	{"AES256", BATCHPROC_S3_SSE_AES256, false},
+	{"aws:kms", BATCHPROC_S3_SSE_KMS, false},
 	{NULL, 0, false}
 };
 
@@ -147,6 +156,23 @@ batchproc_define_aws_settings(void)
 							 "auto uses path style exactly when an S3 endpoint is overridden.",
 							 &s3_path_style, -1, path_style_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	/*
+	 * Superuser-only, so that an administrator's choice binds every object
+	 * written: a batch's output_sse may name another kind of encryption,
+	 * never none.
+	 */
+	DefineCustomEnumVariable("batchproc.output_sse",
+							 "Server-side encryption asked of S3 for every object batchproc writes.",
+							 "none leaves it to the bucket's default encryption; a batch's output_sse takes precedence.",
+							 &batchproc_s3_output_sse, BATCHPROC_S3_SSE_NONE, output_sse_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("batchproc.output_kms_key_id",
+							   "KMS key that S3 encrypts objects with under aws:kms.",
+							   "Empty uses the account's default key for S3; a batch's output_kms_key_id takes precedence.",
+							   &batchproc_s3_output_kms_key_id, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("batchproc.s3_part_size",
 							"Size of the first parts of a multipart upload to S3.",

@@ -41,6 +41,13 @@ extern char *batchproc_aws_access_key_id;
 extern char *batchproc_aws_secret_access_key;
 extern char *batchproc_aws_session_token;
 extern int	batchproc_s3_part_size_mb;
+
+/* batchproc.output_sse and batchproc.output_kms_key_id ("" for none) */
+#define BATCHPROC_S3_SSE_NONE	0
+#define BATCHPROC_S3_SSE_AES256	1
+#define BATCHPROC_S3_SSE_KMS	2
+extern int	batchproc_s3_output_sse;
+extern char *batchproc_s3_output_kms_key_id;
 extern int	batchproc_s3_upload_concurrency;
 
 #define BATCHPROC_S3_MAX_UPLOAD_CONCURRENCY 16

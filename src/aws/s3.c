@@ -64,6 +64,7 @@ typedef struct S3Call
 	const char *query;			/* without '?', or NULL */
 	const char *range;
 	const char *if_match;
+	const BatchprocS3WriteOptions *object;	/* for the call creating an object */
 	const char *body;
 	size_t		body_len;
 	long		timeout_ms;		/* per attempt; 0 for S3_REQUEST_TIMEOUT_MS */
@@ -112,6 +113,8 @@ struct BatchprocS3Writer
 	size_t		len;
 	size_t		part_size;
 	size_t		unpolled;		/* bytes written since the uploads last moved */
+	uint64		written;
+	BatchprocS3WriteOptions options;
 	char	   *upload_id;
 	int			parts;			/* numbered so far, the one filling excluded */
 	char	  **etags;			/* of part n at n - 1 */
@@ -235,7 +238,7 @@ build_request(const S3Call *c, size_t body_limit)
 	char	   *host;
 	StringInfoData path;
 	StringInfoData url;
-	BatchprocSigv4Header headers[7];
+	BatchprocSigv4Header headers[10];
 	int			nheaders = 0;
 	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
 	BatchprocSigv4Request sreq;
@@ -276,6 +279,14 @@ build_request(const S3Call *c, size_t body_limit)
 		headers[nheaders++] = (BatchprocSigv4Header) {"range", c->range};
 	if (c->if_match)
 		headers[nheaders++] = (BatchprocSigv4Header) {"if-match", c->if_match};
+	/* S3 requires every x-amz-* header it receives to be signed. */
+	if (c->object && c->object->sse)
+		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-server-side-encryption", c->object->sse};
+	if (c->object && c->object->kms_key_id)
+		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-server-side-encryption-aws-kms-key-id",
+		c->object->kms_key_id};
+	if (c->object && c->object->tagging)
+		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-tagging", c->object->tagging};
 
 	memset(&sreq, 0, sizeof(sreq));
 	sreq.method = c->method;
@@ -562,7 +573,8 @@ batchproc_s3_read(BatchprocS3Reader *r, char *buf, size_t minread, size_t maxrea
 #define UPLOAD_POLL_BYTES (256 * 1024)
 
 BatchprocS3Writer *
-batchproc_s3_open_write(const char *bucket, const char *key)
+batchproc_s3_open_write(const char *bucket, const char *key,
+						const BatchprocS3WriteOptions *options)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc S3 writer",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -575,6 +587,13 @@ batchproc_s3_open_write(const char *bucket, const char *key)
 	w->max_inflight = batchproc_s3_upload_concurrency;
 	w->buf = MemoryContextAllocHuge(cxt, w->part_size);
 	w->buf_size = w->part_size;
+	if (options)
+	{
+		w->options.sse = options->sse ? MemoryContextStrdup(cxt, options->sse) : NULL;
+		w->options.kms_key_id = options->kms_key_id ?
+			MemoryContextStrdup(cxt, options->kms_key_id) : NULL;
+		w->options.tagging = options->tagging ? MemoryContextStrdup(cxt, options->tagging) : NULL;
+	}
 	return w;
 }
 
@@ -590,6 +609,7 @@ begin_multipart(BatchprocS3Writer *w)
 	c.bucket = w->bucket;
 	c.key = w->key;
 	c.query = "uploads";
+	c.object = &w->options;
 	res = s3_call(&c, false);
 	if ((upload_id = batchproc_aws_xml_element(res.body, "UploadId")) == NULL)
 		ereport(ERROR,
@@ -735,6 +755,7 @@ void
 batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 {
 	w->unpolled += len;
+	w->written += len;
 	while (len > 0)
 	{
 		size_t		n = Min(len, w->part_size - w->len);
@@ -755,6 +776,24 @@ batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 }
 
 void
+batchproc_s3_delete(const char *bucket, const char *key)
+{
+	S3Call		c = {0};
+
+	c.op = "DeleteObject";
+	c.method = "DELETE";
+	c.bucket = bucket;
+	c.key = key;
+	(void) s3_call(&c, false);
+}
+
+uint64
+batchproc_s3_written(const BatchprocS3Writer *w)
+{
+	return w->written;
+}
+
+void
 batchproc_s3_finish_write(BatchprocS3Writer *w)
 {
 	MemoryContext old = MemoryContextSwitchTo(w->cxt);
@@ -768,6 +807,7 @@ batchproc_s3_finish_write(BatchprocS3Writer *w)
 	{
 		c.op = "PutObject";
 		c.method = "PUT";
+		c.object = &w->options;
 		c.body = w->buf;
 		c.body_len = w->len;
 		(void) s3_call(&c, false);

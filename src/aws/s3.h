@@ -36,13 +36,33 @@ extern size_t batchproc_s3_read(BatchprocS3Reader *reader, char *buf,
 								 size_t minread, size_t maxread);
 
 /*
+ * What an upload asks of S3 for the object as a whole, sent with the
+ * request that creates it (PutObject or CreateMultipartUpload).  Each field
+ * may be NULL: sse is "AES256" or "aws:kms", kms_key_id goes with aws:kms
+ * (NULL: the account's default key), tagging is a URL-encoded query string
+ * of tags ("batchproc-batch-id=42").
+ */
+typedef struct BatchprocS3WriteOptions
+{
+	const char *sse;
+	const char *kms_key_id;
+	const char *tagging;
+} BatchprocS3WriteOptions;
+
+/*
  * Uploads: bytes written are buffered up to one part.  Finishing makes the
  * object appear whole; aborting (which never throws) makes sure no part of
- * it appears.
+ * it appears.  options may be NULL.
  */
-extern BatchprocS3Writer *batchproc_s3_open_write(const char *bucket, const char *key);
+extern BatchprocS3Writer *batchproc_s3_open_write(const char *bucket, const char *key,
+												  const BatchprocS3WriteOptions *options);
 extern void batchproc_s3_write(BatchprocS3Writer *writer, const char *data, size_t len);
 extern void batchproc_s3_finish_write(BatchprocS3Writer *writer);
 extern void batchproc_s3_abort_write(BatchprocS3Writer *writer);
+/* Remove an object; one that is not there is no error, as for S3. */
+extern void batchproc_s3_delete(const char *bucket, const char *key);
+
+/* The bytes the object has (or will have, once finished). */
+extern uint64 batchproc_s3_written(const BatchprocS3Writer *writer);
 
 #endif							/* BATCHPROC_S3_H */

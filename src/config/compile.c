@@ -289,6 +289,10 @@ batchproc_config_compile(Jsonb *normalised)
 
 	cfg->csv_s3_uri = need_string(root, "csv_s3_uri");
 	cfg->output_s3_uri = maybe_string(root, "output_s3_uri");
+	cfg->output_sse = maybe_string(root, "output_sse");
+	cfg->output_kms_key_id = maybe_string(root, "output_kms_key_id");
+	cfg->output_jsonl = batchproc_cfg_get_key(root, "output_format") != NULL &&
+		strcmp(need_string(root, "output_format"), "jsonl") == 0;
 
 	target = need_container(root, "target");
 	type = need_string(target, "type");

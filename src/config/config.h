@@ -90,6 +90,9 @@ typedef struct BatchprocConfig
 {
 	char	   *csv_s3_uri;
 	char	   *output_s3_uri;	/* NULL when not given */
+	char	   *output_sse;		/* "AES256", "aws:kms"; NULL: the server's */
+	char	   *output_kms_key_id;	/* NULL: the server's, or S3's default */
+	bool		output_jsonl;	/* output_format "jsonl"; default csv */
 
 	BatchprocTargetType target_type;
 	char	   *target_name;	/* NULL when only arn is given */

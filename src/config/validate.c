@@ -44,8 +44,8 @@
  * in hints.
  */
 static const char *const top_keys[] = {
-	"csv_s3_uri", "output_s3_uri", "target", "input_mapping",
-	"output_mapping", "execution_config", NULL
+	"csv_s3_uri", "output_s3_uri", "output_sse", "output_kms_key_id", "output_format",
+	"target", "input_mapping", "output_mapping", "execution_config", NULL
 };
 static const char *const target_keys[] = {"type", "name", "arn", NULL};
 static const char *const input_keys[] = {
@@ -805,6 +805,7 @@ batchproc_config_validate(Jsonb *config)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("output_s3_uri: must differ from csv_s3_uri"),
 				 errdetail("Writing the output over the input file would destroy the input.")));
+	batchproc_config_validate_output_file(root, output_uri, &st);
 
 	validate_target(root, &st);
 	validate_input_mapping(root, &st);

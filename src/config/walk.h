@@ -51,4 +51,9 @@ extern bool batchproc_cfg_str_list_member(List *list, const char *s);
 extern void batchproc_config_validate_execution(JsonbContainer *root,
 												JsonbParseState **st);
 
+/* validate_output_file.c */
+extern void batchproc_config_validate_output_file(JsonbContainer *root,
+												  const char *output_uri,
+												  JsonbParseState **st);
+
 #endif							/* BATCHPROC_CONFIG_WALK_H */
