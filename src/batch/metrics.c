@@ -14,9 +14,10 @@
  * TargetName, in requests of at most 1,000 datums, signed as every AWS
  * call is (aws_request.c, Query API).  A request is started and left to
  * the dispatcher's event loop, so that it never holds up a call nor a
- * transaction; an idle worker waits for it.  CloudWatch's failures never
- * touch a batch: they are reported by a WARNING, at most one every
- * WARN_EVERY_MS, and what the failed request carried is lost.
+ * transaction; an idle worker waits for it, until a batch is submitted.
+ * CloudWatch's failures never touch a batch: they are reported by a
+ * WARNING, at most one every WARN_EVERY_MS, and what the failed request
+ * carried is lost.
  *
  * IDENTIFICATION
  *	  src/batch/metrics.c
@@ -64,7 +65,8 @@ static int	failures_unreported = 0;
 
 /*
  * CloudWatch's rule for a namespace: 1 to 255 of letters, digits and
- * . - _ / # : (and spaces), not beginning with "AWS/", which is AWS's own.
+ * . - _ / # : (and spaces), not beginning with a colon, nor with "AWS/",
+ * which is AWS's own.
  */
 bool
 batchproc_check_cloudwatch_namespace(char **newval, void **extra, GucSource source)
@@ -76,6 +78,11 @@ batchproc_check_cloudwatch_namespace(char **newval, void **extra, GucSource sour
 	if (strlen(v) > 255)
 	{
 		GUC_check_errdetail("A CloudWatch namespace has at most 255 characters.");
+		return false;
+	}
+	if (v[0] == ':')
+	{
+		GUC_check_errdetail("A CloudWatch namespace may not begin with a colon.");
 		return false;
 	}
 	if (strncmp(v, "AWS/", 4) == 0)
@@ -216,7 +223,8 @@ warn_failure(const char *what)
 
 /*
  * Forget the requests that were answered, warning of those that failed;
- * with wait, wait for every one (each has REQUEST_TIMEOUT_MS).
+ * with wait, wait for every one (each has REQUEST_TIMEOUT_MS), unless the
+ * latch is set meanwhile.
  */
 static void
 reap(bool wait)
@@ -229,7 +237,15 @@ reap(bool wait)
 		BatchprocHttpResponse *resp;
 
 		while (wait && !batchproc_http_done(req))
+		{
 			batchproc_http_wait(REQUEST_TIMEOUT_MS);
+			/* A batch was submitted: it goes first, the answer can wait. */
+			if (batchproc_http_latch_was_set())
+			{
+				SetLatch(MyLatch);
+				wait = false;
+			}
+		}
 		if (!batchproc_http_done(req))
 			continue;
 		resp = batchproc_http_response(req);
@@ -366,12 +382,7 @@ batchproc_metrics_idle(void)
 	if (pending != NIL && batchproc_metrics_due())
 		batchproc_metrics_send();
 	if (requests != NIL)
-	{
 		reap(true);
-		/* A batch submitted meanwhile set the latch, which the wait reset. */
-		if (batchproc_http_latch_was_set())
-			SetLatch(MyLatch);
-	}
 }
 
 /* How long an idle worker may sleep before a publication is due (-1: any). */

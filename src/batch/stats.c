@@ -86,7 +86,6 @@ void
 batchproc_stats_call(BatchprocRunStats *st)
 {
 	st->table.calls++;
-	st->metrics.calls++;
 }
 
 void

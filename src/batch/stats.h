@@ -35,7 +35,7 @@ typedef struct BatchprocStatsCounts
 	int64		timed_out;		/* TIMEOUT */
 	int64		retried;		/* attempts that will be tried again */
 	int64		throttled;		/* answers that said throttled */
-	int64		calls;			/* calls sent to the target */
+	int64		calls;			/* calls sent to the target (the view's only) */
 	int64		ms_count;		/* rows timed: processed */
 	double		ms_sum;
 	double		ms_min;

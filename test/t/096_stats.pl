@@ -261,6 +261,9 @@ is(join(',', sort keys %names),
 like(as('postgres', "ALTER SYSTEM SET batchproc.cloudwatch_namespace = 'AWS/Lambda'"),
 	qr/invalid value for parameter "batchproc.cloudwatch_namespace".*\n.*DETAIL:  Namespaces beginning with "AWS\/" are AWS's own/,
 	'a namespace beginning with AWS/ is refused');
+like(as('postgres', "ALTER SYSTEM SET batchproc.cloudwatch_namespace = 'Batch\$proc'"),
+	qr/DETAIL:  A CloudWatch namespace may hold letters, digits, spaces and \. - _ \/ # : only/,
+	'a namespace with a character CloudWatch refuses is refused');
 
 # --- A CloudWatch that fails fails no batch, and is reported once however
 # many publications fail.  The Lambda stand-in plays it: it answers
