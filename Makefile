@@ -34,12 +34,14 @@ OBJS = \
 	src/batch/export.o \
 	src/batch/import.o \
 	src/batch/lease.o \
+	src/batch/metrics.o \
 	src/batch/log.o \
 	src/batch/payload.o \
 	src/batch/preview.o \
 	src/batch/results.o \
 	src/batch/retention.o \
 	src/batch/runner.o \
+	src/batch/stats.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \
 	src/batch/target_http_address.o \

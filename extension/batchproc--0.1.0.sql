@@ -98,11 +98,38 @@ CREATE TABLE batchproc.leases (
 );
 COMMENT ON TABLE batchproc.leases IS 'Chunks of a running batch''s rows leased by the workers of a pool';
 
+-- What each worker counted of a batch, written with each group of results
+-- (and by imports and exports): the batchproc.stats view sums a batch's
+-- rows, so that reading it never scans a results table.  latency_buckets
+-- counts the rows' _execution_time_ms in log-scale buckets, four to a
+-- doubling (batchproc.latency_percentile reads them).
+CREATE TABLE batchproc.batch_stats (
+    batch_id         bigint NOT NULL REFERENCES batchproc.batches (id) ON DELETE CASCADE,
+    worker           integer NOT NULL,
+    rows_processed   bigint NOT NULL DEFAULT 0,
+    rows_failed      bigint NOT NULL DEFAULT 0,
+    rows_timed_out   bigint NOT NULL DEFAULT 0,
+    rows_retried     bigint NOT NULL DEFAULT 0,
+    rows_throttled   bigint NOT NULL DEFAULT 0,
+    calls            bigint NOT NULL DEFAULT 0,
+    latency_buckets  bigint[],
+    in_flight        integer NOT NULL DEFAULT 0,
+    peak_in_flight   integer NOT NULL DEFAULT 0,
+    rows_last_minute bigint NOT NULL DEFAULT 0,
+    minute_seconds   integer NOT NULL DEFAULT 60,
+    bytes_imported   bigint NOT NULL DEFAULT 0,
+    bytes_exported   bigint NOT NULL DEFAULT 0,
+    updated_at       timestamptz,
+    PRIMARY KEY (batch_id, worker)
+);
+COMMENT ON TABLE batchproc.batch_stats IS 'Each worker''s counts of a batch, summed by the batchproc.stats view';
+
 -- User data in these tables belongs in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('batchproc.batches', '');
 SELECT pg_catalog.pg_extension_config_dump('batchproc.batches_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('batchproc.targets', '');
 SELECT pg_catalog.pg_extension_config_dump('batchproc.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('batchproc.batch_stats', '');
 
 CREATE FUNCTION pg_catalog.batchproc_submit(config jsonb)
 RETURNS bigint
@@ -184,6 +211,64 @@ SELECT b.id,
  WHERE b.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting']);
 COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, rows per second and ETA';
 
+-- Bucket 1 holds 0 ms and bucket k > 1 [2^((k-2)/4), 2^((k-1)/4)) ms
+-- (src/batch/stats.h); a percentile is the largest whole number of
+-- milliseconds in the bucket that holds it (nearest rank).
+CREATE FUNCTION batchproc.latency_percentile(buckets bigint[], fraction double precision)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT CASE WHEN c.k OPERATOR(pg_catalog.=) 1 THEN 0
+                    ELSE pg_catalog.ceil(2.0 OPERATOR(pg_catalog.^) ((c.k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog./) 4.0))::bigint
+                         OPERATOR(pg_catalog.-) 1 END
+          FROM (SELECT u.k, pg_catalog.sum(u.n) OVER (ORDER BY u.k) AS below
+                  FROM pg_catalog.unnest(buckets) WITH ORDINALITY AS u(n, k)) c
+         WHERE c.below OPERATOR(pg_catalog.>=) GREATEST(1, pg_catalog.ceil(fraction OPERATOR(pg_catalog.*)
+                   (SELECT pg_catalog.sum(v) FROM pg_catalog.unnest(buckets) AS v)))
+         ORDER BY c.k LIMIT 1);
+COMMENT ON FUNCTION batchproc.latency_percentile(bigint[], double precision) IS 'A percentile (0 to 1) of the latencies counted in batchproc.batch_stats.latency_buckets, in ms';
+
+CREATE VIEW batchproc.stats WITH (security_invoker = true) AS
+SELECT b.id AS batch_id,
+       b.state,
+       COALESCE(s.rows_processed, 0) AS rows_processed,
+       COALESCE(s.rows_failed, 0) AS rows_failed,
+       COALESCE(s.rows_timed_out, 0) AS rows_timed_out,
+       COALESCE(s.rows_retried, 0) AS rows_retried,
+       COALESCE(s.rows_throttled, 0) AS rows_throttled,
+       COALESCE(s.calls, 0) AS calls,
+       batchproc.latency_percentile(s.latency_buckets, 0.5) AS p50,
+       batchproc.latency_percentile(s.latency_buckets, 0.95) AS p95,
+       batchproc.latency_percentile(s.latency_buckets, 0.99) AS p99,
+       CASE WHEN b.state OPERATOR(pg_catalog.=) 'running' THEN COALESCE(s.in_flight, 0) ELSE 0 END AS in_flight,
+       COALESCE(s.peak_in_flight, 0) AS peak_in_flight,
+       COALESCE(s.rows_per_second, 0) AS rows_per_second,
+       COALESCE(s.bytes_imported, 0) AS bytes_imported,
+       COALESCE(s.bytes_exported, 0) AS bytes_exported
+  FROM batchproc.batches b
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.sum(w.rows_processed)::bigint AS rows_processed,
+              pg_catalog.sum(w.rows_failed)::bigint AS rows_failed,
+              pg_catalog.sum(w.rows_timed_out)::bigint AS rows_timed_out,
+              pg_catalog.sum(w.rows_retried)::bigint AS rows_retried,
+              pg_catalog.sum(w.rows_throttled)::bigint AS rows_throttled,
+              pg_catalog.sum(w.calls)::bigint AS calls,
+              pg_catalog.sum(w.in_flight)::integer AS in_flight,
+              -- the workers' peaks may not have come together: at most their sum
+              pg_catalog.sum(w.peak_in_flight)::integer AS peak_in_flight,
+              pg_catalog.round(pg_catalog.sum(w.rows_last_minute) FILTER (WHERE w.updated_at OPERATOR(pg_catalog.>)
+                      (pg_catalog.now() OPERATOR(pg_catalog.-) interval '1 minute'))::numeric
+                  OPERATOR(pg_catalog./) pg_catalog.max(w.minute_seconds), 1) AS rows_per_second,
+              pg_catalog.sum(w.bytes_imported)::bigint AS bytes_imported,
+              pg_catalog.sum(w.bytes_exported)::bigint AS bytes_exported,
+              (SELECT pg_catalog.array_agg(t.n ORDER BY t.k)
+                 FROM (SELECT u.k, pg_catalog.sum(u.n)::bigint AS n
+                         FROM batchproc.batch_stats x, pg_catalog.unnest(x.latency_buckets) WITH ORDINALITY AS u(n, k)
+                        WHERE x.batch_id OPERATOR(pg_catalog.=) b.id
+                        GROUP BY u.k) t) AS latency_buckets
+         FROM batchproc.batch_stats w
+        WHERE w.batch_id OPERATOR(pg_catalog.=) b.id) s ON true;
+COMMENT ON VIEW batchproc.stats IS 'Per batch: rows processed, failed, timed out, retried and throttled, calls, latency percentiles, calls in flight, rows per second over the last minute, bytes imported and exported';
+
 CREATE FUNCTION batchproc.aws_credentials(OUT source text, OUT access_key_id text,
                                           OUT expires_at timestamptz)
 RETURNS record
@@ -228,7 +313,8 @@ $roles$;
 -- batchproc_admin may read it.
 GRANT USAGE ON SCHEMA batchproc TO batchproc_user, batchproc_admin;
 GRANT USAGE ON SCHEMA batchproc_data TO batchproc_user, batchproc_admin;
-GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress
+GRANT SELECT ON batchproc.batches, batchproc.dead_letters, batchproc.progress,
+                batchproc.batch_stats, batchproc.stats
     TO batchproc_user, batchproc_admin;
 -- A target's headers may carry credentials: only admins see them.
 GRANT SELECT (name, type, arn, url, express, output_schema, description, allowed_roles,
@@ -240,6 +326,11 @@ ALTER TABLE batchproc.batches ENABLE ROW LEVEL SECURITY;
 CREATE POLICY batches_of_owner ON batchproc.batches FOR SELECT
     USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'MEMBER')
            OR pg_catalog.pg_has_role('batchproc_admin', 'MEMBER'));
+
+ALTER TABLE batchproc.batch_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY batch_stats_of_owner ON batchproc.batch_stats FOR SELECT
+    USING (EXISTS (SELECT FROM batchproc.batches b
+                    WHERE b.id OPERATOR(pg_catalog.=) batch_stats.batch_id));
 
 ALTER TABLE batchproc.dead_letters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY dead_letters_of_owner ON batchproc.dead_letters FOR SELECT

@@ -25,6 +25,7 @@
 
 #include "aws/aws.h"
 #include "batch/batch.h"
+#include "batch/stats.h"
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "config/config.h"
@@ -253,6 +254,24 @@ _PG_init(void)
 							"Sets how often the worker looks for batches whose ttl_days have passed.",
 							NULL,
 							&batchproc_purge_interval,
+							60, 1, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("batchproc.cloudwatch_namespace",
+							   "Sets the CloudWatch namespace the workers publish their batches' metrics to.",
+							   "Empty publishes none.",
+							   &batchproc_cloudwatch_namespace,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   batchproc_check_cloudwatch_namespace, NULL, NULL);
+
+	DefineCustomIntVariable("batchproc.metrics_interval",
+							"Sets how often, at most, a worker publishes metrics to CloudWatch.",
+							NULL,
+							&batchproc_metrics_interval,
 							60, 1, 86400,
 							PGC_SIGHUP,
 							GUC_UNIT_S,

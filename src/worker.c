@@ -39,6 +39,7 @@
 #include "utils/snapmgr.h"
 
 #include "batch/batch.h"
+#include "batch/stats.h"
 #include "batchproc.h"
 
 static int	my_slot = -1;
@@ -139,9 +140,13 @@ batchproc_worker_main(Datum main_arg)
 
 		/* Nothing is dispatched when the runner returns. */
 		batchproc_retention_sweep(NULL);
+		batchproc_metrics_idle();
 		sleep_ms = batchproc_retention_sleep_ms();
 		if (look_again_ms >= 0)
 			sleep_ms = sleep_ms >= 0 ? Min(sleep_ms, look_again_ms) : look_again_ms;
+		if (batchproc_metrics_sleep_ms() >= 0)
+			sleep_ms = sleep_ms >= 0 ? Min(sleep_ms, batchproc_metrics_sleep_ms()) :
+				batchproc_metrics_sleep_ms();
 		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms >= 0 ? WL_TIMEOUT : 0),
 					  sleep_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
 			batchproc_retention_stale();

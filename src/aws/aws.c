@@ -38,6 +38,7 @@ static char *endpoint_url = NULL;
 static char *endpoint_url_s3 = NULL;
 static char *endpoint_url_lambda = NULL;
 static char *endpoint_url_sfn = NULL;
+static char *endpoint_url_cloudwatch = NULL;
 static int	s3_path_style = -1;
 
 static const struct config_enum_entry path_style_options[] = {
@@ -150,6 +151,8 @@ batchproc_define_aws_settings(void)
 					"Endpoint URL for AWS Lambda.", &endpoint_url_lambda);
 	define_endpoint("batchproc.endpoint_url_sfn",
 					"Endpoint URL for AWS Step Functions.", &endpoint_url_sfn);
+	define_endpoint("batchproc.endpoint_url_cloudwatch",
+					"Endpoint URL for Amazon CloudWatch.", &endpoint_url_cloudwatch);
 
 	DefineCustomEnumVariable("batchproc.s3_force_path_style",
 							 "Addresses S3 buckets in the path rather than the host name.",
@@ -285,6 +288,11 @@ batchproc_aws_endpoint(BatchprocAwsService service, const char *region, bool *ov
 			setting = NULL;
 			env_name = "AWS_ENDPOINT_URL_STS";
 			host_prefix = "sts";
+			break;
+		case BATCHPROC_AWS_CLOUDWATCH:
+			setting = endpoint_url_cloudwatch;
+			env_name = "AWS_ENDPOINT_URL_CLOUDWATCH";
+			host_prefix = "monitoring";
 			break;
 	}
 

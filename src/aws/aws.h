@@ -20,7 +20,8 @@ typedef enum BatchprocAwsService
 	BATCHPROC_AWS_LAMBDA,
 	BATCHPROC_AWS_SFN,
 	BATCHPROC_AWS_SFN_SYNC,		/* StartSyncExecution's own host */
-	BATCHPROC_AWS_STS
+	BATCHPROC_AWS_STS,
+	BATCHPROC_AWS_CLOUDWATCH
 } BatchprocAwsService;
 
 typedef struct BatchprocAwsCredentials

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * aws_request.c
- *	  Signed requests to AWS's JSON APIs (Lambda, Step Functions).
+ *	  Signed requests to AWS's JSON APIs (Lambda, Step Functions) and
+ *	  form-encoded Query APIs (CloudWatch's PutMetricData).
  *
  * Credentials, region and endpoint come from aws.c and credentials.c; the
  * signature from sigv4.c, with the rules of every service but S3 (the path
@@ -80,7 +81,8 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *region,
 	sreq.region = region ? region : batchproc_aws_region();
 	sreq.service = (service == BATCHPROC_AWS_SFN || service == BATCHPROC_AWS_SFN_SYNC) ? "states" :
 		(service == BATCHPROC_AWS_LAMBDA) ? "lambda" :
-		(service == BATCHPROC_AWS_STS) ? "sts" : "s3";
+		(service == BATCHPROC_AWS_STS) ? "sts" :
+		(service == BATCHPROC_AWS_CLOUDWATCH) ? "monitoring" : "s3";
 	sreq.amz_date = amz_date;
 	sreq.s3_path_rules = (service == BATCHPROC_AWS_S3);
 	batchproc_sigv4_sign(&sreq, creds->access_key_id, creds->secret_access_key, &signature);

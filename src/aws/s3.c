@@ -55,6 +55,9 @@
 #define S3_ABORT_TIMEOUT_MS		(10 * 1000L)
 #define S3_ABORT_ATTEMPTS		2
 
+uint64		batchproc_s3_bytes_read = 0;
+uint64		batchproc_s3_bytes_written = 0;
+
 typedef struct S3Call
 {
 	const char *op;				/* "GetObject", for messages */
@@ -540,6 +543,7 @@ batchproc_s3_read(BatchprocS3Reader *r, char *buf, size_t minread, size_t maxrea
 		if (n > 0)
 		{
 			r->received += n;
+			batchproc_s3_bytes_read += n;
 			r->failures_without_progress = 0;
 			return n;
 		}
@@ -754,6 +758,7 @@ upload_full_buffer(BatchprocS3Writer *w)
 void
 batchproc_s3_write(BatchprocS3Writer *w, const char *data, size_t len)
 {
+	batchproc_s3_bytes_written += len;
 	w->unpolled += len;
 	w->written += len;
 	while (len > 0)

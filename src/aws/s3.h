@@ -31,6 +31,14 @@ extern const char *batchproc_s3_parse_uri(const char *uri, char **bucket, char *
 extern const char *batchproc_s3_bucket_fault(const char *name, size_t len);
 
 /* Downloads: read until 0.  Memory stays at one fixed-size buffer. */
+/*
+ * The bytes this process has read from and written to S3 objects, as
+ * stored (a .gz key's compressed bytes): a step reads them before and
+ * after to count its own.
+ */
+extern uint64 batchproc_s3_bytes_read;
+extern uint64 batchproc_s3_bytes_written;
+
 extern BatchprocS3Reader *batchproc_s3_open_read(const char *bucket, const char *key);
 extern size_t batchproc_s3_read(BatchprocS3Reader *reader, char *buf,
 								 size_t minread, size_t maxread);

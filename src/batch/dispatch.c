@@ -70,6 +70,7 @@
 #include "utils/timestamp.h"
 
 #include "batch/dispatch_run.h"
+#include "batch/stats.h"
 #include "batchproc.h"
 
 /* A group of finished rows is written at this size, or after this long. */
@@ -203,6 +204,7 @@ flush_results(Dispatch *d)
 		return;
 	batchproc_begin_tx("batchproc: writing results");
 	batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
+	batchproc_stats_write(d->stats, d->nbusy);
 	batchproc_end_tx(loop_cxt);
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
@@ -463,6 +465,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	/* In a pool, the run reads no row before it leased a chunk. */
 	d->last_row_leased = d->leases ? 0 : PG_INT64_MAX;
 	prepare_statements(d);
+	d->stats = batchproc_stats_start(batch, cxt);
 	check_target_allowed(d);
 	return d;
 }
@@ -717,6 +720,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	batchproc_worker_running(disp->slotno, d->batch->id);
 	flush_results(d);
 	batchproc_dispatch_abandon_calls(d);
+	batchproc_metrics_take(d->stats);
 	batchproc_worker_running(disp->slotno, 0);
 
 	ending->batch_id = d->batch->id;
@@ -801,6 +805,12 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 				(d->nresults > 0 &&
 				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
 				flush_results(d);
+		}
+		if (batchproc_metrics_due())
+		{
+			foreach(lc, disp->runs)
+				batchproc_metrics_take(((Dispatch *) lfirst(lc))->stats);
+			batchproc_metrics_send();
 		}
 
 		/* Runs that are done, cancelled or stopped by an error end here. */

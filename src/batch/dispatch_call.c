@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 
 #include "batch/dispatch_run.h"
+#include "batch/stats.h"
 
 /*
  * While Step Functions throttles DescribeExecution, no execution of the
@@ -78,6 +79,7 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 		}
 	}
 	MemoryContextSwitchTo(old);
+	batchproc_stats_row(d->stats, r);
 
 	batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
 						(errmsg("batchproc: batch " INT64_FORMAT " row " INT64_FORMAT " (%s) %s after %d attempts in " INT64_FORMAT " ms%s%s",
@@ -119,6 +121,7 @@ send_call(Dispatch *d, Slot *s)
 	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
 	batchproc_http_start(s->req);
+	batchproc_stats_call(d->stats);
 	s->phase = SLOT_CALLING;
 	MemoryContextSwitchTo(old);
 }
@@ -204,6 +207,7 @@ attempt_failed(Dispatch *d, Slot *s, const char *error, bool retryable, bool tim
 		 */
 		if (!(starting_execution(d, s) && s->execution_arn == NULL))
 			s->attempt++;
+		batchproc_stats_retry(d->stats);
 		s->renewed = false;
 		s->phase = SLOT_WAIT_RETRY;
 		s->next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -266,7 +270,11 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	 * is spent.
 	 */
 	if (s->phase == SLOT_CALLING)
+	{
 		batchproc_dispatch_adapt_concurrency(d, out->throttled);
+		if (out->throttled)
+			batchproc_stats_throttled(d->stats);
+	}
 	else if (s->phase == SLOT_DESCRIBING)
 		pace_polls(d, out->throttled);
 
@@ -306,6 +314,7 @@ batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
 
 	s->busy = true;
 	d->nbusy++;
+	batchproc_stats_in_flight(d->stats, d->nbusy);
 	s->row_id = q->row_id;
 	/* A row tried before a crash goes on under the same call name. */
 	s->attempt = Max(q->attempts, 1);

@@ -128,6 +128,7 @@ typedef struct Dispatch
 	bool		throttled_since_max;	/* to log the recovery once */
 	TokenBucket bucket;			/* execution_config.rate_limit_per_second */
 	TargetBudget *budget;		/* the target's, shared with other runs */
+	struct BatchprocRunStats *stats;	/* for batchproc.stats and CloudWatch */
 } Dispatch;
 
 /*

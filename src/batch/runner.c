@@ -54,6 +54,7 @@
 
 #include "aws/s3.h"
 #include "batch/batch.h"
+#include "batch/stats.h"
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "rights.h"
@@ -412,6 +413,7 @@ import_step(int64 id, MemoryContext cxt)
 	char	   *key;
 	ListCell   *lc;
 	StringInfoData cols;
+	uint64		read_before;
 
 	batchproc_begin_tx("batchproc: importing");
 	batch = load_batch(id, cxt);
@@ -420,9 +422,11 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
 								batchproc_role_s3_prefixes(batch->owner), batch->owner);
 
+	read_before = batchproc_s3_bytes_read;
 	imported = batchproc_import_csv(id, bucket, key, batch->table,
 									batchproc_result_columns_sql(batch->config),
 									batchproc_reserved_column_names(batch->config));
+	batchproc_stats_add_bytes(id, batchproc_s3_bytes_read - read_before, 0);
 	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
 								   quote_identifier(GetUserNameFromId(batch->owner, false))), false, 0, SPI_OK_UTILITY);
 
@@ -601,6 +605,7 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 	BatchprocRights saved;
 	MemoryContext run_cxt;
 	ErrorContextCallback context;
+	uint64		written_before;
 
 	context.callback = step_context;
 	context.arg = step;
@@ -648,8 +653,10 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			saved = batchproc_switch_rights(batch->owner,
 											SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION,
 											NULL);
+			written_before = batchproc_s3_bytes_written;
 			batchproc_export(batch);
 			batchproc_restore_rights(saved, false);
+			batchproc_stats_add_bytes(step->id, 0, batchproc_s3_bytes_written - written_before);
 			batchproc_end_tx(cxt);
 			batchproc_batch_log(step->log_level, BATCHPROC_LOG_INFO,
 								(errmsg("batchproc: batch " INT64_FORMAT " exported to %s",
