@@ -35,6 +35,7 @@ OBJS = \
 	src/batch/lease.o \
 	src/batch/log.o \
 	src/batch/payload.o \
+	src/batch/pool.o \
 	src/batch/preview.o \
 	src/batch/results.o \
 	src/batch/retention.o \
