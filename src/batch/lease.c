@@ -15,8 +15,10 @@
  * of the server before a crash restart) is free at once: the pool's live
  * workers are in shared memory (launcher.c).  A live holder renews its
  * leases; one that has not for batchproc.lease_timeout (a worker stuck in
- * a long import, say) loses them too, and when it notices it starts no
- * further row of those chunks.
+ * a long import, say) loses them too, and when it notices it drops its
+ * calls of those chunks' rows and starts no further row of them.  What it
+ * writes is fenced by its leases (batchproc_leases_fence_sql), so that
+ * answers it got while stuck are not recorded either.
  *
  * A chunk taken over is read from the table as after a crash: its rows in
  * flight have no status, so they go again under the call name of the
@@ -322,9 +324,9 @@ batchproc_leases_fence_sql(const BatchprocBatch *batch)
 		return "";
 	return psprintf(" AND EXISTS (SELECT FROM batchproc.leases l"
 					" WHERE l.batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT
-					" AND l.first_row OPERATOR(pg_catalog.=) (t._row_id OPERATOR(pg_catalog.-) 1)"
+					" AND l.first_row OPERATOR(pg_catalog.=) ((t._row_id OPERATOR(pg_catalog.-) 1)"
 					" OPERATOR(pg_catalog./) " INT64_FORMAT " OPERATOR(pg_catalog.*) " INT64_FORMAT
-					" OPERATOR(pg_catalog.+) 1"
+					" OPERATOR(pg_catalog.+) 1)"
 					" AND l.holder_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
 					" AND l.holder_started OPERATOR(pg_catalog.=) %s::pg_catalog.timestamptz)",
 					batch->id, batch->chunk_rows, batch->chunk_rows,

@@ -13,7 +13,8 @@
  * once per run with a generic plan that finds each row by its key (a plan
  * made for a group's arrays hashed the whole table for each group).  Only a
  * row still without a status is written, so no row ever gets two final
- * results, whatever a crash replays.
+ * results, whatever a crash replays; in a pool, only a row whose chunk the
+ * worker still holds (lease.c), so that its result is its holder's.
  *
  * IDENTIFICATION
  *	  src/batch/results.c
