@@ -40,6 +40,11 @@
  * total rows) allows; a run that ends with no row of its batch succeeded
  * fails it too.
  *
+ * In a pool of workers, each batch's max_concurrency, rate limits, failures
+ * and stop are counted over the pool (pool.c), and a chunk of rows lost to
+ * another worker takes this worker's calls of it away (lease.c);
+ * batchproc.max_inflight and the memory budget stay each worker's.
+ *
  * What happens inside a slot (a row's call, its deadline, its retries and
  * agent polls, its answer) is dispatch_call.c's; the run and its slots are
  * declared in dispatch_run.h.  This file owns the runs: their rows read
@@ -81,6 +86,9 @@
 /* A run's concurrency is halved at most this often, so that one burst of
  * throttled answers to calls sent together counts once. */
 #define DECREASE_MS			1000
+/* How often a run held back by its batch's calls in the rest of the pool
+ * looks again (pool.c): a call ending in another worker wakes no one. */
+#define POOL_CALLS_MS		20
 
 /* The worker's runs, one per batch being dispatched. */
 struct BatchprocDispatcher
@@ -199,7 +207,6 @@ static void
 flush_results(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
-
 	int64		written;
 	int			failed = 0;
 
@@ -217,10 +224,6 @@ flush_results(Dispatch *d)
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
 }
-
-/* How often a run held back by its batch's calls in the rest of the pool
- * looks again (pool.c): a call ending in another worker wakes no one. */
-#define POOL_CALLS_MS		20
 
 /* Refill the bucket; true if it has a token for a call now. */
 static bool
@@ -417,8 +420,8 @@ batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r)
 		d->nsucceeded++;
 		return;
 	}
-	/* In a pool, the failures of every worker count. */
 	d->nfailed++;
+	/* In a pool, the failures of every worker count. */
 	failed = d->batch->pool ? batchproc_pool_count_failure(d->batch->pool) : d->nfailed;
 	if (!config->continue_on_error)
 		stop_run(d, psprintf("row " INT64_FORMAT " failed: %s",

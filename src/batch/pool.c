@@ -357,19 +357,6 @@ batchproc_pool_call_end(BatchprocPoolBatch *p)
 	LWLockRelease(pool->lock);
 }
 
-/* The batch's calls in flight over the pool. */
-int
-batchproc_pool_calls(BatchprocPoolBatch *p)
-{
-	int			total = 0;
-
-	LWLockAcquire(pool->lock, LW_SHARED);
-	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
-		total += p->calls[k];
-	LWLockRelease(pool->lock);
-	return total;
-}
-
 /* A row of the batch failed in this worker: the pool's count of failures. */
 int64
 batchproc_pool_count_failure(BatchprocPoolBatch *p)
