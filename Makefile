@@ -37,6 +37,7 @@ OBJS = \
 	src/batch/metrics.o \
 	src/batch/log.o \
 	src/batch/payload.o \
+	src/batch/pool.o \
 	src/batch/preview.o \
 	src/batch/results.o \
 	src/batch/retention.o \

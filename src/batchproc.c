@@ -44,6 +44,7 @@ bp_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	batchproc_shmem_request();
+	batchproc_pool_shmem_request();
 }
 
 static void
@@ -52,6 +53,7 @@ bp_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	batchproc_shmem_startup();
+	batchproc_pool_shmem_startup();
 }
 
 void

@@ -97,6 +97,11 @@ extern int	batchproc_pool_member(void);
 extern int	batchproc_max_databases;
 extern int	batchproc_workers_per_database;
 
+/* batch/pool.c: what a database's pool of workers counts together */
+extern void batchproc_pool_shmem_request(void);
+extern void batchproc_pool_shmem_startup(void);
+extern void batchproc_pool_forget_member(Oid dboid, int member);
+
 /* worker.c */
 extern PGDLLEXPORT void batchproc_worker_main(Datum main_arg);
 

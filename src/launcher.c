@@ -321,6 +321,10 @@ batchproc_worker_attach(int slotno, int member, Oid dboid)
 	launcher_latch = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
 
+	/* What the worker this one replaces counted is gone with it (pool.c). */
+	if (ours)
+		batchproc_pool_forget_member(dboid, member);
+
 	/* The rest of the pool starts once the first worker runs. */
 	if (ours && member == 0 && batchproc_workers_per_database > 1 && launcher_latch)
 		SetLatch(launcher_latch);
@@ -345,11 +349,13 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 	BatchprocPoolWorker *w;
 	Latch	   *latches[BATCHPROC_MAX_POOL + 1];
 	int			n;
+	bool		ours;
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	slot = &batchproc_shared->slots[slotno];
 	w = &slot->workers[my_member];
-	if (w->pid == MyProcPid)
+	ours = w->pid == MyProcPid;
+	if (ours)
 	{
 		w->pid = 0;
 		w->latch = NULL;
@@ -365,6 +371,8 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 	if (batchproc_shared->launcher_latch)
 		latches[n++] = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
+	if (ours)
+		batchproc_pool_forget_member(MyDatabaseId, my_member);
 
 	for (int i = 0; i < n; i++)
 		SetLatch(latches[i]);

@@ -106,6 +106,8 @@ typedef struct BatchprocBatch
 	int64		succeeded_rows; /* as recorded when the batch was loaded */
 	int64		failed_rows;
 	int64		chunk_rows;		/* in a pool: the rows of a lease (lease.c) */
+	struct BatchprocPoolBatch *pool;	/* in a pool: what the pool counts
+										 * of it (pool.c) */
 } BatchprocBatch;
 
 /* import.c */
@@ -214,8 +216,8 @@ typedef struct BatchprocResult
 extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error);
 extern struct BatchprocPrepared *batchproc_results_statement(const BatchprocBatch *batch,
 																MemoryContext cxt);
-extern void batchproc_results_write(struct BatchprocPrepared *stmt, const BatchprocBatch *batch,
-									BatchprocResult *results, int n, int in_flight);
+extern int64 batchproc_results_write(struct BatchprocPrepared *stmt, const BatchprocBatch *batch,
+									 BatchprocResult *results, int n, int in_flight);
 extern char *batchproc_result_columns_sql(const BatchprocConfig *config);
 extern List *batchproc_reserved_column_names(const BatchprocConfig *config);
 extern bool batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
@@ -285,9 +287,9 @@ typedef struct BatchprocLeases BatchprocLeases;
 extern int	batchproc_lease_timeout;
 extern bool batchproc_pool_mode(void);
 extern BatchprocLeases *batchproc_leases_create(const BatchprocBatch *batch, MemoryContext cxt);
-extern bool batchproc_pool_take_share(BatchprocBatch *batch);
 extern bool batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto);
-extern void batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
+extern bool batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
+extern char *batchproc_leases_fence_sql(const BatchprocBatch *batch);
 extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
 extern void batchproc_leases_release(int64 batch_id);
 extern bool batchproc_leases_held_by_others(int64 batch_id);

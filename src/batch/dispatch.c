@@ -40,6 +40,11 @@
  * total rows) allows; a run that ends with no row of its batch succeeded
  * fails it too.
  *
+ * In a pool of workers, each batch's max_concurrency, rate limits, failures
+ * and stop are counted over the pool (pool.c), and a chunk of rows lost to
+ * another worker takes this worker's calls of it away (lease.c);
+ * batchproc.max_inflight and the memory budget stay each worker's.
+ *
  * What happens inside a slot (a row's call, its deadline, its retries and
  * agent polls, its answer) is dispatch_call.c's; the run and its slots are
  * declared in dispatch_run.h.  This file owns the runs: their rows read
@@ -71,6 +76,7 @@
 
 #include "batch/dispatch_run.h"
 #include "batch/stats.h"
+#include "batch/pool.h"
 #include "batchproc.h"
 
 /* A group of finished rows is written at this size, or after this long. */
@@ -81,6 +87,9 @@
 /* A run's concurrency is halved at most this often, so that one burst of
  * throttled answers to calls sent together counts once. */
 #define DECREASE_MS			1000
+/* How often a run held back by its batch's calls in the rest of the pool
+ * looks again (pool.c): a call ending in another worker wakes no one. */
+#define POOL_CALLS_MS		20
 
 /* The worker's runs, one per batch being dispatched. */
 struct BatchprocDispatcher
@@ -199,13 +208,21 @@ static void
 flush_results(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
+	int64		written;
+	int			failed = 0;
 
 	if (d->nresults == 0)
 		return;
 	batchproc_begin_tx("batchproc: writing results");
-	batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
+	written = batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
 	batchproc_stats_write(d->stats, d->nbusy);
 	batchproc_end_tx(loop_cxt);
+	if (d->batch->pool)
+	{
+		for (int i = 0; i < d->nresults; i++)
+			failed += strcmp(d->results[i].status, "SUCCESS") != 0;
+		batchproc_pool_flushed(d->batch->pool, failed, written);
+	}
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
 }
@@ -236,8 +253,8 @@ bucket_next(const TokenBucket *b)
 	return b->at + (TimestampTz) ((1.0 - b->tokens) / b->rate * USECS_PER_SEC) + 1;
 }
 
-static void
-bucket_init(TokenBucket *b, double rate, TimestampTz now)
+void
+batchproc_bucket_init(TokenBucket *b, double rate, TimestampTz now)
 {
 	b->rate = rate;
 	b->tokens = Max(rate, 1.0);
@@ -247,33 +264,48 @@ bucket_init(TokenBucket *b, double rate, TimestampTz now)
 /*
  * May the run send a call now?  A call takes from the run's bucket and its
  * target's; a poll (DescribeExecution) from its target's only, as it is the
- * target's API quota that polls spend, not the batch's pace.
+ * target's API quota that polls spend, not the batch's pace.  In a pool
+ * the buckets may be the pool's (pool.c), under its lock.
  */
 bool
 batchproc_dispatch_have_token(Dispatch *d, TimestampTz now)
 {
-	bool		run_ready = bucket_ready(&d->bucket, now);
+	bool		run_ready;
+	bool		ready;
 
-	return bucket_ready(&d->budget->bucket, now) && run_ready;
+	batchproc_pool_lock();
+	run_ready = bucket_ready(d->pace, now);
+	ready = bucket_ready(d->budget->pace, now) && run_ready;
+	batchproc_pool_unlock();
+	return ready;
 }
 
 void
 batchproc_dispatch_take_token(Dispatch *d)
 {
-	bucket_take(&d->bucket);
-	bucket_take(&d->budget->bucket);
+	batchproc_pool_lock();
+	bucket_take(d->pace);
+	bucket_take(d->budget->pace);
+	batchproc_pool_unlock();
 }
 
 bool
 batchproc_dispatch_have_poll_token(Dispatch *d, TimestampTz now)
 {
-	return bucket_ready(&d->budget->bucket, now);
+	bool		ready;
+
+	batchproc_pool_lock();
+	ready = bucket_ready(d->budget->pace, now);
+	batchproc_pool_unlock();
+	return ready;
 }
 
 void
 batchproc_dispatch_take_poll_token(Dispatch *d)
 {
-	bucket_take(&d->budget->bucket);
+	batchproc_pool_lock();
+	bucket_take(d->budget->pace);
+	batchproc_pool_unlock();
 }
 
 /* An answer came: grow the run's concurrency back, or halve it. */
@@ -310,6 +342,23 @@ batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled)
 }
 
 /*
+ * Stop sending: the batch fails with error, the first reason given (in a
+ * pool, the first any worker gave: every worker stops).
+ */
+static void
+stop_run(Dispatch *d, char *error)
+{
+	d->stop_on_error = true;
+	if (d->batch->pool)
+	{
+		batchproc_pool_stop(d->batch->pool, error);
+		error = batchproc_pool_stopped(d->batch->pool);
+	}
+	if (d->first_error == NULL)
+		d->first_error = MemoryContextStrdup(d->cxt, error);
+}
+
+/*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
  * record how many calls are in flight, for batchproc.progress.
  */
@@ -318,6 +367,15 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
+
+	/* Another worker of the pool failed the batch: this one stops too. */
+	if (d->batch->pool && !d->stop_on_error)
+	{
+		char	   *error = batchproc_pool_stopped(d->batch->pool);
+
+		if (error)
+			stop_run(d, error);
+	}
 
 	/* A cancel or redrive sets our latch at commit: look at once then. */
 	if (!woken && !TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
@@ -340,17 +398,9 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 																		  SPI_tuptable->tupdesc,
 																		  1, &isnull))) != BATCHPROC_BATCH_RUNNING)
 		d->cancelled = true;
-	batchproc_leases_renew(d->leases, now);
+	if (batchproc_leases_renew(d->leases, now))
+		batchproc_dispatch_drop_lost(d);
 	batchproc_end_tx(loop_cxt);
-}
-
-/* Stop sending: the batch fails with error, the first reason given. */
-static void
-stop_run(Dispatch *d, char *error)
-{
-	d->stop_on_error = true;
-	if (d->first_error == NULL)
-		d->first_error = MemoryContextStrdup(d->cxt, error);
 }
 
 /*
@@ -365,6 +415,7 @@ batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r)
 {
 	const BatchprocConfig *config = d->config;
 	int64		total = d->batch->total_rows;
+	int64		failed;
 
 	if (strcmp(r->status, "SUCCESS") == 0)
 	{
@@ -372,20 +423,22 @@ batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r)
 		return;
 	}
 	d->nfailed++;
+	/* In a pool, the failures of every worker count. */
+	failed = d->batch->pool ? batchproc_pool_count_failure(d->batch->pool) : d->nfailed;
 	if (!config->continue_on_error)
 		stop_run(d, psprintf("row " INT64_FORMAT " failed: %s",
 							 r->row_id, r->error ? r->error : r->status));
 	else if (config->tolerated_failure_count >= 0 &&
-			 d->nfailed > config->tolerated_failure_count)
+			 failed > config->tolerated_failure_count)
 		stop_run(d, psprintf("more rows failed than execution_config.tolerated_failure_count allows (%d):"
 							 " " INT64_FORMAT " of " INT64_FORMAT " rows failed",
-							 config->tolerated_failure_count, d->nfailed, total));
+							 config->tolerated_failure_count, failed, total));
 	else if (config->tolerated_failure_percentage >= 0 &&
-			 d->nfailed * 100.0 > config->tolerated_failure_percentage * total)
+			 failed * 100.0 > config->tolerated_failure_percentage * total)
 		stop_run(d, psprintf("more rows failed than execution_config.tolerated_failure_percentage allows (%g%%):"
 							 " " INT64_FORMAT " of " INT64_FORMAT " rows failed (%.1f%%)",
-							 config->tolerated_failure_percentage, d->nfailed, total,
-							 d->nfailed * 100.0 / total));
+							 config->tolerated_failure_percentage, failed, total,
+							 failed * 100.0 / total));
 }
 
 /*
@@ -423,10 +476,14 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 	}
 	if (d->nresults > 0)
 		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
-	if (!bucket_ready(&d->bucket, now))
-		next = Min(next, bucket_next(&d->bucket));
-	if (!bucket_ready(&d->budget->bucket, now))
-		next = Min(next, bucket_next(&d->budget->bucket));
+	batchproc_pool_lock();
+	if (!bucket_ready(d->pace, now))
+		next = Min(next, bucket_next(d->pace));
+	if (!bucket_ready(d->budget->pace, now))
+		next = Min(next, bucket_next(d->budget->pace));
+	batchproc_pool_unlock();
+	if (d->pool_full)
+		next = Min(next, TimestampTzPlusMilliseconds(now, POOL_CALLS_MS));
 	return Max(TimestampDifferenceMilliseconds(now, next), 0);
 }
 
@@ -460,7 +517,8 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->concurrency = d->nslots;
 	d->nsucceeded = batch->succeeded_rows;
 	d->nfailed = batch->failed_rows;
-	bucket_init(&d->bucket, d->config->rate_limit_per_second, GetCurrentTimestamp());
+	batchproc_bucket_init(&d->bucket, d->config->rate_limit_per_second, GetCurrentTimestamp());
+	d->pace = batch->pool ? batchproc_pool_batch_bucket(batch->pool) : &d->bucket;
 	d->leases = batchproc_leases_create(batch, cxt);
 	/* In a pool, the run reads no row before it leased a chunk. */
 	d->last_row_leased = d->leases ? 0 : PG_INT64_MAX;
@@ -474,7 +532,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 static bool
 run_wants_slot(Dispatch *d)
 {
-	return !d->cancelled && !d->stop_on_error && d->nbusy < (int) d->concurrency &&
+	return !d->cancelled && !d->stop_on_error && !d->pool_full && d->nbusy < (int) d->concurrency &&
 		!(d->exhausted && d->queue_pos >= d->queue_len) &&
 		batchproc_dispatch_have_token(d, GetCurrentTimestamp());
 }
@@ -512,6 +570,11 @@ start_next_row(Dispatch *d)
 		}
 	}
 	Assert(slot != NULL);
+	/* In a pool: within the batch's max_concurrency over every worker. */
+	d->pool_full = d->batch->pool &&
+		!batchproc_pool_call_begin(d->batch->pool, d->config->max_concurrency);
+	if (d->pool_full)
+		return false;
 	batchproc_dispatch_take_token(d);
 	batchproc_dispatch_start_row(d, slot, &d->queue[d->queue_pos++]);
 	return true;
@@ -564,6 +627,11 @@ fill_slots(BatchprocDispatcher *disp)
 	int			nruns = list_length(disp->runs);
 	int			busy = inflight(disp);
 	bool		started = true;
+	ListCell   *lc;
+
+	/* Calls of other workers may have ended since the last look. */
+	foreach(lc, disp->runs)
+		((Dispatch *) lfirst(lc))->pool_full = false;
 
 	while (started && busy < batchproc_max_inflight)
 	{
@@ -599,10 +667,14 @@ batchproc_dispatcher_create(int slotno)
 	return disp;
 }
 
-/* Forget every run at once, their calls in flight with them. */
+/*
+ * Forget every run at once, their calls in flight with them, and in a pool
+ * whatever the pool counted of them (pool.c).
+ */
 void
 batchproc_dispatcher_destroy(BatchprocDispatcher *disp)
 {
+	batchproc_pool_forget_member(MyDatabaseId, batchproc_pool_member());
 	MemoryContextDelete(disp->cxt);
 }
 
@@ -617,6 +689,9 @@ batchproc_dispatcher_run_context(BatchprocDispatcher *disp)
  * The budget of the run's target, shared by every run of the worker that
  * calls it.  The rate is the registry's as the newest run read it, so that
  * a limit an administrator changed holds from the next batch loaded on.
+ * In a pool, the workers calling the target share its bucket (pool.c); a
+ * worker that finds no room for it there keeps a bucket of its own with an
+ * even part of the rate.
  */
 static void
 join_budget(BatchprocDispatcher *disp, Dispatch *d)
@@ -624,6 +699,8 @@ join_budget(BatchprocDispatcher *disp, Dispatch *d)
 	const BatchprocTarget *target = &d->batch->target;
 	char	   *key = psprintf("%s %s %s", batchproc_target_type_name(target->type),
 							   target->name, target->address);
+	double		rate = target->rate_limit_per_second;
+	double		own_rate = rate / batchproc_workers_per_database;
 	ListCell   *lc;
 	TargetBudget *b = NULL;
 
@@ -636,13 +713,21 @@ join_budget(BatchprocDispatcher *disp, Dispatch *d)
 	{
 		b = palloc0(sizeof(TargetBudget));
 		b->key = key;
-		bucket_init(&b->bucket, target->rate_limit_per_second, GetCurrentTimestamp());
+		batchproc_bucket_init(&b->bucket, own_rate, GetCurrentTimestamp());
+		b->pace = &b->bucket;
+		if (d->batch->pool)
+			b->shared = batchproc_pool_target_join(key, rate, &b->pace);
 		disp->budgets = lappend(disp->budgets, b);
+	}
+	else if (b->shared)
+	{
+		pfree(key);
+		(void) batchproc_pool_target_join(b->key, rate, &b->pace);
 	}
 	else
 	{
 		pfree(key);
-		b->bucket.rate = target->rate_limit_per_second;
+		b->bucket.rate = own_rate;
 		b->bucket.tokens = Min(b->bucket.tokens, Max(b->bucket.rate, 1.0));
 	}
 	b->nruns++;
@@ -657,6 +742,8 @@ leave_budget(BatchprocDispatcher *disp, Dispatch *d)
 
 	if (--b->nruns > 0)
 		return;
+	if (b->shared)
+		batchproc_pool_target_leave(b->shared);
 	disp->budgets = list_delete_ptr(disp->budgets, b);
 	pfree(b->key);
 	pfree(b);
@@ -721,6 +808,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	flush_results(d);
 	batchproc_dispatch_abandon_calls(d);
 	batchproc_metrics_take(d->stats);
+	batchproc_pool_leave(d->batch);
 	batchproc_worker_running(disp->slotno, 0);
 
 	ending->batch_id = d->batch->id;

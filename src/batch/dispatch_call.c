@@ -34,6 +34,7 @@
 
 #include "batch/dispatch_run.h"
 #include "batch/stats.h"
+#include "batch/pool.h"
 
 /*
  * While Step Functions throttles DescribeExecution, no execution of the
@@ -47,6 +48,22 @@
 #define THROTTLE_STEP_MS	1000
 /* StopExecution calls still unanswered when a run ends get this long. */
 #define STOP_WAIT_MS		10000
+
+/* The slot's row is done with, one way or another: the slot is free. */
+static void
+release_slot(Dispatch *d, Slot *s)
+{
+	s->busy = false;
+	s->req = NULL;
+	MemoryContextReset(s->call_cxt);
+	MemoryContextReset(s->cxt);
+	d->nbusy--;
+	if (d->batch->pool)
+	{
+		batchproc_pool_call_end(d->batch->pool);
+		d->pool_full = false;
+	}
+}
 
 /* The row of slot s is over: its result joins the run's next group. */
 static void
@@ -90,11 +107,7 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
-	s->busy = false;
-	s->req = NULL;
-	MemoryContextReset(s->call_cxt);
-	MemoryContextReset(s->cxt);
-	d->nbusy--;
+	release_slot(d, s);
 }
 
 /* Send the row's call, attempt s->attempt, under a fresh deadline. */
@@ -502,11 +515,7 @@ abandon_slots(Dispatch *d)
 		ids[n] = Int64GetDatum(s->row_id);
 		attempts[n] = Int32GetDatum(s->attempt);
 		n++;
-		s->busy = false;
-		s->req = NULL;
-		MemoryContextReset(s->call_cxt);
-		MemoryContextReset(s->cxt);
-		d->nbusy--;
+		release_slot(d, s);
 	}
 	if (n == 0)
 		return;
@@ -534,4 +543,23 @@ batchproc_dispatch_abandon_calls(Dispatch *d)
 	await_starts(d);
 	abandon_slots(d);
 	finish_stops(d);
+}
+
+/*
+ * The run lost chunks of rows to another worker of the pool, after it
+ * renewed their leases too late (lease.c): drop its calls of their rows.
+ * Nothing of them is recorded, no attempt and no result, and no agent's
+ * execution is stopped: the new holder sends the rows again under the
+ * names on record, and finds those executions again by them.
+ */
+void
+batchproc_dispatch_drop_lost(Dispatch *d)
+{
+	for (int i = 0; i < d->nslots; i++)
+	{
+		Slot	   *s = &d->slots[i];
+
+		if (s->busy && !batchproc_leases_hold(d->leases, s->row_id))
+			release_slot(d, s);
+	}
 }

@@ -76,6 +76,8 @@ typedef struct TargetBudget
 	char	   *key;			/* kind, name and address */
 	int			nruns;			/* the runs that use it */
 	TokenBucket bucket;
+	TokenBucket *pace;			/* &bucket, or the pool's (pool.c) */
+	struct BatchprocPoolTarget *shared; /* the pool's entry, or NULL */
 	long		poll_floor_ms;	/* no execution described more often */
 	TimestampTz poll_floor_at;	/* when poll_floor_ms last changed */
 } TargetBudget;
@@ -122,11 +124,14 @@ typedef struct Dispatch
 	int64		nsucceeded;		/* the batch's rows, recorded or not yet */
 	int64		nfailed;
 	int			free_hint;		/* where to look for a free slot first */
+	bool		pool_full;		/* the pool has the batch's max_concurrency
+								 * in flight (pool.c): look again soon */
 
 	double		concurrency;	/* AIMD: 1..max_concurrency */
 	TimestampTz decreased_at;
 	bool		throttled_since_max;	/* to log the recovery once */
 	TokenBucket bucket;			/* execution_config.rate_limit_per_second */
+	TokenBucket *pace;			/* &bucket, or the pool's (pool.c) */
 	TargetBudget *budget;		/* the target's, shared with other runs */
 	struct BatchprocRunStats *stats;	/* for batchproc.stats and CloudWatch */
 } Dispatch;
@@ -150,6 +155,7 @@ names_start_executions(const BatchprocBatch *batch)
  * dispatch.c: the run's and its target's token buckets, its concurrency
  * and failure thresholds
  */
+extern void batchproc_bucket_init(TokenBucket *b, double rate, TimestampTz now);
 extern bool batchproc_dispatch_have_token(Dispatch *d, TimestampTz now);
 extern void batchproc_dispatch_take_token(Dispatch *d);
 extern bool batchproc_dispatch_have_poll_token(Dispatch *d, TimestampTz now);
@@ -162,5 +168,6 @@ extern void batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q);
 extern void batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now);
 extern void batchproc_dispatch_reap_stops(Dispatch *d);
 extern void batchproc_dispatch_abandon_calls(Dispatch *d);
+extern void batchproc_dispatch_drop_lost(Dispatch *d);
 
 #endif							/* BATCHPROC_DISPATCH_RUN_H */

@@ -15,8 +15,10 @@
  * of the server before a crash restart) is free at once: the pool's live
  * workers are in shared memory (launcher.c).  A live holder renews its
  * leases; one that has not for batchproc.lease_timeout (a worker stuck in
- * a long import, say) loses them too, and when it notices it starts no
- * further row of those chunks.
+ * a long import, say) loses them too, and when it notices it drops its
+ * calls of those chunks' rows and starts no further row of them.  What it
+ * writes is fenced by its leases (batchproc_leases_fence_sql), so that
+ * answers it got while stuck are not recorded either.
  *
  * A chunk taken over is read from the table as after a crash: its rows in
  * flight have no status, so they go again under the call name of the
@@ -41,6 +43,7 @@
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "batch/batch.h"
@@ -74,28 +77,6 @@ bool
 batchproc_pool_mode(void)
 {
 	return batchproc_workers_per_database > 1;
-}
-
-/*
- * In a pool: make a batch just loaded this worker's share of it.  Its
- * max_concurrency and rate_limit_per_second are the batch's, so each worker
- * takes its part of them: max_concurrency / workers (the first workers one
- * more, for the remainder), and an even part of the rate.  The chunks are
- * what a lone worker would read at once (dispatch.c's queue), the same in
- * every worker.  False if this worker's part is no call at all.
- */
-bool
-batchproc_pool_take_share(BatchprocBatch *batch)
-{
-	BatchprocConfig *config = batch->config;
-	int			n = batchproc_workers_per_database;
-	int			share = config->max_concurrency / n +
-		(batchproc_pool_member() < config->max_concurrency % n ? 1 : 0);
-
-	batch->chunk_rows = Min(Max(2 * config->max_concurrency, 100), 10000);
-	config->max_concurrency = share;
-	config->rate_limit_per_second /= n;
-	return share > 0;
 }
 
 /* The leases of a run of batch, in cxt; NULL when there is no pool. */
@@ -288,18 +269,20 @@ batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 /*
  * In a transaction, every quarter of batchproc.lease_timeout: renew the
  * run's leases, mark finished those with no pending row left, and forget
- * those another worker took over after they expired.
+ * those another worker took over after they expired.  True if some were:
+ * the run then drops its calls of their rows (dispatch_call.c).
  */
-void
+bool
 batchproc_leases_renew(BatchprocLeases *l, TimestampTz now)
 {
 	Datum		args[3];
 	Datum		firsts[MAX_HELD];
 	int			kept = 0;
+	bool		lost;
 
 	if (l == NULL || l->nheld == 0 ||
 		!TimestampDifferenceExceeds(l->renewed_at, now, batchproc_lease_timeout * 1000 / 4))
-		return;
+		return false;
 	l->renewed_at = now;
 	for (int i = 0; i < l->nheld; i++)
 		firsts[i] = Int64GetDatum(l->held[i]);
@@ -308,11 +291,12 @@ batchproc_leases_renew(BatchprocLeases *l, TimestampTz now)
 	args[2] = PointerGetDatum(construct_array(firsts, l->nheld, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
 	batchproc_spi_execute_prepared(l->renew, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (SPI_processed < (uint64) l->nheld)
+	lost = SPI_processed < (uint64) l->nheld;
+	if (lost)
 		ereport(LOG,
 				(errmsg("batchproc: batch " INT64_FORMAT ": %d chunks of rows were taken over by another worker after their lease expired",
 						l->batch->id, l->nheld - (int) SPI_processed),
-				 errdetail("This worker renewed them too late; it starts no further row of them.")));
+				 errdetail("This worker renewed them too late; it drops its calls of their rows and records none of their results.")));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -322,6 +306,31 @@ batchproc_leases_renew(BatchprocLeases *l, TimestampTz now)
 														   SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	l->nheld = kept;
+	return lost;
+}
+
+/*
+ * The fence on a pool's results (results.c): a condition on a row t of
+ * the batch's table, true only while this worker holds the lease of the
+ * row's chunk.  A worker that was stuck past batchproc.lease_timeout, and
+ * whose chunk another took over meanwhile, may come back with answers of
+ * that chunk's rows: they are not recorded, whichever worker's call ends
+ * first, so that the row's result is its holder's.  Empty without a pool.
+ */
+char *
+batchproc_leases_fence_sql(const BatchprocBatch *batch)
+{
+	if (!batchproc_pool_mode())
+		return "";
+	return psprintf(" AND EXISTS (SELECT FROM batchproc.leases l"
+					" WHERE l.batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT
+					" AND l.first_row OPERATOR(pg_catalog.=) ((t._row_id OPERATOR(pg_catalog.-) 1)"
+					" OPERATOR(pg_catalog./) " INT64_FORMAT " OPERATOR(pg_catalog.*) " INT64_FORMAT
+					" OPERATOR(pg_catalog.+) 1)"
+					" AND l.holder_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
+					" AND l.holder_started OPERATOR(pg_catalog.=) %s::pg_catalog.timestamptz)",
+					batch->id, batch->chunk_rows, batch->chunk_rows,
+					quote_literal_cstr(timestamptz_to_str(MyStartTimestamp)));
 }
 
 /*

@@ -13,7 +13,8 @@
  * once per run with a generic plan that finds each row by its key (a plan
  * made for a group's arrays hashed the whole table for each group).  Only a
  * row still without a status is written, so no row ever gets two final
- * results, whatever a crash replays.
+ * results, whatever a crash replays; in a pool, only a row whose chunk the
+ * worker still holds (lease.c), so that its result is its holder's.
  *
  * IDENTIFICATION
  *	  src/batch/results.c
@@ -397,7 +398,7 @@ flush_sql(const BatchprocBatch *batch)
 						 n++, sql_type(col->type));
 	}
 	appendStringInfo(&sql,
-					 " FROM v WHERE t._row_id OPERATOR(pg_catalog.=) v.row_id AND t._status IS NULL"
+					 " FROM v WHERE t._row_id OPERATOR(pg_catalog.=) v.row_id AND t._status IS NULL%s"
 					 " RETURNING v.row_id, v.status, v.error, v.attempts, v.payload),"
 					 " dl AS (INSERT INTO batchproc.dead_letters AS d (batch_id, row_id, payload, error, attempts)"
 					 " SELECT " INT64_FORMAT ", row_id, payload::pg_catalog.jsonb, error, attempts FROM upd"
@@ -410,7 +411,8 @@ flush_sql(const BatchprocBatch *batch)
 					 " in_flight = $%d"
 					 " FROM (SELECT pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.=) 'SUCCESS') AS ok,"
 					 " pg_catalog.count(*) FILTER (WHERE status OPERATOR(pg_catalog.<>) 'SUCCESS') AS bad FROM upd) s"
-					 " WHERE b.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+					 " WHERE b.id OPERATOR(pg_catalog.=) " INT64_FORMAT " RETURNING s.bad",
+					 batchproc_leases_fence_sql(batch),
 					 batch->id, in_flight_param(nout) + 1, batch->id);
 	return sql.data;
 }
@@ -434,12 +436,15 @@ batchproc_results_statement(const BatchprocBatch *batch, MemoryContext cxt)
 
 /*
  * Write a group of finished rows with the batch's statement, in the
- * caller's transaction (SPI connected).
+ * caller's transaction (SPI connected).  Returns how many failures were
+ * written: a row that has a result already, or that a pool's worker no
+ * longer holds, is not.
  */
-void
+int64
 batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 						BatchprocResult *results, int n, int in_flight)
 {
+	bool		isnull;
 	int			nout = list_length(batch->config->outputs);
 	Datum	   *args = palloc(sizeof(Datum) * (in_flight_param(nout) + 1));
 	Datum	   *ids = palloc(sizeof(Datum) * n);
@@ -481,5 +486,7 @@ batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 
 	args[in_flight_param(nout)] = Int32GetDatum(in_flight);
 
-	batchproc_spi_execute_prepared(stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+	batchproc_spi_execute_prepared(stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	return SPI_processed == 1 ?
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) : 0;
 }

@@ -55,6 +55,7 @@
 #include "aws/s3.h"
 #include "batch/batch.h"
 #include "batch/stats.h"
+#include "batch/pool.h"
 #include "batch/targets.h"
 #include "batchproc.h"
 #include "rights.h"
@@ -631,16 +632,16 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_begin_tx("batchproc: loading a batch");
 			batch = load_batch(step->id, run_cxt);
 			batchproc_end_tx(cxt);
-			if (batchproc_pool_mode() && !batchproc_pool_take_share(batch))
-			{
-				/* Others of the pool have all its concurrency. */
-				MemoryContextDelete(run_cxt);
-				defer(step->id);
-				break;
-			}
 			if (batch->target.type == BATCHPROC_TARGET_HTTP && !pin_http_target(batch, run_cxt, cxt))
 			{
 				MemoryContextDelete(run_cxt);
+				break;
+			}
+			if (batchproc_pool_mode() && !batchproc_pool_join(batch))
+			{
+				/* The pool counts as many batches as it can: wait for room. */
+				MemoryContextDelete(run_cxt);
+				defer(step->id);
 				break;
 			}
 			batchproc_dispatcher_add(disp, batch, run_cxt);

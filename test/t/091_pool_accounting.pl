@@ -1,0 +1,182 @@
+# A pool of three workers per database keeps every promise a batch makes
+# over the whole pool, not over each worker: its rate_limit_per_second and
+# its target's in batchproc.targets (calls counted by the target),
+# max_concurrency (the target's most calls in flight at once),
+# tolerated_failure_count (failures of every worker add up).  And a worker
+# that is alive but stuck past batchproc.lease_timeout loses its chunk to
+# another worker and, when it comes back, records none of that chunk's
+# rows: each row's result is its new holder's.
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use JSON::PP;
+use Time::HiRes qw(sleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use BatchprocTest;
+
+moto_url();
+my ($lambda, $lambda_port) = start_service('/usr/bin/python3',
+	"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
+	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my $http = HTTP::Tiny->new;
+
+# The shortest lease_timeout, for the stuck worker's chunk to be taken over.
+my $node = batchproc_node('pool_accounting',
+	conf => "batchproc.workers_per_database = 3\nbatchproc.lease_timeout = 5\n");
+aws_ok('s3api', 'create-bucket', '--bucket', 'accounting');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub stats
+{
+	return decode_json($http->get("http://127.0.0.1:$lambda_port/_stats")->{content});
+}
+
+sub reset_stats { $http->post("http://127.0.0.1:$lambda_port/_reset"); }
+
+# A batch of echo calls, one key per row; extra CSV columns become fields of
+# the input (delay_ms, fail_times and fail_mode make the stand-in slow or
+# failing).
+sub submit
+{
+	my (%o) = @_;
+	my @extra = @{ $o{columns} // [] };
+	put_object('accounting', "$o{name}.csv",
+		join('', join(',', 'key', @extra) . "\n",
+			map { join(',', "$o{name}$_", $o{row}->($_)) . "\n" } 1 .. $o{rows}));
+	my $mappings = join(', ', '"key": "key"', map { "\"$_\": \"$_\"" } grep { $_ eq 'fail_mode' } @extra);
+	my $numbers = join(', ', map {
+		"\"$_\": {\"type\": \"jsonpath\", \"config\": {\"column\": \"$_\", \"path\": \"\$\"}}" }
+		grep { $_ ne 'fail_mode' } @extra);
+	return sql(qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://accounting/$o{name}.csv",
+		"target": {"type": "tool", "name": "$o{target}"},
+		"input_mapping": {"column_mappings": {$mappings}, "transformations": {$numbers}},
+		"output_mapping": {"columns": [{"name": "echoed", "source": "\$.key"}]},
+		"execution_config": $o{execution}}')});
+}
+
+sub every_worker_leases
+{
+	my ($id, $what) = @_;
+	ok( $node->poll_query_until('postgres',
+			"SELECT count(DISTINCT holder_pid) >= 3 FROM batchproc.leases WHERE batch_id = $id"),
+		"$what: every worker of the pool leases rows of the batch");
+}
+
+# From the first call's arrival at the target to the last one's.
+sub span
+{
+	my @all = sort { $a <=> $b } map { @$_ } values %{ stats()->{arrivals} };
+	return ($all[-1] - $all[0], scalar(@all));
+}
+
+sql(q{INSERT INTO batchproc.targets (name, type, arn, rate_limit_per_second)
+	VALUES ('paced', 'tool', 'echo', 25)});
+
+# --- A batch's rate_limit_per_second, over the pool: 300 rows in chunks of
+# 100, one chunk for each worker, at 25 a second.  The pool's one bucket
+# holds a second's worth, and each worker may take the last token at once:
+# at least (300 - 25 - 3) / 25 = 10.9 s.  Each worker at the batch's whole
+# rate would be three times as fast.
+reset_stats();
+my $id = submit(name => 'r', rows => 300, target => 'echo', row => sub { () },
+	execution => '{"max_concurrency": 12, "rate_limit_per_second": 25}');
+every_worker_leases($id, 'batch rate');
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded', 'the rate-limited batch succeeds');
+my ($span, $calls) = span();
+is($calls, 300, 'batch rate: every row was sent once');
+cmp_ok($span, '>=', 10.9,
+	'batch rate: 300 calls at 25 a second over three workers took at least 10.9 s at the target');
+
+# --- A target's rate_limit_per_second in batchproc.targets, over the pool
+# alike (the batch has no rate of its own).
+reset_stats();
+$id = submit(name => 't', rows => 300, target => 'paced', row => sub { () },
+	execution => '{"max_concurrency": 12}');
+every_worker_leases($id, 'target rate');
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded', 'the batch of a rate-limited target succeeds');
+($span, $calls) = span();
+is($calls, 300, 'target rate: every row was sent once');
+cmp_ok($span, '>=', 10.9,
+	'target rate: 300 calls at the target\'s 25 a second over three workers took at least 10.9 s');
+
+# --- max_concurrency over the pool: 6 calls of 150 ms at most in flight
+# together, whichever workers send them.
+reset_stats();
+$id = submit(name => 'c', rows => 300, target => 'echo', columns => ['delay_ms'], row => sub { 150 },
+	execution => '{"max_concurrency": 6}');
+every_worker_leases($id, 'max_concurrency');
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded', 'the batch of max_concurrency 6 succeeds');
+cmp_ok(stats()->{max_in_flight}, '<=', 6,
+	'max_concurrency: never more than 6 calls in flight at the target over the three workers');
+
+# --- tolerated_failure_count over the pool: every tenth row fails (HTTP
+# 400, not retried), ten in each chunk of 100.  The batch fails once 21
+# rows failed, whichever workers' they were; the calls already in flight
+# then (at most max_concurrency) may add their failures.  Counted by each
+# worker alone, it would take 21 failures in each, 63 in all.
+reset_stats();
+$id = submit(name => 'f', rows => 900, target => 'echo', columns => [ 'delay_ms', 'fail_times', 'fail_mode' ],
+	row => sub { $_[0] % 10 == 0 ? (100, 9, '400') : (100, 0, '400') },
+	execution => '{"max_concurrency": 6, "tolerated_failure_count": 20}');
+every_worker_leases($id, 'tolerated_failure_count');
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'failed', 'the batch with too many failed rows fails');
+like(sql("SELECT error FROM batchproc.batches WHERE id = $id"),
+	qr/more rows failed than execution_config\.tolerated_failure_count allows \(20\)/,
+	'tolerated_failure_count: it says which threshold it crossed');
+my $failed = sql("SELECT failed_rows FROM batchproc.batches WHERE id = $id");
+cmp_ok($failed, '>', 20, 'tolerated_failure_count: more than 20 rows failed');
+cmp_ok($failed, '<=', 21 + 6,
+	'tolerated_failure_count: the failures of all three workers counted together stopped it');
+is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'FAILED'"), $failed,
+	'tolerated_failure_count: its counter is its rows');
+
+# --- A stuck worker (SIGSTOP) holding calls in flight: after
+# batchproc.lease_timeout another worker takes its chunk over and sends
+# those rows again.  The stuck one is let go once a row has been sent again,
+# while that call is still running: the answers it got meanwhile must not
+# become the rows' results.  A result recorded by the stuck worker took
+# longer than the gap between the row's two calls; its new holder's takes
+# the call's 2 s.
+reset_stats();
+my $rows = 240;
+$id = submit(name => 's', rows => $rows, target => 'echo', columns => ['delay_ms'], row => sub { 2000 },
+	execution => '{"max_concurrency": 60, "timeout_seconds": 60}');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM batchproc.leases WHERE batch_id = $id AND holder_pid <> 0"),
+	'stuck worker: both chunks of 120 rows are leased');
+my $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
+my $deadline = time + 60;
+sleep 0.2 until stats()->{in_flight} >= 20 || time > $deadline;
+kill 'STOP', $victim;
+ok( $node->poll_query_until('postgres',
+		"SELECT holder_pid NOT IN (0, $victim) FROM batchproc.leases WHERE batch_id = $id AND first_row = 1"),
+	'stuck worker: another worker takes its chunk over once its lease expired');
+$deadline = time + 60;
+sleep 0.1 until (grep { @$_ > 1 } values %{ stats()->{arrivals} }) || time > $deadline;
+kill 'CONT', $victim;
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded', 'stuck worker: the batch succeeds');
+is( sql("SELECT count(*) FILTER (WHERE _status = 'SUCCESS' AND echoed = key) FROM batchproc_data.batch_$id"),
+	$rows, 'stuck worker: every row has its one result');
+is(sql("SELECT succeeded_rows, failed_rows FROM batchproc.batches WHERE id = $id"),
+	"$rows|0", 'stuck worker: the counters count each row once');
+my $arrivals = stats()->{arrivals};
+my @twice = grep { @{ $arrivals->{$_} } == 2 } keys %$arrivals;
+cmp_ok(scalar(@twice), '>', 0, 'stuck worker: rows it had in flight were sent again');
+is(join(',', grep { @{ $arrivals->{$_} } > 2 } keys %$arrivals), '',
+	'stuck worker: no row was sent more than twice');
+is(join(',', grep { !/^s(\d+)$/ || $1 > 120 } @twice), '',
+	'stuck worker: only rows of its chunk were sent again');
+my %ms = map { split /\|/ } split(/\n/, sql("SELECT key, _execution_time_ms FROM batchproc_data.batch_$id"));
+my @stale = grep { $ms{$_} >= 1000 * ($arrivals->{$_}[1] - $arrivals->{$_}[0]) } @twice;
+is(join(',', sort @stale), '',
+	'stuck worker: no row sent again has the stuck worker\'s answer as its result');
+note('rows sent again: ' . scalar(@twice));
+
+$lambda->kill_kill;
+done_testing();
