@@ -40,7 +40,10 @@
 #include "batch/batch.h"
 #include "batch/dispatch_window.h"
 
-/* The lag the loop may keep behind answers: each call of a small batch waits about this much more. */
+/*
+ * The lag the loop may keep behind answers: what each call of a small
+ * batch may wait more behind a large one.
+ */
 #define LAG_TARGET_MS		10
 /* The least a lag must last to shrink the window, and the pace of growth. */
 #define LAG_INTERVAL_MS		100
