@@ -31,6 +31,7 @@ OBJS = \
 	src/batch/answer.o \
 	src/batch/dispatch.o \
 	src/batch/dispatch_call.o \
+	src/batch/dispatch_window.o \
 	src/batch/export.o \
 	src/batch/import.o \
 	src/batch/lease.o \

@@ -46,7 +46,8 @@ for _ in $(seq 1 50); do [ -s "$work/target.port" ] && break; sleep 0.1; done
 target="http://127.0.0.1:$(head -n 1 "$work/target.port")"
 export AWS_ENDPOINT_URL_LAMBDA="$target"
 start_cluster bench "fsync = off
-max_files_per_process = $((CONCURRENCY * 3 + 1000))"
+max_files_per_process = $((CONCURRENCY * 3 + 1000))
+batchproc.max_payload_bytes = '64kB'"
 . "$src/bench/common.sh"
 
 bench_setup

@@ -25,6 +25,7 @@ CREATE TABLE batchproc.batches (
     failed_rows    bigint NOT NULL DEFAULT 0,
     in_flight      integer NOT NULL DEFAULT 0,
     concurrency    integer,
+    worker_inflight_cap integer,
     result_table   regclass,
     error          text,
     submitted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -34,6 +35,7 @@ CREATE TABLE batchproc.batches (
     purged_at      timestamptz
 );
 COMMENT ON TABLE batchproc.batches IS 'One row per submitted batch and its state';
+COMMENT ON COLUMN batchproc.batches.worker_inflight_cap IS 'The most calls the worker dispatching the batch lets be in flight over all its batches: batchproc.max_inflight, lower while its loop lags behind the answers';
 COMMENT ON COLUMN batchproc.batches.expires_at IS 'When the worker purges the batch''s results and dead letters: its end plus execution_config.ttl_days (NULL: kept)';
 COMMENT ON COLUMN batchproc.batches.purged_at IS 'When the batch''s results table and dead letters were removed; the row stays as history';
 
@@ -197,6 +199,7 @@ SELECT b.id,
        b.failed_rows AS failed,
        b.in_flight,
        b.concurrency,
+       b.worker_inflight_cap,
        (b.config OPERATOR(pg_catalog.#>>) '{execution_config,rate_limit_per_second}')::float8 AS rate_limit_per_second,
        pg_catalog.round((b.succeeded_rows OPERATOR(pg_catalog.+) b.failed_rows)::numeric
              OPERATOR(pg_catalog./) GREATEST(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) b.started_at), 0.001), 1)
@@ -209,7 +212,7 @@ SELECT b.id,
        b.started_at
   FROM batchproc.batches b
  WHERE b.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting']);
-COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, rows per second and ETA';
+COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, the worker''s cap on calls in flight, rows per second and ETA';
 
 -- Bucket 1 holds 0 ms and bucket k > 1 [2^((k-2)/4), 2^((k-1)/4)) ms
 -- (src/batch/stats.h); a percentile is the largest whole number of

@@ -95,6 +95,8 @@ static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 									 * not do, reported at the next wait */
 static int64 curl_deadline_us = -1; /* curl's timer, on monotonic_us(); -1: none */
 static WaitEventSet *wait_set = NULL;
+static int64 last_look_us = -1; /* when a wait last looked at the sockets */
+static int64 loop_lag_us = 0;	/* see batchproc_http_loop_lag_us */
 static bool latch_was_set = false;
 static BatchprocHttpWakeHook wake_hook = NULL;
 static void *wake_hook_arg = NULL;
@@ -642,8 +644,8 @@ reap_finished(void)
 	}
 }
 
-/* Hand the ready sockets in curl's epoll set to curl. */
-static void
+/* Hand the ready sockets in curl's epoll set to curl; returns how many. */
+static int
 drive_ready_sockets(void)
 {
 	struct epoll_event ready[MAX_READY_SOCKETS];
@@ -669,6 +671,7 @@ drive_ready_sockets(void)
 			mask |= CURL_CSELECT_OUT;
 		curl_multi_socket_action(multi, fd, mask, &running);
 	}
+	return Max(nready, 0);
 }
 
 /*
@@ -683,6 +686,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 	int			running;
 	long		timeout = -1;
 	bool		fire_timer;
+	int64		entered_us;
 
 	if (epoll_failed_errno != 0)
 	{
@@ -708,8 +712,23 @@ wait_and_drive_capped(bool block, long cap_ms)
 	if (timeout < 0 && nsockets == 0)
 		timeout = 0;
 
+	/*
+	 * Sockets ready before the wait were ready while the caller worked: they
+	 * may have waited since the last look.  They go first, and the wait then
+	 * only looks for what came since.
+	 */
+	entered_us = monotonic_us();
+	loop_lag_us = 0;
+	if (nsockets > 0 && drive_ready_sockets() > 0)
+	{
+		if (last_look_us >= 0)
+			loop_lag_us = entered_us - last_look_us;
+		timeout = 0;
+	}
+
 	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
+	last_look_us = monotonic_us();
 	for (int i = 0; i < nevents; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -882,6 +901,12 @@ batchproc_http_wait(long max_ms)
 {
 	ensure_multi();
 	wait_and_drive_capped(true, max_ms);
+}
+
+int64
+batchproc_http_loop_lag_us(void)
+{
+	return loop_lag_us;
 }
 
 bool

@@ -108,6 +108,13 @@ extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
  */
 extern void batchproc_http_wait(long max_ms);
 
+/*
+ * How long the sockets ready as the last wait began may have waited for
+ * it: the time since the look at the sockets before, or 0 when none were
+ * ready.  An event loop lags behind its answers by this much.
+ */
+extern int64 batchproc_http_loop_lag_us(void);
+
 /* Was the latch set since the last call?  Someone wants our attention. */
 extern bool batchproc_http_latch_was_set(void);
 

@@ -17,8 +17,10 @@
  * Free capacity goes to the runs in weighted round robin: each round gives
  * every run that has rows waiting as many new calls as its
  * execution_config.priority (1 by default), starting one run further on
- * each round, until batchproc.max_inflight calls are in flight, or their
- * payload limits fill batchproc.worker_memory_budget.  A small
+ * each round, until the worker's window of calls in flight is full (at
+ * most batchproc.max_inflight, less while the loop lags behind the
+ * answers: dispatch_window.c), or their payload limits fill
+ * batchproc.worker_memory_budget.  A small
  * batch submitted behind a large one therefore starts at once and gets its
  * share of the worker, rather than waiting for the large one to end.
  *
@@ -77,6 +79,7 @@
 #include "batch/dispatch_run.h"
 #include "batch/stats.h"
 #include "batch/pool.h"
+#include "batch/dispatch_window.h"
 #include "batchproc.h"
 
 /* A group of finished rows is written at this size, or after this long. */
@@ -360,13 +363,15 @@ stop_run(Dispatch *d, char *error)
 
 /*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
- * record how many calls are in flight, for batchproc.progress.
+ * record how many calls are in flight, and the worker's window, for
+ * batchproc.progress.
  */
 static void
 check_state(Dispatch *d, TimestampTz now, bool woken)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
+	int			window = batchproc_window_cap();
 
 	/* Another worker of the pool failed the batch: this one stops too. */
 	if (d->batch->pool && !d->stop_on_error)
@@ -377,17 +382,24 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 			stop_run(d, error);
 	}
 
-	/* A cancel or redrive sets our latch at commit: look at once then. */
-	if (!woken && !TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
+	/*
+	 * A cancel or redrive sets our latch at commit: look at once then.  A
+	 * window that shrank is shown at once too, growth at the next look.
+	 */
+	if (!woken && window >= d->shown_cap &&
+		!TimestampDifferenceExceeds(d->state_checked_at, now, STATE_CHECK_MS))
 		return;
 	d->state_checked_at = now;
+	d->shown_cap = window;
 	batchproc_begin_tx("batchproc: checking batch state");
-	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d"
+	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d,"
+								   " worker_inflight_cap = %d"
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 								   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
-								   " OR concurrency OPERATOR(pg_catalog.<>) %d) RETURNING state",
-								   d->nbusy, (int) d->concurrency, d->batch->id,
-								   d->nbusy, (int) d->concurrency),
+								   " OR concurrency OPERATOR(pg_catalog.<>) %d"
+								   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state",
+								   d->nbusy, (int) d->concurrency, window, d->batch->id,
+								   d->nbusy, (int) d->concurrency, window),
 						  false, 1, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
@@ -592,7 +604,7 @@ inflight(BatchprocDispatcher *disp)
 }
 
 /*
- * Room for one more call of run d: under batchproc.max_inflight, and with
+ * Room for one more call of run d: within the worker's window, and with
  * its payload limit, over every run's calls in flight, within
  * batchproc.worker_memory_budget.  A batch's max_concurrency times its
  * limit fits the budget (checked at submit), but the batches together may
@@ -613,19 +625,20 @@ has_room(BatchprocDispatcher *disp, Dispatch *d)
 		bytes += r->nbusy * r->payload_limit;
 	}
 	/* A budget lowered below a batch's limit slows it to one call, no less. */
-	return calls < batchproc_max_inflight &&
+	return calls < batchproc_window_cap() &&
 		(calls == 0 || bytes <= (int64) batchproc_worker_memory_budget * 1024 * 1024);
 }
 
 /*
- * Give free capacity to the runs in weighted round robin, until
- * batchproc.max_inflight calls are in flight or no run has rows waiting.
+ * Give free capacity to the runs in weighted round robin, until the
+ * worker's window is full or no run has rows waiting.
  */
 static void
 fill_slots(BatchprocDispatcher *disp)
 {
 	int			nruns = list_length(disp->runs);
 	int			busy = inflight(disp);
+	int			cap = batchproc_window_cap();
 	bool		started = true;
 	ListCell   *lc;
 
@@ -633,15 +646,15 @@ fill_slots(BatchprocDispatcher *disp)
 	foreach(lc, disp->runs)
 		((Dispatch *) lfirst(lc))->pool_full = false;
 
-	while (started && busy < batchproc_max_inflight)
+	while (started && busy < cap)
 	{
 		started = false;
-		for (int k = 0; k < nruns && busy < batchproc_max_inflight; k++)
+		for (int k = 0; k < nruns && busy < cap; k++)
 		{
 			Dispatch   *d = list_nth(disp->runs, (disp->cursor + k) % nruns);
 
 			disp->current = d->batch->id;
-			for (int w = 0; w < d->config->priority && busy < batchproc_max_inflight; w++)
+			for (int w = 0; w < d->config->priority && busy < cap; w++)
 			{
 				if (!run_wants_slot(d) || !has_room(disp, d) || !start_next_row(d))
 					break;
@@ -651,6 +664,20 @@ fill_slots(BatchprocDispatcher *disp)
 			}
 		}
 		disp->cursor = nruns > 0 ? (disp->cursor + 1) % nruns : 0;
+	}
+	/* Rows that only the window keeps waiting: it may grow. */
+	if (busy >= cap)
+	{
+		ListCell   *lc;
+
+		foreach(lc, disp->runs)
+		{
+			if (run_wants_slot(lfirst(lc)))
+			{
+				batchproc_window_held_back();
+				break;
+			}
+		}
 	}
 }
 
@@ -664,6 +691,7 @@ batchproc_dispatcher_create(int slotno)
 	disp->cxt = cxt;
 	disp->loop_cxt = AllocSetContextCreate(cxt, "batchproc dispatch loop", ALLOCSET_DEFAULT_SIZES);
 	disp->slotno = slotno;
+	batchproc_window_reset();
 	return disp;
 }
 
@@ -944,6 +972,8 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 				wait_ms = Min(wait_ms, next_wait_ms(d, now));
 		}
 		batchproc_http_wait(wait_ms);
+		batchproc_window_after_wait(inflight(disp), list_length(disp->runs),
+									GetCurrentTimestamp());
 		woken = batchproc_http_latch_was_set();
 		if (woken)
 		{

@@ -35,6 +35,7 @@
 #include "batch/dispatch_run.h"
 #include "batch/stats.h"
 #include "batch/pool.h"
+#include "batch/dispatch_window.h"
 
 /*
  * While Step Functions throttles DescribeExecution, no execution of the
@@ -131,7 +132,8 @@ send_call(Dispatch *d, Slot *s)
 	old = MemoryContextSwitchTo(s->call_cxt);
 	s->execution_arn = NULL;
 	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
-	s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	s->sent_at = GetCurrentTimestamp();
+	s->deadline = TimestampTzPlusMilliseconds(s->sent_at, timeout_ms);
 	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
 	batchproc_http_start(s->req);
 	batchproc_stats_call(d->stats);
@@ -148,6 +150,7 @@ describe(Dispatch *d, Slot *s)
 
 	MemoryContextReset(s->call_cxt);
 	old = MemoryContextSwitchTo(s->call_cxt);
+	s->sent_at = GetCurrentTimestamp();
 	s->req = batchproc_agent_describe_request(s->execution_arn, Max(left, 1000));
 	batchproc_http_start(s->req);
 	s->phase = SLOT_DESCRIBING;
@@ -355,6 +358,8 @@ batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 	if (s->req != NULL && batchproc_http_done(s->req))
 	{
 		MemoryContext old;
+
+		batchproc_window_answered(s->sent_at, now);
 
 		/*
 		 * libcurl's own timeout is the row's, seen a moment sooner: stop the

@@ -49,6 +49,7 @@ typedef struct Slot
 	BatchprocHttpRequest *req;
 	TimestampTz row_started;
 	TimestampTz deadline;		/* of the current attempt */
+	TimestampTz sent_at;		/* the request in flight */
 	TimestampTz next_at;		/* WAIT_RETRY, WAIT_POLL */
 	long		poll_ms;
 	char	   *execution_arn;
@@ -117,6 +118,7 @@ typedef struct Dispatch
 
 	char	   *target_refused; /* by batchproc.allowed_http_targets: the rows' error */
 	TimestampTz state_checked_at;
+	int			shown_cap;		/* the worker's window, as last recorded */
 	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		cancelled;
 	bool		stop_on_error;	/* continue_on_error false, or a threshold */
