@@ -397,9 +397,9 @@ check_target_allowed(Dispatch *d)
 		batchproc_http_target_refused(&d->batch->target);
 
 	if (refused && d->target_refused == NULL)
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
-						d->batch->id, refused)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
+									d->batch->id, refused)));
 	d->target_refused = refused ? MemoryContextStrdup(d->cxt, refused) : NULL;
 }
 

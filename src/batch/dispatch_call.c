@@ -228,9 +228,9 @@ pace_polls(Dispatch *d, bool throttled)
 	{
 		b->poll_floor_ms = Min(BATCHPROC_POLL_MAX_MS, Max(POLL_THROTTLED_MS, b->poll_floor_ms * 2));
 		b->poll_floor_at = now;
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by Step Functions' DescribeExecution: executions of \"%s\" are described at most every %ld ms",
-						d->batch->id, d->batch->target.name, b->poll_floor_ms)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " is throttled by Step Functions' DescribeExecution: executions of \"%s\" are described at most every %ld ms",
+									d->batch->id, d->batch->target.name, b->poll_floor_ms)));
 	}
 	else if (b->poll_floor_ms > 0)
 	{

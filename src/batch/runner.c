@@ -415,6 +415,8 @@ import_step(int64 id, MemoryContext cxt)
 
 	batchproc_begin_tx("batchproc: importing");
 	batch = load_batch(id, cxt);
+	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
+						(errmsg("batchproc: batch " INT64_FORMAT " started: importing its input", id)));
 	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
 	/* The owner's S3 rule as it stands now, which may be tighter than at submit. */
 	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
@@ -516,9 +518,9 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 		finish(batch->id, BATCHPROC_BATCH_FAILED, refused, cxt);
 		return false;
 	}
-	ereport(LOG,
-			(errmsg("batchproc: batch " INT64_FORMAT " calls the http target \"%s\" at %s only",
-					batch->id, batch->target.name, batch->target.pin->described)));
+	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
+						(errmsg("batchproc: batch " INT64_FORMAT " calls the http target \"%s\" at %s only",
+								batch->id, batch->target.name, batch->target.pin->described)));
 	return true;
 }
 
