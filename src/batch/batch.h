@@ -106,6 +106,8 @@ typedef struct BatchprocBatch
 	int64		succeeded_rows; /* as recorded when the batch was loaded */
 	int64		failed_rows;
 	int64		chunk_rows;		/* in a pool: the rows of a lease (lease.c) */
+	TimestampTz submitted_at;
+	TimestampTz started_at;		/* its import's start */
 } BatchprocBatch;
 
 /* import.c */
@@ -185,6 +187,11 @@ extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *tar
 													  const char *payload,
 													  const char *call_name,
 													  long timeout_ms);
+extern BatchprocHttpRequest *batchproc_target_traced_request(const BatchprocTarget *target,
+															 const char *payload,
+															 const char *call_name,
+															 long timeout_ms,
+															 const char *trace_header);
 extern void batchproc_target_outcome(const BatchprocTarget *target,
 									 const char *call_name,
 									 BatchprocHttpResponse *resp,

@@ -464,6 +464,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->last_row_leased = d->leases ? 0 : PG_INT64_MAX;
 	prepare_statements(d);
 	check_target_allowed(d);
+	d->xray = batchproc_xray_begin(batch, cxt);
 	return d;
 }
 

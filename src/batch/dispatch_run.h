@@ -15,6 +15,7 @@
 
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "batch/xray.h"
 #include "sql.h"
 
 typedef enum SlotPhase
@@ -54,6 +55,7 @@ typedef struct Slot
 	char	   *execution_arn;
 	bool		renewed;		/* this attempt was sent again with fresh
 								 * credentials */
+	long		http_status;	/* of the last call's answer, 0 if none */
 } Slot;
 
 /* A token bucket of rate tokens a second holding one second's worth; a
@@ -128,6 +130,7 @@ typedef struct Dispatch
 	bool		throttled_since_max;	/* to log the recovery once */
 	TokenBucket bucket;			/* execution_config.rate_limit_per_second */
 	TargetBudget *budget;		/* the target's, shared with other runs */
+	BatchprocXray *xray;		/* NULL: the batch is not traced */
 } Dispatch;
 
 /*

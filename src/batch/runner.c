@@ -55,6 +55,7 @@
 #include "aws/s3.h"
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "batch/xray.h"
 #include "batchproc.h"
 #include "rights.h"
 #include "soft.h"
@@ -361,7 +362,7 @@ load_batch(int64 id, MemoryContext cxt)
 	Datum		d;
 
 	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token,"
-								   " succeeded_rows, failed_rows"
+								   " succeeded_rows, failed_rows, submitted_at, coalesce(started_at, submitted_at)"
 								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
@@ -395,6 +396,8 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->token = SPI_getvalue(tup, desc, 6);
 	batch->succeeded_rows = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+	batch->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+	batch->started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
 	MemoryContextSwitchTo(old);
 	batchproc_target_read_rate_limit(&batch->target);
 
@@ -458,6 +461,7 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
 	char		nulls[1] = {error ? ' ' : 'n'};
+	char	   *segment = NULL;
 
 	batchproc_begin_tx("batchproc: finishing a batch");
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
@@ -485,9 +489,11 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 								(errmsg("batchproc: batch " INT64_FORMAT " %s: %s rows succeeded, %s failed",
 										id, batchproc_batch_state_name(state),
 										SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2))));
+		segment = batchproc_xray_batch_ended(id, cxt);
 	}
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
 	batchproc_end_tx(cxt);
+	batchproc_xray_send(segment);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
 
