@@ -52,7 +52,10 @@ batchproc_agent_start_request(const BatchprocTarget *target, const char *payload
 	escape_json(&body, call_name);
 	appendStringInfoString(&body, ", \"input\": ");
 	escape_json(&body, payload);
-	/* Step Functions takes the header in the body too: the signed part. */
+	/*
+	 * Step Functions reads X-Ray's header from the body as well as from
+	 * X-Amzn-Trace-Id; in the body it is covered by the signature.
+	 */
 	if (trace_header)
 	{
 		appendStringInfoString(&body, ", \"traceHeader\": ");
