@@ -49,7 +49,8 @@ OBJS = \
 	src/batch/target_http_address.o \
 	src/batch/target_tool.o \
 	src/batch/targets.o \
-	src/batch/txn.o
+	src/batch/txn.o \
+	src/batch/xray.o
 
 # The install script lives in extension/ so that nothing in sql/ (the
 # regression tests) can be mistaken for it.

@@ -367,6 +367,13 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_l
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_level": 3}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"log_level": "Warn"}}') -> 'execution_config' -> 'log_level';
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"enable_xray": "on"}}');
+-- enable_xray's default is batchproc.enable_xray, which any user may set;
+-- the config's own value wins.
+SELECT batchproc.validate_config(:'base') -> 'execution_config' -> 'enable_xray';
+SET batchproc.enable_xray = on;
+SELECT batchproc.validate_config(:'base') -> 'execution_config' -> 'enable_xray';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"enable_xray": false}}') -> 'execution_config' -> 'enable_xray';
+RESET batchproc.enable_xray;
 
 -- ttl_days: whole days, 0 keeps the results forever; the default is
 -- batchproc.result_ttl, a whole number of days.

@@ -252,6 +252,19 @@ _PG_init(void)
 							GUC_UNIT_MIN,
 							batchproc_check_result_ttl, NULL, NULL);
 
+	/*
+	 * A user's own: tracing a batch changes nothing it computes, and the
+	 * daemon's address is the server's (AWS_XRAY_DAEMON_ADDRESS).
+	 */
+	DefineCustomBoolVariable("batchproc.enable_xray",
+							 "Sets whether batches send AWS X-Ray trace headers and segments.",
+							 "The default of execution_config.enable_xray, taken when a batch is submitted.",
+							 &batchproc_enable_xray,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("batchproc.purge_interval",
 							"Sets how often the worker looks for batches whose ttl_days have passed.",
 							NULL,

@@ -108,6 +108,8 @@ typedef struct BatchprocBatch
 	int64		chunk_rows;		/* in a pool: the rows of a lease (lease.c) */
 	struct BatchprocPoolBatch *pool;	/* in a pool: what the pool counts
 										 * of it (pool.c) */
+	TimestampTz submitted_at;
+	TimestampTz started_at;		/* its import's start */
 } BatchprocBatch;
 
 /* import.c */
@@ -187,6 +189,11 @@ extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *tar
 													  const char *payload,
 													  const char *call_name,
 													  long timeout_ms);
+extern BatchprocHttpRequest *batchproc_target_traced_request(const BatchprocTarget *target,
+															 const char *payload,
+															 const char *call_name,
+															 long timeout_ms,
+															 const char *trace_header);
 extern void batchproc_target_outcome(const BatchprocTarget *target,
 									 const char *call_name,
 									 BatchprocHttpResponse *resp,

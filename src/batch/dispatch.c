@@ -464,9 +464,9 @@ check_target_allowed(Dispatch *d)
 		batchproc_http_target_refused(&d->batch->target);
 
 	if (refused && d->target_refused == NULL)
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
-						d->batch->id, refused)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " sends no more calls: %s",
+									d->batch->id, refused)));
 	d->target_refused = refused ? MemoryContextStrdup(d->cxt, refused) : NULL;
 }
 
@@ -537,6 +537,7 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	prepare_statements(d);
 	d->stats = batchproc_stats_start(batch, cxt);
 	check_target_allowed(d);
+	d->xray = batchproc_xray_begin(batch, cxt);
 	return d;
 }
 

@@ -105,6 +105,8 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 								r->error ? ": " : "", r->error ? r->error : "")));
 
 	batchproc_dispatch_count_row(d, r);
+	if (d->xray)
+		batchproc_xray_row_ended(d->xray, &d->batch->target, r, s->row_started, s->http_status);
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
@@ -134,7 +136,9 @@ send_call(Dispatch *d, Slot *s)
 	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
 	s->sent_at = GetCurrentTimestamp();
 	s->deadline = TimestampTzPlusMilliseconds(s->sent_at, timeout_ms);
-	s->req = batchproc_target_request(&d->batch->target, payload, s->call_name, timeout_ms);
+	s->req = batchproc_target_traced_request(&d->batch->target, payload, s->call_name, timeout_ms,
+											 d->xray ? batchproc_xray_header(d->xray, s->row_id) : NULL);
+	s->http_status = 0;
 	batchproc_http_start(s->req);
 	batchproc_stats_call(d->stats);
 	s->phase = SLOT_CALLING;
@@ -248,9 +252,9 @@ pace_polls(Dispatch *d, bool throttled)
 	{
 		b->poll_floor_ms = Min(BATCHPROC_POLL_MAX_MS, Max(POLL_THROTTLED_MS, b->poll_floor_ms * 2));
 		b->poll_floor_at = now;
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT " is throttled by Step Functions' DescribeExecution: executions of \"%s\" are described at most every %ld ms",
-						d->batch->id, d->batch->target.name, b->poll_floor_ms)));
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " is throttled by Step Functions' DescribeExecution: executions of \"%s\" are described at most every %ld ms",
+									d->batch->id, d->batch->target.name, b->poll_floor_ms)));
 	}
 	else if (b->poll_floor_ms > 0)
 	{
@@ -336,6 +340,7 @@ batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
 	s->attempt = Max(q->attempts, 1);
 	s->tries = 1;
 	s->renewed = false;
+	s->http_status = 0;
 	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
@@ -375,6 +380,8 @@ batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now)
 		}
 		old = MemoryContextSwitchTo(s->call_cxt);
 
+		if (s->phase == SLOT_CALLING)
+			s->http_status = batchproc_http_response(s->req)->status;
 		if (s->phase == SLOT_DESCRIBING)
 			batchproc_agent_describe_outcome(batchproc_http_response(s->req), &out);
 		else

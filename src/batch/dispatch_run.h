@@ -15,6 +15,7 @@
 
 #include "batch/batch.h"
 #include "batch/targets.h"
+#include "batch/xray.h"
 #include "sql.h"
 
 typedef enum SlotPhase
@@ -55,6 +56,7 @@ typedef struct Slot
 	char	   *execution_arn;
 	bool		renewed;		/* this attempt was sent again with fresh
 								 * credentials */
+	long		http_status;	/* of the last call's answer, 0 if none */
 } Slot;
 
 /* A token bucket of rate tokens a second holding one second's worth; a
@@ -136,6 +138,7 @@ typedef struct Dispatch
 	TokenBucket *pace;			/* &bucket, or the pool's (pool.c) */
 	TargetBudget *budget;		/* the target's, shared with other runs */
 	struct BatchprocRunStats *stats;	/* for batchproc.stats and CloudWatch */
+	BatchprocXray *xray;		/* NULL: the batch is not traced */
 } Dispatch;
 
 /*

@@ -230,9 +230,9 @@ batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 	{
 		if (try_claim(l, free_first[i], pids, started))
 		{
-			ereport(LOG,
-					(errmsg("batchproc: batch " INT64_FORMAT ": rows " INT64_FORMAT " to " INT64_FORMAT " taken over: the worker that leased them is gone or gave them up",
-							l->batch->id, free_first[i], free_first[i] + l->rows - 1)));
+			batchproc_batch_log(batchproc_config_log_level(l->batch->config), BATCHPROC_LOG_INFO,
+								(errmsg("batchproc: batch " INT64_FORMAT " rows " INT64_FORMAT " to " INT64_FORMAT " taken over: the worker that leased them is gone or gave them up",
+										l->batch->id, free_first[i], free_first[i] + l->rows - 1)));
 			*after = free_first[i] - 1;
 			*upto = free_first[i] + l->rows - 1;
 			return true;
@@ -293,10 +293,10 @@ batchproc_leases_renew(BatchprocLeases *l, TimestampTz now)
 	batchproc_spi_execute_prepared(l->renew, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	lost = SPI_processed < (uint64) l->nheld;
 	if (lost)
-		ereport(LOG,
-				(errmsg("batchproc: batch " INT64_FORMAT ": %d chunks of rows were taken over by another worker after their lease expired",
-						l->batch->id, l->nheld - (int) SPI_processed),
-				 errdetail("This worker renewed them too late; it drops its calls of their rows and records none of their results.")));
+		batchproc_batch_log(batchproc_config_log_level(l->batch->config), BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " lost %d chunks of rows to another worker after their lease expired",
+									l->batch->id, l->nheld - (int) SPI_processed),
+							 errdetail("This worker renewed them too late; it drops its calls of their rows and records none of their results.")));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;

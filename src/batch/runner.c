@@ -57,6 +57,7 @@
 #include "batch/stats.h"
 #include "batch/pool.h"
 #include "batch/targets.h"
+#include "batch/xray.h"
 #include "batchproc.h"
 #include "rights.h"
 #include "soft.h"
@@ -363,7 +364,7 @@ load_batch(int64 id, MemoryContext cxt)
 	Datum		d;
 
 	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token,"
-								   " succeeded_rows, failed_rows"
+								   " succeeded_rows, failed_rows, submitted_at, coalesce(started_at, submitted_at)"
 								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
@@ -397,6 +398,8 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->token = SPI_getvalue(tup, desc, 6);
 	batch->succeeded_rows = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+	batch->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+	batch->started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
 	MemoryContextSwitchTo(old);
 	batchproc_target_read_rate_limit(&batch->target);
 
@@ -418,6 +421,8 @@ import_step(int64 id, MemoryContext cxt)
 
 	batchproc_begin_tx("batchproc: importing");
 	batch = load_batch(id, cxt);
+	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
+						(errmsg("batchproc: batch " INT64_FORMAT " started: importing its input", id)));
 	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
 	/* The owner's S3 rule as it stands now, which may be tighter than at submit. */
 	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
@@ -461,6 +466,7 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
 	char		nulls[1] = {error ? ' ' : 'n'};
+	char	   *segment = NULL;
 
 	batchproc_begin_tx("batchproc: finishing a batch");
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
@@ -488,9 +494,11 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 								(errmsg("batchproc: batch " INT64_FORMAT " %s: %s rows succeeded, %s failed",
 										id, batchproc_batch_state_name(state),
 										SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2))));
+		segment = batchproc_xray_batch_ended(id, cxt);
 	}
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
 	batchproc_end_tx(cxt);
+	batchproc_xray_send(segment);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
 }
 
@@ -521,9 +529,9 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 		finish(batch->id, BATCHPROC_BATCH_FAILED, refused, cxt);
 		return false;
 	}
-	ereport(LOG,
-			(errmsg("batchproc: batch " INT64_FORMAT " calls the http target \"%s\" at %s only",
-					batch->id, batch->target.name, batch->target.pin->described)));
+	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
+						(errmsg("batchproc: batch " INT64_FORMAT " calls the http target \"%s\" at %s only",
+								batch->id, batch->target.name, batch->target.pin->described)));
 	return true;
 }
 

@@ -41,7 +41,7 @@ sfn_request(BatchprocAwsService service, const char *operation, const char *arn,
 
 BatchprocHttpRequest *
 batchproc_agent_start_request(const BatchprocTarget *target, const char *payload,
-							  const char *call_name, long timeout_ms)
+							  const char *call_name, long timeout_ms, const char *trace_header)
 {
 	StringInfoData body;
 
@@ -52,6 +52,15 @@ batchproc_agent_start_request(const BatchprocTarget *target, const char *payload
 	escape_json(&body, call_name);
 	appendStringInfoString(&body, ", \"input\": ");
 	escape_json(&body, payload);
+	/*
+	 * Step Functions reads X-Ray's header from the body as well as from
+	 * X-Amzn-Trace-Id; in the body it is covered by the signature.
+	 */
+	if (trace_header)
+	{
+		appendStringInfoString(&body, ", \"traceHeader\": ");
+		escape_json(&body, trace_header);
+	}
 	appendStringInfoChar(&body, '}');
 
 	if (target->express)

@@ -74,10 +74,13 @@ batchproc_http_target_check_headers(const char *target_name, Jsonb *headers)
 
 BatchprocHttpRequest *
 batchproc_http_target_request(const BatchprocTarget *target, const char *payload,
-							  long timeout_ms)
+							  long timeout_ms, const char *trace_header)
 {
 	List	   *headers = list_make1(pstrdup("Content-Type: application/json"));
 	BatchprocHttpRequest *req;
+
+	if (trace_header)
+		headers = lappend(headers, psprintf("X-Amzn-Trace-Id: %s", trace_header));
 
 	if (target->headers && JB_ROOT_IS_OBJECT(target->headers))
 	{

@@ -23,12 +23,16 @@
 #include "soft.h"
 
 BatchprocHttpRequest *
-batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms)
+batchproc_tool_request(const BatchprocTarget *target, const char *payload, long timeout_ms,
+					   const char *trace_header)
 {
 	char	   *path = psprintf("/2015-03-31/functions/%s/invocations",
 								batchproc_uri_encode_segment(target->address));
 	List	   *headers = list_make2(pstrdup("Content-Type: application/json"),
 									 pstrdup("X-Amz-Invocation-Type: RequestResponse"));
+
+	if (trace_header)
+		headers = lappend(headers, psprintf("X-Amzn-Trace-Id: %s", trace_header));
 
 	return batchproc_aws_json_request(BATCHPROC_AWS_LAMBDA,
 									  batchproc_target_region(target->address), "POST", path, headers,

@@ -219,14 +219,27 @@ BatchprocHttpRequest *
 batchproc_target_request(const BatchprocTarget *target, const char *payload,
 						 const char *call_name, long timeout_ms)
 {
+	return batchproc_target_traced_request(target, payload, call_name, timeout_ms, NULL);
+}
+
+/*
+ * A call as batchproc_target_request makes it, carrying an X-Ray trace
+ * header (xray.c) unless trace_header is NULL.
+ */
+BatchprocHttpRequest *
+batchproc_target_traced_request(const BatchprocTarget *target, const char *payload,
+								const char *call_name, long timeout_ms,
+								const char *trace_header)
+{
 	switch (target->type)
 	{
 		case BATCHPROC_TARGET_TOOL:
-			return batchproc_tool_request(target, payload, timeout_ms);
+			return batchproc_tool_request(target, payload, timeout_ms, trace_header);
 		case BATCHPROC_TARGET_AGENT:
-			return batchproc_agent_start_request(target, payload, call_name, timeout_ms);
+			return batchproc_agent_start_request(target, payload, call_name, timeout_ms,
+												 trace_header);
 		case BATCHPROC_TARGET_HTTP:
-			return batchproc_http_target_request(target, payload, timeout_ms);
+			return batchproc_http_target_request(target, payload, timeout_ms, trace_header);
 	}
 	elog(ERROR, "unknown target type %d", (int) target->type);
 	return NULL;

@@ -33,7 +33,8 @@ extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,
 
 /* target_tool.c */
 extern BatchprocHttpRequest *batchproc_tool_request(const BatchprocTarget *target,
-													const char *payload, long timeout_ms);
+													const char *payload, long timeout_ms,
+													const char *trace_header);
 extern void batchproc_tool_outcome(BatchprocHttpResponse *resp, BatchprocCallOutcome *out);
 extern BatchprocHttpRequest *batchproc_tool_get_function_request(const BatchprocTarget *target,
 																 long timeout_ms);
@@ -49,7 +50,8 @@ extern BatchprocHttpRequest *batchproc_agent_describe_machine_request(const Batc
 extern BatchprocHttpRequest *batchproc_agent_start_request(const BatchprocTarget *target,
 														   const char *payload,
 														   const char *call_name,
-														   long timeout_ms);
+														   long timeout_ms,
+														   const char *trace_header);
 extern void batchproc_agent_start_outcome(const BatchprocTarget *target,
 										  const char *call_name,
 										  BatchprocHttpResponse *resp,
@@ -80,7 +82,8 @@ extern char *batchproc_http_target_refused(const BatchprocTarget *target);
 extern void batchproc_http_target_check_headers(const char *target_name, Jsonb *headers);
 extern BatchprocHttpRequest *batchproc_http_target_request(const BatchprocTarget *target,
 														   const char *payload,
-														   long timeout_ms);
+														   long timeout_ms,
+														   const char *trace_header);
 extern void batchproc_http_target_outcome(BatchprocHttpResponse *resp,
 										  BatchprocCallOutcome *out);
 

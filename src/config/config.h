@@ -126,7 +126,7 @@ typedef struct BatchprocConfig
 	double		tolerated_failure_percentage;	/* of total rows; -1: none */
 	bool		debug;			/* default false */
 	char	   *log_level;		/* default "INFO"; DEBUG, INFO, WARN, ERROR */
-	bool		enable_xray;	/* default false; accepted, has no effect */
+	bool		enable_xray;	/* default batchproc.enable_xray (xray.c) */
 } BatchprocConfig;
 
 /*
@@ -148,6 +148,8 @@ extern int	batchproc_max_retry_delay_seconds;
 extern int	batchproc_max_row_seconds;
 /* retention.c: the default of execution_config.ttl_days, in minutes */
 extern int	batchproc_result_ttl;
+/* xray.c: the default of execution_config.enable_xray */
+extern bool batchproc_enable_xray;
 
 /*
  * compile.c: the compiled form of a normalised config, and the CSV columns

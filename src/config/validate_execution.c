@@ -166,7 +166,7 @@ batchproc_config_validate_execution(JsonbContainer *root, JsonbParseState **st)
 	double		row_seconds;
 	bool		debug = false;
 	char	   *log_level = "INFO";
-	bool		enable_xray = false;
+	bool		enable_xray = batchproc_enable_xray;
 
 	if (obj)
 		batchproc_cfg_check_keys(obj, "execution_config", exec_keys);

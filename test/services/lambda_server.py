@@ -93,7 +93,8 @@ seconds on the server's monotonic clock]}, "in_flight": n, "max_in_flight":
 M (over every request to the invocation path, signed or not, from its
 headers to its answer), "connections": (TCP connections accepted),
 "auth_failures": n, "errors": {ErrorType: count; "partial": answers cut
-off}, "control": {...}}; POST /_reset zeroes all of it (and the fail_times
+off}, "control": {...}, "trace_headers": {invocation id: its
+X-Amzn-Trace-Id header or null}}; POST /_reset zeroes all of it (and the fail_times
 counters, and the control settings).
 
 It binds 127.0.0.1 only, prints its port on the first line of stdout (use
@@ -629,11 +630,12 @@ class State(http_service.FaultState):
         self.by_region = {}
         self.auth_failures = 0
         self.get_function = 0
+        self.trace_headers = {}
 
     def stats(self):
         return http_service.snapshot(self, (
             "invocations", "by_function", "by_region", "by_key", "arrivals", "in_flight", "max_in_flight",
-            "connections", "auth_failures", "errors", "control", "get_function",
+            "connections", "auth_failures", "errors", "control", "get_function", "trace_headers",
         ))
 
 
@@ -757,6 +759,8 @@ class Handler(http_service.FaultHandler):
             )
 
         inp = invocation["input"]
+        with state.lock:
+            state.trace_headers[str(invocation["id"])] = self.headers.get("X-Amzn-Trace-Id")
         self.count_call(inp)
         if invocation_type == "DryRun":
             return self.send(204, None)

@@ -95,7 +95,8 @@ received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 "tampered": {"signature": n, "body": n}, "expired": {kind: n},
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n, "relayed": {kind: body bytes written to the
-client}}.  Kinds are S3 operation names (PutObject,
+client}, "trace_headers": {execution name: the traceHeader of its
+StartExecution or StartSyncExecution body, or null}}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
 AbortMultipartUpload, GetObject, HeadObject, ListMultipartUploads, ...).
 Each fault also prints a line "fault KIND STATUS i/N" on stdout, and each
@@ -291,6 +292,7 @@ class State:
         self.upstream_status = {}
         self.upstream_errors = 0
         self.relayed = {}
+        self.trace_headers = {}
 
     def receive(self, kind):
         """Count a request; return the fault to inject, or None."""
@@ -361,7 +363,20 @@ class State:
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
                 "relayed": dict(self.relayed),
+                "trace_headers": dict(self.trace_headers),
             }
+
+    def record_trace_header(self, kind, body):
+        """Note the X-Ray traceHeader a start of an execution carried."""
+        if kind not in ("StartExecution", "StartSyncExecution"):
+            return
+        try:
+            start = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(start, dict) and isinstance(start.get("name"), str):
+            with self.lock:
+                self.trace_headers[start["name"]] = start.get("traceHeader")
 
     def relay(self, kind, nbytes):
         with self.lock:
@@ -393,6 +408,7 @@ class Handler(http_service.Handler):
         if self.refuse_expired(kind, target or path.startswith("/2015-03-31/")):
             return None
         fault = self.state.receive(kind)
+        self.state.record_trace_header(kind, body)
         if fault is not None:
             status, data, _ = fault
             if target:
