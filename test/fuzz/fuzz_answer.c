@@ -77,10 +77,11 @@ extract(Jsonb *result)
 {
 	char	  **values = palloc0(sizeof(char *) * list_length(config->outputs));
 	char	   *error = NULL;
+	char	   *method;
 	ListCell   *lc;
 	int			i = 0;
 
-	if (!batchproc_extract_outputs(config, result, values, &error))
+	if (!batchproc_extract_outputs(config, result, values, &method, &error))
 	{
 		if (error == NULL)
 			batchproc_fuzz_fail("output extraction failed without a message");
