@@ -87,7 +87,7 @@ my @rows = (
 	# 4: no conversation at all: the direct path.
 	[ [], 'ANGEL' ],
 );
-my $csv = "address,conversation,exchange\n";
+my $csv = "address,conversation,fallback\n";
 for my $i (0 .. $#rows)
 {
 	(my $json = JSON::PP->new->canonical->encode($rows[$i][0])) =~ s/"/""/g;
@@ -95,7 +95,7 @@ for my $i (0 .. $#rows)
 }
 put_object($bucket, 'broadband.csv', $csv);
 
-my $input = q("input_mapping": {"column_mappings": {"exchange": "exchange"},
+my $input = q("input_mapping": {"column_mappings": {"fallback": "exchange"},
     "transformations": {"messages": {"type": "jsonpath", "config": {"column": "conversation", "path": "$"}}}});
 sub config
 {
