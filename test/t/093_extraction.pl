@@ -133,7 +133,7 @@ is($got, join("\n",
 	'WHITEHALL|50-330 Mbps|["tool_use", "tool_use"]|exchange=structured_output,download_speed=structured_output,roles=jmespath',
 	'WHITEHALL|50-330 Mbps|["tool_use", "text"]|exchange=tool_result,download_speed=tool_result,roles=jmespath',
 	'BRIDGE, I believe|unknown|["tool_use", "text"]|exchange=jmespath,download_speed=default,roles=jmespath',
-	'ANGEL|unknown||exchange=direct,download_speed=default'),
+	'ANGEL|unknown|exchange=direct,download_speed=default'),
 	'each column takes the first method that finds a value: print_output, the browser result parsed, the last sentence by JMESPath, the direct path, the default');
 
 is(as('alice', "SELECT _status, _error_message FROM batchproc_data.batch_$id WHERE _status <> 'SUCCESS'"), '',
@@ -143,8 +143,8 @@ is(as('alice', "SELECT _status, _error_message FROM batchproc_data.batch_$id WHE
 is( as('alice', qq{
 	SELECT count(*) FROM batchproc_preview(${\ lit($structured_first)}) p
 	FULL JOIN batchproc_data.batch_$id b USING (_row_id)
-	WHERE (p.outputs->>'exchange', p.outputs->>'download_speed', p.outputs->'roles', p._extraction_method)
-	      IS DISTINCT FROM (b.exchange, b.download_speed, b.roles, b._extraction_method)}),
+	WHERE (p.outputs->>'exchange', p.outputs->>'download_speed', p.outputs->>'roles', p._extraction_method)
+	      IS DISTINCT FROM (b.exchange, b.download_speed, b.roles::text, b._extraction_method)}),
 	'0', 'a preview extracts every row as the batch did, with the same _extraction_method');
 
 # The registry: columns named only, the rest from broadband_agent's
