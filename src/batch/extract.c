@@ -74,7 +74,7 @@ messages_of(Jsonb *result)
 	return container_of(member(&result->root, "messages"), true);
 }
 
-/* The i-th content block of a message, or NULL. */
+/* The content blocks of a message, and how many there are. */
 static int
 block_count(JsonbContainer *message, JsonbContainer **blocks)
 {
@@ -181,26 +181,72 @@ structured_output(const BatchprocExtraction *ex, Jsonb *result, char **error)
 	return NULL;
 }
 
-/* The name of the tool whose call has id, or NULL. */
-static JsonbValue *
-tool_of_call(JsonbContainer *messages, JsonbValue *id)
+/*
+ * The calls of a conversation, sorted by id, so that each result finds
+ * its call's tool by a binary search: an answer of megabytes may hold
+ * many thousands of calls and results.
+ */
+typedef struct Call
+{
+	const char *id;
+	int			len;
+	JsonbValue *name;
+} Call;
+
+static int
+call_cmp(const void *a, const void *b)
+{
+	const Call *x = a;
+	const Call *y = b;
+	int			c = memcmp(x->id, y->id, Min(x->len, y->len));
+
+	return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static Call *
+sorted_calls(JsonbContainer *messages, int *ncalls)
 {
 	BlockScan	scan;
 	JsonbContainer *block;
+	int			n = 0;
+	int			size = 16;
+	Call	   *calls = palloc(sizeof(Call) * size);
 
-	if (id == NULL || id->type != jbvString)
-		return NULL;
 	scan_start(&scan, messages);
 	while ((block = scan_next(&scan, "tool_use")) != NULL)
 	{
-		JsonbValue *call_id = member(block, "id");
+		JsonbValue *id = member(block, "id");
 
-		if (call_id && call_id->type == jbvString &&
-			call_id->val.string.len == id->val.string.len &&
-			memcmp(call_id->val.string.val, id->val.string.val, id->val.string.len) == 0)
-			return member(block, "name");
+		if (id == NULL || id->type != jbvString)
+			continue;
+		if (n == size)
+		{
+			size *= 2;
+			calls = repalloc(calls, sizeof(Call) * size);
+		}
+		calls[n].id = id->val.string.val;
+		calls[n].len = id->val.string.len;
+		calls[n].name = member(block, "name");
+		n++;
 	}
-	return NULL;
+	qsort(calls, n, sizeof(Call), call_cmp);
+	*ncalls = n;
+	return calls;
+}
+
+/* The name of the tool whose call has id, or NULL. */
+static JsonbValue *
+tool_of_call(Call *calls, int ncalls, JsonbValue *id)
+{
+	Call		key;
+	Call	   *found;
+
+	if (id == NULL || id->type != jbvString)
+		return NULL;
+	key.id = id->val.string.val;
+	key.len = id->val.string.len;
+	found = bsearch(&key, calls, ncalls, sizeof(Call), call_cmp);
+	return found ? found->name : NULL;
 }
 
 /*
@@ -257,6 +303,8 @@ tool_result(const BatchprocExtraction *ex, Jsonb *result, char **error)
 	JsonbContainer *messages = messages_of(result);
 	BlockScan	scan;
 	JsonbContainer *block;
+	int			ncalls = 0;
+	Call	   *calls = ex->tool_name ? sorted_calls(messages, &ncalls) : NULL;
 
 	scan_start(&scan, messages);
 	while ((block = scan_next(&scan, "tool_result")) != NULL)
@@ -266,7 +314,7 @@ tool_result(const BatchprocExtraction *ex, Jsonb *result, char **error)
 		char	   *parsed;
 
 		if (ex->tool_name &&
-			!string_is(tool_of_call(messages, member(block, "tool_use_id")), ex->tool_name))
+			!string_is(tool_of_call(calls, ncalls, member(block, "tool_use_id")), ex->tool_name))
 			continue;
 		initStringInfo(&text);
 		content = result_content(member(block, "content"), &text);
