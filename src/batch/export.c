@@ -73,7 +73,10 @@ batchproc_export(BatchprocBatch *batch)
 		appendStringInfoString(&sql,
 							   "_execution_id, _row_id, _status, _error_message, _execution_time_ms,"
 							   " pg_catalog.to_json(_timestamp) OPERATOR(pg_catalog.#>>) '{}' AS _timestamp,"
-							   " _attempts, _extraction_method");
+							   " _attempts");
+		/* Configs of "source" paths only export as they always did. */
+		if (config->extraction_lists)
+			appendStringInfoString(&sql, ", _extraction_method");
 	}
 	if (first)
 		appendStringInfoString(&sql, "_row_id");

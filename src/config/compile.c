@@ -262,7 +262,10 @@ compile_outputs(BatchprocConfig *cfg, JsonbContainer *output)
 			out->extraction = list_make1(direct);
 		}
 		else
+		{
 			out->extraction = batchproc_config_compile_extraction(need_container(col, "extraction"));
+			cfg->extraction_lists = true;
+		}
 		type = need_string(col, "type");
 		if (strcmp(type, "string") == 0)
 			out->type = BATCHPROC_OUTPUT_STRING;

@@ -132,6 +132,8 @@ typedef struct BatchprocConfig
 								 * transformations */
 
 	List	   *outputs;		/* BatchprocOutputColumn * */
+	bool		extraction_lists;	/* some column has an "extraction" list,
+									 * not "source" */
 	bool		include_original;	/* default true */
 	bool		add_metadata;	/* default true */
 

@@ -49,7 +49,7 @@ my $schema = q({"agent": "broadband-agent-rust", "version": "1.0", "output_forma
 sql(qq{
 	CREATE ROLE alice LOGIN;
 	CREATE ROLE mallory LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, mallory;
+	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO alice, mallory;
 	INSERT INTO batchproc.targets (name, type, arn, allowed_roles, output_schema) VALUES
 	  ('broadband_agent', 'agent', '$ENV{BATCHPROC_AGENT_echo_agent}', '{alice}', ${\ lit($schema)});
 });
@@ -99,8 +99,8 @@ my $input = q("input_mapping": {"column_mappings": {"fallback": "exchange"},
     "transformations": {"messages": {"type": "jsonpath", "config": {"column": "conversation", "path": "$"}}}});
 sub config
 {
-	my ($columns) = @_;
-	return qq({"csv_s3_uri": "s3://$bucket/broadband.csv",
+	my ($columns, $output) = @_;
+	return qq({"csv_s3_uri": "s3://$bucket/broadband.csv",${\ ($output ? qq( "output_s3_uri": "s3://$bucket/$output",) : '')}
   "target": {"type": "agent", "name": "broadband_agent"}, $input,
   "output_mapping": {"columns": $columns}});
 }
@@ -115,7 +115,7 @@ my $structured_first = config(q([
       {"method": "structured_output", "path": "$.speeds.download"},
       {"method": "tool_result", "tool_name": "browser_broadband", "parse": "Download Speed: ([0-9.-]+ *Mbps)"}]},
     {"name": "roles", "type": "json_string", "extraction": [
-      {"method": "jmespath", "path": "messages[?role == 'assistant'].content[0].type"}]}]));
+      {"method": "jmespath", "path": "messages[?role == 'assistant'].content[0].type"}]}]), 'out.csv');
 
 # Run $config as alice; the rows as "exchange|download_speed|roles|_extraction_method".
 sub run_batch
@@ -138,6 +138,9 @@ is($got, join("\n",
 
 is(as('alice', "SELECT _status, _error_message FROM batchproc_data.batch_$id WHERE _status <> 'SUCCESS'"), '',
 	'no row failed');
+like(get_object($bucket, 'out.csv'),
+	qr/\Aaddress,conversation,fallback,exchange,download_speed,roles,_execution_id,_row_id,_status,_error_message,_execution_time_ms,_timestamp,_attempts,_extraction_method\n(?:.*\n){3}row3,\[\],ANGEL,ANGEL,unknown,,[^,]+,4,SUCCESS,,\d+,[^,]+,1,"exchange=direct,download_speed=default"\n\z/,
+	'the export ends with _extraction_method, since the config has extraction lists');
 
 # The same batch through batchproc_preview: the same values and methods.
 is( as('alice', qq{
