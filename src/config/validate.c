@@ -14,9 +14,13 @@
  *
  * Compilation (config/compile.c) then trusts what this writes; templates
  * are parsed by config/template.c, number formats checked by
- * config/number_format.c, and execution_config validated by
+ * config/number_format.c, output columns' extraction lists by
+ * config/extraction.c, and execution_config validated by
  * config/validate_execution.c, so that what is checked here is exactly
- * what runs.
+ * what runs.  An output column named only takes the rest from the
+ * registered target's output_schema (a lookup the caller passes: this
+ * layer reads no tables), and a registry's schema is validated here as
+ * its fields are output columns.
  *
  * IDENTIFICATION
  *	  src/config/validate.c
