@@ -13,6 +13,8 @@ OBJS = \
 	src/sql.o \
 	src/worker.o \
 	src/config/compile.o \
+	src/config/extraction.o \
+	src/config/jmespath.o \
 	src/config/number_format.o \
 	src/config/template.o \
 	src/config/validate.o \
@@ -33,6 +35,7 @@ OBJS = \
 	src/batch/dispatch_call.o \
 	src/batch/dispatch_window.o \
 	src/batch/export.o \
+	src/batch/extract.o \
 	src/batch/import.o \
 	src/batch/lease.o \
 	src/batch/metrics.o \

@@ -46,6 +46,13 @@ CREATE INDEX batches_unfinished_idx ON batchproc.batches (id)
 CREATE INDEX batches_expiry_idx ON batchproc.batches (expires_at)
     WHERE purged_at IS NULL AND expires_at IS NOT NULL;
 
+-- The CHECK of targets.output_schema: true, or the error naming the fault.
+CREATE FUNCTION batchproc.check_output_schema(schema jsonb)
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'batchproc_check_output_schema';
+COMMENT ON FUNCTION batchproc.check_output_schema(jsonb) IS 'Check a target''s output_schema: its fields, each with a type and an extraction list; an error names the first fault';
+
 CREATE TABLE batchproc.targets (
     name          text PRIMARY KEY,
     type          text NOT NULL
@@ -54,7 +61,9 @@ CREATE TABLE batchproc.targets (
     url           text,
     express       boolean NOT NULL DEFAULT false,
     headers       jsonb NOT NULL DEFAULT '{}',
-    output_schema jsonb,
+    output_schema jsonb
+                  CONSTRAINT targets_output_schema_check
+                  CHECK (batchproc.check_output_schema(output_schema)),
     description   text,
     allowed_roles regrole[],
     rate_limit_per_second double precision
@@ -180,7 +189,7 @@ CREATE FUNCTION pg_catalog.batchproc_preview(config jsonb, rows integer DEFAULT 
                                              call boolean DEFAULT true)
 RETURNS TABLE (_row_id bigint, csv jsonb, payload jsonb, response jsonb, outputs jsonb,
                _status text, _error_message text, _attempts integer,
-               _execution_id text, _execution_time_ms bigint)
+               _execution_id text, _execution_time_ms bigint, _extraction_method text)
 LANGUAGE c STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'batchproc_preview';
 COMMENT ON FUNCTION pg_catalog.batchproc_preview(jsonb, integer, boolean) IS 'Dry run: the first rows of a config''s CSV built into their requests and, with call, sent to the target as the batch would; writes nothing';

@@ -6,8 +6,9 @@
  * Users queue and manage batches (submit, wait, cancel, retry_failed,
  * purge), check a config (validate_config, which may also look at its
  * CSV and target), try it on a few rows (preview), see which AWS
- * credentials the server would sign with (aws_credentials), and the
- * export formats numbers (format_number).  These run in the user's own backend and transaction.
+ * credentials the server would sign with (aws_credentials), the
+ * export formats numbers (format_number), and the registry checks a
+ * target's output_schema (check_output_schema).  These run in the user's own backend and transaction.
  * They only read and write the catalog tables; a batch's work is done by
  * the database's worker, which is woken when the calling transaction
  * commits.  A preview alone does a batch's work here, on a sample, and
@@ -59,6 +60,7 @@ PG_FUNCTION_INFO_V1(batchproc_validate_config);
 PG_FUNCTION_INFO_V1(batchproc_preview);
 PG_FUNCTION_INFO_V1(batchproc_aws_credentials_info);
 PG_FUNCTION_INFO_V1(batchproc_format_number);
+PG_FUNCTION_INFO_V1(batchproc_check_output_schema);
 
 int			batchproc_max_queued_batches_per_role = 100;
 int			batchproc_max_config_bytes = 1024 * 1024;
@@ -121,6 +123,47 @@ registry_entry(const char *name)
 	if (SPI_processed == 0)
 		return NULL;
 	return DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The output_schema of the registered target name, or NULL: what a config
+ * naming that target takes for the output columns it only names.  Read
+ * with the caller's rights (batchproc_user may read the column).
+ */
+static Jsonb *
+registered_output_schema(const char *name)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(name)};
+	Jsonb	   *schema = NULL;
+
+	SPI_connect();
+	batchproc_spi_execute_with_args("SELECT output_schema FROM batchproc.targets"
+									" WHERE name OPERATOR(pg_catalog.=) $1",
+									1, types, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			schema = DatumGetJsonbPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	return schema;
+}
+
+/* A config validated as submit takes it: with the registry's output schemas. */
+static Jsonb *
+validated(Jsonb *config)
+{
+	return batchproc_config_validate_registered(config, registered_output_schema);
 }
 
 /* "an agent", "a tool", "an http target", for messages. */
@@ -466,7 +509,7 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	batchproc_require_role("batchproc_user", "submit batches", NULL);
 	check_config_size(config);
 
-	normalised = batchproc_config_validate(config);
+	normalised = validated(config);
 	compiled = batchproc_config_compile(normalised);
 	require_s3_rights(compiled);
 
@@ -900,7 +943,7 @@ batchproc_purge_older_than(PG_FUNCTION_ARGS)
 Datum
 batchproc_validate_config(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *normalised = batchproc_config_validate(PG_GETARG_JSONB_P(0));
+	Jsonb	   *normalised = validated(PG_GETARG_JSONB_P(0));
 	BatchprocConfig *compiled;
 	BatchprocTarget target;
 	List	   *header;
@@ -983,8 +1026,8 @@ static void
 emit_preview_row(BatchprocPreviewRow *row, void *arg)
 {
 	PreviewOutput *po = arg;
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 	StringInfoData csv;
 	ListCell   *lc;
 	int			i = 0;
@@ -1026,6 +1069,9 @@ emit_preview_row(BatchprocPreviewRow *row, void *arg)
 		values[8] = CStringGetTextDatum(row->execution_id);
 	nulls[9] = row->status == NULL;
 	values[9] = Int64GetDatum(row->ms);
+	nulls[10] = row->extraction_method == NULL;
+	if (row->extraction_method)
+		values[10] = CStringGetTextDatum(row->extraction_method);
 	tuplestore_putvalues(po->rsinfo->setResult, po->rsinfo->setDesc, values, nulls);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(po->row_cxt);
@@ -1034,7 +1080,8 @@ emit_preview_row(BatchprocPreviewRow *row, void *arg)
 /*
  * batchproc_preview(config jsonb, rows int DEFAULT 10, call boolean
  * DEFAULT true) RETURNS TABLE (_row_id, csv, payload, response, outputs,
- * _status, _error_message, _attempts, _execution_id, _execution_time_ms)
+ * _status, _error_message, _attempts, _execution_id, _execution_time_ms,
+ * _extraction_method)
  *
  * A dry run: the first rows of the CSV built into their requests and,
  * with call, sent to the target as the batch would send them, in this
@@ -1062,7 +1109,7 @@ batchproc_preview(PG_FUNCTION_ARGS)
 				 errmsg("rows must be between 1 and %d, not %d", PREVIEW_MAX_ROWS, nrows),
 				 errhint("A preview tries a config on a sample; submit the batch to run every row.")));
 	check_config_size(config);
-	compiled = batchproc_config_compile(batchproc_config_validate(config));
+	compiled = batchproc_config_compile(validated(config));
 	require_s3_rights(compiled);
 
 	batch = palloc0(sizeof(BatchprocBatch));
@@ -1132,4 +1179,18 @@ batchproc_format_number(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(batchproc_apply_number_format(PG_GETARG_NUMERIC(0),
 																   text_to_cstring(PG_GETARG_TEXT_PP(1)))));
+}
+
+/*
+ * batchproc.check_output_schema(schema jsonb) RETURNS boolean
+ *
+ * True for a valid output_schema, else the error naming its first fault:
+ * the CHECK constraint of batchproc.targets.output_schema, so that a
+ * registered schema is valid whenever a config takes fields from it.
+ */
+Datum
+batchproc_check_output_schema(PG_FUNCTION_ARGS)
+{
+	batchproc_output_schema_validate(PG_GETARG_JSONB_P(0));
+	PG_RETURN_BOOL(true);
 }

@@ -218,9 +218,11 @@ typedef struct BatchprocResult
 	char	   *execution_id;
 	char	   *payload;		/* the input, for a dead letter */
 	char	  **outputs;		/* one text per output column, or NULL */
+	char	   *extraction_method;	/* _extraction_method, or NULL */
 } BatchprocResult;
 
 extern Jsonb *batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error);
+extern Jsonb *batchproc_jsonpath_array(Jsonb *doc, JsonPath *path, char **error);
 extern struct BatchprocPrepared *batchproc_results_statement(const BatchprocBatch *batch,
 																MemoryContext cxt);
 extern int64 batchproc_results_write(struct BatchprocPrepared *stmt, const BatchprocBatch *batch,
@@ -228,7 +230,11 @@ extern int64 batchproc_results_write(struct BatchprocPrepared *stmt, const Batch
 extern char *batchproc_result_columns_sql(const BatchprocConfig *config);
 extern List *batchproc_reserved_column_names(const BatchprocConfig *config);
 extern bool batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
-									  char **values, char **error);
+									  char **values, char **method, char **error);
+
+/* extract.c: an output column's value in a result, and the method that found it */
+extern Jsonb *batchproc_extract_value(const BatchprocOutputColumn *col, Jsonb *result,
+									  const char **method, char **error);
 
 /* dispatch.c: the runs of every batch being dispatched, in one loop */
 typedef enum BatchprocDispatchEnd
@@ -277,6 +283,7 @@ typedef struct BatchprocPreviewRow
 	char	   *payload;		/* the request (the last attempt's), or NULL */
 	Jsonb	   *result;			/* the answer output_mapping reads, or NULL */
 	char	  **outputs;		/* one text per output column, or NULL */
+	char	   *extraction_method;	/* _extraction_method, or NULL */
 	const char *status;			/* SUCCESS, FAILED, TIMEOUT; NULL: not called */
 	char	   *error;
 	int			attempts;

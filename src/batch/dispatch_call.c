@@ -89,7 +89,8 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 		char	   *extract_error = NULL;
 
 		r->outputs = palloc0(sizeof(char *) * Max(list_length(d->config->outputs), 1));
-		if (!batchproc_extract_outputs(d->config, result, r->outputs, &extract_error))
+		if (!batchproc_extract_outputs(d->config, result, r->outputs, &r->extraction_method,
+									   &extract_error))
 		{
 			r->status = "FAILED";
 			r->error = extract_error;

@@ -96,6 +96,9 @@ export_columns(const BatchprocBatch *batch)
 								   " pg_catalog.to_json(t._timestamp) OPERATOR(pg_catalog.#>>) '{}'"
 								   " AS _timestamp,");
 		appendStringInfoString(&sql, " t._attempts");
+		/* Configs of "source" paths only export as they always did. */
+		if (config->extraction_lists)
+			appendStringInfoString(&sql, ", t._extraction_method");
 	}
 	if (first)
 		appendStringInfoString(&sql, "t._row_id");

@@ -94,7 +94,8 @@ finish(Preview *p, PreviewSlot *s, const char *status, const char *error, Jsonb 
 
 		r->result = result;
 		r->outputs = palloc0(sizeof(char *) * Max(list_length(p->batch->config->outputs), 1));
-		if (!batchproc_extract_outputs(p->batch->config, result, r->outputs, &extract_error))
+		if (!batchproc_extract_outputs(p->batch->config, result, r->outputs,
+									   &r->extraction_method, &extract_error))
 		{
 			r->status = "FAILED";
 			r->error = extract_error;

@@ -43,7 +43,7 @@
 
 static const char *const metadata_columns[] = {
 	"_execution_id", "_status", "_error_message", "_execution_time_ms",
-	"_timestamp", "_attempts", NULL
+	"_timestamp", "_attempts", "_extraction_method", NULL
 };
 
 /* jsonb_path_query_first takes its variables as a jsonb object. */
@@ -79,7 +79,7 @@ batchproc_result_columns_sql(const BatchprocConfig *config)
 	appendStringInfoString(&sql,
 						   "_execution_id text, _status text, _error_message text, "
 						   "_execution_time_ms bigint, _timestamp timestamptz, "
-						   "_attempts integer NOT NULL DEFAULT 0");
+						   "_attempts integer NOT NULL DEFAULT 0, _extraction_method text");
 	return sql.data;
 }
 
@@ -100,6 +100,7 @@ typedef struct PathQuery
 {
 	Jsonb	   *doc;
 	JsonPath   *path;
+	bool		array;			/* every item, as an array */
 	Jsonb	   *found;
 } PathQuery;
 
@@ -119,7 +120,7 @@ query_first(void *arg)
 	fcinfo->args[2].isnull = false;
 	fcinfo->args[3].value = BoolGetDatum(true);
 	fcinfo->args[3].isnull = false;
-	result = jsonb_path_query_first(fcinfo);
+	result = q->array ? jsonb_path_query_array(fcinfo) : jsonb_path_query_first(fcinfo);
 	q->found = fcinfo->isnull ? NULL : DatumGetJsonbP(result);
 }
 
@@ -129,10 +130,10 @@ query_first(void *arg)
  * silent mode still raises (a datetime comparison that needs a time zone,
  * a document too deep) becomes *error, with NULL.
  */
-Jsonb *
-batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error)
+static Jsonb *
+jsonpath_query(Jsonb *doc, JsonPath *path, bool array, char **error)
 {
-	PathQuery	q = {doc, path, NULL};
+	PathQuery	q = {doc, path, array, NULL};
 
 	if (empty_vars == NULL)
 	{
@@ -142,6 +143,19 @@ batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error)
 		MemoryContextSwitchTo(old);
 	}
 	return batchproc_soft_call(query_first, &q, error) ? q.found : NULL;
+}
+
+Jsonb *
+batchproc_jsonpath_first(Jsonb *doc, JsonPath *path, char **error)
+{
+	return jsonpath_query(doc, path, false, error);
+}
+
+/* Every item a path finds, as an array, as batchproc_jsonpath_first finds one. */
+Jsonb *
+batchproc_jsonpath_array(Jsonb *doc, JsonPath *path, char **error)
+{
+	return jsonpath_query(doc, path, true, error);
 }
 
 /* A scalar's text as a string column shows it; containers as JSON. */
@@ -222,22 +236,61 @@ double_ok(const char *text)
 }
 
 /*
- * Fill values[i] with the text of output column i (NULL for SQL NULL).
- * Returns false, with *error, when a value does not fit its type.
+ * _extraction_method: the method that gave the row's values ("default"
+ * for a column's default); when columns got theirs by different methods,
+ * each column's, as "name=method" joined by commas.  NULL when no column
+ * got a value.
+ */
+static char *
+row_method(const BatchprocConfig *config, const char **methods)
+{
+	StringInfoData out;
+	const char *first = NULL;
+	bool		uniform = true;
+	int			i = 0;
+	ListCell   *lc;
+
+	for (int c = 0; c < list_length(config->outputs); c++)
+	{
+		if (methods[c] == NULL)
+			continue;
+		if (first == NULL)
+			first = methods[c];
+		else if (strcmp(first, methods[c]) != 0)
+			uniform = false;
+	}
+	if (first == NULL || uniform)
+		return first ? pstrdup(first) : NULL;
+	initStringInfo(&out);
+	foreach(lc, config->outputs)
+	{
+		if (methods[i])
+			appendStringInfo(&out, "%s%s=%s", out.len ? "," : "",
+							 ((BatchprocOutputColumn *) lfirst(lc))->name, methods[i]);
+		i++;
+	}
+	return out.data;
+}
+
+/*
+ * Fill values[i] with the text of output column i (NULL for SQL NULL),
+ * and *method with _extraction_method.  Returns false, with *error, when
+ * a value does not fit its type.
  */
 bool
 batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
-						  char **values, char **error)
+						  char **values, char **method, char **error)
 {
 	ListCell   *lc;
 	int			i = 0;
+	const char **methods = palloc0(sizeof(char *) * Max(list_length(config->outputs), 1));
 
+	*method = NULL;
 	foreach(lc, config->outputs)
 	{
 		BatchprocOutputColumn *col = lfirst(lc);
 		char	   *path_error = NULL;
-		Jsonb	   *found = result ? batchproc_jsonpath_first(result, col->compiled_source,
-															  &path_error) : NULL;
+		Jsonb	   *found = batchproc_extract_value(col, result, &methods[i], &path_error);
 		JsonbValue	scalar;
 		bool		is_scalar;
 
@@ -247,8 +300,11 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 			return false;
 		}
 
-		if (found == NULL)
+		if (found == NULL && col->default_value)
+		{
 			found = col->default_value;
+			methods[i] = "default";
+		}
 		if (found == NULL)
 		{
 			values[i++] = NULL;
@@ -298,6 +354,7 @@ batchproc_extract_outputs(const BatchprocConfig *config, Jsonb *result,
 		}
 		i++;
 	}
+	*method = row_method(config, methods);
 	return true;
 }
 
@@ -340,6 +397,7 @@ typedef enum ResultParam
 	PARAM_ATTEMPTS,
 	PARAM_EXECUTION_ID,
 	PARAM_PAYLOAD,
+	PARAM_EXTRACTION_METHOD,
 	PARAM_FIRST_OUTPUT
 } ResultParam;
 
@@ -357,6 +415,7 @@ static const struct
 	[PARAM_ATTEMPTS] = {"attempts", INT4ARRAYOID, "int4"},
 	[PARAM_EXECUTION_ID] = {"execution_id", TEXTARRAYOID, "text"},
 	[PARAM_PAYLOAD] = {"payload", TEXTARRAYOID, "text"},
+	[PARAM_EXTRACTION_METHOD] = {"extraction_method", TEXTARRAYOID, "text"},
 };
 
 /* The last parameter, after the output columns': the calls in flight. */
@@ -388,7 +447,8 @@ flush_sql(const BatchprocBatch *batch)
 		appendStringInfo(&sql, ", o%d", i);
 	appendStringInfo(&sql, ")), upd AS (UPDATE %s t SET _status = v.status, "
 					 "_error_message = v.error, _execution_time_ms = v.ms, _timestamp = v.at, "
-					 "_attempts = v.attempts, _execution_id = v.execution_id",
+					 "_attempts = v.attempts, _execution_id = v.execution_id,"
+					 " _extraction_method = v.extraction_method",
 					 batch->table);
 	foreach(lc, batch->config->outputs)
 	{
@@ -480,6 +540,7 @@ batchproc_results_write(BatchprocPrepared *stmt, const BatchprocBatch *batch,
 	TEXT_COLUMN(PARAM_ERROR, results[i].error);
 	TEXT_COLUMN(PARAM_EXECUTION_ID, results[i].execution_id);
 	TEXT_COLUMN(PARAM_PAYLOAD, results[i].payload);
+	TEXT_COLUMN(PARAM_EXTRACTION_METHOD, results[i].extraction_method);
 	for (int c = 0; c < nout; c++)
 		TEXT_COLUMN(PARAM_FIRST_OUTPUT + c, results[i].outputs ? results[i].outputs[c] : NULL);
 #undef TEXT_COLUMN

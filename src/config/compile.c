@@ -252,8 +252,20 @@ compile_outputs(BatchprocConfig *cfg, JsonbContainer *output)
 			elog(ERROR, "batch config is not normalised: output column %d is not an object", i);
 		col = e->val.binary.data;
 		out->name = need_string(col, "name");
-		out->source = need_string(col, "source");
-		out->compiled_source = compile_jsonpath(out->source);
+		if (batchproc_cfg_get_key(col, "source"))
+		{
+			BatchprocExtraction *direct = palloc0(sizeof(BatchprocExtraction));
+
+			direct->method = BATCHPROC_EXTRACT_DIRECT;
+			direct->path = need_string(col, "source");
+			direct->compiled_path = compile_jsonpath(direct->path);
+			out->extraction = list_make1(direct);
+		}
+		else
+		{
+			out->extraction = batchproc_config_compile_extraction(need_container(col, "extraction"));
+			cfg->extraction_lists = true;
+		}
 		type = need_string(col, "type");
 		if (strcmp(type, "string") == 0)
 			out->type = BATCHPROC_OUTPUT_STRING;

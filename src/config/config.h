@@ -76,11 +76,37 @@ typedef struct BatchprocInputField
 	JsonPath   *compiled_path;	/* jsonpath: compiled with the config */
 } BatchprocInputField;
 
+/*
+ * The ways an output column's value is found in a result (extraction.c),
+ * tried in the column's order until one finds a value.
+ */
+typedef enum BatchprocExtractionMethod
+{
+	BATCHPROC_EXTRACT_DIRECT,	/* a jsonpath over the result */
+	BATCHPROC_EXTRACT_STRUCTURED_OUTPUT,	/* the input of the agent's call
+											 * to a tool (print_output) */
+	BATCHPROC_EXTRACT_TOOL_RESULT,	/* the content of a tool's result */
+	BATCHPROC_EXTRACT_JMESPATH	/* JMESPath, translated to jsonpath */
+} BatchprocExtractionMethod;
+
+typedef struct BatchprocExtraction
+{
+	BatchprocExtractionMethod method;
+	char	   *path;			/* direct, structured_output: jsonpath text;
+								 * jmespath: the expression */
+	JsonPath   *compiled_path;	/* all but tool_result */
+	bool		projection;		/* jmespath: yields a list of every item */
+	char	   *tool_name;		/* structured_output; tool_result (NULL: any
+								 * tool) */
+	char	   *parse;			/* tool_result: a regular expression, or NULL */
+	void	   *regex;			/* its regex_t, compiled with the config */
+} BatchprocExtraction;
+
 typedef struct BatchprocOutputColumn
 {
 	char	   *name;
-	char	   *source;			/* jsonpath text, for messages */
-	JsonPath   *compiled_source;	/* compiled with the config */
+	List	   *extraction;		/* BatchprocExtraction *, in order; "source"
+								 * is one direct */
 	BatchprocOutputType type;
 	Jsonb	   *default_value;	/* NULL when no default was given */
 	char	   *format;			/* printf-style for numbers ("%.2f"), or NULL */
@@ -109,6 +135,8 @@ typedef struct BatchprocConfig
 								 * transformations */
 
 	List	   *outputs;		/* BatchprocOutputColumn * */
+	bool		extraction_lists;	/* some column has an "extraction" list,
+									 * not "source" */
 	bool		include_original;	/* default true */
 	bool		add_metadata;	/* default true */
 
@@ -150,6 +178,35 @@ extern int	batchproc_max_row_seconds;
 extern int	batchproc_result_ttl;
 /* xray.c: the default of execution_config.enable_xray */
 extern bool batchproc_enable_xray;
+
+/*
+ * validate.c: the output_schema of a registered target (its fields, each
+ * an output column with its extraction list), or an ERROR naming the
+ * path of its first fault.  A config whose target is registered may name
+ * an output column only: batchproc_config_validate_registered() takes the
+ * rest from the field of that name in the schema lookup returns for the
+ * target's name (NULL: none).
+ */
+typedef Jsonb *(*BatchprocSchemaLookup) (const char *target_name);
+extern Jsonb *batchproc_config_validate_registered(Jsonb *config,
+												   BatchprocSchemaLookup lookup);
+extern void batchproc_output_schema_validate(Jsonb *schema);
+
+/*
+ * extraction.c: the name of a method, as configs and _extraction_method
+ * write it; an output column's compiled extraction list (from its
+ * normalised "extraction" array); and a regular expression of "parse"
+ * run on text: the first group's match, or NULL (*error when the regex
+ * engine failed).
+ */
+extern const char *batchproc_extraction_method_name(BatchprocExtractionMethod method);
+extern List *batchproc_config_compile_extraction(JsonbContainer *list);
+extern char *batchproc_extraction_parse(const BatchprocExtraction *ex, const char *text,
+										int len, char **error);
+
+/* jmespath.c: a JMESPath expression as jsonpath, or NULL with *error */
+extern char *batchproc_jmespath_to_jsonpath(const char *expression, bool *projection,
+											char **error);
 
 /*
  * compile.c: the compiled form of a normalised config, and the CSV columns

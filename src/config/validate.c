@@ -14,9 +14,13 @@
  *
  * Compilation (config/compile.c) then trusts what this writes; templates
  * are parsed by config/template.c, number formats checked by
- * config/number_format.c, and execution_config validated by
+ * config/number_format.c, output columns' extraction lists by
+ * config/extraction.c, and execution_config validated by
  * config/validate_execution.c, so that what is checked here is exactly
- * what runs.
+ * what runs.  An output column named only takes the rest from the
+ * registered target's output_schema (a lookup the caller passes: this
+ * layer reads no tables), and a registry's schema is validated here as
+ * its fields are output columns.
  *
  * IDENTIFICATION
  *	  src/config/validate.c
@@ -59,7 +63,10 @@ static const char *const output_keys[] = {
 	"columns", "include_original", "add_metadata", NULL
 };
 static const char *const column_keys[] = {
-	"name", "source", "default", "type", "format", NULL
+	"name", "source", "extraction", "default", "type", "format", NULL
+};
+static const char *const schema_keys[] = {
+	"agent", "version", "output_format", "description", "fields", NULL
 };
 
 /* Which section of input_mapping set an input field first. */
@@ -547,9 +554,75 @@ validate_input_mapping(JsonbContainer *root, JsonbParseState **st)
 
 
 /* ---------- output_mapping ---------- */
+
+/*
+ * Where an output column named only takes the rest: the field of that
+ * name in its registered target's output_schema.
+ */
+typedef struct ColumnRegistry
+{
+	const char *target_name;	/* NULL: the config names no target */
+	BatchprocSchemaLookup lookup;	/* NULL: no registry (a schema itself) */
+	bool		looked_up;
+	Jsonb	   *schema;			/* the target's output_schema, or NULL */
+} ColumnRegistry;
+
+/* The field called name in the registry's schema, or an ERROR saying why not. */
+static JsonbContainer *
+registry_field(ColumnRegistry *reg, const char *name, const char *path)
+{
+	JsonbValue *fields;
+
+	if (reg->lookup == NULL || reg->target_name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: needs \"source\" or \"extraction\"", path),
+				 errhint("Add \"source\": \"$.%s\", or an \"extraction\" list%s.", name,
+						 reg->lookup ? ", or name a registered target whose output_schema has the field" : "")));
+	if (!reg->looked_up)
+	{
+		reg->schema = reg->lookup(reg->target_name);
+		reg->looked_up = true;
+	}
+	if (reg->schema == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: needs \"source\" or \"extraction\", since target \"%s\" has no output_schema",
+						path, reg->target_name),
+				 errhint("Add \"source\" or \"extraction\" to the column, or ask an administrator to register the target's output_schema.")));
+	fields = batchproc_cfg_get_key(&reg->schema->root, "fields");
+	for (int i = 0; fields && i < (int) JsonContainerSize(fields->val.binary.data); i++)
+	{
+		JsonbValue *f = getIthJsonbValueFromContainer(fields->val.binary.data, i);
+		JsonbValue *fname = f->type == jbvBinary ?
+			batchproc_cfg_get_key(f->val.binary.data, "name") : NULL;
+
+		if (fname && fname->type == jbvString &&
+			fname->val.string.len == (int) strlen(name) &&
+			memcmp(fname->val.string.val, name, fname->val.string.len) == 0)
+			return f->val.binary.data;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s: target \"%s\" has no field \"%s\" in its output_schema", path,
+					reg->target_name, name),
+			 errhint("Name a field of SELECT output_schema->'fields' FROM batchproc.targets WHERE name = %s, or add \"source\" or \"extraction\" to the column.",
+					 quote_literal_cstr(reg->target_name))));
+	pg_unreachable();
+}
+
+/* key of the column, else of its registry field (NULL when neither has it) */
+static JsonbValue *
+column_key(JsonbContainer *obj, JsonbContainer *field, const char *key)
+{
+	JsonbValue *v = batchproc_cfg_get_key(obj, key);
+
+	return v == NULL && field ? batchproc_cfg_get_key(field, key) : v;
+}
+
 static void
 validate_output_column(JsonbValue *e, const char *path, List **names,
-					   JsonbParseState **st)
+					   ColumnRegistry *reg, JsonbParseState **st)
 {
 	char	   *name_path = psprintf("%s.name", path);
 	char	   *source_path = psprintf("%s.source", path);
@@ -557,10 +630,12 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 	char	   *default_path = psprintf("%s.default", path);
 	char	   *format_path = psprintf("%s.format", path);
 	JsonbContainer *obj;
+	JsonbContainer *field = NULL;
 	JsonbValue *v;
 	JsonbValue *dflt;
+	JsonbValue *extraction;
 	char	   *name;
-	char	   *source;
+	char	   *source = NULL;
 	char	   *type = "string";
 	char	   *format = NULL;
 	ListCell   *lc;
@@ -592,16 +667,36 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s: duplicate output column name \"%s\"", name_path, name),
-					 errdetail("output_mapping.columns[%d] has the same name.",
+					 errdetail("%.*s[%d] has the same name.",
+							   (int) (strrchr(path, '[') - path), path,
 							   foreach_current_index(lc))));
 	*names = lappend(*names, name);
 
-	if ((v = batchproc_cfg_get_key(obj, "source")) == NULL)
-		batchproc_cfg_report_required(source_path);
-	source = batchproc_cfg_require_string(v, source_path);
-	batchproc_cfg_check_jsonpath(source, source_path);
+	/*
+	 * source, or an extraction list, or else the registry's field: what
+	 * the column gives overrides the field.
+	 */
+	v = batchproc_cfg_get_key(obj, "source");
+	extraction = batchproc_cfg_get_key(obj, "extraction");
+	if (v && extraction)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: has both \"source\" and \"extraction\"", path),
+				 errdetail("\"source\" is the same as an extraction list of one \"direct\" method."),
+				 errhint("Keep one of them.")));
+	if (v == NULL && extraction == NULL)
+	{
+		field = registry_field(reg, name, path);
+		v = batchproc_cfg_get_key(field, "source");
+		extraction = batchproc_cfg_get_key(field, "extraction");
+	}
+	if (v)
+	{
+		source = batchproc_cfg_require_string(v, source_path);
+		batchproc_cfg_check_jsonpath(source, source_path);
+	}
 
-	if ((v = batchproc_cfg_get_key(obj, "type")) != NULL)
+	if ((v = column_key(obj, field, "type")) != NULL)
 	{
 		type = batchproc_cfg_require_string(v, type_path);
 		if (strcmp(type, "string") != 0 && strcmp(type, "number") != 0 &&
@@ -613,7 +708,7 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 	}
 
 	/* A number column's default must be a value the column can hold. */
-	dflt = batchproc_cfg_get_key(obj, "default");
+	dflt = column_key(obj, field, "default");
 	if (dflt && strcmp(type, "number") == 0 &&
 		dflt->type != jbvNumeric && dflt->type != jbvNull)
 		ereport(ERROR,
@@ -621,7 +716,7 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 				 errmsg("%s: must be a number or null for a column of type number",
 						default_path)));
 
-	if ((v = batchproc_cfg_get_key(obj, "format")) != NULL)
+	if ((v = column_key(obj, field, "format")) != NULL)
 	{
 		char	   *problem;
 
@@ -643,7 +738,10 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
 	batchproc_cfg_push_string(st, "name", name);
-	batchproc_cfg_push_string(st, "source", source);
+	if (source)
+		batchproc_cfg_push_string(st, "source", source);
+	else
+		batchproc_cfg_validate_extraction(extraction, psprintf("%s.extraction", path), name, st);
 	batchproc_cfg_push_string(st, "type", type);
 	if (dflt)
 		batchproc_cfg_push_value(st, "default", dflt);
@@ -653,8 +751,12 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 }
 
 static void
-validate_output_mapping(JsonbContainer *root, JsonbParseState **st)
+validate_output_mapping(JsonbContainer *root, BatchprocSchemaLookup lookup,
+						JsonbParseState **st)
 {
+	JsonbContainer *target = batchproc_cfg_get_object(root, "target", "target");
+	JsonbValue *target_name = batchproc_cfg_get_key(target, "name");
+	ColumnRegistry reg = {NULL, lookup, false, NULL};
 	JsonbContainer *obj = batchproc_cfg_get_object(root, "output_mapping", "output_mapping");
 	JsonbValue *v;
 	List	   *names = NIL;
@@ -663,6 +765,8 @@ validate_output_mapping(JsonbContainer *root, JsonbParseState **st)
 
 	if (obj)
 		batchproc_cfg_check_keys(obj, "output_mapping", output_keys);
+	if (target_name && target_name->type == jbvString)
+		reg.target_name = pnstrdup(target_name->val.string.val, target_name->val.string.len);
 
 	batchproc_cfg_push_key(st, "output_mapping");
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
@@ -687,7 +791,7 @@ validate_output_mapping(JsonbContainer *root, JsonbParseState **st)
 		for (int i = 0; i < n; i++)
 			validate_output_column(getIthJsonbValueFromContainer(v->val.binary.data, i),
 								   batchproc_cfg_path_index("output_mapping.columns", i),
-								   &names, st);
+								   &names, &reg, st);
 	}
 	pushJsonbValue(st, WJB_END_ARRAY, NULL);
 
@@ -777,6 +881,16 @@ check_memory_budget(JsonbContainer *root)
 Jsonb *
 batchproc_config_validate(Jsonb *config)
 {
+	return batchproc_config_validate_registered(config, NULL);
+}
+
+/*
+ * Validate a config whose output columns may take what they do not say
+ * from the target's output_schema, as lookup finds it.
+ */
+Jsonb *
+batchproc_config_validate_registered(Jsonb *config, BatchprocSchemaLookup lookup)
+{
 	JsonbContainer *root;
 	JsonbParseState *st = NULL;
 	JsonbValue *result;
@@ -809,10 +923,56 @@ batchproc_config_validate(Jsonb *config)
 
 	validate_target(root, &st);
 	validate_input_mapping(root, &st);
-	validate_output_mapping(root, &st);
+	validate_output_mapping(root, lookup, &st);
 	batchproc_config_validate_execution(root, &st);
 	check_memory_budget(root);
 
 	result = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
+}
+
+/*
+ * A registered target's output_schema, in the specification's shape:
+ * {"agent", "version", "output_format", "fields": [{"name", "type",
+ * "extraction": [...]}, ...]}.  Each field is checked as an output column
+ * would be (source or extraction, type, default, format), so that a
+ * config naming only the field never meets a fault of the registry's.
+ */
+void
+batchproc_output_schema_validate(Jsonb *schema)
+{
+	JsonbValue *v;
+	List	   *names = NIL;
+	ColumnRegistry reg = {NULL, NULL, false, NULL};
+	JsonbParseState *st = NULL;
+	int			n;
+
+	if (!JB_ROOT_IS_OBJECT(schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("output_schema: must be a JSON object"),
+				 errhint("An output schema looks like {\"fields\": [{\"name\": \"exchange\", \"type\": \"string\", \"extraction\": [{\"type\": \"structured\", \"path\": \"$.exchange\"}]}]}.")));
+	batchproc_cfg_check_keys(&schema->root, "output_schema", schema_keys);
+	for (int i = 0; schema_keys[i]; i++)
+		if (strcmp(schema_keys[i], "fields") != 0 &&
+			(v = batchproc_cfg_get_key(&schema->root, schema_keys[i])) != NULL)
+			(void) batchproc_cfg_require_string(v, psprintf("output_schema.%s", schema_keys[i]));
+	if ((v = batchproc_cfg_get_key(&schema->root, "fields")) == NULL)
+		batchproc_cfg_report_required("output_schema.fields");
+	if (!batchproc_cfg_is_array(v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("output_schema.fields: must be an array")));
+	n = JsonContainerSize(v->val.binary.data);
+	if (n > MAX_OUTPUT_COLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("output_schema.fields: must have at most %d entries", MAX_OUTPUT_COLUMNS),
+				 errdetail("It has %d.", n)));
+	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+		validate_output_column(getIthJsonbValueFromContainer(v->val.binary.data, i),
+							   batchproc_cfg_path_index("output_schema.fields", i),
+							   &names, &reg, &st);
+	pushJsonbValue(&st, WJB_END_ARRAY, NULL);
 }

@@ -4,7 +4,8 @@
  *	  Fuzz target: the answer parsers, what the worker makes of what a
  *	  Lambda function, Step Functions or an HTTP target answers
  *	  (src/batch/answer.c, target_*.c), and the output columns extracted
- *	  from a result (src/batch/results.c), as the export formats them.
+ *	  from a result by every extraction method (src/batch/extract.c,
+ *	  results.c), as the export formats them.
  *
  * An input is three bytes, then header lines, then the body:
  *	byte 0: which answer: Lambda Invoke, StartExecution of a standard or an
@@ -50,7 +51,14 @@ batchproc_fuzz_init(void)
 		"   {\"name\": \"doc\", \"source\": \"$.items[1]\", \"type\": \"json_string\"},"
 		"   {\"name\": \"score\", \"source\": \"$.score\", \"type\": \"number\", \"format\": \"%.2f\"},"
 		"   {\"name\": \"count\", \"source\": \"$.n\", \"type\": \"number\", \"default\": 0, \"format\": \"%08.3e\"},"
-		"   {\"name\": \"whole\", \"source\": \"$\", \"type\": \"string\"}]}}");
+		"   {\"name\": \"whole\", \"source\": \"$\", \"type\": \"string\"},"
+		"   {\"name\": \"exchange\", \"default\": \"none\", \"extraction\": ["
+		"     {\"method\": \"structured_output\", \"path\": \"$.exchange\"},"
+		"     {\"method\": \"tool_result\", \"tool_name\": \"browser\", \"parse\": \"Exchange: ([A-Z ]+)\"},"
+		"     {\"method\": \"tool_result\"},"
+		"     {\"method\": \"jmespath\", \"path\": \"messages[-1].content[0].text\"}]},"
+		"   {\"name\": \"kinds\", \"type\": \"json_string\", \"extraction\": ["
+		"     {\"method\": \"jmespath\", \"path\": \"messages[?role == 'assistant'].content[-1].type\"}]}]}}");
 }
 
 bool
@@ -77,10 +85,11 @@ extract(Jsonb *result)
 {
 	char	  **values = palloc0(sizeof(char *) * list_length(config->outputs));
 	char	   *error = NULL;
+	char	   *method;
 	ListCell   *lc;
 	int			i = 0;
 
-	if (!batchproc_extract_outputs(config, result, values, &error))
+	if (!batchproc_extract_outputs(config, result, values, &method, &error))
 	{
 		if (error == NULL)
 			batchproc_fuzz_fail("output extraction failed without a message");
