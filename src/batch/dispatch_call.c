@@ -62,7 +62,6 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	r->at = now;
 	r->ms = TimestampDifferenceMilliseconds(s->row_started, now);
 	r->execution_id = pstrdup(s->execution_arn ? s->execution_arn : s->call_name);
-	r->payload = pstrdup(s->input ? s->input : "null");
 	r->error = error ? pstrdup(error) : NULL;
 
 	if (result)
@@ -77,6 +76,9 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 			r->outputs = NULL;
 		}
 	}
+	/* Only a dead letter reads the input: a row that succeeded sends none. */
+	if (strcmp(r->status, "SUCCESS") != 0)
+		r->payload = pstrdup(s->input ? s->input : "null");
 	MemoryContextSwitchTo(old);
 
 	batchproc_batch_log(d->log_level, BATCHPROC_LOG_DEBUG,
