@@ -626,6 +626,22 @@ compute_signature(const char *secret_access_key, const char *date,
 }
 
 /*
+ * The strings of parts (NULL-terminated), one a line, with no newline
+ * after the last: what the canonical request and the string to sign are
+ * made of, at every request, so without a format to parse.
+ */
+static void
+append_lines(StringInfo buf, const char *const *parts)
+{
+	for (int i = 0; parts[i] != NULL; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(buf, '\n');
+		appendStringInfoString(buf, parts[i]);
+	}
+}
+
+/*
  * The part both signing forms share, once the canonical query is known (the
  * presigned form puts its own parameters in it before signing).
  */
@@ -644,16 +660,17 @@ sign_canonical(const BatchprocSigv4Request *req,
 
 	/* cheaders ends in '\n', so the block is followed by a blank line */
 	initStringInfo(&creq);
-	appendStringInfo(&creq, "%s\n%s\n%s\n%s\n%s\n%s",
-					 req->method, uri, cquery, cheaders, signed_headers,
-					 req->payload_hash);
+	append_lines(&creq, (const char *const[]) {
+		req->method, uri, cquery, cheaders, signed_headers, req->payload_hash, NULL
+	});
 	pfree(uri);
 
 	batchproc_sha256_hex(creq.data, creq.len, creq_hash);
 
 	initStringInfo(&sts);
-	appendStringInfo(&sts, "%s\n%s\n%s\n%s",
-					 SIGV4_ALGORITHM, req->amz_date, scope, creq_hash);
+	append_lines(&sts, (const char *const[]) {
+		SIGV4_ALGORITHM, req->amz_date, scope, creq_hash, NULL
+	});
 
 	result->canonical_request = creq.data;
 	result->string_to_sign = sts.data;
@@ -674,8 +691,9 @@ batchproc_sigv4_sign(const BatchprocSigv4Request *req,
 {
 	StringInfoData cheaders;
 	StringInfoData signed_list;
+	StringInfoData authorization;
 	char	   *cquery;
-	char	   *date = psprintf("%.8s", req->amz_date);
+	char	   *date = pnstrdup(req->amz_date, 8);
 	char	   *scope = psprintf("%s/%s/%s/aws4_request",
 								 date, req->region, req->service);
 
@@ -685,10 +703,16 @@ batchproc_sigv4_sign(const BatchprocSigv4Request *req,
 	sign_canonical(req, secret_access_key, cquery, cheaders.data,
 				   signed_list.data, date, scope, result);
 
-	result->authorization =
-		psprintf("%s Credential=%s/%s, SignedHeaders=%s, Signature=%s",
-				 SIGV4_ALGORITHM, access_key_id, scope, signed_list.data,
-				 result->signature);
+	initStringInfo(&authorization);
+	appendStringInfoString(&authorization, SIGV4_ALGORITHM " Credential=");
+	appendStringInfoString(&authorization, access_key_id);
+	appendStringInfoChar(&authorization, '/');
+	appendStringInfoString(&authorization, scope);
+	appendStringInfoString(&authorization, ", SignedHeaders=");
+	appendStringInfoString(&authorization, signed_list.data);
+	appendStringInfoString(&authorization, ", Signature=");
+	appendStringInfoString(&authorization, result->signature);
+	result->authorization = authorization.data;
 
 	pfree(cheaders.data);
 	pfree(signed_list.data);
