@@ -30,6 +30,10 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
+
+/* EVP_MAC and EVP_DigestInit_ex2 came in OpenSSL 3.0. */
+_Static_assert(OPENSSL_VERSION_NUMBER >= 0x30000000L, "OpenSSL 3.0 or later is required");
 
 #include "aws/sigv4.h"
 
