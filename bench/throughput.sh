@@ -28,6 +28,9 @@
 # in the latency mode at batch_size LATENCY_CONCURRENCY, pg_net's nearest
 # thing to a concurrency.
 #
+# BENCH_CONF adds lines to the cluster's postgresql.conf, e.g.
+# "batchproc.workers_per_database = 2" for a pool of workers.
+#
 # One line per figure; compare ratios within a run, not across machines.
 # Not a pass/fail test.
 set -euo pipefail
@@ -42,6 +45,15 @@ LATENCY_MS=${LATENCY_MS:-100}
 PG_NET_BATCH_SIZES=${PG_NET_BATCH_SIZES:-"200 500 1000 2000"}
 PG_NET_TUNE_ROWS=${PG_NET_TUNE_ROWS:-20000}
 PG_NET_SRC=${PG_NET_SRC:-}
+BENCH_CONF=${BENCH_CONF:-}
+
+# Room for LATENCY_CONCURRENCY connections (see bench/littles_law.sh) and
+# payloads held below Lambda's 6 MB so that that many calls fit the default
+# batchproc.worker_memory_budget, as bench/common.sh's start_wide_bench does.
+ulimit -Sn "$(ulimit -Hn)"
+if [ "$(id -u)" -eq 0 ]; then
+	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
+fi
 
 build_and_install
 preload=batchproc
@@ -65,11 +77,16 @@ slow_url=$target_url
 
 # The later shared_preload_libraries line wins over start_cluster's.
 start_cluster bench "fsync = off
-shared_preload_libraries = '$preload'"
+max_files_per_process = $((LATENCY_CONCURRENCY * 3 + 1000))
+batchproc.max_payload_bytes = '64kB'
+shared_preload_libraries = '$preload'
+$BENCH_CONF"
 bench_setup
 
 # batchproc_run ROWS CONCURRENCY URL: one batch of a `tool` target at URL;
-# prints "seconds mean_ms p99_ms wal_bytes updates hot_updates dead_tuples".
+# prints "seconds mean_ms p99_ms calls_seconds wal_bytes updates
+# hot_updates dead_tuples", calls_seconds from the first row's result to
+# the last's (the calls without the import before them).
 batchproc_run() {
 	local rows=$1 concurrency=$2 url=$3 lsn id calls
 	sql -c "ALTER SYSTEM SET batchproc.endpoint_url_lambda = '$url'" -c 'SELECT pg_reload_conf()' >/dev/null
@@ -81,11 +98,15 @@ batchproc_run() {
 	[ "$calls" = "$rows" ] || echo "batch $id: the target counted $calls calls for $rows rows" >&2
 	# The worker keeps the statistics of its last second of transactions
 	# until its next one, which an idle worker never starts: ending it (the
-	# launcher starts another for the next batch) makes it report them.
-	sql -c "SELECT pg_terminate_backend($(worker_pid), 10000)" >/dev/null
+	# launcher starts another for the next batch) makes it report them;
+	# every worker of a pool.
+	sql -c "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+	         WHERE backend_type = 'batchproc worker' AND datname = current_database()" >/dev/null
 	sql -c "SELECT extract(epoch FROM b.finished_at - b.submitted_at),
 	               (SELECT round(avg(_execution_time_ms), 2) FROM batchproc_data.batch_$id),
 	               (SELECT percentile_disc(0.99) WITHIN GROUP (ORDER BY _execution_time_ms)
+	                  FROM batchproc_data.batch_$id),
+	               (SELECT extract(epoch FROM max(_timestamp) - min(_timestamp))
 	                  FROM batchproc_data.batch_$id),
 	               pg_current_wal_insert_lsn() - '$lsn'::pg_lsn,
 	               s.n_tup_upd, s.n_tup_hot_upd, s.n_dead_tup
@@ -142,9 +163,10 @@ pg_net_run() {
 # report_batchproc LABEL ROWS RESULT: batchproc_run's RESULT, one line a figure.
 report_batchproc() {
 	local label=$1 rows=$2
-	read -r seconds mean p99 wal upd hot dead <<<"$3"
-	awk -v l="$label" -v r="$rows" -v s="$seconds" -v m="$mean" -v p="$p99" \
+	read -r seconds mean p99 calls wal upd hot dead <<<"$3"
+	awk -v l="$label" -v r="$rows" -v s="$seconds" -v m="$mean" -v p="$p99" -v c="$calls" \
 		'BEGIN { printf "batchproc %s: %d rows in %.2f s = %.0f rows/s (submit to finished_at)\n", l, r, s, r / s
+		         printf "batchproc %s: first to last result %.2f s = %.0f rows/s (the calls, without the import)\n", l, c, r / c
 		         printf "batchproc %s: _execution_time_ms mean %.2f, p99 %d\n", l, m, p }'
 	awk -v l="$label" -v r="$rows" -v w="$wal" -v u="${upd:-0}" -v h="${hot:-0}" -v d="${dead:-0}" \
 		'BEGIN { printf "batchproc %s: per row %.0f WAL bytes, %.2f updates (%.2f HOT), %.2f dead tuples\n", l, w / r, u / r, h / r, d / r }'

@@ -23,6 +23,43 @@
 #include "aws/sigv4.h"
 
 /*
+ * a, b and c joined in one palloc: psprintf's formatting, for every header
+ * of every call, costs more.
+ */
+static char *
+concat3(const char *a, const char *b, const char *c)
+{
+	size_t		la = strlen(a),
+				lb = strlen(b),
+				lc = strlen(c);
+	char	   *out = palloc(la + lb + lc + 1);
+
+	memcpy(out, a, la);
+	memcpy(out + la, b, lb);
+	memcpy(out + la + lb, c, lc + 1);
+	return out;
+}
+
+/* X-Amz-Date for now, formatted once a second rather than once a call. */
+static const char *
+amz_date_now(void)
+{
+	static time_t formatted_at = (time_t) -1;
+	static char amz_date[32];
+	time_t		now = time(NULL);
+
+	if (now != formatted_at)
+	{
+		struct tm	tm;
+
+		gmtime_r(&now, &tm);
+		strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
+		formatted_at = now;
+	}
+	return amz_date;
+}
+
+/*
  * A signed request to an AWS JSON API (Lambda, Step Functions) in region,
  * the resource's (NULL: the configured one), with the path already
  * percent-encoded and extra headers as "Name: value" lines
@@ -40,25 +77,21 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *region,
 	const char *authority = strstr(endpoint, "://") + 3;
 	const char *base_slash = strchr(authority, '/');
 	char	   *host = base_slash ? pnstrdup(authority, base_slash - authority) : pstrdup(authority);
-	char	   *full_path = psprintf("%s%s", base_slash ? base_slash : "", path);
+	char	   *full_path = concat3(base_slash ? base_slash : "", path, "");
 	int			nheaders = 0;
 	BatchprocSigv4Header *headers = palloc((4 + list_length(extra_headers)) * sizeof(BatchprocSigv4Header));
 	char		payload_hash[BATCHPROC_SHA256_HEX_LEN + 1];
-	char		amz_date[32];
-	time_t		now = time(NULL);
-	struct tm	tm;
+	char	   *amz_date = pstrdup(amz_date_now());
 	BatchprocSigv4Request sreq;
 	BatchprocSigv4Result signature;
 	List	   *lines = NIL;
 	ListCell   *lc;
 	BatchprocHttpRequest *req;
 
-	gmtime_r(&now, &tm);
-	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
 	batchproc_sha256_hex(body ? body : "", body ? body_len : 0, payload_hash);
 
 	headers[nheaders++] = (BatchprocSigv4Header) {"host", host};
-	headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-date", pstrdup(amz_date)};
+	headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-date", amz_date};
 	if (creds->session_token)
 		headers[nheaders++] = (BatchprocSigv4Header) {"x-amz-security-token", creds->session_token};
 	foreach(lc, extra_headers)
@@ -88,10 +121,10 @@ batchproc_aws_json_request(BatchprocAwsService service, const char *region,
 	batchproc_sigv4_sign(&sreq, creds->access_key_id, creds->secret_access_key, &signature);
 
 	for (int i = 0; i < nheaders; i++)
-		lines = lappend(lines, psprintf("%s: %s", headers[i].name, headers[i].value));
-	lines = lappend(lines, psprintf("Authorization: %s", signature.authorization));
+		lines = lappend(lines, concat3(headers[i].name, ": ", headers[i].value));
+	lines = lappend(lines, concat3("Authorization", ": ", signature.authorization));
 
-	req = batchproc_http_request(method, psprintf("%s%s", endpoint, path),
+	req = batchproc_http_request(method, concat3(endpoint, path, ""),
 								 lines, body, body_len, body_limit, timeout_ms);
 	batchproc_http_response(req)->signed_with = creds->generation;
 	return req;

@@ -26,6 +26,13 @@
  * to the request's limit; a failed allocation or an overflow is recorded
  * and reported by the caller, never thrown from the callback.
  *
+ * What a request costs the process matters at thousands of calls a second
+ * (docs/performance.md): easy handles are kept, reset, for the next
+ * request rather than made and destroyed for each, and a call receives
+ * through libcurl's default 16 kB buffer, which libcurl allocates for each
+ * transfer (a larger one is mapped and unmapped by malloc every time);
+ * only downloads and uploads, a few a batch, ask for big buffers.
+ *
  * IDENTIFICATION
  *	  src/aws/http.c
  *
@@ -55,6 +62,11 @@
 _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is required");
 
 #define STREAM_BUFFER_SIZE	(1024 * 1024)
+/* libcurl's buffers for a download and an upload: fewer callbacks per MB. */
+#define DOWNLOAD_BUFFER_SIZE	(512 * 1024L)
+#define UPLOAD_BUFFER_SIZE	(2 * 1024 * 1024L)
+/* Easy handles kept for reuse, about 5.5 kB each once reset. */
+#define MAX_IDLE_HANDLES	128
 /* Ready sockets taken per wake; more wait for the next one (level-triggered). */
 #define MAX_READY_SOCKETS	256
 
@@ -100,6 +112,8 @@ static int64 loop_lag_us = 0;	/* see batchproc_http_loop_lag_us */
 static bool latch_was_set = false;
 static BatchprocHttpWakeHook wake_hook = NULL;
 static void *wake_hook_arg = NULL;
+static CURL *idle_handles[MAX_IDLE_HANDLES];
+static int	nidle_handles = 0;
 
 /* The clock curl times itself with, unmoved by changes to the wall clock. */
 static int64
@@ -112,15 +126,18 @@ monotonic_us(void)
 }
 
 /*
- * One epoll_ctl per change (two when curl changes what it waits for on a
- * socket it has: it does not say which it is).  The event keeps what curl
- * asked for next to the descriptor, so that a wake maps readiness back as
- * WaitEventSet would.
+ * One epoll_ctl per change.  curl does not say whether a socket is new to
+ * it or one whose wishes changed, so the socket's pointer in curl
+ * (curl_multi_assign, which curl forgets with the socket) marks those in
+ * the set; a mark that is wrong either way costs a second call, never a
+ * lost socket.  The event keeps what curl asked for next to the
+ * descriptor, so that a wake maps readiness back as WaitEventSet would.
  */
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct epoll_event ev = {0};
+	int			op = (socketp != NULL) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
 	if (what == CURL_POLL_REMOVE)
 	{
@@ -137,10 +154,24 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	if (what & CURL_POLL_OUT)
 		ev.events |= EPOLLOUT;
 	ev.data.u64 = ((uint64) (uint32) what << 32) | (uint32) fd;
-	if (epoll_ctl(curl_epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0)
+	if (epoll_ctl(curl_epoll_fd, op, fd, &ev) < 0)
+	{
+		if (op == EPOLL_CTL_MOD && errno == ENOENT)
+			op = EPOLL_CTL_ADD;
+		else if (op == EPOLL_CTL_ADD && errno == EEXIST)
+			op = EPOLL_CTL_MOD;
+		else
+			op = -1;
+		if (op < 0 || epoll_ctl(curl_epoll_fd, op, fd, &ev) < 0)
+		{
+			epoll_failed_errno = errno;
+			return 0;
+		}
+	}
+	if (op == EPOLL_CTL_ADD)
 		nsockets++;
-	else if (errno != EEXIST || epoll_ctl(curl_epoll_fd, EPOLL_CTL_MOD, fd, &ev) < 0)
-		epoll_failed_errno = errno;
+	if (socketp == NULL)
+		curl_multi_assign(multi, fd, &curl_epoll_fd);
 	return 0;
 }
 
@@ -434,6 +465,35 @@ close_socket_cb(void *clientp, curl_socket_t fd)
 	return rc;
 }
 
+/* An easy handle for a new request: a kept one, or a new one. */
+static CURL *
+take_handle(void)
+{
+	if (nidle_handles > 0)
+		return idle_handles[--nidle_handles];
+	return curl_easy_init();
+}
+
+/*
+ * Keep a handle for the next request, reset so that nothing of the
+ * request it served (URL, headers, callbacks' pointers) goes on; past
+ * MAX_IDLE_HANDLES, or after an upload or a download, it goes.  Setting
+ * the upload buffer's size (to libcurl's default) frees the buffer that a
+ * request over TLS leaves with the handle and a reset keeps.
+ */
+static void
+give_back_handle(BatchprocHttpRequest *req)
+{
+	if (nidle_handles < MAX_IDLE_HANDLES && req->upload == NULL && !req->streaming)
+	{
+		curl_easy_reset(req->easy);
+		curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024L);
+		idle_handles[nidle_handles++] = req->easy;
+	}
+	else
+		curl_easy_cleanup(req->easy);
+}
+
 static void
 release_request(BatchprocHttpRequest *req)
 {
@@ -441,7 +501,7 @@ release_request(BatchprocHttpRequest *req)
 	{
 		if (req->in_multi)
 			curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
+		give_back_handle(req);
 		req->easy = NULL;
 		req->in_multi = false;
 	}
@@ -486,7 +546,7 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	cb->arg = req;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 
-	req->easy = curl_easy_init();
+	req->easy = take_handle();
 	if (req->easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -528,9 +588,6 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
 	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
-	/* Bigger buffers than libcurl's 16 kB mean fewer callbacks per MB. */
-	curl_easy_setopt(req->easy, CURLOPT_BUFFERSIZE, 512 * 1024L);
-	curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2 * 1024 * 1024L);
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	if (timeout_ms > 0)
 		curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
@@ -541,8 +598,9 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
 	else if (strcmp(method, "PUT") == 0)
 	{
-		req->upload = body;
+		req->upload = body ? body : "";
 		req->upload_len = body ? body_len : 0;
+		curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER_SIZE);
 		curl_easy_setopt(req->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(req->easy, CURLOPT_READFUNCTION, read_cb);
 		curl_easy_setopt(req->easy, CURLOPT_READDATA, req);
@@ -841,6 +899,7 @@ batchproc_http_stream_start(BatchprocHttpRequest *req)
 	 */
 	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(req->easy, CURLOPT_BUFFERSIZE, DOWNLOAD_BUFFER_SIZE);
 	req->stream_buf = malloc(STREAM_BUFFER_SIZE);
 	if (req->stream_buf == NULL)
 		ereport(ERROR,

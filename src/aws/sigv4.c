@@ -28,8 +28,12 @@
 #endif
 #include "lib/stringinfo.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/opensslv.h>
+
+/* EVP_MAC and EVP_DigestInit_ex2 came in OpenSSL 3.0. */
+_Static_assert(OPENSSL_VERSION_NUMBER >= 0x30000000L, "OpenSSL 3.0 or later is required");
 
 #include "aws/sigv4.h"
 
@@ -329,23 +333,25 @@ is_header_space(char c)
 static char *
 trimall(const char *s)
 {
-	StringInfoData buf;
+	/* Never longer than s: written in place of a StringInfo's char calls. */
+	char	   *out = palloc(strlen(s) + 1);
+	size_t		len = 0;
 	bool		pending_space = false;
 
-	initStringInfo(&buf);
 	for (; *s != '\0'; s++)
 	{
 		if (is_header_space(*s))
 		{
-			pending_space = buf.len > 0;
+			pending_space = len > 0;
 			continue;
 		}
 		if (pending_space)
-			appendStringInfoChar(&buf, ' ');
+			out[len++] = ' ';
 		pending_space = false;
-		appendStringInfoChar(&buf, *s);
+		out[len++] = *s;
 	}
-	return buf.data;
+	out[len] = '\0';
+	return out;
 }
 
 static char *
@@ -415,7 +421,9 @@ canonical_headers(const BatchprocSigv4Header *headers, int nheaders,
 				appendStringInfoChar(canon, '\n');
 				appendStringInfoChar(signed_list, ';');
 			}
-			appendStringInfo(canon, "%s:%s", entries[i].name, entries[i].value);
+			appendStringInfoString(canon, entries[i].name);
+			appendStringInfoChar(canon, ':');
+			appendStringInfoString(canon, entries[i].value);
 			appendStringInfoString(signed_list, entries[i].name);
 		}
 	}
@@ -442,27 +450,78 @@ hex_encode(const unsigned char *bin, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+/*
+ * OpenSSL 3's one-shot EVP_Digest and HMAC look SHA-256 and HMAC up by
+ * name, under a lock, and make and free a context, every time: more than
+ * the hashing of a request's few hundred bytes.  The algorithms are
+ * fetched once, and one context of each is kept and started anew for
+ * every use (the process is single-threaded).  The HMAC context holds the
+ * last key it was given, a signing key that the cache below keeps anyway.
+ */
+static EVP_MD *sha256_md = NULL;
+static EVP_MD_CTX *sha256_ctx = NULL;
+static EVP_MAC_CTX *hmac_ctx = NULL;
+
+static bool
+crypto_ready(void)
+{
+	EVP_MAC    *mac;
+	OSSL_PARAM	params[2];
+
+	if (hmac_ctx != NULL)
+		return true;
+	if (sha256_md == NULL && (sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		return false;
+	if (sha256_ctx == NULL && (sha256_ctx = EVP_MD_CTX_new()) == NULL)
+		return false;
+	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+		return false;
+	hmac_ctx = EVP_MAC_CTX_new(mac);
+	EVP_MAC_free(mac);			/* the context keeps its own reference */
+	if (hmac_ctx == NULL)
+		return false;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_CTX_set_params(hmac_ctx, params) != 1)
+	{
+		EVP_MAC_CTX_free(hmac_ctx);
+		hmac_ctx = NULL;
+		return false;
+	}
+	return true;
+}
+
+static bool
+sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
+{
+	unsigned int outlen = 0;
+
+	return crypto_ready() &&
+		EVP_DigestInit_ex2(sha256_ctx, sha256_md, NULL) == 1 &&
+		EVP_DigestUpdate(sha256_ctx, data, len) == 1 &&
+		EVP_DigestFinal_ex(sha256_ctx, out, &outlen) == 1 &&
+		outlen == SHA256_LEN;
+}
+
 static bool
 hmac_sha256(const void *key, size_t keylen, const char *data,
 			unsigned char out[SHA256_LEN])
 {
-	unsigned int outlen = 0;
+	size_t		outlen = 0;
 
-	if (HMAC(EVP_sha256(), key, (int) keylen,
-			 (const unsigned char *) data, strlen(data),
-			 out, &outlen) == NULL)
-		return false;
-	return outlen == SHA256_LEN;
+	return crypto_ready() &&
+		EVP_MAC_init(hmac_ctx, key, keylen, NULL) == 1 &&
+		EVP_MAC_update(hmac_ctx, (const unsigned char *) data, strlen(data)) == 1 &&
+		EVP_MAC_final(hmac_ctx, out, &outlen, SHA256_LEN) == 1 &&
+		outlen == SHA256_LEN;
 }
 
 void
 batchproc_sha256_hex(const void *data, size_t len, char *out)
 {
 	unsigned char digest[SHA256_LEN];
-	unsigned int digestlen = 0;
 
-	if (EVP_Digest(data, len, digest, &digestlen, EVP_sha256(), NULL) != 1 ||
-		digestlen != SHA256_LEN)
+	if (!sha256(data, len, digest))
 	{
 		out[0] = '\0';
 		return;
@@ -498,7 +557,6 @@ signing_key(const char *secret_access_key, const char *date, const char *region,
 			const char *service, unsigned char key[SHA256_LEN])
 {
 	unsigned char secret_hash[SHA256_LEN];
-	unsigned int hashlen = 0;
 	char	   *secret;
 	unsigned char k_date[SHA256_LEN];
 	unsigned char k_region[SHA256_LEN];
@@ -509,8 +567,7 @@ signing_key(const char *secret_access_key, const char *date, const char *region,
 		strlen(service) < sizeof(signing_keys[0].service);
 	SigningKey *slot;
 
-	if (EVP_Digest(secret_access_key, strlen(secret_access_key), secret_hash, &hashlen,
-				   EVP_sha256(), NULL) != 1 || hashlen != SHA256_LEN)
+	if (!sha256(secret_access_key, strlen(secret_access_key), secret_hash))
 		return false;
 	for (int i = 0; cacheable && i < SIGNING_KEYS; i++)
 	{
@@ -573,6 +630,22 @@ compute_signature(const char *secret_access_key, const char *date,
 }
 
 /*
+ * The strings of parts (NULL-terminated), one a line, with no newline
+ * after the last: what the canonical request and the string to sign are
+ * made of, at every request, so without a format to parse.
+ */
+static void
+append_lines(StringInfo buf, const char *const *parts)
+{
+	for (int i = 0; parts[i] != NULL; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(buf, '\n');
+		appendStringInfoString(buf, parts[i]);
+	}
+}
+
+/*
  * The part both signing forms share, once the canonical query is known (the
  * presigned form puts its own parameters in it before signing).
  */
@@ -591,16 +664,17 @@ sign_canonical(const BatchprocSigv4Request *req,
 
 	/* cheaders ends in '\n', so the block is followed by a blank line */
 	initStringInfo(&creq);
-	appendStringInfo(&creq, "%s\n%s\n%s\n%s\n%s\n%s",
-					 req->method, uri, cquery, cheaders, signed_headers,
-					 req->payload_hash);
+	append_lines(&creq, (const char *const[]) {
+		req->method, uri, cquery, cheaders, signed_headers, req->payload_hash, NULL
+	});
 	pfree(uri);
 
 	batchproc_sha256_hex(creq.data, creq.len, creq_hash);
 
 	initStringInfo(&sts);
-	appendStringInfo(&sts, "%s\n%s\n%s\n%s",
-					 SIGV4_ALGORITHM, req->amz_date, scope, creq_hash);
+	append_lines(&sts, (const char *const[]) {
+		SIGV4_ALGORITHM, req->amz_date, scope, creq_hash, NULL
+	});
 
 	result->canonical_request = creq.data;
 	result->string_to_sign = sts.data;
@@ -621,8 +695,9 @@ batchproc_sigv4_sign(const BatchprocSigv4Request *req,
 {
 	StringInfoData cheaders;
 	StringInfoData signed_list;
+	StringInfoData authorization;
 	char	   *cquery;
-	char	   *date = psprintf("%.8s", req->amz_date);
+	char	   *date = pnstrdup(req->amz_date, 8);
 	char	   *scope = psprintf("%s/%s/%s/aws4_request",
 								 date, req->region, req->service);
 
@@ -632,10 +707,16 @@ batchproc_sigv4_sign(const BatchprocSigv4Request *req,
 	sign_canonical(req, secret_access_key, cquery, cheaders.data,
 				   signed_list.data, date, scope, result);
 
-	result->authorization =
-		psprintf("%s Credential=%s/%s, SignedHeaders=%s, Signature=%s",
-				 SIGV4_ALGORITHM, access_key_id, scope, signed_list.data,
-				 result->signature);
+	initStringInfo(&authorization);
+	appendStringInfoString(&authorization, SIGV4_ALGORITHM " Credential=");
+	appendStringInfoString(&authorization, access_key_id);
+	appendStringInfoChar(&authorization, '/');
+	appendStringInfoString(&authorization, scope);
+	appendStringInfoString(&authorization, ", SignedHeaders=");
+	appendStringInfoString(&authorization, signed_list.data);
+	appendStringInfoString(&authorization, ", Signature=");
+	appendStringInfoString(&authorization, result->signature);
+	result->authorization = authorization.data;
 
 	pfree(cheaders.data);
 	pfree(signed_list.data);

@@ -81,7 +81,6 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	r->at = now;
 	r->ms = TimestampDifferenceMilliseconds(s->row_started, now);
 	r->execution_id = pstrdup(s->execution_arn ? s->execution_arn : s->call_name);
-	r->payload = pstrdup(s->input ? s->input : "null");
 	r->error = error ? pstrdup(error) : NULL;
 
 	if (result)
@@ -97,6 +96,9 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 			r->outputs = NULL;
 		}
 	}
+	/* Only a dead letter reads the input: a row that succeeded sends none. */
+	if (strcmp(r->status, "SUCCESS") != 0)
+		r->payload = pstrdup(s->input ? s->input : "null");
 	MemoryContextSwitchTo(old);
 	batchproc_stats_row(d->stats, r);
 

@@ -35,6 +35,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
+#include "utils/memutils.h"
 
 #include "batch/batch.h"
 #include "batch/targets.h"
@@ -244,6 +245,89 @@ envelope_len(const BatchprocBatch *batch)
 }
 
 /*
+ * The room for a row's input, and how the limit is described, measured
+ * once for a batch rather than for every row (the envelope's measure is a
+ * second payload built).  A few batches' are kept, since a worker's
+ * batches take turns; each under everything it depends on, compared by
+ * content, so that a preview's batch, which may reuse a freed one's
+ * memory and id, never takes another's.
+ */
+#define INPUT_ROOMS 8
+
+typedef struct InputRoom
+{
+	bool		valid;
+	int64		batch_id;
+	int64		total_rows;
+	BatchprocTargetType type;
+	int			max_payload_bytes;
+	char	   *target_name;
+	char	   *token;
+	int			room;
+	char	   *described;
+} InputRoom;
+
+static InputRoom input_rooms[INPUT_ROOMS];
+static int	next_input_room = 0;
+
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+static char *
+kept_text(const char *s)
+{
+	return s ? MemoryContextStrdup(TopMemoryContext, s) : NULL;
+}
+
+static int
+input_room(const BatchprocBatch *batch, const char **described)
+{
+	InputRoom  *r;
+	char	   *limit_described;
+	int			limit;
+
+	for (int i = 0; i < INPUT_ROOMS; i++)
+	{
+		r = &input_rooms[i];
+		if (r->valid && r->batch_id == batch->id && r->total_rows == batch->total_rows &&
+			r->type == batch->target.type &&
+			r->max_payload_bytes == batchproc_max_payload_bytes &&
+			same_text(r->target_name, batch->target.name) && same_text(r->token, batch->token))
+		{
+			*described = r->described;
+			return r->room;
+		}
+	}
+
+	limit = batchproc_payload_limit(batch->target.type, &limit_described);
+	r = &input_rooms[next_input_room];
+	next_input_room = (next_input_room + 1) % INPUT_ROOMS;
+	if (r->valid)
+	{
+		if (r->target_name)
+			pfree(r->target_name);
+		if (r->token)
+			pfree(r->token);
+		pfree(r->described);
+	}
+	r->valid = false;
+	r->batch_id = batch->id;
+	r->total_rows = batch->total_rows;
+	r->type = batch->target.type;
+	r->max_payload_bytes = batchproc_max_payload_bytes;
+	r->target_name = kept_text(batch->target.name);
+	r->token = kept_text(batch->token);
+	r->described = kept_text(limit_described);
+	r->room = limit - envelope_len(batch);
+	r->valid = true;
+	*described = r->described;
+	return r->room;
+}
+
+/*
  * Every column the input mapping reads must be in the CSV's header (char
  * *), or the rows cannot be built: checked once, before any row, by the
  * worker after its import and by a preview and check_sources after
@@ -292,13 +376,13 @@ batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 {
 	const BatchprocConfig *config = batch->config;
 	Bounded		b;
-	char	   *described;
+	const char *described;
 	ListCell   *lc;
 	bool		first = true;
 	const char *failed_at = NULL;
 
 	*error = NULL;
-	b.limit = batchproc_payload_limit(batch->target.type, &described) - envelope_len(batch);
+	b.limit = input_room(batch, &described);
 	initStringInfo(&b.buf);
 	appendStringInfoChar(&b.buf, '{');
 
