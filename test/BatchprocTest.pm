@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service put_object get_object
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda put_object get_object
   moto_role_credentials
   submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
@@ -215,6 +215,20 @@ sub start_service
 	}
 	die "service @cmd did not start: $err" unless $out =~ /^(\d+)\n/;
 	return ($h, $1, \$out);
+}
+
+# Start the Lambda stand-in, checking signatures with the test user's key,
+# with @args added to its command line, and point the extension's Lambda
+# endpoint at it (the servers the test starts inherit %ENV).  Returns the
+# harness and the port.
+sub start_lambda
+{
+	my @args = @_;
+	my ($h, $port) = start_service('/usr/bin/python3',
+		"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
+		'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet', @args);
+	$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$port";
+	return ($h, $port);
 }
 
 1;

@@ -17,10 +17,7 @@ moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 # Our Lambda stand-in checks SigV4 with the test user's key.
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet',
-	'--alias', 'company_enrichment_agent=enrich_company');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda('--alias', 'company_enrichment_agent=enrich_company');
 my $http = HTTP::Tiny->new;
 
 my $node = batchproc_node('batches');

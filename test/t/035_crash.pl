@@ -13,10 +13,7 @@ use Test::More;
 use BatchprocTest;
 
 moto_url();
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3',
-	"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 my $http = HTTP::Tiny->new;
 
 my $node = batchproc_node('crash', conf => "restart_after_crash = on\n");

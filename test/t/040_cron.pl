@@ -18,9 +18,7 @@ my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 # The Lambda stand-in, as in 030_batches.pl; the servers inherit its
 # endpoint, so it must be set before the nodes start.
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 # batchproc_node preloads batchproc alone; pg_cron must be preloaded too.
 # pg_cron's jobs connect over libpq to cron.host: the node listens only on

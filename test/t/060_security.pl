@@ -15,9 +15,7 @@ moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 # Our Lambda stand-in, whose fail_always function fails every call.
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 my $node = batchproc_node('security');
 aws_ok('s3api', 'create-bucket', '--bucket', 'security');

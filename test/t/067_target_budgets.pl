@@ -18,9 +18,7 @@ moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 my $http = HTTP::Tiny->new;
 
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 # Step Functions behind a proxy that counts its calls by operation.
 sub sfn_proxy

@@ -22,10 +22,7 @@ moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
 # The Lambda stand-in is the endpoint of us-east-1 and of eu-west-1.
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}",
-	'--other-region', 'eu-west-1', '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda('--other-region', 'eu-west-1');
 my $http = HTTP::Tiny->new(timeout => 10);
 sub lambda_stats { decode_json($http->get("http://127.0.0.1:$lambda_port/_stats")->{content}) }
 

@@ -280,7 +280,7 @@ is(as('mallory', "SELECT coalesce(string_agg(_error_message, '; '), '') FROM bat
 	'', 'no row has an error');
 is(invocations($target_port) - $target_calls, 3, 'every row went to the address checked');
 is(invocations($rebound_port, '127.0.0.2'), 0, 'none to the address the name resolves to since');
-my $log = slurp_file($node->logfile, $log_offset);
+$log = slurp_file($node->logfile, $log_offset);
 like($log, qr/batchproc: batch $hold calls the http target "rebind" at 127\.0\.0\.1 only/,
 	'the log says where the first run was pinned');
 like($log, qr/batchproc: batch $checked calls the http target "rebind" at 127\.0\.0\.1 only/,

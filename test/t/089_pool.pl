@@ -17,10 +17,7 @@ use Test::More;
 use BatchprocTest;
 
 moto_url();
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3',
-	"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 my $http = HTTP::Tiny->new;
 
 # Leases do not expire within the test: a stopped worker's chunks must be

@@ -24,10 +24,8 @@ use BatchprocTest;
 
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+my ($lambda, $lambda_port) = start_lambda();
 my $lambda_url = "http://127.0.0.1:$lambda_port";
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = $lambda_url;
 my $http = HTTP::Tiny->new;
 
 # A namespace of this run's own: moto is shared by every test file.

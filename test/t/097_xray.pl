@@ -28,13 +28,11 @@ my $http = HTTP::Tiny->new;
 my $xray_out = "$PostgreSQL::Test::Utils::tmp_check/xray.jsonl";
 my ($daemon, $daemon_port) = start_service('/usr/bin/python3', "$services/xray_daemon.py",
 	'--out', $xray_out);
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+my ($lambda, $lambda_port) = start_lambda();
 my ($target, $target_port) = start_service('/usr/bin/python3', "$services/http_target.py", '--quiet');
 # Step Functions through our proxy, which records each StartExecution's traceHeader.
 my ($sfn_proxy, $sfn_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
 	'--quiet', '--upstream', moto_url());
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 $ENV{AWS_XRAY_DAEMON_ADDRESS} = "127.0.0.1:$daemon_port";
 
 my $node = batchproc_node('xray', conf => "batchproc.allowed_http_targets = '127.0.0.1'\n"
