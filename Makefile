@@ -26,6 +26,7 @@ OBJS = \
 	src/aws/http.o \
 	src/aws/retry.o \
 	src/aws/s3.o \
+	src/aws/s3_gunzip.o \
 	src/aws/sigv4.o \
 	src/batch/answer.o \
 	src/batch/dispatch.o \
