@@ -47,6 +47,10 @@ extern void batchproc_cfg_push_int(JsonbParseState **st, const char *key, int i)
 extern Numeric batchproc_cfg_numeric_from_text(const char *text);
 extern bool batchproc_cfg_str_list_member(List *list, const char *s);
 
+/* validate_source.c */
+extern void batchproc_config_validate_source(JsonbContainer *root, bool has_csv,
+											 JsonbParseState **st);
+
 /* validate_execution.c */
 extern void batchproc_config_validate_execution(JsonbContainer *root,
 												JsonbParseState **st);
