@@ -17,6 +17,7 @@ OBJS = \
 	src/config/template.o \
 	src/config/validate.o \
 	src/config/validate_execution.o \
+	src/config/validate_source.o \
 	src/config/walk.o \
 	src/aws/aws.o \
 	src/aws/aws_request.o \
@@ -40,6 +41,7 @@ OBJS = \
 	src/batch/results.o \
 	src/batch/retention.o \
 	src/batch/runner.o \
+	src/batch/source_query.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \
 	src/batch/target_http_address.o \
