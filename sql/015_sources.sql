@@ -17,15 +17,15 @@ VALUES ('t', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:t');
 -- Normalised: a source as given; csv_options with their defaults.
 SELECT v('{"source": {"table": "orders"}, ' || :'tool' || '}') -> 'source';
 SELECT v('{"source": {"query": "SELECT 1 AS a"}, ' || :'tool' || '}') -> 'source';
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {}, ' || :'tool' || '}') -> 'csv_options';
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", ' || :'tool' || ',
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {}, ' || :'tool' || '}') -> 'csv_options';
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", ' || :'tool' || ',
   "csv_options": {"delimiter": ";", "quote": "''", "escape": "\\", "null": "NA", "header": false, "encoding": "latin1"}}') -> 'csv_options';
 -- A config without csv_options has none.
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", ' || :'tool' || '}') ? 'csv_options';
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", ' || :'tool' || '}') ? 'csv_options';
 
 -- Exactly one source.
 SELECT v('{' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "source": {"table": "t"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "source": {"table": "t"}, ' || :'tool' || '}');
 SELECT v('{"source": "orders", ' || :'tool' || '}');
 SELECT v('{"source": {}, ' || :'tool' || '}');
 SELECT v('{"source": {"query": "SELECT 1", "table": "t"}, ' || :'tool' || '}');
@@ -35,18 +35,18 @@ SELECT v('{"source": {"table": 7}, ' || :'tool' || '}');
 
 -- csv_options
 SELECT v('{"source": {"table": "t"}, "csv_options": {"delimiter": ";"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": [], ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"separator": ";"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"delimiter": ";;"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"delimiter": ""}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"delimiter": "\n"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"delimiter": "é"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"quote": 1}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"delimiter": "\""}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"escape": ","}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"null": "a\nb"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"header": "yes"}, ' || :'tool' || '}');
-SELECT v('{"csv_s3_uri": "s3://b/in.csv", "csv_options": {"encoding": "klingon"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": [], ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"separator": ";"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"delimiter": ";;"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"delimiter": ""}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"delimiter": "\n"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"delimiter": "é"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"quote": 1}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"delimiter": "\""}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"escape": ","}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"null": "a\nb"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"header": "yes"}, ' || :'tool' || '}');
+SELECT v('{"csv_s3_uri": "s3://bkt/in.csv", "csv_options": {"encoding": "klingon"}, ' || :'tool' || '}');
 
 -- What a query reads, analysed as the caller.
 CREATE TABLE orders (id int, name text);

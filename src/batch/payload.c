@@ -308,6 +308,13 @@ batchproc_require_input_columns(const BatchprocConfig *config, List *header)
 				appendStringInfoString(&names, ", ");
 			appendStringInfo(&names, "\"%s\"", (char *) lfirst(h));
 		}
+		if (config->csv_s3_uri == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("the input mapping reads column \"%s\", which the source does not have",
+							(char *) lfirst(lc)),
+					 errdetail("The source's columns are: %s.", names.data),
+					 errhint("Check the column names in input_mapping against the source's; they are case-sensitive.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("the input mapping reads column \"%s\", which the CSV does not have",

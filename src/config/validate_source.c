@@ -81,7 +81,6 @@ validate_csv_options(JsonbContainer *root, JsonbParseState **st)
 	char		delimiter = ',';
 	char		quote = '"';
 	char		escape;
-	char		text[2] = {0};
 	bool		header = true;
 
 	batchproc_cfg_check_keys(opts, "csv_options", csv_option_keys);
@@ -95,22 +94,18 @@ validate_csv_options(JsonbContainer *root, JsonbParseState **st)
 	if (delimiter == quote)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("csv_options.quote: must differ from the delimiter"),
-				 errdetail("Both are \"%c\".", quote)));
+				 errmsg("csv_options.quote: must differ from the delimiter")));
 	if (delimiter == escape)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("csv_options.escape: must differ from the delimiter"),
-				 errdetail("Both are \"%c\".", escape)));
+				 errmsg("csv_options.escape: must differ from the delimiter")));
 
 	batchproc_cfg_push_key(st, "csv_options");
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
-	text[0] = delimiter;
-	batchproc_cfg_push_string(st, "delimiter", text);
-	text[0] = quote;
-	batchproc_cfg_push_string(st, "quote", text);
-	text[0] = escape;
-	batchproc_cfg_push_string(st, "escape", text);
+	/* The document keeps pointers to the strings pushed: each its own. */
+	batchproc_cfg_push_string(st, "delimiter", psprintf("%c", delimiter));
+	batchproc_cfg_push_string(st, "quote", psprintf("%c", quote));
+	batchproc_cfg_push_string(st, "escape", psprintf("%c", escape));
 	if ((v = batchproc_cfg_get_key(opts, "null")) != NULL)
 	{
 		char	   *null_string = batchproc_cfg_require_string(v, "csv_options.null");
