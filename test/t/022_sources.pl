@@ -83,7 +83,7 @@ sub run_ok
 sub inputs_of
 {
 	my ($id) = @_;
-	return [] unless $id;
+	return [] unless $id && sql("SELECT to_regclass('batchproc_data.batch_$id') IS NOT NULL") eq 't';
 	return [ map { decode_json($_) }
 		  split /\n/, sql("SELECT got::text FROM batchproc_data.batch_$id ORDER BY _row_id") ];
 }
