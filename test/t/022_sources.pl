@@ -132,6 +132,22 @@ $id = run_ok('ann', qq({"source": {"query": "SELECT g AS n FROM generate_series(
 is(sql("SELECT count(*) FILTER (WHERE n <> 1501 - _row_id) FROM batchproc_data.batch_$id"), '0',
 	'every row\'s _row_id is its place in the query\'s order');
 
+# A worker killed (kill -9) while it runs the query: the import starts
+# again from the beginning after the restart, and nothing is doubled.
+$id = submit_as('ann', qq({"source": {"query": "SELECT g AS n FROM generate_series(1, 1500) g CROSS JOIN LATERAL pg_sleep(0.004) s ORDER BY g DESC"},
+	"execution_config": {"max_concurrency": 100}, $echo}));
+ok($node->poll_query_until('postgres', "SELECT state = 'importing' FROM batchproc.batches WHERE id = $id"),
+	'a slow query\'s import is under way');
+my $worker = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
+kill 'KILL', $worker;
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
+		  . " AND datname = 'postgres' AND pid <> $worker"),
+	'the server restarts and the worker comes back');
+is(wait_for($id), 'succeeded', 'the batch killed during its import succeeds');
+is(sql("SELECT count(*) || ' ' || count(*) FILTER (WHERE n = 1501 - _row_id) FROM batchproc_data.batch_$id"),
+	'1500 1500', 'each row once, in the query\'s order');
+
 # --- mallory may not read ann's table: not directly, not through a
 # subquery, a view of her own, or a function of ann's that reads it.
 my $denied = qr/source\.query: permission denied for table orders/;
