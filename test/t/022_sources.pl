@@ -25,7 +25,7 @@ my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda
 	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
 $ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
 
-my $node = batchproc_node('sources');
+my $node = batchproc_node('sources', conf => "restart_after_crash = on\n");
 my $bucket = 'sources';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
