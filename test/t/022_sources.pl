@@ -134,7 +134,7 @@ is(sql("SELECT count(*) FILTER (WHERE n <> 1501 - _row_id) FROM batchproc_data.b
 
 # A worker killed (kill -9) while it runs the query: the import starts
 # again from the beginning after the restart, and nothing is doubled.
-$id = submit_as('ann', qq({"source": {"query": "SELECT g AS n FROM generate_series(1, 1500) g CROSS JOIN LATERAL pg_sleep(0.004) s ORDER BY g DESC"},
+$id = submit_as('ann', qq({"source": {"query": "SELECT g AS n, pg_sleep(0.004)::text AS slept FROM generate_series(1, 1500) g ORDER BY g DESC"},
 	"execution_config": {"max_concurrency": 100}, $echo}));
 ok($node->poll_query_until('postgres', "SELECT state = 'importing' FROM batchproc.batches WHERE id = $id"),
 	'a slow query\'s import is under way');
