@@ -111,20 +111,26 @@ refuse(const char *path, const char *problem, const char *hint)
 }
 
 /*
- * A table source's query.  The name is resolved now, as the caller, so
- * that a name that does not parse or a relation that does not exist is
- * named as the table's fault.
+ * A table source's name, schema-qualified and quoted.  The name is
+ * resolved now, as the caller, so that a name that does not parse or a
+ * relation that does not exist is named as the table's fault.
  */
-static char *
-table_query(const char *name)
+char *
+batchproc_source_table_name(const char *name)
 {
 	List	   *names = stringToQualifiedNameList(name);
 	RangeVar   *rv = makeRangeVarFromNameList(names);
 	Oid			relid = RangeVarGetRelid(rv, NoLock, false);
 
-	return psprintf("SELECT * FROM %s",
-					quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-											   get_rel_name(relid)));
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/* A table source's query. */
+static char *
+table_query(const char *name)
+{
+	return psprintf("SELECT * FROM %s", batchproc_source_table_name(name));
 }
 
 
@@ -273,17 +279,6 @@ batchproc_source_analyse(const BatchprocConfig *config, List *reserved, List **c
 }
 
 /*
- * The source's table name as stored: schema-qualified and quoted, as
- * resolved by the caller now.
- */
-char *
-batchproc_source_table_name(const char *name)
-{
-	/* table_query's text, without its SELECT */
-	return table_query(name) + strlen("SELECT * FROM ");
-}
-
-/*
  * The source's query, opened as a read-only cursor with the current
  * user's rights.  A table is looked up again by its stored name.
  */
@@ -377,6 +372,8 @@ batchproc_import_query(int64 batch_id, const BatchprocConfig *config, Oid owner,
 	Oid		   *types;
 	SPIPlanPtr	insert_plan;
 	SPITupleTable *rows;
+	Datum	   *values;
+	char	   *nulls;
 
 	batchproc_step_watch_start(&watch, batch_id, BATCHPROC_BATCH_IMPORTING);
 
@@ -417,10 +414,10 @@ batchproc_import_query(int64 batch_id, const BatchprocConfig *config, Oid owner,
 	if (insert_plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 
+	values = palloc(sizeof(Datum) * (desc->natts + 1));
+	nulls = palloc(desc->natts + 1);
 	while ((rows = fetch_as(owner, path, portal, cxt)) != NULL)
 	{
-		Datum	   *values = palloc(sizeof(Datum) * (desc->natts + 1));
-		char	   *nulls = palloc(desc->natts + 1);
 		uint64		n = rows->numvals;
 		MemoryContext old;
 
