@@ -114,6 +114,15 @@ is(sql("SELECT got->'price' FROM batchproc_data.batch_$id WHERE id = 3"), '-0.12
 is(sql("SELECT config->'source'->>'table' FROM batchproc.batches WHERE id = $id"), 'public.orders',
 	'the stored config names the table with its schema');
 
+# A preview of a source runs it as the caller, read-only, for its first rows.
+is(as('ann', q{SELECT string_agg(payload->>'input', ' | ' ORDER BY _row_id) FROM batchproc_preview(
+	'{"source": {"query": "SELECT id, price FROM orders ORDER BY id"}, "target": {"type": "tool", "name": "echo"}}',
+	rows => 2, call => false)}), '{"id": 1, "price": 2.5} | {"id": 2, "price": "NaN"}',
+	'a preview of a query has its first rows, typed');
+like(as('mallory', q{SELECT count(*) FROM batchproc_preview(
+	'{"source": {"table": "public.orders"}, "target": {"type": "tool", "name": "echo"}}', rows => 1, call => false)}),
+	qr/source\.table: permission denied for table orders/, 'mallory may not preview ann\'s table');
+
 # --- A query: ORDER BY decides _row_id; its columns, named and typed as it
 # says, are what input_mapping reads.
 $id = run_ok('ann', qq({"source": {"query": "SELECT id * 10 AS tens, upper(name) AS shout FROM orders ORDER BY id DESC"},
