@@ -20,6 +20,7 @@ OBJS = \
 	src/config/validate.o \
 	src/config/validate_execution.o \
 	src/config/validate_output_file.o \
+	src/config/validate_source.o \
 	src/config/walk.o \
 	src/aws/aws.o \
 	src/aws/aws_request.o \
@@ -29,6 +30,7 @@ OBJS = \
 	src/aws/http.o \
 	src/aws/retry.o \
 	src/aws/s3.o \
+	src/aws/s3_gunzip.o \
 	src/aws/sigv4.o \
 	src/batch/answer.o \
 	src/batch/dispatch.o \
@@ -47,6 +49,7 @@ OBJS = \
 	src/batch/retention.o \
 	src/batch/runner.o \
 	src/batch/stats.o \
+	src/batch/source_query.o \
 	src/batch/target_agent.o \
 	src/batch/target_http.o \
 	src/batch/target_http_address.o \

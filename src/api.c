@@ -409,11 +409,13 @@ check_queued_batches(Oid role)
 static void
 require_s3_rights(const BatchprocConfig *compiled)
 {
-	batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
+	if (compiled->csv_s3_uri)
+		batchproc_require_role("batchproc_s3_read", "read", compiled->csv_s3_uri);
 	if (compiled->output_s3_uri)
 		batchproc_require_role("batchproc_s3_write", "write", compiled->output_s3_uri);
-	batchproc_require_s3_prefix(compiled->csv_s3_uri, "read",
-								batchproc_s3_allowed_prefixes, GetUserId());
+	if (compiled->csv_s3_uri)
+		batchproc_require_s3_prefix(compiled->csv_s3_uri, "read",
+									batchproc_s3_allowed_prefixes, GetUserId());
 	if (compiled->output_s3_uri)
 		batchproc_require_s3_prefix(compiled->output_s3_uri, "write",
 									batchproc_s3_allowed_prefixes, GetUserId());
@@ -479,10 +481,37 @@ csv_sample(const BatchprocConfig *compiled, int max_rows, List **header)
 	callback.arg = compiled->csv_s3_uri;
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
-	rows = batchproc_csv_sample(bucket, key, max_rows,
+	rows = batchproc_csv_sample(bucket, key, &compiled->csv, max_rows,
 								batchproc_reserved_column_names(compiled), header);
 	error_context_stack = callback.previous;
 	return rows;
+}
+
+/*
+ * A source's query, analysed as the caller (batch/source_query.c), its
+ * columns checked against the input mapping; the config as it is stored,
+ * the query printed with every name qualified, or the table's name so.
+ */
+static Jsonb *
+check_source(Jsonb *normalised, const BatchprocConfig *compiled)
+{
+	List	   *columns;
+	char	   *stored = batchproc_source_analyse(compiled,
+												  batchproc_reserved_column_names(compiled),
+												  &columns);
+	JsonbValue	value = {.type = jbvString};
+	Datum		path[2] = {CStringGetTextDatum("source"), 0};
+
+	batchproc_require_input_columns(compiled, columns);
+	if (compiled->source_table)
+		stored = batchproc_source_table_name(compiled->source_table);
+	path[1] = CStringGetTextDatum(compiled->source_query ? "query" : "table");
+	value.val.string.val = stored;
+	value.val.string.len = strlen(stored);
+	return DatumGetJsonbP(DirectFunctionCall4(jsonb_set, JsonbPGetDatum(normalised),
+											  PointerGetDatum(construct_array(path, 2, TEXTOID, -1, false, TYPALIGN_INT)),
+											  JsonbPGetDatum(JsonbValueToJsonb(&value)),
+											  BoolGetDatum(false)));
 }
 
 /*
@@ -512,6 +541,8 @@ batchproc_submit(PG_FUNCTION_ARGS)
 	normalised = validated(config);
 	compiled = batchproc_config_compile(normalised);
 	require_s3_rights(compiled);
+	if (compiled->csv_s3_uri == NULL)
+		normalised = check_source(normalised, compiled);
 
 	SPI_connect();
 	values[0] = JsonbPGetDatum(normalised);
@@ -957,8 +988,13 @@ batchproc_validate_config(PG_FUNCTION_ARGS)
 	require_s3_rights(compiled);
 	resolved_target(compiled, &target);
 
-	(void) csv_sample(compiled, 0, &header);
-	batchproc_require_input_columns(compiled, header);
+	if (compiled->csv_s3_uri == NULL)
+		(void) check_source(normalised, compiled);
+	else
+	{
+		(void) csv_sample(compiled, 0, &header);
+		batchproc_require_input_columns(compiled, header);
+	}
 	batchproc_target_check_exists(&target);
 	PG_RETURN_JSONB_P(normalised);
 }
@@ -1096,6 +1132,7 @@ batchproc_preview(PG_FUNCTION_ARGS)
 	Jsonb	   *config = PG_GETARG_JSONB_P(0);
 	int			nrows = PG_GETARG_INT32(1);
 	bool		call = PG_GETARG_BOOL(2);
+	Jsonb	   *normalised;
 	BatchprocConfig *compiled;
 	BatchprocBatch *batch;
 	PreviewOutput po;
@@ -1109,7 +1146,8 @@ batchproc_preview(PG_FUNCTION_ARGS)
 				 errmsg("rows must be between 1 and %d, not %d", PREVIEW_MAX_ROWS, nrows),
 				 errhint("A preview tries a config on a sample; submit the batch to run every row.")));
 	check_config_size(config);
-	compiled = batchproc_config_compile(validated(config));
+	normalised = validated(config);
+	compiled = batchproc_config_compile(normalised);
 	require_s3_rights(compiled);
 
 	batch = palloc0(sizeof(BatchprocBatch));
@@ -1120,7 +1158,13 @@ batchproc_preview(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not draw a random token");
 	batch->token = psprintf("%02x%02x%02x%02x", token[0], token[1], token[2], token[3]);
 
-	rows = csv_sample(compiled, nrows, &batch->columns);
+	if (compiled->csv_s3_uri)
+		rows = csv_sample(compiled, nrows, &batch->columns);
+	else
+	{
+		(void) check_source(normalised, compiled);
+		rows = batchproc_source_sample(compiled, nrows, &batch->columns, &batch->column_kinds);
+	}
 	batchproc_require_input_columns(compiled, batch->columns);
 	batch->total_rows = list_length(rows);
 

@@ -72,12 +72,7 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /* The transfer under way; COPY's callbacks carry no argument of their own. */
 typedef struct S3CopySource
 {
-	BatchprocS3Reader *reader;
-	bool		gzip;
-	z_stream	zs;
-	bool		zs_ready;
-	bool		input_done;
-	char	   *inbuf;
+	BatchprocS3Source *source;
 } S3CopySource;
 
 typedef struct S3CopySink
@@ -131,19 +126,11 @@ ends_with_gz(const char *key)
 	return len > 3 && strcmp(key + len - 3, ".gz") == 0;
 }
 
-/*
- * When the COPY's memory goes (at its end, or at an error): zlib's state is
- * malloc'd, and the source must no longer be the current one.
- */
+/* When the COPY's memory goes (at its end, or at an error). */
 static void
 end_source_cb(void *arg)
 {
-	S3CopySource *src = arg;
-
-	if (src->zs_ready)
-		inflateEnd(&src->zs);
-	src->zs_ready = false;
-	if (current_source == src)
+	if (current_source == arg)
 		current_source = NULL;
 }
 
@@ -161,50 +148,7 @@ end_deflate_cb(void *arg)
 static int
 s3_copy_read(void *outbuf, int minread, int maxread)
 {
-	S3CopySource *src = current_source;
-	int			produced = 0;
-
-	if (!src->gzip)
-		return (int) batchproc_s3_read(src->reader, outbuf, minread, maxread);
-
-	while (produced < minread)
-	{
-		int			rc;
-
-		if (src->zs.avail_in == 0 && !src->input_done)
-		{
-			size_t		n = batchproc_s3_read(src->reader, src->inbuf, 1, GZIP_CHUNK);
-
-			if (n == 0)
-				src->input_done = true;
-			src->zs.next_in = (Bytef *) src->inbuf;
-			src->zs.avail_in = (uInt) n;
-		}
-		if (src->zs.avail_in == 0 && src->input_done)
-			break;
-
-		src->zs.next_out = (Bytef *) outbuf + produced;
-		src->zs.avail_out = maxread - produced;
-		rc = inflate(&src->zs, Z_NO_FLUSH);
-		produced = maxread - src->zs.avail_out;
-		if (rc == Z_STREAM_END)
-		{
-			/* gzip files may hold several members; read on. */
-			if (inflateReset(&src->zs) != Z_OK)
-				break;
-		}
-		else if (rc != Z_OK && rc != Z_BUF_ERROR)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("could not decompress the S3 object: %s",
-							src->zs.msg ? src->zs.msg : "invalid gzip data"),
-					 errhint("Keys ending in .gz are read as gzip; rename the object if it is not compressed.")));
-		else if (rc == Z_BUF_ERROR && src->input_done)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("could not decompress the S3 object: the gzip data ends early")));
-	}
-	return produced;
+	return (int) batchproc_s3_source_read(current_source->source, outbuf, minread, maxread);
 }
 
 /*
@@ -285,17 +229,7 @@ copy_from_s3(ParseState *pstate, CopyStmt *stmt)
 	cb->func = end_source_cb;
 	cb->arg = src;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
-	src->gzip = ends_with_gz(key);
-	src->reader = batchproc_s3_open_read(bucket, key);
-	if (src->gzip)
-	{
-		src->inbuf = palloc(GZIP_CHUNK);
-		if (inflateInit2(&src->zs, 15 + 32) != Z_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not start gzip decompression")));
-		src->zs_ready = true;
-	}
+	src->source = batchproc_s3_open_source(bucket, key);
 
 	current_source = src;
 	cstate = BeginCopyFrom(pstate, rel, whereClause, NULL, false,

@@ -342,6 +342,7 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 	{
 		resp->request_id[0] = resp->retry_after[0] = resp->error_type[0] = '\0';
 		resp->function_error[0] = resp->etag[0] = resp->content_range[0] = '\0';
+		resp->content_encoding[0] = '\0';
 		return len;
 	}
 	if (len <= 2)
@@ -373,6 +374,8 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 		keep_header(resp->etag, value, valuelen);
 	else if (HEADER_IS("content-range"))
 		keep_header(resp->content_range, value, valuelen);
+	else if (HEADER_IS("content-encoding"))
+		keep_header(resp->content_encoding, value, valuelen);
 	else if (HEADER_IS("content-length"))
 	{
 		char		buf[32];

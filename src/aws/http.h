@@ -55,6 +55,7 @@ typedef struct BatchprocHttpResponse
 	char		function_error[BATCHPROC_HTTP_HEADER_VALUE_MAX];	/* X-Amz-Function-Error */
 	char		etag[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	char		content_range[BATCHPROC_HTTP_HEADER_VALUE_MAX];
+	char		content_encoding[BATCHPROC_HTTP_HEADER_VALUE_MAX];
 	int64		content_length;	/* -1 when unknown */
 
 	/* set by the AWS layer: the credentials' generation that signed it, or 0 */

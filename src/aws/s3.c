@@ -91,6 +91,7 @@ struct BatchprocS3Reader
 	int64		received;
 	int64		total;			/* -1 until known */
 	char	   *etag;
+	char	   *content_encoding;	/* "" when the object has none */
 	int			failures_without_progress;
 	bool		at_end;
 };
@@ -494,6 +495,7 @@ start_download(BatchprocS3Reader *r)
 				r->total = resp->content_length;
 				if (resp->etag[0])
 					r->etag = pstrdup(resp->etag);
+				r->content_encoding = pstrdup(resp->content_encoding);
 			}
 			break;
 		}
@@ -527,6 +529,12 @@ batchproc_s3_open_read(const char *bucket, const char *key)
 	r->total = -1;
 	start_download(r);
 	return r;
+}
+
+const char *
+batchproc_s3_content_encoding(const BatchprocS3Reader *r)
+{
+	return r->content_encoding ? r->content_encoding : "";
 }
 
 size_t

@@ -42,6 +42,20 @@ extern uint64 batchproc_s3_bytes_written;
 extern BatchprocS3Reader *batchproc_s3_open_read(const char *bucket, const char *key);
 extern size_t batchproc_s3_read(BatchprocS3Reader *reader, char *buf,
 								 size_t minread, size_t maxread);
+/* The object's Content-Encoding, "" when it has none. */
+extern const char *batchproc_s3_content_encoding(const BatchprocS3Reader *reader);
+
+/*
+ * Downloads of what an object holds (s3_gunzip.c): gzip, by a ".gz" key
+ * or a Content-Encoding of gzip, is inflated as it streams, in fixed
+ * buffers; anything else is read as it is.
+ */
+typedef struct BatchprocS3Source BatchprocS3Source;
+
+extern BatchprocS3Source *batchproc_s3_open_source(const char *bucket, const char *key);
+extern size_t batchproc_s3_source_read(BatchprocS3Source *source, char *buf,
+										size_t minread, size_t maxread);
+extern bool batchproc_s3_source_gzipped(const BatchprocS3Source *source);
 
 /*
  * What an upload asks of S3 for the object as a whole, sent with the

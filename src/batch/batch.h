@@ -102,6 +102,8 @@ typedef struct BatchprocBatch
 	BatchprocConfig *config;
 	BatchprocTarget target;
 	List	   *columns;		/* the CSV's header (char *) */
+	char	   *column_kinds;	/* a source's: BATCHPROC_KIND_* per column;
+								 * NULL: every column is text */
 	int64		total_rows;
 	int64		succeeded_rows; /* as recorded when the batch was loaded */
 	int64		failed_rows;
@@ -125,11 +127,38 @@ extern int	batchproc_max_row_bytes;
 
 extern BatchprocImportResult batchproc_import_csv(int64 batch_id, const char *bucket,
 												  const char *key,
+												  const BatchprocCsvOptions *opts,
 												  const char *qualified_table,
 												  const char *extra_columns_sql,
 												  List *reserved_names);
-extern List *batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
+extern List *batchproc_csv_sample(const char *bucket, const char *key,
+								  const BatchprocCsvOptions *opts, int max_rows,
 								  List *reserved_names, List **header);
+extern void batchproc_import_create_table(const char *qualified_table, List *column_defs,
+										  const char *extra_columns_sql);
+extern void batchproc_import_finish_table(const char *qualified_table);
+
+/*
+ * source_query.c: rows from a table or a query, with the submitter's
+ * rights; and how a typed column's value goes into a payload.
+ */
+#define BATCHPROC_KIND_STRING	's'	/* a JSON string */
+#define BATCHPROC_KIND_NUMBER	'n'	/* a JSON number (NaN, Infinity: strings) */
+#define BATCHPROC_KIND_BOOLEAN	'b'	/* true or false */
+#define BATCHPROC_KIND_JSON		'j'	/* the JSON value itself */
+
+extern char *batchproc_source_analyse(const BatchprocConfig *config, List *reserved,
+									  List **columns);
+extern char *batchproc_source_table_name(const char *name);
+extern BatchprocImportResult batchproc_import_query(int64 batch_id,
+													const BatchprocConfig *config, Oid owner,
+													const char *qualified_table,
+													const char *extra_columns_sql,
+													List *reserved_names);
+extern List *batchproc_source_sample(const BatchprocConfig *config, int max_rows,
+									 List **columns, char **kinds);
+extern char *batchproc_column_kinds_of(TupleDesc desc);
+extern char *batchproc_column_kinds(const BatchprocBatch *batch);
 
 /*
  * The error of a step that found its batch cancelled (or redriven) under

@@ -124,7 +124,8 @@ prepare_statements(Dispatch *d)
 	{
 		if (lc != list_head(d->batch->columns))
 			appendStringInfoString(&sql, ", ");
-		appendStringInfoString(&sql, quote_identifier(lfirst(lc)));
+		/* each as text: a source's columns have their own types */
+		appendStringInfo(&sql, "%s::pg_catalog.text", quote_identifier(lfirst(lc)));
 	}
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"

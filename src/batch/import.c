@@ -11,6 +11,16 @@
  * number appended, and COPY's own machinery (BeginCopyFrom with a data
  * source callback) inserts the rows, in bulk.
  *
+ * csv_options (config.h) say how the file is written: its delimiter and
+ * quote (libcsv's own settings), an escape character other than the
+ * quote (undone before libcsv sees it: inside a quoted field, escape and
+ * quote is a quote, escape and escape an escape), a null string (a field
+ * equal to it is NULL, whether quoted or not: libcsv does not say which),
+ * whether the first record is a header (without one the columns are
+ * column1..N), and the file's encoding (COPY converts the rows, and the
+ * header's names are converted here).  The object may be gzipped
+ * (aws/s3_gunzip.c).
+ *
  * Everything happens in the caller's transaction: a malformed file ends
  * the import with an error that names the line, and the table is never
  * seen half-filled.
@@ -43,6 +53,7 @@
 #include "commands/copy.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "miscadmin.h"
@@ -78,10 +89,13 @@ typedef struct ImportState
 {
 	MemoryContext cxt;			/* lives for the whole import */
 	BatchprocStepWatch watch;	/* has the batch been cancelled? */
-	BatchprocS3Reader *reader;
+	BatchprocS3Source *reader;
 	MemoryContext reader_cxt;	/* the download's */
 	struct csv_parser parser;
 	bool		parser_ready;
+	const BatchprocCsvOptions *opts;
+	int			encoding;		/* the file's, -1 for the server's */
+	bool		escape_pending; /* an escape ended the last piece */
 	char	   *chunk;
 	bool		input_done;
 	bool		parser_done;
@@ -116,6 +130,9 @@ typedef struct ImportState
 
 static ImportState *current_import = NULL;
 
+/* libcsv's parser state for a field under way (libcsv.c, FIELD_BEGUN) */
+#define LIBCSV_FIELD_BEGUN 2
+
 static void
 free_parser_cb(void *arg)
 {
@@ -149,6 +166,21 @@ append_text_escaped(StringInfo buf, const char *s, size_t len)
 				appendStringInfoChar(buf, s[i]);
 		}
 	}
+}
+
+/* A field's text in the server's encoding: a header name, a sampled value. */
+static char *
+to_server(ImportState *st, char *s)
+{
+	if (st->encoding < 0)
+		return s;
+	return pg_any_to_server(s, strlen(s), st->encoding);
+}
+
+static bool
+is_null(ImportState *st, const char *value)
+{
+	return st->opts->null_string && strcmp(value, st->opts->null_string) == 0;
 }
 
 static bool
@@ -192,13 +224,25 @@ on_record(int terminator, void *arg)
 	if (sample_complete(st))
 		return;
 
-	if (!st->header_done)
+	if (!st->header_done && st->opts->header)
 	{
-		st->header = st->fields;
+		st->header = NIL;
+		foreach(lc, st->fields)
+			st->header = lappend(st->header, to_server(st, lfirst(lc)));
 		st->ncolumns = list_length(st->fields);
 		st->header_done = true;
+		st->fields = NIL;
+		return;
 	}
-	else if (list_length(st->fields) != st->ncolumns)
+	if (!st->header_done)
+	{
+		/* No header: the first record says how many columns there are. */
+		st->ncolumns = list_length(st->fields);
+		for (int i = 1; i <= st->ncolumns; i++)
+			st->header = lappend(st->header, psprintf("column%d", i));
+		st->header_done = true;
+	}
+	if (list_length(st->fields) != st->ncolumns)
 	{
 		st->fault = psprintf("line " INT64_FORMAT " has %d fields, but the header has %d",
 							 st->line, list_length(st->fields), st->ncolumns);
@@ -210,7 +254,7 @@ on_record(int terminator, void *arg)
 
 		st->rows++;
 		foreach(lc, st->fields)
-			values[i++] = lfirst(lc);
+			values[i++] = is_null(st, lfirst(lc)) ? NULL : to_server(st, lfirst(lc));
 		list_free(st->fields);
 		st->sample = lappend(st->sample, values);
 	}
@@ -221,7 +265,10 @@ on_record(int terminator, void *arg)
 		{
 			const char *value = lfirst(lc);
 
-			append_text_escaped(&st->out, value, strlen(value));
+			if (is_null(st, value))
+				appendStringInfoString(&st->out, "\\N");
+			else
+				append_text_escaped(&st->out, value, strlen(value));
 			appendStringInfoChar(&st->out, '\t');
 		}
 		appendStringInfo(&st->out, INT64_FORMAT "\n", st->rows);
@@ -284,6 +331,64 @@ report_fault(ImportState *st)
 }
 
 /*
+ * Hand len bytes to libcsv, undoing an escape character other than the
+ * quote on the way: inside a quoted field, escape-quote goes in as two
+ * quotes (libcsv's literal quote) and escape-escape as one escape; an
+ * escape before anything else, or outside quotes, is itself.  An escape
+ * at the end of the bytes waits for the next.  False when libcsv stops
+ * on a fault.
+ */
+static bool
+feed(ImportState *st, const char *data, size_t len)
+{
+	const BatchprocCsvOptions *o = st->opts;
+
+	if (o->escape == o->quote)
+		return csv_parse(&st->parser, data, len, on_field, on_record, st) == len;
+	while (len > 0)
+	{
+		const char *esc;
+		size_t		plain;
+
+		if (st->escape_pending)
+		{
+			char		pair[2] = {o->quote, o->quote};
+			bool		consumed = (data[0] == o->quote || data[0] == o->escape);
+
+			st->escape_pending = false;
+			if (data[0] == o->quote)
+			{
+				if (csv_parse(&st->parser, pair, 2, on_field, on_record, st) != 2)
+					return false;
+			}
+			else if (csv_parse(&st->parser, &o->escape, 1, on_field, on_record, st) != 1)
+				return false;
+			if (consumed)
+			{
+				data++;
+				len--;
+			}
+			continue;
+		}
+		esc = memchr(data, o->escape, len);
+		plain = esc ? (size_t) (esc - data) : len;
+		if (csv_parse(&st->parser, data, plain, on_field, on_record, st) != plain)
+			return false;
+		data += plain;
+		len -= plain;
+		if (esc == NULL)
+			break;
+		data++;
+		len--;
+		if (st->parser.quoted && st->parser.pstate == LIBCSV_FIELD_BEGUN)
+			st->escape_pending = true;
+		else if (csv_parse(&st->parser, &o->escape, 1, on_field, on_record, st) != 1)
+			return false;
+	}
+	return true;
+}
+
+/*
  * Parse one chunk a line at a time, so that a fault can name the line it
  * is on; libcsv itself keeps no count.
  */
@@ -295,17 +400,17 @@ parse_chunk(ImportState *st, const char *data, size_t len)
 	{
 		const char *nl = memchr(data, '\n', len);
 		size_t		seg = nl ? (size_t) (nl - data) + 1 : len;
-		size_t		done;
+		bool		ok;
 
 		if (st->record_line == 0)
 			st->record_line = st->line;
-		done = csv_parse(&st->parser, data, seg, on_field, on_record, st);
+		ok = feed(st, data, seg);
 		if (st->too_many_columns)
 			report_too_many_columns(st);
 		check_row_size(st);
 		if (st->fault)
 			report_fault(st);
-		if (done < seg)
+		if (!ok)
 		{
 			st->fault = psprintf("line " INT64_FORMAT ": %s", st->line,
 								 csv_strerror(csv_error(&st->parser)));
@@ -335,6 +440,12 @@ watch_batch(ImportState *st)
 static void
 finish_parser(ImportState *st)
 {
+	/* An escape that ends the file is itself. */
+	if (st->escape_pending)
+	{
+		st->escape_pending = false;
+		(void) csv_parse(&st->parser, &st->opts->escape, 1, on_field, on_record, st);
+	}
 	if (csv_fini(&st->parser, on_field, on_record, st) != 0)
 	{
 		if (st->too_many_columns)
@@ -365,7 +476,7 @@ fill_output(ImportState *st)
 			size_t		n;
 
 			watch_batch(st);
-			n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+			n = batchproc_s3_source_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 			if (n > 0)
 			{
 				parse_chunk(st, st->chunk, n);
@@ -423,11 +534,15 @@ check_header(ImportState *st, List *reserved)
 	HTAB	   *names;
 	bool		found;
 
+	if ((!st->header_done || st->ncolumns == 0) && !st->opts->header)
+		ereport(ERROR,
+				(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+				 errmsg("malformed CSV: the file has no rows")));
 	if (!st->header_done || st->ncolumns == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
 				 errmsg("malformed CSV: the file has no header line"),
-				 errhint("The first line must name the columns.")));
+				 errhint("The first line must name the columns, or set csv_options.header to false.")));
 
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(HeaderName);
@@ -478,7 +593,7 @@ read_header(ImportState *st)
 		const char *data = st->chunk;
 
 		watch_batch(st);
-		n = batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+		n = batchproc_s3_source_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n == 0)
 		{
 			if (csv_fini(&st->parser, on_field, on_record, st) != 0)
@@ -505,7 +620,7 @@ read_header(ImportState *st)
  * the table's own columns, _row_id among them.
  */
 static ImportState *
-import_state_create(int64 batch_id, List *reserved_names)
+import_state_create(int64 batch_id, const BatchprocCsvOptions *opts, List *reserved_names)
 {
 	ImportState *st = palloc0(sizeof(ImportState));
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
@@ -522,6 +637,12 @@ import_state_create(int64 batch_id, List *reserved_names)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not start the CSV parser")));
 	st->parser_ready = true;
+	csv_set_delim(&st->parser, (unsigned char) opts->delimiter);
+	csv_set_quote(&st->parser, (unsigned char) opts->quote);
+	st->opts = opts;
+	st->encoding = opts->encoding ? pg_char_to_encoding(opts->encoding) : -1;
+	if (st->encoding == GetDatabaseEncoding())
+		st->encoding = -1;
 	cb->func = free_parser_cb;
 	cb->arg = st;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
@@ -533,10 +654,10 @@ import_state_create(int64 batch_id, List *reserved_names)
  * -1 for an import), the header checked as the batch's table needs it.
  */
 static ImportState *
-open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_names,
-		 int sample_max)
+open_csv(int64 batch_id, const char *bucket, const char *key,
+		 const BatchprocCsvOptions *opts, List *reserved_names, int sample_max)
 {
-	ImportState *st = import_state_create(batch_id, reserved_names);
+	ImportState *st = import_state_create(batch_id, opts, reserved_names);
 	MemoryContext old;
 
 	st->sampling = sample_max >= 0;
@@ -545,7 +666,7 @@ open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_nam
 	st->reader_cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc CSV download",
 										   ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(st->reader_cxt);
-	st->reader = batchproc_s3_open_read(bucket, key);
+	st->reader = batchproc_s3_open_source(bucket, key);
 	MemoryContextSwitchTo(old);
 	read_header(st);
 	check_header(st, reserved_names);
@@ -560,19 +681,19 @@ open_csv(int64 batch_id, const char *bucket, const char *key, List *reserved_nam
  * CurrentMemoryContext.  max_rows 0 reads the header only.
  */
 List *
-batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
-					 List *reserved_names, List **header)
+batchproc_csv_sample(const char *bucket, const char *key, const BatchprocCsvOptions *opts,
+					 int max_rows, List *reserved_names, List **header)
 {
 	ImportState *st;
 
 	Assert(max_rows >= 0);
-	st = open_csv(0, bucket, key, reserved_names, max_rows);
+	st = open_csv(0, bucket, key, opts, reserved_names, max_rows);
 	while (!sample_complete(st) && !st->parser_done)
 	{
 		size_t		n;
 
 		CHECK_FOR_INTERRUPTS();
-		n = st->input_done ? 0 : batchproc_s3_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
+		n = st->input_done ? 0 : batchproc_s3_source_read(st->reader, st->chunk, 1, IMPORT_CHUNK);
 		if (n > 0)
 		{
 			parse_chunk(st, st->chunk, n);
@@ -588,36 +709,69 @@ batchproc_csv_sample(const char *bucket, const char *key, int max_rows,
 	return st->sample;
 }
 
+/*
+ * Create the batch's table: column_defs ("name type", char *) in order,
+ * then _row_id and the batch's own columns (extra_columns_sql).
+ */
+void
+batchproc_import_create_table(const char *qualified_table, List *column_defs,
+							  const char *extra_columns_sql)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TABLE %s (", qualified_table);
+	foreach(lc, column_defs)
+		appendStringInfo(&sql, "%s, ", (char *) lfirst(lc));
+	appendStringInfoString(&sql, "_row_id bigint NOT NULL");
+	if (extra_columns_sql && extra_columns_sql[0])
+		appendStringInfo(&sql, ", %s", extra_columns_sql);
+	appendStringInfo(&sql, ") WITH (fillfactor = %d)", RESULTS_FILLFACTOR);
+	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+}
+
+/* The batch's table once its rows are in: its key, and statistics. */
+void
+batchproc_import_finish_table(const char *qualified_table)
+{
+	/* The key goes on after the load: one index build beats a million inserts. */
+	batchproc_spi_execute(psprintf("ALTER TABLE %s ADD PRIMARY KEY (_row_id)", qualified_table),
+						  false, 0, SPI_OK_UTILITY);
+
+	/*
+	 * Statistics now, not when autovacuum comes by: without them the
+	 * planner expects a few hundred pending rows and reads them with a
+	 * bitmap scan and a sort of every row still pending, at each refill of
+	 * the dispatch queue, which grows with the square of the batch.
+	 */
+	batchproc_spi_execute(psprintf("ANALYZE %s", qualified_table), false, 0, SPI_OK_UTILITY);
+}
+
 BatchprocImportResult
 batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
-					 const char *qualified_table, const char *extra_columns_sql,
-					 List *reserved_names)
+					 const BatchprocCsvOptions *opts, const char *qualified_table,
+					 const char *extra_columns_sql, List *reserved_names)
 {
-	ImportState *st = open_csv(batch_id, bucket, key, reserved_names, -1);
+	ImportState *st = open_csv(batch_id, bucket, key, opts, reserved_names, -1);
 	BatchprocImportResult result = {0};
-	StringInfoData sql;
 	ListCell   *lc;
 	Relation	rel;
 	List	   *attnames = NIL;
+	List	   *column_defs = NIL;
+	List	   *copy_options;
 	CopyFromState cstate;
 	RangeVar   *rv;
 	ParseState *pstate;
 	ParseNamespaceItem *nsitem;
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE TABLE %s (", qualified_table);
 	foreach(lc, st->header)
 	{
-		appendStringInfo(&sql, "%s text, ", quote_identifier(lfirst(lc)));
+		column_defs = lappend(column_defs, psprintf("%s text", quote_identifier(lfirst(lc))));
 		attnames = lappend(attnames, makeString(pstrdup(lfirst(lc))));
 	}
-	appendStringInfoString(&sql, "_row_id bigint NOT NULL");
-	if (extra_columns_sql && extra_columns_sql[0])
-		appendStringInfo(&sql, ", %s", extra_columns_sql);
-	appendStringInfo(&sql, ") WITH (fillfactor = %d)", RESULTS_FILLFACTOR);
 	attnames = lappend(attnames, makeString("_row_id"));
-
-	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+	batchproc_import_create_table(qualified_table, column_defs, extra_columns_sql);
 
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(qualified_table));
 	rel = table_openrv(rv, RowExclusiveLock);
@@ -627,28 +781,19 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
 	nsitem->p_rte->requiredPerms = ACL_INSERT;
 
+	copy_options = list_make1(makeDefElem("format", (Node *) makeString("text"), -1));
+	if (st->encoding >= 0)
+		copy_options = lappend(copy_options,
+							   makeDefElem("encoding", (Node *) makeString(opts->encoding), -1));
 	current_import = st;
 	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, import_read_cb, attnames,
-						   list_make1(makeDefElem("format", (Node *) makeString("text"), -1)));
+						   copy_options);
 	(void) CopyFrom(cstate);
 	EndCopyFrom(cstate);
 	current_import = NULL;
 	table_close(rel, NoLock);
 
-	/* The key goes on after the load: one index build beats a million inserts. */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "ALTER TABLE %s ADD PRIMARY KEY (_row_id)", qualified_table);
-	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
-
-	/*
-	 * Statistics now, not when autovacuum comes by: without them the
-	 * planner expects a few hundred pending rows and reads them with a
-	 * bitmap scan and a sort of every row still pending, at each refill of
-	 * the dispatch queue, which grows with the square of the batch.
-	 */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "ANALYZE %s", qualified_table);
-	batchproc_spi_execute(sql.data, false, 0, SPI_OK_UTILITY);
+	batchproc_import_finish_table(qualified_table);
 
 	result.rows = st->rows;
 	result.columns = st->header;

@@ -5,11 +5,16 @@
  *	  values) and the envelope each kind of target receives.
  *
  * With no input mapping every column goes under its own name.  Otherwise
- * the input holds, in config order: column_mappings (the column's text),
+ * the input holds, in config order: column_mappings (the column's value),
  * static_values (any JSON, types kept), and transformations: concat,
  * template ("{name}" placeholders, each a variable's column or the column
  * of that name; "{{" and "}}" are literal braces) and jsonpath (a column holding JSON, and a path into it,
  * evaluated by PostgreSQL's jsonpath).
+ *
+ * A CSV's values are strings.  A source's (a table's or a query's) go in
+ * by their column's type (batch->column_kinds): numbers, booleans and
+ * json as themselves, the rest as strings.  NULL is null, where a column
+ * is the value; in a concat or template it is empty text.
  *
  * The input is built no larger than the target's payload limit (less its
  * envelope): every piece is measured before it is appended, and a row
@@ -105,8 +110,8 @@ put_json(Bounded *b, const char *s)
 	return true;
 }
 
-static const char *
-column_value(List *colnames, char **values, const char *column)
+static int
+column_index(List *colnames, const char *column)
 {
 	ListCell   *lc;
 	int			i = 0;
@@ -114,10 +119,41 @@ column_value(List *colnames, char **values, const char *column)
 	foreach(lc, colnames)
 	{
 		if (strcmp(lfirst(lc), column) == 0)
-			return values[i] ? values[i] : "";
+			return i;
 		i++;
 	}
-	return NULL;
+	return -1;
+}
+
+static const char *
+column_value(List *colnames, char **values, const char *column)
+{
+	int			i = column_index(colnames, column);
+
+	if (i < 0)
+		return NULL;
+	return values[i] ? values[i] : "";
+}
+
+/*
+ * Column i's value as JSON: a typed column's as its kind says (numeric's
+ * NaN and Infinity, which JSON has no numbers for, as strings), NULL as
+ * null, the rest as strings.
+ */
+static bool
+put_column_value(Bounded *b, const BatchprocBatch *batch, char **values, int i)
+{
+	const char *value = values[i];
+	char		kind = batch->column_kinds ? batch->column_kinds[i] : BATCHPROC_KIND_STRING;
+
+	if (value == NULL)
+		return put(b, "null");
+	if (kind == BATCHPROC_KIND_BOOLEAN || kind == BATCHPROC_KIND_JSON ||
+		(kind == BATCHPROC_KIND_NUMBER &&
+		 (isdigit((unsigned char) value[0]) ||
+		  (value[0] == '-' && isdigit((unsigned char) value[1])))))
+		return put(b, value);
+	return put_json(b, value);
 }
 
 /*
@@ -191,15 +227,15 @@ jsonpath_value(const BatchprocInputField *f, const char *text, char **error)
 
 /* One input field's value, appended to b; false when it does not fit. */
 static bool
-put_field(Bounded *b, const BatchprocInputField *f, List *colnames, char **values,
-		  char **error)
+put_field(Bounded *b, const BatchprocBatch *batch, const BatchprocInputField *f,
+		  List *colnames, char **values, char **error)
 {
 	StringInfoData text;
 
 	switch (f->kind)
 	{
 		case BATCHPROC_INPUT_COLUMN:
-			return put_json(b, column_value(colnames, values, f->column));
+			return put_column_value(b, batch, values, column_index(colnames, f->column));
 		case BATCHPROC_INPUT_STATIC:
 			return put(b, JsonbToCString(NULL, &f->static_value->root,
 										 VARSIZE(f->static_value)));
@@ -356,6 +392,13 @@ batchproc_require_input_columns(const BatchprocConfig *config, List *header)
 				appendStringInfoString(&names, ", ");
 			appendStringInfo(&names, "\"%s\"", (char *) lfirst(h));
 		}
+		if (config->csv_s3_uri == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("the input mapping reads column \"%s\", which the source does not have",
+							(char *) lfirst(lc)),
+					 errdetail("The source's columns are: %s.", names.data),
+					 errhint("Check the column names in input_mapping against the source's; they are case-sensitive.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("the input mapping reads column \"%s\", which the CSV does not have",
@@ -394,7 +437,7 @@ batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 		{
 			if (!((first || put(&b, ", ")) &&
 				  put_json(&b, lfirst(lc)) && put(&b, ": ") &&
-				  put_json(&b, values[i] ? values[i] : "")))
+				  put_column_value(&b, batch, values, i)))
 			{
 				failed_at = psprintf("column \"%s\"", (char *) lfirst(lc));
 				break;
@@ -412,7 +455,7 @@ batchproc_row_input(const BatchprocBatch *batch, List *colnames, char **values,
 			break;
 		if (!((first || put(&b, ", ")) &&
 			  put_json(&b, f->field) && put(&b, ": ") &&
-			  put_field(&b, f, colnames, values, error)))
+			  put_field(&b, batch, f, colnames, values, error)))
 		{
 			if (*error)
 				return NULL;

@@ -400,6 +400,7 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	batch->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 	batch->started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
+	batch->column_kinds = batchproc_column_kinds(batch);
 	MemoryContextSwitchTo(old);
 	batchproc_target_read_rate_limit(&batch->target);
 
@@ -423,16 +424,22 @@ import_step(int64 id, MemoryContext cxt)
 	batch = load_batch(id, cxt);
 	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
 						(errmsg("batchproc: batch " INT64_FORMAT " started: importing its input", id)));
-	(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
-	/* The owner's S3 rule as it stands now, which may be tighter than at submit. */
-	batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
-								batchproc_role_s3_prefixes(batch->owner), batch->owner);
-
-	read_before = batchproc_s3_bytes_read;
-	imported = batchproc_import_csv(id, bucket, key, batch->table,
-									batchproc_result_columns_sql(batch->config),
-									batchproc_reserved_column_names(batch->config));
-	batchproc_stats_add_bytes(id, batchproc_s3_bytes_read - read_before, 0);
+	if (batch->config->csv_s3_uri == NULL)
+		imported = batchproc_import_query(id, batch->config, batch->owner, batch->table,
+										  batchproc_result_columns_sql(batch->config),
+										  batchproc_reserved_column_names(batch->config));
+	else
+	{
+		(void) batchproc_s3_parse_uri(batch->config->csv_s3_uri, &bucket, &key);
+		/* The owner's S3 rule as it stands now, which may be tighter than at submit. */
+		batchproc_require_s3_prefix(batch->config->csv_s3_uri, "read",
+									batchproc_role_s3_prefixes(batch->owner), batch->owner);
+		read_before = batchproc_s3_bytes_read;
+		imported = batchproc_import_csv(id, bucket, key, &batch->config->csv, batch->table,
+										batchproc_result_columns_sql(batch->config),
+										batchproc_reserved_column_names(batch->config));
+		batchproc_stats_add_bytes(id, batchproc_s3_bytes_read - read_before, 0);
+	}
 	batchproc_spi_execute(psprintf("GRANT SELECT ON %s TO %s, batchproc_admin", batch->table,
 								   quote_identifier(GetUserNameFromId(batch->owner, false))), false, 0, SPI_OK_UTILITY);
 
@@ -453,7 +460,9 @@ import_step(int64 id, MemoryContext cxt)
 	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
 						(errmsg_plural("batchproc: batch " INT64_FORMAT " imported " INT64_FORMAT " row from %s",
 									   "batchproc: batch " INT64_FORMAT " imported " INT64_FORMAT " rows from %s",
-									   imported.rows, id, imported.rows, batch->config->csv_s3_uri)));
+									   imported.rows, id, imported.rows,
+									   batch->config->csv_s3_uri ? batch->config->csv_s3_uri :
+									   batch->config->source_query ? "its query" : batch->config->source_table)));
 }
 
 /*

@@ -284,6 +284,33 @@ compile_outputs(BatchprocConfig *cfg, JsonbContainer *output)
 	cfg->add_metadata = need_bool(output, "add_metadata");
 }
 
+/* source, and csv_options with the defaults of a config without them. */
+static void
+compile_source(BatchprocConfig *cfg, JsonbContainer *root)
+{
+	JsonbValue *v;
+
+	if (batchproc_cfg_get_key(root, "source"))
+	{
+		JsonbContainer *source = need_container(root, "source");
+
+		cfg->source_query = maybe_string(source, "query");
+		cfg->source_table = maybe_string(source, "table");
+	}
+	cfg->csv.delimiter = ',';
+	cfg->csv.quote = cfg->csv.escape = '"';
+	cfg->csv.header = true;
+	if ((v = batchproc_cfg_get_key(root, "csv_options")) == NULL)
+		return;
+	root = need_container(root, "csv_options");
+	cfg->csv.delimiter = need_string(root, "delimiter")[0];
+	cfg->csv.quote = need_string(root, "quote")[0];
+	cfg->csv.escape = need_string(root, "escape")[0];
+	cfg->csv.null_string = maybe_string(root, "null");
+	cfg->csv.header = need_bool(root, "header");
+	cfg->csv.encoding = maybe_string(root, "encoding");
+}
+
 BatchprocConfig *
 batchproc_config_compile(Jsonb *normalised)
 {
@@ -299,7 +326,8 @@ batchproc_config_compile(Jsonb *normalised)
 	if (!JB_ROOT_IS_OBJECT(normalised))
 		elog(ERROR, "batch config is not normalised: not an object");
 
-	cfg->csv_s3_uri = need_string(root, "csv_s3_uri");
+	cfg->csv_s3_uri = maybe_string(root, "csv_s3_uri");
+	compile_source(cfg, root);
 	cfg->output_s3_uri = maybe_string(root, "output_s3_uri");
 	cfg->output_sse = maybe_string(root, "output_sse");
 	cfg->output_kms_key_id = maybe_string(root, "output_kms_key_id");

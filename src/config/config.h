@@ -112,9 +112,24 @@ typedef struct BatchprocOutputColumn
 	char	   *format;			/* printf-style for numbers ("%.2f"), or NULL */
 } BatchprocOutputColumn;
 
+/* How the CSV is written (csv_options); the defaults are RFC 4180's. */
+typedef struct BatchprocCsvOptions
+{
+	char		delimiter;		/* default ',' */
+	char		quote;			/* default '"' */
+	char		escape;			/* default: the quote (a doubled quote) */
+	char	   *null_string;	/* a field that reads as NULL; NULL: none */
+	bool		header;			/* default true; else columns column1..N */
+	char	   *encoding;		/* as COPY's ENCODING; NULL: the server's */
+} BatchprocCsvOptions;
+
 typedef struct BatchprocConfig
 {
+	/* The rows: exactly one of csv_s3_uri, source_query, source_table. */
 	char	   *csv_s3_uri;
+	char	   *source_query;	/* source.query */
+	char	   *source_table;	/* source.table */
+	BatchprocCsvOptions csv;	/* csv_options, defaults filled in */
 	char	   *output_s3_uri;	/* NULL when not given */
 	char	   *output_sse;		/* "AES256", "aws:kms"; NULL: the server's */
 	char	   *output_kms_key_id;	/* NULL: the server's, or S3's default */

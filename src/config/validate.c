@@ -48,8 +48,9 @@
  * in hints.
  */
 static const char *const top_keys[] = {
-	"csv_s3_uri", "output_s3_uri", "output_sse", "output_kms_key_id", "output_format",
-	"target", "input_mapping", "output_mapping", "execution_config", NULL
+	"csv_s3_uri", "source", "csv_options", "output_s3_uri", "output_sse",
+	"output_kms_key_id", "output_format", "target", "input_mapping", "output_mapping",
+	"execution_config", NULL
 };
 static const char *const target_keys[] = {"type", "name", "arn", NULL};
 static const char *const input_keys[] = {
@@ -907,14 +908,10 @@ batchproc_config_validate_registered(Jsonb *config, BatchprocSchemaLookup lookup
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 
-	if (batchproc_cfg_get_key(root, "csv_s3_uri") == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("csv_s3_uri: is required"),
-				 errhint("Name the input file, as in \"csv_s3_uri\": \"s3://bucket/key.csv\".")));
 	csv_uri = validate_s3_uri(root, "csv_s3_uri", &st);
+	batchproc_config_validate_source(root, csv_uri != NULL, &st);
 	output_uri = validate_s3_uri(root, "output_s3_uri", &st);
-	if (output_uri && strcmp(output_uri, csv_uri) == 0)
+	if (output_uri && csv_uri && strcmp(output_uri, csv_uri) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("output_s3_uri: must differ from csv_s3_uri"),

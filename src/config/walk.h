@@ -50,6 +50,9 @@ extern bool batchproc_cfg_str_list_member(List *list, const char *s);
 /* extraction.c: an output column's "extraction" list, normalised onto st */
 extern void batchproc_cfg_validate_extraction(const JsonbValue *v, const char *path,
 											  const char *column, JsonbParseState **st);
+/* validate_source.c */
+extern void batchproc_config_validate_source(JsonbContainer *root, bool has_csv,
+											 JsonbParseState **st);
 
 /* validate_execution.c */
 extern void batchproc_config_validate_execution(JsonbContainer *root,

@@ -27,7 +27,7 @@
 #include "aws/s3.h"
 
 /* The file a read hands out: the fuzz input, in pieces of read_size. */
-struct BatchprocS3Reader
+struct BatchprocS3Source
 {
 	const char *data;
 	size_t		len;
@@ -35,19 +35,24 @@ struct BatchprocS3Reader
 	size_t		read_size;
 };
 
-static size_t fuzz_s3_read(struct BatchprocS3Reader *r, char *buf, size_t minread,
+static size_t fuzz_s3_read(struct BatchprocS3Source *r, char *buf, size_t minread,
 						   size_t maxread);
 
-#define batchproc_s3_read fuzz_s3_read
+#define batchproc_s3_source_read fuzz_s3_read
 #include "batch/import.c"
-#undef batchproc_s3_read
+#undef batchproc_s3_source_read
 
 #include "fuzz.h"
 
 static List *reserved;
 
+/* RFC 4180, as a config without csv_options reads it. */
+static const BatchprocCsvOptions rfc4180 = {
+	.delimiter = ',', .quote = '"', .escape = '"', .header = true
+};
+
 static size_t
-fuzz_s3_read(struct BatchprocS3Reader *r, char *buf, size_t minread, size_t maxread)
+fuzz_s3_read(struct BatchprocS3Source *r, char *buf, size_t minread, size_t maxread)
 {
 	size_t		n = Min(r->len - r->pos, Min(maxread, Max(r->read_size, minread)));
 
@@ -115,7 +120,7 @@ check_copy_text(const StringInfo text, int ncolumns, int64 rows)
 void
 batchproc_fuzz_one(const uint8_t *data, size_t size)
 {
-	struct BatchprocS3Reader reader = {0};
+	struct BatchprocS3Source reader = {0};
 	ImportState *st;
 	StringInfoData copy;
 	char		buf[8192];
@@ -127,7 +132,7 @@ batchproc_fuzz_one(const uint8_t *data, size_t size)
 	reader.data = batchproc_fuzz_text(data + 1, size - 1);
 	reader.len = size - 1;
 
-	st = import_state_create(0, reserved);
+	st = import_state_create(0, &rfc4180, reserved);
 	/* There is no batch to look up: never look. */
 	st->watch.checked_at = DT_NOEND;
 	st->reader = &reader;
