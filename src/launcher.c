@@ -596,8 +596,13 @@ tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
 	if (want_start)
 	{
 		bool		started = start_worker(slotno, member, dboid);
+		Latch	   *latches[BATCHPROC_POOL_PLACES];
+		int			n = 0;
 
 		LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+		/* The pool takes over the io worker's steps: it may have some waiting. */
+		if (!started && !w->unstartable && member == BATCHPROC_IO_MEMBER)
+			n = pool_latches(slot, latches);
 		w->unstartable = !started;
 		if (!started)
 		{
@@ -605,6 +610,8 @@ tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
 			w->stopped_at = now;
 		}
 		LWLockRelease(batchproc_shared->lock);
+		for (int i = 0; i < n; i++)
+			SetLatch(latches[i]);
 		if (!started && (*sleep_ms < 0 || *sleep_ms > RESTART_DELAY_MS))
 			*sleep_ms = RESTART_DELAY_MS;
 	}
