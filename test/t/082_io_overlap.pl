@@ -4,7 +4,8 @@
 # mallory's import (then her export) goes through a proxy slow enough to
 # last far longer than the test.  What alice sees: her rows get their
 # results, and her batch ends, while mallory's batch is still importing or
-# exporting.  Both are ordinary members of batchproc_user.
+# exporting.  Both are ordinary members of batchproc_user.  And with no
+# background worker slot for the io worker, batches still run.
 use strict;
 use warnings;
 
@@ -153,5 +154,24 @@ ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its exp
 is(as($node, 'alice', "SELECT batchproc_cancel($alice)"), 'cancelled', 'alice cancels hers');
 
 $node->stop;
+
+# --- No background worker slot for the io worker (the logical replication
+# launcher, batchproc's launcher and the database's worker take all
+# three): the launcher says so, and the worker imports and exports
+# itself rather than leave alice's batch queued.
+$node = batchproc_node('io_no_slot', conf => "max_worker_processes = 3\n");
+$node->safe_psql('postgres', $setup . 'GRANT batchproc_s3_write TO alice;');
+ok($node->wait_for_log(qr/batchproc could not start a worker for database with OID \d+: no background worker slot is free/),
+	'the launcher cannot start the io worker, and says so');
+put_object($bucket, 'small.csv', "key\nk1\nk2\n");
+$alice = submit_as($node, 'alice', qq({"csv_s3_uri": "s3://$bucket/small.csv",
+	"output_s3_uri": "s3://$bucket/small.out.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"key": "key"}}}));
+is(wait_for_batch($node, $alice), 'succeeded', "alice's batch is imported, run and exported all the same");
+like(get_object($bucket, 'small.out.csv'), qr/k1.*k2/s, 'its export is there');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc io worker'"),
+	'0', 'with no io worker');
+$node->stop;
+
 $lambda->kill_kill;
 done_testing();
