@@ -3,9 +3,10 @@
  * batchproc.h
  *	  Declarations shared by the files of the batchproc extension.
  *
- * The extension runs one launcher process per cluster and a pool of
- * batchproc.workers_per_database workers per database that has the
- * extension installed.  They share a small array of database slots in
+ * The extension runs one launcher process per cluster and, per database
+ * that has the extension installed, a pool of
+ * batchproc.workers_per_database workers, which run the batches' calls,
+ * and one io worker, which runs their imports and exports.  They share a small array of database slots in
  * shared memory (launcher.c); ordinary backends reach it to wake workers
  * when a transaction that queued work commits (api.c).
  *
@@ -27,9 +28,17 @@
 #define BATCHPROC_EXTENSION_NAME	"batchproc"
 #define BATCHPROC_LAUNCHER_TYPE		"batchproc launcher"
 #define BATCHPROC_WORKER_TYPE		"batchproc worker"
+#define BATCHPROC_IO_WORKER_TYPE	"batchproc io worker"
 
 /* The upper bound of batchproc.workers_per_database. */
 #define BATCHPROC_MAX_POOL			16
+
+/*
+ * A database's io worker, which runs its imports and exports, has the
+ * place after the pool's last possible worker.
+ */
+#define BATCHPROC_IO_MEMBER			BATCHPROC_MAX_POOL
+#define BATCHPROC_POOL_PLACES		(BATCHPROC_MAX_POOL + 1)
 
 /*
  * What the launcher knows about one database.  A slot is claimed by the
@@ -58,6 +67,8 @@ typedef struct BatchprocPoolWorker
 								 * it runs, or 0 */
 	bool		starting;		/* registered, not yet attached (not the
 								 * first worker, whose slot state says so) */
+	bool		unstartable;	/* its last start found no background
+								 * worker slot free */
 	TimestampTz stopped_at;		/* when it last went: restarts wait */
 } BatchprocPoolWorker;
 
@@ -66,7 +77,7 @@ typedef struct BatchprocDbSlot
 	Oid			dboid;
 	BatchprocSlotState state;
 	TimestampTz state_since;
-	BatchprocPoolWorker workers[BATCHPROC_MAX_POOL];
+	BatchprocPoolWorker workers[BATCHPROC_POOL_PLACES];
 } BatchprocDbSlot;
 
 typedef struct BatchprocShared
@@ -94,6 +105,8 @@ extern void batchproc_worker_running(int slotno, int64 batch_id);
 extern bool batchproc_batch_running(Oid dboid, int64 batch_id);
 extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
 extern int	batchproc_pool_member(void);
+extern bool batchproc_is_io_worker(void);
+extern bool batchproc_io_worker_unstartable(void);
 extern int	batchproc_max_databases;
 extern int	batchproc_workers_per_database;
 

@@ -9,8 +9,9 @@
  * starts a worker; the worker looks for the extension and either serves the
  * database or marks the slot ABSENT and exits.  Once that first worker
  * serves the database, the launcher starts the rest of its pool
- * (batchproc.workers_per_database).  A worker that dies for any other
- * reason is started again.
+ * (batchproc.workers_per_database) and its io worker, which runs the
+ * database's imports and exports (runner.c).  A worker that dies for any
+ * other reason is started again.
  *
  * The launcher sleeps on its latch with no timeout unless a restart is
  * pending.  It is woken by: the postmaster when one of its workers stops
@@ -62,9 +63,9 @@ BatchprocShared *batchproc_shared = NULL;
 /* A slot left DROPPING this long while its database survives is revived. */
 #define DROP_GRACE_MS			10000
 
-/* The launcher's own handles, BATCHPROC_MAX_POOL per shared slot. */
+/* The launcher's own handles, BATCHPROC_POOL_PLACES per shared slot. */
 static BackgroundWorkerHandle **worker_handles = NULL;
-#define HANDLE(slotno, member) (worker_handles[(slotno) * BATCHPROC_MAX_POOL + (member)])
+#define HANDLE(slotno, member) (worker_handles[(slotno) * BATCHPROC_POOL_PLACES + (member)])
 
 /* In a worker: its slot and its place in the database's pool. */
 static int	my_slotno = -1;
@@ -158,7 +159,7 @@ pool_latches(BatchprocDbSlot *slot, Latch **latches)
 {
 	int			n = 0;
 
-	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+	for (int k = 0; k < BATCHPROC_POOL_PLACES; k++)
 		if (slot->workers[k].latch && slot->workers[k].pid != MyProcPid)
 			latches[n++] = slot->workers[k].latch;
 	return n;
@@ -174,7 +175,7 @@ void
 batchproc_wake_worker(Oid dboid)
 {
 	BatchprocDbSlot *slot;
-	Latch	   *latches[BATCHPROC_MAX_POOL + 1];
+	Latch	   *latches[BATCHPROC_POOL_PLACES + 1];
 	int			n = 0;
 
 	if (batchproc_shared == NULL)
@@ -208,6 +209,28 @@ int
 batchproc_pool_member(void)
 {
 	return my_member;
+}
+
+bool
+batchproc_is_io_worker(void)
+{
+	return my_member == BATCHPROC_IO_MEMBER;
+}
+
+/*
+ * Could the launcher not start this worker's io worker, for want of a
+ * background worker slot?  Then the pool runs imports and exports itself,
+ * as it did before there was an io worker, rather than leave them undone.
+ */
+bool
+batchproc_io_worker_unstartable(void)
+{
+	bool		unstartable;
+
+	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
+	unstartable = batchproc_shared->slots[my_slotno].workers[BATCHPROC_IO_MEMBER].unstartable;
+	LWLockRelease(batchproc_shared->lock);
+	return unstartable;
 }
 
 /*
@@ -247,7 +270,7 @@ batchproc_batch_running(Oid dboid, int64 batch_id)
 
 	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
 	slot = find_slot(dboid);
-	for (int k = 0; slot && k < BATCHPROC_MAX_POOL; k++)
+	for (int k = 0; slot && k < BATCHPROC_POOL_PLACES; k++)
 		if (slot->workers[k].pid != 0 && slot->workers[k].running_batch == batch_id)
 			running = true;
 	LWLockRelease(batchproc_shared->lock);
@@ -263,7 +286,7 @@ void
 batchproc_stop_worker_for_drop(Oid dboid)
 {
 	BatchprocDbSlot *slot;
-	pid_t		pids[BATCHPROC_MAX_POOL];
+	pid_t		pids[BATCHPROC_POOL_PLACES];
 	int			n = 0;
 
 	if (batchproc_shared == NULL)
@@ -273,7 +296,7 @@ batchproc_stop_worker_for_drop(Oid dboid)
 	slot = find_slot(dboid);
 	if (slot)
 	{
-		for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+		for (int k = 0; k < BATCHPROC_POOL_PLACES; k++)
 			if (slot->workers[k].pid != 0)
 				pids[n++] = slot->workers[k].pid;
 		set_state(slot, SLOT_DROPPING);
@@ -297,7 +320,7 @@ batchproc_worker_attach(int slotno, int member, Oid dboid)
 	bool		ours;
 
 	if (slotno < 0 || slotno >= batchproc_shared->nslots ||
-		member < 0 || member >= BATCHPROC_MAX_POOL)
+		member < 0 || member >= BATCHPROC_POOL_PLACES)
 		elog(ERROR, "batchproc worker started with invalid slot %d, worker %d", slotno, member);
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
@@ -325,8 +348,8 @@ batchproc_worker_attach(int slotno, int member, Oid dboid)
 	if (ours)
 		batchproc_pool_forget_member(dboid, member);
 
-	/* The rest of the pool starts once the first worker runs. */
-	if (ours && member == 0 && batchproc_workers_per_database > 1 && launcher_latch)
+	/* The rest of the pool, and the io worker, start once the first runs. */
+	if (ours && member == 0 && launcher_latch)
 		SetLatch(launcher_latch);
 
 	/* The database is being dropped, or the launcher gave up on us. */
@@ -347,7 +370,7 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 {
 	BatchprocDbSlot *slot;
 	BatchprocPoolWorker *w;
-	Latch	   *latches[BATCHPROC_MAX_POOL + 1];
+	Latch	   *latches[BATCHPROC_POOL_PLACES + 1];
 	int			n;
 	bool		ours;
 
@@ -384,7 +407,7 @@ pool_gone(int slotno)
 {
 	BatchprocDbSlot *slot = &batchproc_shared->slots[slotno];
 
-	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+	for (int k = 0; k < BATCHPROC_POOL_PLACES; k++)
 	{
 		BackgroundWorkerHandle *h = HANDLE(slotno, k);
 
@@ -501,10 +524,13 @@ start_worker(int slotno, int member, Oid dboid)
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "batchproc_worker_main");
 	if (member == 0)
 		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker for database %u", dboid);
+	else if (member == BATCHPROC_IO_MEMBER)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc io worker for database %u", dboid);
 	else
 		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker %d for database %u",
 				 member + 1, dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, BATCHPROC_WORKER_TYPE);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s",
+			 member == BATCHPROC_IO_MEMBER ? BATCHPROC_IO_WORKER_TYPE : BATCHPROC_WORKER_TYPE);
 	worker.bgw_main_arg = Int32GetDatum(slotno);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	memcpy(worker.bgw_extra + sizeof(Oid), &member, sizeof(int));
@@ -536,8 +562,9 @@ start_worker(int slotno, int member, Oid dboid)
 }
 
 /*
- * The pool's other workers run while the first serves the database: each
- * is started once it runs, and again RESTART_DELAY_MS after it went.
+ * The pool's other workers and its io worker run while the first serves
+ * the database: each is started once it runs, and again RESTART_DELAY_MS
+ * after it went.
  */
 static void
 tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
@@ -574,13 +601,26 @@ tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
 	}
 	LWLockRelease(batchproc_shared->lock);
 
-	if (want_start && !start_worker(slotno, member, dboid))
+	if (want_start)
 	{
+		bool		started = start_worker(slotno, member, dboid);
+		Latch	   *latches[BATCHPROC_POOL_PLACES];
+		int			n = 0;
+
 		LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
-		w->starting = false;
-		w->stopped_at = now;
+		/* The pool takes over the io worker's steps: it may have some waiting. */
+		if (!started && !w->unstartable && member == BATCHPROC_IO_MEMBER)
+			n = pool_latches(slot, latches);
+		w->unstartable = !started;
+		if (!started)
+		{
+			w->starting = false;
+			w->stopped_at = now;
+		}
 		LWLockRelease(batchproc_shared->lock);
-		if (*sleep_ms < 0 || *sleep_ms > RESTART_DELAY_MS)
+		for (int i = 0; i < n; i++)
+			SetLatch(latches[i]);
+		if (!started && (*sleep_ms < 0 || *sleep_ms > RESTART_DELAY_MS))
 			*sleep_ms = RESTART_DELAY_MS;
 	}
 }
@@ -655,6 +695,7 @@ tend_slots(void)
 		}
 		for (int k = 1; k < batchproc_workers_per_database; k++)
 			tend_pool_worker(i, k, now, &sleep_ms);
+		tend_pool_worker(i, BATCHPROC_IO_MEMBER, now, &sleep_ms);
 	}
 	return sleep_ms;
 }
@@ -671,7 +712,7 @@ batchproc_launcher_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	worker_handles = MemoryContextAllocZero(TopMemoryContext,
-											batchproc_shared->nslots * BATCHPROC_MAX_POOL *
+											batchproc_shared->nslots * BATCHPROC_POOL_PLACES *
 											sizeof(BackgroundWorkerHandle *));
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc launcher loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -697,7 +738,7 @@ batchproc_launcher_main(Datum main_arg)
 			slot->workers[0].pid == 0)
 			set_state(slot, SLOT_WANTED);
 		/* Its predecessor's handles are lost: a worker not yet attached is not waited for. */
-		for (int k = 1; k < BATCHPROC_MAX_POOL; k++)
+		for (int k = 1; k < BATCHPROC_POOL_PLACES; k++)
 			slot->workers[k].starting = false;
 	}
 	LWLockRelease(batchproc_shared->lock);

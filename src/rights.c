@@ -214,7 +214,8 @@ const char *
 batchproc_s3_prefixes_in_force(void)
 {
 	if (MyBgworkerEntry &&
-		strcmp(MyBgworkerEntry->bgw_type, BATCHPROC_WORKER_TYPE) == 0)
+		(strcmp(MyBgworkerEntry->bgw_type, BATCHPROC_WORKER_TYPE) == 0 ||
+		 strcmp(MyBgworkerEntry->bgw_type, BATCHPROC_IO_WORKER_TYPE) == 0))
 		return batchproc_role_s3_prefixes(GetUserId());
 	return batchproc_s3_allowed_prefixes;
 }

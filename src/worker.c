@@ -4,7 +4,8 @@
  *	  The per-database worker: its life cycle and its one wait point.
  *
  * The launcher starts a pool of batchproc.workers_per_database workers per
- * database.  A worker first checks that the extension is installed; if
+ * database, and its io worker, which runs this same loop for the
+ * database's imports and exports only (runner.c).  A worker first checks that the extension is installed; if
  * not, it tells the launcher so and exits.  Otherwise it runs the
  * database's batches (runner.c) until the extension is dropped, the
  * database is dropped, or the server shuts down.  With nothing to run it

@@ -25,14 +25,16 @@ sub moto_url
 
 # A started cluster with batchproc preloaded and created in "postgres".
 # The server inherits this process's environment: the moto endpoint and
-# the test IAM user's key.
+# the test IAM user's key.  Each database with the extension takes its
+# pool and an io worker: two databases with a pool of three, and the two
+# launchers, are ten background workers.
 sub batchproc_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf',
-		"shared_preload_libraries = 'batchproc'\n" . ($opts{conf} // ''));
+		"shared_preload_libraries = 'batchproc'\nmax_worker_processes = 16\n" . ($opts{conf} // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION batchproc');
 	return $node;

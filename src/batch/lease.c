@@ -393,9 +393,10 @@ batchproc_leases_held_by_others(int64 batch_id)
 }
 
 /*
- * A session lock on a batch's import or export, so that one worker of the
- * pool does it: taken without waiting, kept across the step's
- * transactions, gone with the worker if it dies.
+ * A session lock on a batch's import or export, so that one worker does
+ * it (the io worker, or one of the pool when that cannot start): taken
+ * without waiting, kept across the step's transactions, gone with the
+ * worker if it dies.
  */
 static void
 step_locktag(LOCKTAG *tag, int64 batch_id)

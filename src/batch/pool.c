@@ -228,7 +228,8 @@ batchproc_pool_leave(BatchprocBatch *batch)
 void
 batchproc_pool_forget_member(Oid dboid, int member)
 {
-	if (pool == NULL)
+	/* The io worker (BATCHPROC_IO_MEMBER) sends no calls: it has no counts. */
+	if (pool == NULL || member >= BATCHPROC_MAX_POOL)
 		return;
 	LWLockAcquire(pool->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < pool->nbatches; i++)

@@ -20,10 +20,21 @@
  * the batch resumes.  At the end the worker notifies channel "batchproc"
  * with the batch id and wakes every batchproc_wait().
  *
+ * Imports and exports are the database's io worker's (launcher.c), which
+ * runs nothing else: an import streaming a large CSV, or an export
+ * waiting on a slow link, holds up no batch's calls, which the pool's
+ * workers run meanwhile.  A step runs in one transaction that streams
+ * into or out of COPY, which cannot share a process with the short
+ * transactions that record the calls' results; so it gets a process of
+ * its own rather than a place in the dispatcher's loop.  The pool runs
+ * imports and exports itself only while the launcher cannot start the io
+ * worker (no background worker slot free), and in any case a step is
+ * taken under the batch's step lock, so that no two workers ever run the
+ * same batch's step.
+ *
  * In a pool of workers (batchproc.workers_per_database above 1), every
  * worker dispatches every running batch, each the chunks of rows it leased
- * (lease.c); one worker at a time imports or exports a batch, under a
- * session lock; and the worker whose run ends when no row of the batch is
+ * (lease.c); and the worker whose run ends when no row of the batch is
  * pending any more decides the batch's end, with the batch's row locked,
  * from the counts in the table.  A worker whose run ends while others
  * still hold rows looks at the batch again after LOOK_AGAIN_MS, or at
@@ -260,13 +271,14 @@ busy_batches_sql(BatchprocDispatcher *disp)
 }
 
 /*
- * In a pool: of the candidates the query found, the first this worker may
- * take.  A running batch every worker dispatches; an import or export only
- * the worker that holds its step lock, and only if the batch is still in
- * that state once the lock is held (its holder may have just moved it on).
+ * Of the candidates the query found, the first this worker may take.  A
+ * running batch every worker of the pool dispatches; an import or export
+ * only the worker that holds its step lock, and only if the batch is still
+ * in that state once the lock is held (its holder may have just moved it
+ * on).
  */
 static bool
-pool_pick(Step *step)
+pick(Step *step)
 {
 	SPITupleTable *candidates = SPI_tuptable;
 	uint64		n = SPI_processed;
@@ -309,36 +321,39 @@ pool_pick(Step *step)
 }
 
 /*
- * The oldest unfinished batch that is not being dispatched yet, taking a
- * queued one into importing.
+ * Which of a batch's steps this worker takes: the io worker its import
+ * and export; the pool its dispatch, and the rest too when the io worker
+ * cannot be started.
+ */
+static const char *
+my_steps_sql(void)
+{
+	if (batchproc_is_io_worker())
+		return " AND state OPERATOR(pg_catalog.<>) 'running'";
+	if (batchproc_io_worker_unstartable())
+		return "";
+	return " AND state OPERATOR(pg_catalog.=) 'running'";
+}
+
+/*
+ * The oldest unfinished batch that is not being dispatched yet, of those
+ * whose next step is this worker's, taking a queued one into importing.
  */
 static bool
 next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 {
-	bool		found = false;
-	bool		isnull;
-	bool		pool = batchproc_pool_mode();
+	bool		found;
 
 	batchproc_begin_tx("batchproc: looking for work");
 	batchproc_spi_execute(psprintf("SELECT id, state, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL
 								   " FROM batchproc.batches"
-								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)"
+								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)%s"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
-								   " ORDER BY id LIMIT %d", batchproc_batch_states_sql(false),
-								   pool ? busy_batches_sql(disp) : batchproc_dispatcher_batches_sql(disp),
-								   pool ? 100 : 1),
+								   " ORDER BY id LIMIT 100", batchproc_batch_states_sql(false),
+								   my_steps_sql(), busy_batches_sql(disp)),
 						  false, 0, SPI_OK_SELECT);
 	step->locked = false;
-	if (pool)
-		found = pool_pick(step);
-	else if (SPI_processed == 1)
-	{
-		found = true;
-		step->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		step->state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
-																   SPI_tuptable->tupdesc, 2));
-		step->log_level = batchproc_log_level_of(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	}
+	found = pick(step);
 	if (found)
 	{
 		if (step->state == BATCHPROC_BATCH_QUEUED)
@@ -601,7 +616,9 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 
 	if (!running)
 		return;
-	if (pending)
+	if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
+		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
+	else if (pending)
 		defer(id);
 	else if (succeeded == 0 && failed > 0)
 		finish(id, BATCHPROC_BATCH_FAILED,
@@ -639,9 +656,8 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 
 		case BATCHPROC_BATCH_IMPORTING:
 			import_step(step->id, cxt);
-			/* The rest of the pool joins the batch's dispatch at once. */
-			if (batchproc_pool_mode())
-				batchproc_wake_worker(MyDatabaseId);
+			/* The pool starts the batch's dispatch at once. */
+			batchproc_wake_worker(MyDatabaseId);
 			break;
 
 		case BATCHPROC_BATCH_RUNNING:
@@ -717,6 +733,7 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
 				batchproc_begin_tx("batchproc: export next");
 				move_state(ending->batch_id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 				batchproc_end_tx(cxt);
+				batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
 			}
 			else
 				finish(ending->batch_id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
@@ -725,11 +742,12 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
 }
 
 /*
- * Run the batches of this database until none is left to run.  Imports
- * and exports run one at a time, between rounds of the dispatcher, which
- * runs the calls of every batch that is running; it comes back at least
- * every STEP_CHECK_MS, and at once when the latch is set, so that a batch
- * submitted meanwhile starts within about that time.  The worker's slot
+ * Run this worker's steps of the batches of this database until none is
+ * left to run.  In the io worker, imports and exports run one at a time
+ * and its dispatcher stays idle.  In the pool, the dispatcher runs the
+ * calls of every batch that is running; it comes back at least every
+ * STEP_CHECK_MS, and at once when the latch is set, so that a batch
+ * imported meanwhile starts within about that time.  The worker's slot
  * names the batch whose import or export runs, or whose dispatch winds
  * down (batchproc_retry_failed looks there).  Returns true if there was
  * anything to do.
@@ -807,10 +825,11 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
 			batchproc_worker_running(slotno, 0);
+			/* The step's lock goes with the step. */
+			LockReleaseSession(USER_LOCKMETHOD);
 			if (batchproc_pool_mode())
 			{
 				/* The pool takes over what this worker held, at once. */
-				LockReleaseSession(USER_LOCKMETHOD);
 				batchproc_begin_tx("batchproc: giving up leases");
 				batchproc_leases_release(0);
 				batchproc_end_tx(cxt);

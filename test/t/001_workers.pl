@@ -10,8 +10,10 @@ use Time::HiRes qw(time);
 
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init;
+# Four databases with the extension take a worker and an io worker each.
 $node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'batchproc'\nrestart_after_crash = on\nmax_prepared_transactions = 2");
+	"shared_preload_libraries = 'batchproc'\nrestart_after_crash = on\nmax_prepared_transactions = 2\n"
+	  . "max_worker_processes = 16");
 $node->start;
 
 # How many batchproc workers serve a database, by name.

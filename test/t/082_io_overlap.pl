@@ -1,0 +1,177 @@
+# One user's import or export, held on a slow link, does not hold up
+# another user's calls: the io worker runs it while the pool answers and
+# records the other batch's calls.  alice's batch runs one call at a time;
+# mallory's import (then her export) goes through a proxy slow enough to
+# last far longer than the test.  What alice sees: her rows get their
+# results, and her batch ends, while mallory's batch is still importing or
+# exporting.  Both are ordinary members of batchproc_user.  And with no
+# background worker slot for the io worker, batches still run.
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use BatchprocTest;
+
+moto_url();
+my $services = $ENV{BATCHPROC_TEST_SERVICES};
+
+my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
+	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+
+my $bucket = 'io-overlap';
+aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
+
+my $setup = q{
+	CREATE ROLE mallory LOGIN;
+	CREATE ROLE alice LOGIN;
+	GRANT batchproc_user, batchproc_s3_read TO mallory, alice;
+	GRANT batchproc_s3_write TO mallory;
+	INSERT INTO batchproc.targets (name, type, arn)
+	  VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
+};
+
+# What $user gets from $sql on $node: its output, or its error.
+sub as
+{
+	my ($node, $user, $sql) = @_;
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
+	return $ret == 0 ? $stdout : $stderr;
+}
+
+sub submit_as
+{
+	my ($node, $user, $config) = @_;
+	my $id = as($node, $user, "SELECT batchproc_submit('$config')");
+	die "$user could not submit: $id" unless $id =~ /^\d+$/;
+	return $id;
+}
+
+sub state_of { $_[0]->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $_[1]") }
+
+# alice's batch: $rows calls, one at a time, each answered after $delay_ms.
+sub alice_batch
+{
+	my ($node, $csv, $rows, $delay_ms) = @_;
+	put_object($bucket, $csv, "key,delay_ms\n" . join('', map { "$csv-$_,$delay_ms\n" } 1 .. $rows));
+	return submit_as($node, 'alice', qq({"csv_s3_uri": "s3://$bucket/$csv",
+		"target": {"type": "tool", "name": "echo"},
+		"input_mapping": {"column_mappings": {"key": "key"},
+		  "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "\$"}}}},
+		"output_mapping": {"columns": [{"name": "echoed", "source": "\$.key"}]},
+		"execution_config": {"max_concurrency": 1}}));
+}
+
+# alice's batch gets results for three more rows while mallory's batch
+# stays in $state, and alice reads them.
+sub answered_while
+{
+	my ($node, $alice, $mallory, $state) = @_;
+	my $done = "SELECT count(*) FROM batchproc_data.batch_$alice WHERE _status = 'SUCCESS' AND echoed = key";
+	my $before = as($node, 'alice', $done);
+	ok($node->poll_query_until('postgres', "SELECT ($done) >= $before + 3"),
+		"alice's rows get their results during mallory's $state ($before before)");
+	is(state_of($node, $mallory), $state, "mallory's batch is still $state meanwhile");
+	cmp_ok(as($node, 'alice', $done), '>=', $before + 3, 'alice reads her results');
+}
+
+# --- An import held slow: a proxy relays objects at 5 kB/s, so mallory's
+# 3 MB CSV takes ten minutes to read.  alice's batch runs first (its CSV
+# is a few hundred bytes); mallory's import starts while it runs.
+my ($get_proxy, $get_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--get-kbps', '5');
+my $node = batchproc_node('io_import',
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$get_port'\n");
+$node->safe_psql('postgres', $setup);
+put_object($bucket, 'long.csv', "key,n\n" . join('', map { "row-$_,$_\n" } 1 .. 250_000));
+
+my $alice = alice_batch($node, 'alice1.csv', 40, 300);
+$node->poll_query_until('postgres', "SELECT succeeded_rows >= 1 FROM batchproc.batches WHERE id = $alice")
+  or die "alice's batch did not start";
+my $mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/long.csv", "target": {"type": "tool", "name": "echo"}}));
+ok($node->poll_query_until('postgres', "SELECT state = 'importing' FROM batchproc.batches WHERE id = $mallory"),
+	"mallory's batch is importing");
+answered_while($node, $alice, $mallory, 'importing');
+is(wait_for_batch($node, $alice), 'succeeded', "alice's batch ends during mallory's import");
+is(as($node, 'alice', "SELECT count(*) FILTER (WHERE _status = 'SUCCESS' AND echoed = key) FROM batchproc_data.batch_$alice"),
+	'40', 'with a result for every row');
+is(state_of($node, $mallory), 'importing', "mallory's batch is still importing");
+
+# The import stops when cancelled, in its own worker, as before.
+my $log_offset = -s $node->logfile;
+is(as($node, 'mallory', "SELECT batchproc_cancel($mallory)"), 'cancelled', 'mallory cancels her import');
+ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its import; its step stopped/,
+		$log_offset), 'the import stops');
+is($node->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$mallory') IS NULL"), 't',
+	'no half-imported table is left');
+$node->stop;
+
+# --- An export held slow: a proxy holds each request ten seconds per
+# 100 kB of its body, so mallory's 12 MB export sends its first 5 MB part
+# for about nine minutes.  alice's batch, submitted first, runs long
+# enough to be running when that export starts.
+my ($link, $link_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--link-mbps', '0.01');
+$node = batchproc_node('io_export',
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$link_port'\n"
+	  . "batchproc.s3_upload_concurrency = 1\n");
+$node->safe_psql('postgres', $setup);
+my $row_pad = 'p' x (100 * 1024);
+put_object($bucket, 'big.csv', "k,pad\n" . join('', map { "$_,$row_pad\n" } 1 .. 120));
+
+$alice = alice_batch($node, 'alice2.csv', 2000, 300);
+$node->poll_query_until('postgres', "SELECT succeeded_rows >= 1 FROM batchproc.batches WHERE id = $alice")
+  or die "alice's batch did not start";
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/big.csv", "output_s3_uri": "s3://$bucket/big.out.csv",
+	"target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"k": "k"}},
+	"execution_config": {"max_concurrency": 10}}));
+ok($node->poll_query_until('postgres', "SELECT state = 'exporting' FROM batchproc.batches WHERE id = $mallory"),
+	"mallory's batch is exporting");
+# Until the proxy holds the first part, the export is not yet waiting on
+# the link.
+my $held = 0;
+for (1 .. 1200)
+{
+	my $stats = decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$link_port/_proxy_stats")->{content});
+	last if ($held = $stats->{requests}{UploadPart} // 0) >= 1;
+	select(undef, undef, undef, 0.1);
+}
+is($held, 1, 'the export waits on the link with its first part');
+is(state_of($node, $alice), 'running', "alice's batch is still running");
+answered_while($node, $alice, $mallory, 'exporting');
+
+$log_offset = -s $node->logfile;
+is(as($node, 'mallory', "SELECT batchproc_cancel($mallory)"), 'cancelled', 'mallory cancels her export');
+ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its export; its step stopped/,
+		$log_offset), 'the export stops');
+is(as($node, 'alice', "SELECT batchproc_cancel($alice)"), 'cancelled', 'alice cancels hers');
+
+$node->stop;
+
+# --- No background worker slot for the io worker (the logical replication
+# launcher, batchproc's launcher and the database's worker take all
+# three): the launcher says so, and the worker imports and exports
+# itself rather than leave alice's batch queued.
+$node = batchproc_node('io_no_slot', conf => "max_worker_processes = 3\n");
+$node->safe_psql('postgres', $setup . 'GRANT batchproc_s3_write TO alice;');
+ok($node->wait_for_log(qr/batchproc could not start a worker for database with OID \d+: no background worker slot is free/),
+	'the launcher cannot start the io worker, and says so');
+put_object($bucket, 'small.csv', "key\nk1\nk2\n");
+$alice = submit_as($node, 'alice', qq({"csv_s3_uri": "s3://$bucket/small.csv",
+	"output_s3_uri": "s3://$bucket/small.out.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"key": "key"}}}));
+is(wait_for_batch($node, $alice), 'succeeded', "alice's batch is imported, run and exported all the same");
+like(get_object($bucket, 'small.out.csv'), qr/k1.*k2/s, 'its export is there');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc io worker'"),
+	'0', 'with no io worker');
+$node->stop;
+
+$lambda->kill_kill;
+done_testing();
