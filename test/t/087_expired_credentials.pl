@@ -143,9 +143,10 @@ sub run_batch
 		"SELECT string_agg(coalesce(echoed, _error_message) || ':' || _attempts, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"));
 }
 
-# S3 straight to moto, where K1 is good: the import signs with K1, then
-# every call in flight is refused and sent again with K2.
-restart_with(moto_url(), $lambda_k1, $k1, $k2);
+# S3 straight to moto, where K1 is good.  The io worker imports, signing
+# with K1 (the first fetch); the worker that sends the calls fetches its
+# own (K1 again), every call in flight is refused and sent again with K2.
+restart_with(moto_url(), $lambda_k1, $k1, $k1, $k2);
 ($f0, $e0) = (fetches(), expired($lambda_k1));
 my $calls0 = get_json("http://127.0.0.1:$lambda_port/_stats")->{invocations};
 is_deeply([ run_batch() ], [ 'succeeded', 'alpha:1,beta:1,gamma:1,delta:1' ],
@@ -154,10 +155,11 @@ my $refused = expired($lambda_k1) - $e0;
 ok($refused >= 1 && $refused <= 4, "Lambda refused the calls signed with K1 ($refused)");
 is(get_json("http://127.0.0.1:$lambda_port/_stats")->{invocations} - $calls0, 4,
 	'and ran each row once, with K2');
-is(fetches() - $f0, 2, 'the worker fetched credentials twice, not once per refused call');
+is(fetches() - $f0, 3, 'the worker sending the calls fetched credentials twice, not once per refused call (and the io worker once)');
 
 # The source hands out K1 again: every row fails with Lambda's refusal,
-# each sent once, the credentials fetched once more in all.
+# each sent once, the credentials fetched once more in all by the worker
+# sending the calls (after the io worker's one fetch for the import).
 restart_with(moto_url(), $lambda_k1, $k1);
 ($f0, $e0) = (fetches(), expired($lambda_k1));
 my ($state, $rows) = run_batch();
@@ -165,6 +167,6 @@ is($state, 'failed', 'with no fresh credentials to be had, the batch fails');
 like($rows, qr/^(Lambda answered HTTP 403 ExpiredTokenException: The security token included in the request is expired:1,?){4}$/,
 	'each row with Lambda\'s refusal, after one attempt');
 is(expired($lambda_k1) - $e0, 4, 'each row was sent once');
-is(fetches() - $f0, 2, 'and the credentials fetched once more in all');
+is(fetches() - $f0, 3, 'and the credentials fetched once more in all');
 
 done_testing();
