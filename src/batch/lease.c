@@ -26,10 +26,12 @@
  * without a status is ever written (results.c), so each row keeps exactly
  * one final result.
  *
- * Leases are marked finished when no row of theirs is pending, and stay so
- * that the next chunk is looked for after the last one leased rather than
- * from the table's first row.  They go when the batch's dispatch ends with
- * no row pending (runner.c), or with a redrive (api.c).
+ * Leases are marked finished when no row of theirs is pending (at a
+ * renewal, when the run ends, and when it holds MAX_HELD chunks: a fast
+ * target finishes many between renewals), and stay so that the next chunk
+ * is looked for after the last one leased rather than from the table's
+ * first row.  They go when the batch's dispatch ends with no row pending
+ * (runner.c), or with a redrive (api.c).
  *
  * IDENTIFICATION
  *	  src/batch/lease.c
