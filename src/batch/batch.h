@@ -332,6 +332,7 @@ extern bool batchproc_pool_mode(void);
 extern BatchprocLeases *batchproc_leases_create(const BatchprocBatch *batch, MemoryContext cxt);
 extern bool batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto);
 extern bool batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
+extern void batchproc_leases_finish(BatchprocLeases *l);
 extern char *batchproc_leases_fence_sql(const BatchprocBatch *batch);
 extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
 extern void batchproc_leases_release(int64 batch_id);

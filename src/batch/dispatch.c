@@ -836,6 +836,14 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 
 	batchproc_worker_running(disp->slotno, d->batch->id);
 	flush_results(d);
+	if (d->leases && !d->cancelled && !d->stop_on_error)
+	{
+		MemoryContext loop_cxt = CurrentMemoryContext;
+
+		batchproc_begin_tx("batchproc: finishing leases");
+		batchproc_leases_finish(d->leases);
+		batchproc_end_tx(loop_cxt);
+	}
 	batchproc_dispatch_abandon_calls(d);
 	batchproc_metrics_take(d->stats);
 	batchproc_pool_leave(d->batch);

@@ -26,10 +26,12 @@
  * without a status is ever written (results.c), so each row keeps exactly
  * one final result.
  *
- * Leases are marked finished when no row of theirs is pending, and stay so
- * that the next chunk is looked for after the last one leased rather than
- * from the table's first row.  They go when the batch's dispatch ends with
- * no row pending (runner.c), or with a redrive (api.c).
+ * Leases are marked finished when no row of theirs is pending (at a
+ * renewal, when the run ends, and when it holds MAX_HELD chunks: a fast
+ * target finishes many between renewals), and stay so that the next chunk
+ * is looked for after the last one leased rather than from the table's
+ * first row.  They go when the batch's dispatch ends with no row pending
+ * (runner.c), or with a redrive (api.c).
  *
  * IDENTIFICATION
  *	  src/batch/lease.c
@@ -66,6 +68,7 @@ struct BatchprocLeases
 	int			nheld;
 	int64		scan_from;		/* no chunk before this is looked for */
 	TimestampTz renewed_at;
+	bool		lost;			/* settled outside a renewal, and lost some */
 	BatchprocPrepared *next_pending;
 	BatchprocPrepared *claim;
 	BatchprocPrepared *free_chunks;
@@ -197,6 +200,44 @@ chunk_of(BatchprocLeases *l, int64 row_id)
 }
 
 /*
+ * In a transaction: renew the run's leases, mark finished those with no
+ * pending row left, and forget those another worker took over after they
+ * expired.  True if some were.
+ */
+static bool
+settle(BatchprocLeases *l)
+{
+	Datum		args[3];
+	Datum		firsts[MAX_HELD];
+	int			kept = 0;
+	bool		lost;
+
+	for (int i = 0; i < l->nheld; i++)
+		firsts[i] = Int64GetDatum(l->held[i]);
+	args[0] = Int32GetDatum(MyProcPid);
+	args[1] = TimestampTzGetDatum(MyStartTimestamp);
+	args[2] = PointerGetDatum(construct_array(firsts, l->nheld, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	batchproc_spi_execute_prepared(l->renew, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	lost = SPI_processed < (uint64) l->nheld;
+	if (lost)
+		batchproc_batch_log(batchproc_config_log_level(l->batch->config), BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT " lost %d chunks of rows to another worker after their lease expired",
+									l->batch->id, l->nheld - (int) SPI_processed),
+							 errdetail("This worker renewed them too late; it drops its calls of their rows and records none of their results.")));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+			l->held[kept++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	l->nheld = kept;
+	return lost;
+}
+
+/*
  * In a transaction: lease the run's next chunk, one a gone holder left or
  * the first after every chunk leased that has a pending row.  Sets the
  * rows to read, (*after, *upto]; false if there is none.  Without a pool,
@@ -215,6 +256,14 @@ batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 
 	if (l == NULL)
 		return false;
+
+	/*
+	 * A run that sends faster than it renews fills its hands with chunks it
+	 * has finished: it lets them go rather than end with rows pending.  The
+	 * next renewal says if some were lost meanwhile.
+	 */
+	if (l->nheld >= MAX_HELD && settle(l))
+		l->lost = true;
 	live_holders(&pids, &started);
 
 	/* First the chunks whose holders are gone, in row order. */
@@ -267,46 +316,37 @@ batchproc_leases_next(BatchprocLeases *l, int64 *after, int64 *upto)
 }
 
 /*
- * In a transaction, every quarter of batchproc.lease_timeout: renew the
- * run's leases, mark finished those with no pending row left, and forget
- * those another worker took over after they expired.  True if some were:
+ * In a transaction, when the run has sent every row it leased: mark its
+ * chunks finished.  A run ends between renewals (every run of a fast
+ * target does), and what it holds unfinished when it ends it gives up:
+ * another worker would take those chunks over for nothing, end its run,
+ * and give them back, for as long as the batch has rows pending.
+ */
+void
+batchproc_leases_finish(BatchprocLeases *l)
+{
+	if (l != NULL && l->nheld > 0)
+		settle(l);
+}
+
+/*
+ * In a transaction, every quarter of batchproc.lease_timeout: settle the
+ * run's leases.  True if some were lost, here or since the last renewal:
  * the run then drops its calls of their rows (dispatch_call.c).
  */
 bool
 batchproc_leases_renew(BatchprocLeases *l, TimestampTz now)
 {
-	Datum		args[3];
-	Datum		firsts[MAX_HELD];
-	int			kept = 0;
-	bool		lost;
-
+	if (l != NULL && l->lost)
+	{
+		l->lost = false;
+		return true;
+	}
 	if (l == NULL || l->nheld == 0 ||
 		!TimestampDifferenceExceeds(l->renewed_at, now, batchproc_lease_timeout * 1000 / 4))
 		return false;
 	l->renewed_at = now;
-	for (int i = 0; i < l->nheld; i++)
-		firsts[i] = Int64GetDatum(l->held[i]);
-	args[0] = Int32GetDatum(MyProcPid);
-	args[1] = TimestampTzGetDatum(MyStartTimestamp);
-	args[2] = PointerGetDatum(construct_array(firsts, l->nheld, INT8OID, 8, FLOAT8PASSBYVAL,
-											  TYPALIGN_DOUBLE));
-	batchproc_spi_execute_prepared(l->renew, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
-	lost = SPI_processed < (uint64) l->nheld;
-	if (lost)
-		batchproc_batch_log(batchproc_config_log_level(l->batch->config), BATCHPROC_LOG_WARN,
-							(errmsg("batchproc: batch " INT64_FORMAT " lost %d chunks of rows to another worker after their lease expired",
-									l->batch->id, l->nheld - (int) SPI_processed),
-							 errdetail("This worker renewed them too late; it drops its calls of their rows and records none of their results.")));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
-			l->held[kept++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-														   SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	l->nheld = kept;
-	return lost;
+	return settle(l);
 }
 
 /*

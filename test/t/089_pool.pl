@@ -57,8 +57,14 @@ sub tool_batch
 	my ($name, $rows) = @_;
 	put_object('pool-tests', "$name.csv",
 		join('', "key,delay_ms\n", map { "$name$_,100\n" } 1 .. $rows));
-	# max_concurrency 12, 4 for each worker; chunks of 100 rows.
-	return sql(qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://pool-tests/$name.csv",
+	return tool_batch_from("$name.csv");
+}
+
+# max_concurrency 12, 4 for each worker; chunks of 100 rows.
+sub tool_batch_from
+{
+	my ($object) = @_;
+	return sql(qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://pool-tests/$object",
 		"target": {"type": "tool", "name": "echo"},
 		"input_mapping": {"column_mappings": {"key": "key"},
 		  "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "\$"}}}},
@@ -180,6 +186,30 @@ is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded',
 is(sql("SELECT succeeded_rows, failed_rows, error IS NULL FROM batchproc.batches WHERE id = $id"),
 	'200|100|t', 'its counters hold every worker\'s rows');
 calls_by_key();
+
+# --- A zero-latency batch: each worker's chunks are done long before their
+# first renewal.  A worker whose run ends must not give them up as if rows
+# were pending: another worker would take them over for nothing, end its
+# run and give them back (a pool of two once did so for ever, and the
+# batch never finished).  The last chunk's first rows answer after 3 s,
+# so that the other workers end their runs while its holder still sends.
+# No lease expires within the test and no worker dies: every "taken over"
+# line would be a finished chunk handed on.
+$rows = 3000;
+my $pool_before = join(',', sort split(/\n/, sql($workers_sql)));
+my $log_from = -s $node->logfile;
+put_object('pool-tests', 'z.csv', join('', "key,delay_ms\n",
+	map { "z$_," . ($_ > $rows - 100 && $_ <= $rows - 96 ? 3000 : 0) . "\n" } 1 .. $rows));
+$id = tool_batch_from('z.csv');
+one_result_each($id, $rows, 'zero latency');
+$calls = calls_by_key();
+is(join(',', grep { ($calls->{"z$_"} // 0) != 1 } 1 .. $rows), '',
+	'zero latency: each row was sent exactly once');
+is(join(',', sort split(/\n/, sql($workers_sql))), $pool_before,
+	'zero latency: no worker of the pool died meanwhile');
+my @taken = grep { /taken over/ } split(/\n/, slurp_file($node->logfile, $log_from));
+is(scalar(@taken), 0, 'zero latency: no worker took over a chunk from a live one')
+  or diag(join("\n", @taken[ 0 .. ($#taken < 4 ? $#taken : 4) ]));
 
 # --- The pool's life in another database: it comes with the extension,
 # goes with it, and does not hold up DROP DATABASE.
