@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda put_object get_object
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as put_object get_object
   moto_role_credentials
   submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
@@ -217,6 +217,15 @@ sub start_service
 	}
 	die "service @cmd did not start: $err" unless $out =~ /^(\d+)\n/;
 	return ($h, $1, \$out);
+}
+
+# What $user gets from $sql in database postgres of $node: its output, or
+# its error if it fails.
+sub psql_as
+{
+	my ($node, $user, $sql) = @_;
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
+	return $ret == 0 ? $stdout : $stderr;
 }
 
 # Start the Lambda stand-in, checking signatures with the test user's key,

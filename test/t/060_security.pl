@@ -33,12 +33,7 @@ $node->safe_psql('postgres', q{
 });
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 # Each submits a batch whose every row fails once and so ends as a dead
 # letter: alice three rows, bob one.

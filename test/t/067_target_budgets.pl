@@ -37,12 +37,8 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+# What $user gets from $sql: its output, or its error if it fails.
+sub as { return psql_as($node, @_); }
 
 # A batch's polling window: from the start of its import to its end, in
 # seconds.  Every call of the batch falls inside it.

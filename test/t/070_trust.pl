@@ -35,12 +35,7 @@ sql(qq{
 });
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 sub config
 {

@@ -37,12 +37,7 @@ my $setup = q{
 };
 
 # What $user gets from $sql on $node: its output, or its error.
-sub as
-{
-	my ($node, $user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as(@_); }
 
 sub submit_as
 {

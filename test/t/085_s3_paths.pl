@@ -35,12 +35,7 @@ sql(q{
 });
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 # Write $content to $uri with COPY TO as $user, and read it back with COPY
 # FROM: what came back, or the first error.

@@ -67,12 +67,8 @@ sql(qq{
 	  ('odd_partition', 'tool', 'arn:evil:lambda:eu-west-1:123456789012:$fn');
 });
 
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+# What $user gets from $sql: its output, or its error if it fails.
+sub as { return psql_as($node, @_); }
 
 aws_ok('s3api', 'create-bucket', '--bucket', 'regions');
 put_object('regions', 'in.csv', "word\nalpha\nbeta\n");

@@ -49,12 +49,7 @@ my $node = batchproc_node('addresses');
 sub sql { $node->safe_psql('postgres', @_) }
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 aws_ok('s3api', 'create-bucket', '--bucket', 'addresses');
 put_object('addresses', 'in.csv', "word\nalpha\nbeta\n");

@@ -42,12 +42,7 @@ $node->safe_psql('postgres', q{
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 # $user submits a batch of $csv to $target with $exec as execution_config.
 sub submit_as

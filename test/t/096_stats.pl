@@ -47,12 +47,7 @@ $node->safe_psql('postgres', q{
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 # $user submits a batch over $csv (put as $name) to stats_echo: key and
 # fail_mode go into the row's input as strings, the other columns as JSON.
