@@ -4,6 +4,7 @@ EXTENSION = batchproc
 MODULE_big = batchproc
 OBJS = \
 	src/api.o \
+	src/api_batches.o \
 	src/batchproc.o \
 	src/copy_s3.o \
 	src/hooks.o \
