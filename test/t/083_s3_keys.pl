@@ -75,13 +75,14 @@ sub s3api_ok
 	return $out;
 }
 
-# The content of the object under the literal key $k, as botocore fetches it.
+# The content of the object under the literal key $k as botocore fetches
+# it, or its error.
 sub botocore_get
 {
 	my ($k) = @_;
 	my $file = "$PostgreSQL::Test::Utils::tmp_check/get";
-	s3api_ok('get-object', '--bucket', 'keys', '--key', $k, $file);
-	return slurp_file($file);
+	my ($rc, $out, $err) = s3api('get-object', '--bucket', 'keys', '--key', $k, $file);
+	return $rc == 0 ? slurp_file($file) : $err;
 }
 
 
