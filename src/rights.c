@@ -159,6 +159,7 @@ batchproc_check_s3_allowed_prefixes(char **newval, void **extra, GucSource sourc
 	if (!SplitGUCList(pstrdup(*newval), ',', &raw))
 	{
 		GUC_check_errdetail("List syntax is invalid.");
+		GUC_check_errhint("Separate prefixes with commas, and put one that holds a space, a comma or a double quote in double quotes, as in '\"s3://bucket/my data/\"'.");
 		return false;
 	}
 	foreach(lc, raw)

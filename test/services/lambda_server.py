@@ -168,11 +168,14 @@ def normalize_path(path):
     return (first + "/".join(output) + last) or "/"
 
 
-def canonical_uri(raw_path):
+def canonical_uri(raw_path, s3_path_rules=False):
     """raw_path: the path exactly as it came in the request line, as bytes.
     Non-S3 rules: normalise, then URI-encode each segment again (so a %3A
-    that arrived becomes %253A)."""
+    that arrived becomes %253A).  S3 signs the path as it was sent: encoded
+    once by the client, neither normalised nor encoded again."""
     path = raw_path.decode("latin-1")
+    if s3_path_rules:
+        return path or "/"
     normalized = normalize_path(path)
     return "/".join(_quote(seg.encode("latin-1")) for seg in normalized.split("/"))
 
@@ -232,7 +235,8 @@ def parse_authorization(value):
     }
 
 
-def canonical_request(method, raw_target, headers, signed_headers, payload_hash):
+def canonical_request(method, raw_target, headers, signed_headers, payload_hash,
+                      s3_path_rules=False):
     """raw_target: request-target bytes (path and query); headers: a list of
     (name, value) pairs as received, repeats included."""
     raw_path, _, raw_query = raw_target.partition(b"?")
@@ -241,7 +245,7 @@ def canonical_request(method, raw_target, headers, signed_headers, payload_hash)
         by_name.setdefault(name.lower(), []).append(value)
     lines = [
         method,
-        canonical_uri(raw_path),
+        canonical_uri(raw_path, s3_path_rules),
         canonical_query(raw_query),
     ]
     names = signed_headers.split(";")
@@ -276,13 +280,14 @@ def header_values(headers, name):
     return [v for n, v in headers if n.lower() == name]
 
 
-def verify(method, raw_target, headers, body, keys, region, service, now=None):
+def verify(method, raw_target, headers, body, keys, region, service, now=None,
+           s3_path_rules=False):
     """Check one request's SigV4 Authorization header.  keys maps access key
     id -> (secret, session token or None); region is the region, or the
     regions, whose scope the server accepts.  Returns the access key id; raises
     AuthError as AWS would answer (on a signature mismatch the error's creq
     and sts hold what the server expected).  now: a UTC datetime (default:
-    the clock)."""
+    the clock).  s3_path_rules: the path is signed as S3 signs it."""
     auth = header_values(headers, "authorization")
     if not auth:
         raise AuthError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -361,7 +366,7 @@ def verify(method, raw_target, headers, body, keys, region, service, now=None):
             )
     content_sha = header_values(headers, "x-amz-content-sha256")
     payload_hash = content_sha[0].strip() if content_sha else hashlib.sha256(body).hexdigest()
-    creq = canonical_request(method, raw_target, headers, signed, payload_hash)
+    creq = canonical_request(method, raw_target, headers, signed, payload_hash, s3_path_rules)
     sts = string_to_sign(amz_date, parsed["scope"], creq)
     expected = sign(secret, parsed["date"], parsed["region"], parsed["service"], sts)
     if not hmac.compare_digest(expected, parsed["signature"]):

@@ -72,6 +72,24 @@ Expired credentials, on every request signed with them, never forwarded:
                            RequestExpired, ...), with the same status.
                            Counted under "expired" in /_proxy_stats.
 
+S3's own check of signatures, on every request, before anything else:
+
+  --verify-s3 AKID:SECRET  a request must carry a SigV4 signature by one of
+                           these keys (repeatable) that holds up as S3
+                           checks it: service s3, region us-east-1, the
+                           path signed exactly as sent (encoded once by the
+                           client, neither normalised nor encoded again),
+                           X-Amz-Date within 5 minutes; lambda_server.py's
+                           verifier.  Else S3's 403 SignatureDoesNotMatch
+                           (or AccessDenied, InvalidAccessKeyId) as XML,
+                           never forwarded, counted under "refused".  Meant
+                           with --upstream a moto that checks nothing
+                           ($BATCHPROC_TEST_MOTO_NOAUTH_URL): moto's own
+                           check signs again the path it has decoded and
+                           re-quoted, and refuses keys with "%", "+",
+                           non-ASCII or sub-delimiters even from botocore
+                           (test/services/README.md).
+
 And delays, on every request they apply to, which is then forwarded:
 
   --link-mbps MB           a request's body takes len/MB seconds to pass,
@@ -93,6 +111,7 @@ received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 (injected, not forwarded; throttles too), "delayed": {kind: n} (held, then forwarded),
 "lost": {kind: n} (forwarded, answer replaced),
 "tampered": {"signature": n, "body": n}, "expired": {kind: n},
+"refused": {kind: n} (--verify-s3),
 "upstream_status": {kind: {status: n}},
 "upstream_errors": n, "relayed": {kind: body bytes written to the
 client}, "trace_headers": {execution name: the traceHeader of its
@@ -124,6 +143,7 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import http_service  # noqa: E402
+import lambda_server  # noqa: E402
 import service_runner  # noqa: E402
 
 # Headers that belong to one connection, not to the request.  One that the
@@ -283,6 +303,8 @@ class State:
         self.expired_keys = set(args.expired_key or [])
         self.expired_code = args.expired_code
         self.expired = {}
+        self.s3_keys = lambda_server.parse_keys(args.verify_s3)
+        self.refused = {}
         self.tamper_limits = {"signature": args.tamper_signature, "body": args.tamper_body}
         self.tampered = {"signature": 0, "body": 0}
         self.requests = {}
@@ -360,6 +382,7 @@ class State:
                 "lost": dict(self.lost),
                 "tampered": dict(self.tampered),
                 "expired": dict(self.expired),
+                "refused": dict(self.refused),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
                 "relayed": dict(self.relayed),
@@ -407,6 +430,8 @@ class Handler(http_service.Handler):
         kind = target.rsplit(".", 1)[-1] if target else classify(self.command, path, query)
         if self.refuse_expired(kind, target or path.startswith("/2015-03-31/")):
             return None
+        if self.refuse_s3_signature(kind, body):
+            return None
         fault = self.state.receive(kind)
         self.state.record_trace_header(kind, body)
         if fault is not None:
@@ -443,6 +468,31 @@ class Handler(http_service.Handler):
             self.answer(400, error_xml(code, "The provided token has expired."),
                         [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
                         head=(self.command == "HEAD"))
+        return True
+
+    def refuse_s3_signature(self, kind, body):
+        """With --verify-s3, answer a request whose signature S3 would not
+        accept as S3 would; whether it was refused."""
+        if not self.state.s3_keys:
+            return False
+        try:
+            lambda_server.verify(self.command, self.path.encode("latin-1"),
+                                 list(self.headers.items()), body, self.state.s3_keys,
+                                 "us-east-1", "s3", s3_path_rules=True)
+            return False
+        except lambda_server.AuthError as e:
+            error = e
+        code = {"UnrecognizedClientException": "InvalidAccessKeyId",
+                "MissingAuthenticationTokenException": "AccessDenied"}.get(
+                    error.error_type, "SignatureDoesNotMatch")
+        if getattr(error, "creq", None) is not None:
+            sys.stderr.write("s3_fault_proxy: expected canonical request:\n%s\n" % error.creq)
+        with self.state.lock:
+            self.state.requests[kind] = self.state.requests.get(kind, 0) + 1
+            self.state.refused[kind] = self.state.refused.get(kind, 0) + 1
+        self.answer(403, error_xml(code, error.message),
+                    [("Content-Type", "application/xml"), ("x-amz-request-id", "proxy")],
+                    head=(self.command == "HEAD"))
         return True
 
     def forward(self, kind, body, was_chunked, lose_answer=False, auth_override=None):
@@ -547,6 +597,7 @@ def main():
     parser.add_argument("--tamper-body", type=count_arg, default=0, metavar="N")
     parser.add_argument("--expired-key", action="append", metavar="AKID")
     parser.add_argument("--expired-code", metavar="CODE")
+    parser.add_argument("--verify-s3", action="append", metavar="AKID:SECRET")
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or BATCHPROC_TEST_MOTO_URL) is required")

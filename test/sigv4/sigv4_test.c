@@ -27,7 +27,8 @@
  *	the .req's followed by X-Amz-Signature.  (The chunked-put-* files, a
  *	streaming upload that sigv4.c does not do, have no .req: no case.)
  *
- * A few built-in cases cover rules no vector exercises.
+ * A few built-in cases cover rules no vector exercises, and object keys that
+ * need encoding against the paths botocore sends for them.
  *
  * Prints "ok NAME" or "FAILED NAME: what differs" for each case, then
  * "N passed, M failed", and exits 1 on any failure or if no case was found.
@@ -726,6 +727,39 @@ builtin_query_and_path_escapes(void)
 								 "/a%2520b/d", "a=1&b=~%2F&c=");
 }
 
+/*
+ * Object keys that need encoding, and the path botocore's S3 client sends
+ * for each in bucket "bucket" (its serializer quotes the key with only "/"
+ * and "~" kept beside the unreserved bytes, and its S3 signer signs that
+ * path as it is).  Our path must be the same, and signed as it is sent.
+ */
+static char *
+builtin_s3_keys_as_botocore(void)
+{
+	static const char *const cases[][2] = {
+		{"my data/r\xc3\xa9sum\xc3\xa9+1.csv", "/bucket/my%20data/r%C3%A9sum%C3%A9%2B1.csv"},
+		{"a%b.csv", "/bucket/a%25b.csv"},
+		{"sp ace.csv", "/bucket/sp%20ace.csv"},
+		{"a'b(c)!*.csv", "/bucket/a%27b%28c%29%21%2A.csv"},
+		{"a:b@c=d,e;f&g$h.csv", "/bucket/a%3Ab%40c%3Dd%2Ce%3Bf%26g%24h.csv"},
+		{"x~y-_.z.csv", "/bucket/x~y-_.z.csv"},
+		{"q?uery#frag.csv", "/bucket/q%3Fuery%23frag.csv"},
+	};
+	size_t		i;
+
+	for (i = 0; i < lengthof(cases); i++)
+	{
+		char	   *path = psprintf("/bucket/%s", batchproc_uri_encode(cases[i][0], true));
+		char	   *failure;
+
+		if ((failure = compare(cases[i][0], cases[i][1], path)) != NULL ||
+			(failure = compare_uri_and_query(canonical_request_for(path, NULL, true),
+											 cases[i][1], "")) != NULL)
+			return failure;
+	}
+	return NULL;
+}
+
 static void
 add_case(CaseList *cases, CaseKind kind, char *stem, char *name)
 {
@@ -867,6 +901,8 @@ main(int argc, char **argv)
 
 	report("builtin/uri-encode", builtin_uri_encode(), &passed, &failed);
 	report("builtin/s3-path-verbatim", builtin_s3_path_verbatim(),
+		   &passed, &failed);
+	report("builtin/s3-keys-as-botocore", builtin_s3_keys_as_botocore(),
 		   &passed, &failed);
 	report("builtin/query-and-path-escapes", builtin_query_and_path_escapes(),
 		   &passed, &failed);

@@ -59,9 +59,9 @@ put_object('paths-other', 'secret.csv', "secret\n");
 
 # ---------- Keys with dot segments are the bucket's own ----------
 
-# (Keys with percent signs or spaces are encoded as botocore encodes them,
-# test/sigv4 checks that; moto's own check of signatures decodes the path
-# before it signs it again, and refuses them.)
+# (Keys with percent signs, spaces, "+" or UTF-8 are in 083_s3_keys.pl:
+# moto's own check of signatures re-quotes the path before it signs it
+# again, and refuses botocore's own requests for them.)
 my @keys = ('a/../b/./c.csv', '../up.csv', './here.csv', 'x//y/../z.csv', '..', '.');
 for my $i (0 .. $#keys)
 {
