@@ -267,9 +267,13 @@ SELECT b.id AS batch_id,
               pg_catalog.sum(w.in_flight)::integer AS in_flight,
               -- the workers' peaks may not have come together: at most their sum
               pg_catalog.sum(w.peak_in_flight)::integer AS peak_in_flight,
+              -- over the workers that finished rows in the last minute: the io
+              -- worker's row, which only counts bytes, has no say in it
               pg_catalog.round(pg_catalog.sum(w.rows_last_minute) FILTER (WHERE w.updated_at OPERATOR(pg_catalog.>)
                       (pg_catalog.now() OPERATOR(pg_catalog.-) interval '1 minute'))::numeric
-                  OPERATOR(pg_catalog./) pg_catalog.max(w.minute_seconds), 1) AS rows_per_second,
+                  OPERATOR(pg_catalog./) pg_catalog.max(w.minute_seconds) FILTER (WHERE w.rows_last_minute OPERATOR(pg_catalog.>) 0
+                      AND w.updated_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '1 minute')), 1)
+                  AS rows_per_second,
               pg_catalog.sum(w.bytes_imported)::bigint AS bytes_imported,
               pg_catalog.sum(w.bytes_exported)::bigint AS bytes_exported,
               (SELECT pg_catalog.array_agg(t.n ORDER BY t.k)
