@@ -157,6 +157,16 @@ finish_items(Dispatch *d, Slot *s, Jsonb *result)
 	release_slot(d, s);
 }
 
+/* The name of the slot's call, attempt s->attempt (targets.c). */
+static void
+set_call_name(Dispatch *d, Slot *s)
+{
+	s->call_name = MemoryContextStrdup(s->cxt, d->config->rows_per_call > 1 ?
+									   batchproc_rows_call_name(d->batch, s->row_id, s->nrows,
+																s->attempt) :
+									   batchproc_call_name(d->batch, s->row_id, s->attempt));
+}
+
 /* Send the row's call, attempt s->attempt, under a fresh deadline. */
 static void
 send_call(Dispatch *d, Slot *s)
@@ -172,22 +182,14 @@ send_call(Dispatch *d, Slot *s)
 		return;
 	}
 
+	set_call_name(d, s);
 	MemoryContextReset(s->call_cxt);
 	old = MemoryContextSwitchTo(s->call_cxt);
 	s->execution_arn = NULL;
 	if (d->config->rows_per_call > 1)
-	{
-		s->call_name = MemoryContextStrdup(s->cxt,
-										   batchproc_rows_call_name(d->batch, s->row_id, s->nrows,
-																	s->attempt));
 		payload = batchproc_rows_payload(d->batch, s->row_ids, s->inputs, s->nrows, s->call_name);
-	}
 	else
-	{
-		s->call_name = MemoryContextStrdup(s->cxt,
-										   batchproc_call_name(d->batch, s->row_id, s->attempt));
 		payload = batchproc_row_payload(d->batch, s->row_id, s->inputs[0], s->call_name);
-	}
 	s->sent_at = GetCurrentTimestamp();
 	s->deadline = TimestampTzPlusMilliseconds(s->sent_at, timeout_ms);
 	s->req = batchproc_target_traced_request(&d->batch->target, payload, s->call_name, timeout_ms,
@@ -444,9 +446,7 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->execution_arn = NULL;
-	s->call_name = MemoryContextStrdup(s->cxt, max_rows > 1 ?
-									   batchproc_rows_call_name(d->batch, s->row_id, s->nrows, s->attempt) :
-									   batchproc_call_name(d->batch, s->row_id, s->attempt));
+	set_call_name(d, s);
 
 	if (s->inputs[0] == NULL)
 		finish_row(d, s, "FAILED", error, NULL);
