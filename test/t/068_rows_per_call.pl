@@ -1,9 +1,10 @@
 # Several rows per call (execution_config.rows_per_call), as Distributed
 # Map's ItemBatcher: a tool sent 23 rows five at a time answers an array of
-# per-row results, one of which fails its row alone; an answer one result
-# short fails every row of its call; the payload limit cuts calls short; an
-# agent (moto's items_agent, whose data is its input's items) runs
-# two rows an execution under names that say which rows.
+# per-row results, one of which fails its row alone; a preview calls each
+# row alone in that envelope; an answer one result short fails every row of
+# its call; the payload limit cuts calls short; an agent (moto's
+# items_agent, whose data is its input's items) runs two rows an execution
+# under names that say which rows.
 use strict;
 use warnings;
 
@@ -36,20 +37,26 @@ sub rows
 		  . " FROM batchproc_data.batch_$id");
 }
 
-# A batch of echo_items over a CSV of key,fail_item,drop_item (the last two
-# booleans, going into the input as JSON).
-sub submit_items
+# The config of a batch of echo_items over a CSV of key,fail_item,drop_item
+# (the last two booleans, going into the input as JSON).
+sub items_config
 {
-	my ($name, $csv, $execution_config) = @_;
-	put_object($bucket, $name, $csv);
-	return submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/$name",
+	my ($name, $execution_config) = @_;
+	return qq({"csv_s3_uri": "s3://$bucket/$name",
   "target": {"type": "tool", "name": "echo_items"},
   "input_mapping": {"column_mappings": {"key": "key"},
     "transformations": {
       "fail_item": {"type": "jsonpath", "config": {"column": "fail_item", "path": "\$"}},
       "drop_item": {"type": "jsonpath", "config": {"column": "drop_item", "path": "\$"}}}},
   "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
-  "execution_config": $execution_config}));
+  "execution_config": $execution_config});
+}
+
+sub submit_items
+{
+	my ($name, $csv, $execution_config) = @_;
+	put_object($bucket, $name, $csv);
+	return submit_batch($node, items_config($name, $execution_config));
 }
 
 # --- 23 rows, five a call: five calls, the last of three rows.  Row 7's
@@ -72,6 +79,13 @@ my $prefix = call_prefix($node, $id);
 is( sql("SELECT string_agg(DISTINCT _execution_id COLLATE \"C\", ',' ORDER BY _execution_id COLLATE \"C\") FROM batchproc_data.batch_$id"),
 	join(',', map { "${prefix}${_}-1" } '11x5', '16x5', '1x5', '21x3', '6x5'),
 	'a call is named by its first row, its number of rows and its attempt');
+
+# --- A preview sends each row as a call of one, and reads the row's item.
+is( sql("SELECT string_agg(concat_ws(':', _row_id, _status, outputs->>'key_out', _error_message,"
+		  . " payload->'input'->'batchContext'->>'rowIds'), ',' ORDER BY _row_id)"
+		  . " FROM batchproc_preview('${\ items_config('items.csv', '{\"rows_per_call\": 5}')}', rows => 7)"),
+	join(',', (map { "$_:SUCCESS:k$_:[\"$_\"]" } 1 .. 6), "7:FAILED:$item_error:[\"7\"]"),
+	'a preview calls each row alone in the envelope of several rows, and fails the row whose item failed');
 
 # --- An answer one result short: no row can tell which result is its own,
 # so every row of that call fails, with the counts; the other call's rows
