@@ -4,7 +4,7 @@
 # row alone in that envelope; an answer one result short fails every row of
 # its call; the payload limit cuts calls short; an agent (moto's
 # items_agent, whose data is its input's items) runs two rows an execution
-# under names that say which rows.
+# under names that say which rows; an http target answers under "results".
 use strict;
 use warnings;
 
@@ -18,6 +18,8 @@ use BatchprocTest;
 
 moto_url();
 my ($lambda, $lambda_port) = start_lambda();
+my ($target, $target_port) = start_service('/usr/bin/python3',
+	"$ENV{BATCHPROC_TEST_SERVICES}/http_target.py", '--quiet');
 my $lambda_url = "http://127.0.0.1:$lambda_port";
 my $http = HTTP::Tiny->new;
 
@@ -134,5 +136,25 @@ like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 2")
 	qr/:execution:items_agent:${prefix}1x2-1$/, 'rows 1 and 2 went in one execution');
 like(sql("SELECT _execution_id FROM batchproc_data.batch_$id WHERE _row_id = 3"),
 	qr/:execution:items_agent:${prefix}3x1-1$/, 'row 3 in another');
+
+# --- An http target: http_target.py's /items answers {"results": [the
+# items]}.  Five rows, two a call: three requests.
+sql(qq{INSERT INTO batchproc.targets (name, type, url)
+	VALUES ('items_http', 'http', 'http://127.0.0.1:$target_port/items')});
+sql(q{ALTER SYSTEM SET batchproc.allowed_http_targets = '127.0.0.1'});
+sql('SELECT pg_reload_conf()');
+ok($node->poll_query_until('postgres', q{SELECT current_setting('batchproc.allowed_http_targets') = '127.0.0.1'}),
+	'the http target\'s host is allowed');
+put_object($bucket, 'five.csv', "word\n" . join('', map { "w$_\n" } 1 .. 5));
+$id = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/five.csv",
+  "target": {"type": "http", "name": "items_http"},
+  "output_mapping": {"columns": [{"name": "got", "source": "\$.word"}]},
+  "execution_config": {"rows_per_call": 2}}));
+is(wait_for($id), 'succeeded', 'an http batch of two rows a request succeeds');
+is(sql("SELECT string_agg(word || '=' || got || '/' || _status, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+	'w1=w1/SUCCESS,w2=w2/SUCCESS,w3=w3/SUCCESS,w4=w4/SUCCESS,w5=w5/SUCCESS',
+	'each row holds its own item of the answer\'s "results"');
+is(decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content})->{invocations}, 3,
+	'in three requests');
 
 done_testing();
