@@ -331,6 +331,13 @@ SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_c
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": "5"}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 1e100}}');
 SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"max_concurrency": 8000.000}}') -> 'execution_config' -> 'max_concurrency';
+-- rows_per_call: 1 (the default) is left out of the normalised config
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": 0}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": 1001}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": "5"}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": 2.5}}');
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": 1000}}') -> 'execution_config' -> 'rows_per_call';
+SELECT batchproc.validate_config(:'base'::jsonb || '{"execution_config": {"rows_per_call": 1}}') -> 'execution_config' ? 'rows_per_call';
 -- max_concurrency payloads of the target's limit must fit the worker's
 -- budget (2048 MB by default): 256 kB each for an agent, 6 MB for a tool or
 -- an http target, or batchproc.max_payload_bytes when that is lower.

@@ -125,3 +125,66 @@ batchproc_unwrap_result(Jsonb *answer, const char *member, const char *type_tag)
 	return inner ? inner : answer;
 }
 
+
+/*
+ * The per-row results of a call of several rows (rows_per_call): result is
+ * an array of nrows items, bare or under "items" or "results" of an
+ * object.  Each of items[] is then a row's result, or NULL with errors[]
+ * saying why: an item that is null, or an object with "error" or
+ * "errorMessage", fails its row alone.  False, with *error, when the
+ * answer holds no array of nrows items: every row of the call fails.
+ */
+bool
+batchproc_answer_items(Jsonb *result, int nrows, Jsonb **items, char **errors, char **error)
+{
+	Jsonb	   *array = result;
+	int			n;
+
+	if (array && JB_ROOT_IS_OBJECT(array))
+	{
+		array = batchproc_jsonb_member(result, "items");
+		if (array == NULL)
+			array = batchproc_jsonb_member(result, "results");
+	}
+	if (array == NULL || !JB_ROOT_IS_ARRAY(array) || JB_ROOT_IS_SCALAR(array))
+	{
+		*error = psprintf("the target's answer to %d rows is not an array of results, nor an object with one under \"items\" or \"results\"",
+						  nrows);
+		return false;
+	}
+	n = JB_ROOT_COUNT(array);
+	if (n != nrows)
+	{
+		*error = psprintf("the target answered %d results for the %d rows of the call", n, nrows);
+		return false;
+	}
+	for (int i = 0; i < nrows; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(&array->root, i);
+		Jsonb	   *item = JsonbValueToJsonb(v);
+
+		items[i] = NULL;
+		errors[i] = NULL;
+		if (v->type == jbvNull)
+		{
+			errors[i] = pstrdup("the target's answer holds no result for this row");
+			continue;
+		}
+		if (JB_ROOT_IS_OBJECT(item))
+		{
+			const char *key = batchproc_jsonb_member(item, "errorMessage") ? "errorMessage" : "error";
+			Jsonb	   *fault = batchproc_jsonb_member(item, key);
+
+			if (fault)
+			{
+				char	   *text = batchproc_jsonb_string(item, key);
+
+				errors[i] = psprintf("the target failed this row: %s",
+									 text ? text : JsonbToCString(NULL, &fault->root, VARSIZE(fault)));
+				continue;
+			}
+		}
+		items[i] = item;
+	}
+	return true;
+}

@@ -214,6 +214,8 @@ extern void batchproc_target_read_headers(BatchprocTarget *target, int64 batch_i
 										  MemoryContext cxt);
 extern void batchproc_target_read_rate_limit(BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
+extern char *batchproc_rows_call_name(const BatchprocBatch *batch, int64 first_row_id,
+									  int nrows, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
 													  const char *call_name,
@@ -234,6 +236,10 @@ extern char *batchproc_row_input(const BatchprocBatch *batch, List *colnames,
 								 char **values, char **error);
 extern char *batchproc_row_payload(const BatchprocBatch *batch, int64 row_id,
 								   const char *input, const char *call_name);
+extern char *batchproc_rows_payload(const BatchprocBatch *batch, const int64 *row_ids,
+									char **inputs, int nrows, const char *call_name);
+extern int	batchproc_rows_room(const BatchprocBatch *batch);
+extern int	batchproc_rows_item_len(const char *input);
 
 /* results.c */
 typedef struct BatchprocResult
@@ -335,6 +341,7 @@ extern bool batchproc_leases_renew(BatchprocLeases *l, TimestampTz now);
 extern void batchproc_leases_finish(BatchprocLeases *l);
 extern char *batchproc_leases_fence_sql(const BatchprocBatch *batch);
 extern bool batchproc_leases_hold(BatchprocLeases *l, int64 row_id);
+extern bool batchproc_leases_same_chunk(BatchprocLeases *l, int64 a, int64 b);
 extern void batchproc_leases_release(int64 batch_id);
 extern bool batchproc_leases_held_by_others(int64 batch_id);
 extern bool batchproc_pool_lock_step(int64 batch_id);

@@ -524,7 +524,8 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->queue_cap = Min(Max(2 * d->nslots, 100), 10000);
 	d->queue = MemoryContextAllocZero(d->cxt, sizeof(QueuedRow) * d->queue_cap);
 	d->queue_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch queue", ALLOCSET_DEFAULT_SIZES);
-	d->results = MemoryContextAllocZero(d->cxt, sizeof(BatchprocResult) * (FLUSH_ROWS + d->nslots));
+	d->results_cap = FLUSH_ROWS + d->nslots;
+	d->results = MemoryContextAllocZero(d->cxt, sizeof(BatchprocResult) * d->results_cap);
 	d->results_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch results", ALLOCSET_DEFAULT_SIZES);
 	d->stops_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch stops", ALLOCSET_SMALL_SIZES);
 	d->concurrency = d->nslots;
@@ -551,27 +552,40 @@ run_wants_slot(Dispatch *d)
 		batchproc_dispatch_have_token(d, GetCurrentTimestamp());
 }
 
-/* Start the run's next pending row in a free slot; false if it has none. */
-static bool
-start_next_row(Dispatch *d)
+/*
+ * The run's next pending row, read ahead if the queue is empty; NULL if
+ * there is none.  It stays in the queue until the caller takes it
+ * (queue_pos++).
+ */
+QueuedRow *
+batchproc_dispatch_next_queued(Dispatch *d)
 {
-	Slot	   *slot = NULL;
-
 	/* Rows of a chunk another worker took over are its to send. */
 	while (d->queue_pos < d->queue_len &&
 		   !batchproc_leases_hold(d->leases, d->queue[d->queue_pos].row_id))
 		d->queue_pos++;
 	if (d->queue_pos >= d->queue_len)
 	{
-		MemoryContext loop_cxt = CurrentMemoryContext;
+		MemoryContext cxt = CurrentMemoryContext;
 
 		if (d->exhausted)
-			return false;
+			return NULL;
 		refill_queue(d);
-		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextSwitchTo(cxt);
 		if (d->queue_len == 0)
-			return false;
+			return NULL;
 	}
+	return &d->queue[d->queue_pos];
+}
+
+/* Start the run's next pending rows in a free slot; false if it has none. */
+static bool
+start_next_row(Dispatch *d)
+{
+	Slot	   *slot = NULL;
+
+	if (batchproc_dispatch_next_queued(d) == NULL)
+		return false;
 	for (int k = 0; k < d->nslots; k++)
 	{
 		int			i = (d->free_hint + k) % d->nslots;
@@ -590,7 +604,7 @@ start_next_row(Dispatch *d)
 	if (d->pool_full)
 		return false;
 	batchproc_dispatch_take_token(d);
-	batchproc_dispatch_start_row(d, slot, &d->queue[d->queue_pos++]);
+	batchproc_dispatch_start_rows(d, slot);
 	return true;
 }
 

@@ -5,7 +5,9 @@
  *	  retries, its answer handled, its result handed to the run; and, when
  *	  a run ends, the calls it leaves behind.
  *
- * A slot holds one row from its first call to its result.  A call that
+ * A slot holds one row from its first call to its result, or with
+ * execution_config.rows_per_call up to that many, sent and retried
+ * together, each finished by its own item of the answer.  A call that
  * fails in a way worth retrying (network errors, timeouts, 5xx, 429 and
  * throttling, function errors, failed executions) waits
  * interval_seconds * backoff_rate^(attempt-1), capped at max_delay_seconds,
@@ -66,16 +68,23 @@ release_slot(Dispatch *d, Slot *s)
 	}
 }
 
-/* The row of slot s is over: its result joins the run's next group. */
+/* Row i of slot s is over: its result joins the run's next group. */
 static void
-finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
+finish_item(Dispatch *d, Slot *s, int i, const char *status, const char *error, Jsonb *result)
 {
-	MemoryContext old = MemoryContextSwitchTo(d->results_cxt);
-	BatchprocResult *r = &d->results[d->nresults];
+	MemoryContext old;
+	BatchprocResult *r;
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (d->nresults == d->results_cap)
+	{
+		d->results_cap *= 2;
+		d->results = repalloc(d->results, sizeof(BatchprocResult) * d->results_cap);
+	}
+	old = MemoryContextSwitchTo(d->results_cxt);
+	r = &d->results[d->nresults];
 	memset(r, 0, sizeof(*r));
-	r->row_id = s->row_id;
+	r->row_id = s->row_ids[i];
 	r->status = status;
 	r->attempts = s->attempt;
 	r->at = now;
@@ -98,7 +107,7 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 	}
 	/* Only a dead letter reads the input: a row that succeeded sends none. */
 	if (strcmp(r->status, "SUCCESS") != 0)
-		r->payload = pstrdup(s->input ? s->input : "null");
+		r->payload = pstrdup(s->inputs[i] ? s->inputs[i] : "null");
 	MemoryContextSwitchTo(old);
 	batchproc_stats_row(d->stats, r);
 
@@ -113,7 +122,49 @@ finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *r
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
+}
+
+/* Every row of slot s is over, alike: the slot is free. */
+static void
+finish_row(Dispatch *d, Slot *s, const char *status, const char *error, Jsonb *result)
+{
+	for (int i = 0; i < s->nrows; i++)
+		finish_item(d, s, i, status, error, result);
 	release_slot(d, s);
+}
+
+/*
+ * A call of several rows succeeded: each row takes its item of the answer,
+ * or fails alone for its item's error.  An answer that does not hold one
+ * item a row fails them all; not retried, as the target would answer
+ * alike.  An item's failure is final for the attempt: the call is not
+ * sent again for it, a redrive sends its row again.
+ */
+static void
+finish_items(Dispatch *d, Slot *s, Jsonb *result)
+{
+	Jsonb	  **items = palloc(sizeof(Jsonb *) * s->nrows);
+	char	  **errors = palloc(sizeof(char *) * s->nrows);
+	char	   *error;
+
+	if (!batchproc_answer_items(result, s->nrows, items, errors, &error))
+	{
+		finish_row(d, s, "FAILED", error, NULL);
+		return;
+	}
+	for (int i = 0; i < s->nrows; i++)
+		finish_item(d, s, i, items[i] ? "SUCCESS" : "FAILED", errors[i], items[i]);
+	release_slot(d, s);
+}
+
+/* The name of the slot's call, attempt s->attempt (targets.c). */
+static void
+set_call_name(Dispatch *d, Slot *s)
+{
+	s->call_name = MemoryContextStrdup(s->cxt, d->config->rows_per_call > 1 ?
+									   batchproc_rows_call_name(d->batch, s->row_id, s->nrows,
+																s->attempt) :
+									   batchproc_call_name(d->batch, s->row_id, s->attempt));
 }
 
 /* Send the row's call, attempt s->attempt, under a fresh deadline. */
@@ -131,12 +182,14 @@ send_call(Dispatch *d, Slot *s)
 		return;
 	}
 
-	s->call_name = MemoryContextStrdup(s->cxt,
-									   batchproc_call_name(d->batch, s->row_id, s->attempt));
+	set_call_name(d, s);
 	MemoryContextReset(s->call_cxt);
 	old = MemoryContextSwitchTo(s->call_cxt);
 	s->execution_arn = NULL;
-	payload = batchproc_row_payload(d->batch, s->row_id, s->input, s->call_name);
+	if (d->config->rows_per_call > 1)
+		payload = batchproc_rows_payload(d->batch, s->row_ids, s->inputs, s->nrows, s->call_name);
+	else
+		payload = batchproc_row_payload(d->batch, s->row_id, s->inputs[0], s->call_name);
 	s->sent_at = GetCurrentTimestamp();
 	s->deadline = TimestampTzPlusMilliseconds(s->sent_at, timeout_ms);
 	s->req = batchproc_target_traced_request(&d->batch->target, payload, s->call_name, timeout_ms,
@@ -304,7 +357,10 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	switch (out->status)
 	{
 		case BATCHPROC_CALL_SUCCEEDED:
-			finish_row(d, s, "SUCCESS", NULL, out->result);
+			if (d->config->rows_per_call > 1)
+				finish_items(d, s, out->result);
+			else
+				finish_row(d, s, "SUCCESS", NULL, out->result);
 			break;
 		case BATCHPROC_CALL_RUNNING:
 			{
@@ -328,30 +384,71 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	}
 }
 
-/* Give a row from the run's queue to the free slot s, and send its call. */
+/*
+ * Give rows from the run's queue to the free slot s, and send its call.
+ * With rows_per_call, the call takes the rows that follow in the queue, up
+ * to rows_per_call, while their inputs fit the target's payload limit
+ * together and they are in the first row's chunk of a pool (lease.c), so
+ * that a lost chunk takes whole calls away.  A row whose input cannot be
+ * built ends the call before it: it starts the next one, and fails alone.
+ * A worker that restarts after a crash finds the rows of a call it had
+ * sent still pending (their results are written together) and groups them
+ * again alike, so a call's name (targets.c) finds its agent's execution.
+ */
 void
-batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q)
+batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 {
-	MemoryContext old = MemoryContextSwitchTo(s->cxt);
-	char	   *error;
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	int			max_rows = d->config->rows_per_call;
+	int			room = max_rows > 1 ? batchproc_rows_room(d->batch) : 0;
+	QueuedRow  *q;
+	char	   *error = NULL;
 
 	s->busy = true;
 	d->nbusy++;
 	batchproc_stats_in_flight(d->stats, d->nbusy);
-	s->row_id = q->row_id;
-	/* A row tried before a crash goes on under the same call name. */
-	s->attempt = Max(q->attempts, 1);
+	s->nrows = 0;
+	s->row_ids = MemoryContextAlloc(s->cxt, sizeof(int64) * max_rows);
+	s->inputs = MemoryContextAlloc(s->cxt, sizeof(char *) * max_rows);
+	s->attempt = 1;
+	while (s->nrows < max_rows && (q = batchproc_dispatch_next_queued(d)) != NULL)
+	{
+		char	   *input;
+
+		if (s->nrows > 0 && !batchproc_leases_same_chunk(d->leases, s->row_ids[0], q->row_id))
+			break;
+		MemoryContextSwitchTo(s->cxt);
+		input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
+		MemoryContextSwitchTo(loop_cxt);
+		if (s->nrows > 0 &&
+			(input == NULL || batchproc_rows_item_len(input) > room))
+		{
+			if (input)
+				pfree(input);
+			break;
+		}
+		if (input)
+			room -= s->nrows == 0 ? (int) strlen(input) : batchproc_rows_item_len(input);
+		s->row_ids[s->nrows] = q->row_id;
+		s->inputs[s->nrows] = input;
+		s->nrows++;
+		/* A row tried before a crash goes on under the same call name. */
+		s->attempt = Max(s->attempt, q->attempts);
+		d->queue_pos++;
+		if (input == NULL)
+			break;
+	}
+	Assert(s->nrows > 0);
+	s->row_id = s->row_ids[0];
 	s->tries = 1;
 	s->renewed = false;
 	s->http_status = 0;
-	s->input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->execution_arn = NULL;
-	s->call_name = batchproc_call_name(d->batch, s->row_id, s->attempt);
-	MemoryContextSwitchTo(old);
+	set_call_name(d, s);
 
-	if (s->input == NULL)
+	if (s->inputs[0] == NULL)
 		finish_row(d, s, "FAILED", error, NULL);
 	else
 		send_call(d, s);
@@ -512,12 +609,17 @@ static void
 abandon_slots(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
-	Datum	   *ids = palloc(sizeof(Datum) * d->nslots);
-	Datum	   *attempts = palloc(sizeof(Datum) * d->nslots);
+	Datum	   *ids;
+	Datum	   *attempts;
+	int			nrows = 0;
 	int			n = 0;
 	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 	Datum		args[2];
 
+	for (int i = 0; i < d->nslots; i++)
+		nrows += d->slots[i].busy ? d->slots[i].nrows : 0;
+	ids = palloc(sizeof(Datum) * Max(nrows, 1));
+	attempts = palloc(sizeof(Datum) * Max(nrows, 1));
 	for (int i = 0; i < d->nslots; i++)
 	{
 		Slot	   *s = &d->slots[i];
@@ -527,9 +629,12 @@ abandon_slots(Dispatch *d)
 		if (s->execution_arn && names_start_executions(d->batch) &&
 			s->phase != SLOT_WAIT_RETRY)
 			stop_execution(d, s->execution_arn);
-		ids[n] = Int64GetDatum(s->row_id);
-		attempts[n] = Int32GetDatum(s->attempt);
-		n++;
+		for (int k = 0; k < s->nrows; k++)
+		{
+			ids[n] = Int64GetDatum(s->row_ids[k]);
+			attempts[n] = Int32GetDatum(s->attempt);
+			n++;
+		}
 		release_slot(d, s);
 	}
 	if (n == 0)

@@ -38,13 +38,15 @@ typedef struct QueuedRow
 typedef struct Slot
 {
 	bool		busy;
-	MemoryContext cxt;			/* the row's: reset when it finishes */
+	MemoryContext cxt;			/* the rows': reset when they finish */
 	MemoryContext call_cxt;		/* one request and its answer: reset before
 								 * the next, so that polls do not pile up */
-	int64		row_id;
+	int64		row_id;			/* the first of the call's rows: names it */
+	int			nrows;			/* 1, or up to rows_per_call */
+	int64	   *row_ids;		/* the call's rows, in order */
+	char	  **inputs;			/* their input objects */
 	int			attempt;		/* numbers go on across runs and redrives */
 	int			tries;			/* in this run, counted against max_attempts */
-	char	   *input;
 	char	   *call_name;
 	SlotPhase	phase;
 	BatchprocHttpRequest *req;
@@ -112,6 +114,8 @@ typedef struct Dispatch
 
 	BatchprocResult *results;
 	int			nresults;
+	int			results_cap;	/* grows while a loop's calls end with more
+								 * rows than a group holds */
 	TimestampTz first_result_at;
 	MemoryContext results_cxt;
 
@@ -156,6 +160,9 @@ names_start_executions(const BatchprocBatch *batch)
 	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
 }
 
+/* dispatch.c: the next pending row of the run's queue, or NULL */
+extern QueuedRow *batchproc_dispatch_next_queued(Dispatch *d);
+
 /*
  * dispatch.c: the run's and its target's token buckets, its concurrency
  * and failure thresholds
@@ -169,7 +176,7 @@ extern void batchproc_dispatch_adapt_concurrency(Dispatch *d, bool throttled);
 extern void batchproc_dispatch_count_row(Dispatch *d, const BatchprocResult *r);
 
 /* dispatch_call.c: a slot's call, and the calls a run leaves behind */
-extern void batchproc_dispatch_start_row(Dispatch *d, Slot *s, QueuedRow *q);
+extern void batchproc_dispatch_start_rows(Dispatch *d, Slot *s);
 extern void batchproc_dispatch_tend_slot(Dispatch *d, Slot *s, TimestampTz now);
 extern void batchproc_dispatch_reap_stops(Dispatch *d);
 extern void batchproc_dispatch_abandon_calls(Dispatch *d);

@@ -392,6 +392,16 @@ batchproc_leases_hold(BatchprocLeases *l, int64 row_id)
 }
 
 /*
+ * Are two rows in one chunk?  A call's rows are (dispatch_call.c), so that
+ * a chunk lost to another worker takes whole calls away.
+ */
+bool
+batchproc_leases_same_chunk(BatchprocLeases *l, int64 a, int64 b)
+{
+	return l == NULL || chunk_of(l, a) == chunk_of(l, b);
+}
+
+/*
  * In a transaction: give up this worker's leases of a batch (0: of every
  * batch), so that the pool's other workers take them at once.
  */

@@ -27,6 +27,11 @@
  *   agent and http:
  *          {"batchContext": {"executionId": "batch-<id>", "rowId": "<row>",
  *                            "totalRows": <n>}, "input": {...}}
+ *   several rows a call (execution_config.rows_per_call > 1), as
+ *   Distributed Map's ItemBatcher: {"batchContext": {..., "rowIds": [...]},
+ *   "items": [{...}, ...]}, a tool's "input" or an agent's or http's whole
+ *   payload; the input of any one row is bounded by the limit less this
+ *   envelope, the call's rows together by the limit (dispatch_call.c).
  *
  * IDENTIFICATION
  *	  src/batch/payload.c
@@ -275,9 +280,18 @@ put_field(Bounded *b, const BatchprocBatch *batch, const BatchprocInputField *f,
 static int
 envelope_len(const BatchprocBatch *batch)
 {
-	char	   *call_name = batchproc_call_name(batch, PG_INT64_MIN, PG_INT32_MIN);
+	int64		row_id = PG_INT64_MIN;
+	char	   *input = "";
+	char	   *call_name;
 
-	return strlen(batchproc_row_payload(batch, PG_INT64_MIN, "", call_name));
+	if (batch->config->rows_per_call > 1)
+	{
+		call_name = batchproc_rows_call_name(batch, row_id, BATCHPROC_MAX_ROWS_PER_CALL,
+											 PG_INT32_MIN);
+		return strlen(batchproc_rows_payload(batch, &row_id, &input, 1, call_name));
+	}
+	call_name = batchproc_call_name(batch, row_id, PG_INT32_MIN);
+	return strlen(batchproc_row_payload(batch, row_id, input, call_name));
 }
 
 /*
@@ -297,6 +311,7 @@ typedef struct InputRoom
 	int64		total_rows;
 	BatchprocTargetType type;
 	int			max_payload_bytes;
+	int			rows_per_call;
 	char	   *target_name;
 	char	   *token;
 	int			room;
@@ -331,6 +346,7 @@ input_room(const BatchprocBatch *batch, const char **described)
 		if (r->valid && r->batch_id == batch->id && r->total_rows == batch->total_rows &&
 			r->type == batch->target.type &&
 			r->max_payload_bytes == batchproc_max_payload_bytes &&
+			r->rows_per_call == batch->config->rows_per_call &&
 			same_text(r->target_name, batch->target.name) && same_text(r->token, batch->token))
 		{
 			*described = r->described;
@@ -354,6 +370,7 @@ input_room(const BatchprocBatch *batch, const char **described)
 	r->total_rows = batch->total_rows;
 	r->type = batch->target.type;
 	r->max_payload_bytes = batchproc_max_payload_bytes;
+	r->rows_per_call = batch->config->rows_per_call;
 	r->target_name = kept_text(batch->target.name);
 	r->token = kept_text(batch->token);
 	r->described = kept_text(limit_described);
@@ -495,5 +512,65 @@ batchproc_row_payload(const BatchprocBatch *batch, int64 row_id, const char *inp
 						 "\"rowId\": \"" INT64_FORMAT "\", \"totalRows\": " INT64_FORMAT "}, "
 						 "\"input\": %s}",
 						 batch->id, row_id, batch->total_rows, input);
+	return out.data;
+}
+
+/*
+ * The room for the inputs of a call's rows: a call of several rows holds
+ * its first row's input and, for each further row, as much as
+ * batchproc_rows_item_len says, within the target's payload limit.
+ */
+int
+batchproc_rows_room(const BatchprocBatch *batch)
+{
+	const char *described;
+
+	return input_room(batch, &described);
+}
+
+/*
+ * The bytes one more row adds to a call of several rows, at most: its
+ * input, its row id (up to 20 characters, quoted) and two separators.
+ */
+int
+batchproc_rows_item_len(const char *input)
+{
+	return strlen(input) + 2 + 22 + 4;
+}
+
+/*
+ * The payload of a call of several rows, as Distributed Map's ItemBatcher
+ * sends a batch of items: {"batchContext": {"executionId": "batch-<id>",
+ * "rowIds": ["<row>", ...], "totalRows": <n>}, "items": [{...}, ...]},
+ * which is a tool's input inside its envelope.
+ */
+char *
+batchproc_rows_payload(const BatchprocBatch *batch, const int64 *row_ids, char **inputs,
+					   int nrows, const char *call_name)
+{
+	StringInfoData out;
+	bool		tool = batch->target.type == BATCHPROC_TARGET_TOOL;
+
+	initStringInfo(&out);
+	if (tool)
+	{
+		appendStringInfoString(&out, "{\"name\": ");
+		escape_json(&out, batch->target.name);
+		appendStringInfoString(&out, ", \"input\": ");
+	}
+	appendStringInfo(&out, "{\"batchContext\": {\"executionId\": \"batch-" INT64_FORMAT "\", \"rowIds\": [",
+					 batch->id);
+	for (int i = 0; i < nrows; i++)
+		appendStringInfo(&out, "%s\"" INT64_FORMAT "\"", i > 0 ? ", " : "", row_ids[i]);
+	appendStringInfo(&out, "], \"totalRows\": " INT64_FORMAT "}, \"items\": [", batch->total_rows);
+	for (int i = 0; i < nrows; i++)
+		appendStringInfo(&out, "%s%s", i > 0 ? ", " : "", inputs[i]);
+	appendStringInfoString(&out, "]}");
+	if (tool)
+	{
+		appendStringInfoString(&out, ", \"id\": ");
+		escape_json(&out, call_name);
+		appendStringInfoChar(&out, '}');
+	}
 	return out.data;
 }

@@ -112,6 +112,45 @@ finish(Preview *p, PreviewSlot *s, const char *status, const char *error, Jsonb 
 	MemoryContextReset(s->cxt);
 }
 
+/*
+ * The name and payload of the row's call, attempt s->row.attempts: with
+ * rows_per_call, a call of this one row, so that the target answers as it
+ * will to the batch's calls.
+ */
+static void
+build_call(Preview *p, PreviewSlot *s)
+{
+	int64		row_id = s->row.row_id;
+
+	if (p->batch->config->rows_per_call > 1)
+	{
+		s->row.execution_id = batchproc_rows_call_name(p->batch, row_id, 1, s->row.attempts);
+		s->row.payload = batchproc_rows_payload(p->batch, &row_id, &s->input, 1,
+												s->row.execution_id);
+	}
+	else
+	{
+		s->row.execution_id = batchproc_call_name(p->batch, row_id, s->row.attempts);
+		s->row.payload = batchproc_row_payload(p->batch, row_id, s->input, s->row.execution_id);
+	}
+}
+
+/* The row's item of a successful answer, or a failure of the row alone. */
+static void
+finish_answer(Preview *p, PreviewSlot *s, Jsonb *result)
+{
+	Jsonb	   *item;
+	char	   *item_error;
+	char	   *error;
+
+	if (p->batch->config->rows_per_call == 1)
+		finish(p, s, "SUCCESS", NULL, result);
+	else if (!batchproc_answer_items(result, 1, &item, &item_error, &error))
+		finish(p, s, "FAILED", error, NULL);
+	else
+		finish(p, s, item ? "SUCCESS" : "FAILED", item_error, item);
+}
+
 static void
 send_call(Preview *p, PreviewSlot *s)
 {
@@ -121,11 +160,9 @@ send_call(Preview *p, PreviewSlot *s)
 	MemoryContext row_old = MemoryContextSwitchTo(s->cxt);
 
 	/* Each attempt's envelope names its call, as the batch's does. */
-	s->row.execution_id = batchproc_call_name(p->batch, s->row.row_id, s->row.attempts);
 	if (s->row.payload)
 		pfree(s->row.payload);
-	s->row.payload = batchproc_row_payload(p->batch, s->row.row_id, s->input,
-										   s->row.execution_id);
+	build_call(p, s);
 	MemoryContextSwitchTo(row_old);
 	MemoryContextReset(s->call_cxt);
 	old = MemoryContextSwitchTo(s->call_cxt);
@@ -180,7 +217,7 @@ handle_outcome(Preview *p, PreviewSlot *s, BatchprocCallOutcome *out)
 	switch (out->status)
 	{
 		case BATCHPROC_CALL_SUCCEEDED:
-			finish(p, s, "SUCCESS", NULL, out->result);
+			finish_answer(p, s, out->result);
 			return;
 		case BATCHPROC_CALL_RUNNING:
 			batchproc_http_free(s->req);
@@ -271,9 +308,12 @@ start(Preview *p, PreviewSlot *s, int64 row_id, char **values, bool call)
 	s->tries = 1;
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->started = GetCurrentTimestamp();
-	/* A row whose input fails is recorded under its first call's name. */
-	s->row.execution_id = batchproc_call_name(p->batch, row_id, 1);
 	s->input = batchproc_row_input(p->batch, p->batch->columns, values, &error);
+	/* A row whose input fails is recorded under its first call's name. */
+	if (s->input == NULL)
+		s->row.execution_id = p->batch->config->rows_per_call > 1 ?
+			batchproc_rows_call_name(p->batch, row_id, 1, 1) :
+			batchproc_call_name(p->batch, row_id, 1);
 	MemoryContextSwitchTo(old);
 
 	if (s->input == NULL)
@@ -282,8 +322,7 @@ start(Preview *p, PreviewSlot *s, int64 row_id, char **values, bool call)
 	{
 		/* The payload the first call would send. */
 		old = MemoryContextSwitchTo(s->cxt);
-		s->row.payload = batchproc_row_payload(p->batch, row_id, s->input,
-											   s->row.execution_id);
+		build_call(p, s);
 		s->row.attempts = 0;
 		MemoryContextSwitchTo(old);
 		finish(p, s, NULL, NULL, NULL);

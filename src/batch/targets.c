@@ -196,6 +196,20 @@ batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt)
 }
 
 /*
+ * The name of a call of several rows (execution_config.rows_per_call):
+ * batchproc-<batch>-<token>-<first row>x<rows>-<attempt>, as deterministic
+ * as a row's.  A worker that restarts after a crash groups the rows left
+ * pending as it grouped them before (dispatch_call.c), so it finds again
+ * the executions it had started.
+ */
+char *
+batchproc_rows_call_name(const BatchprocBatch *batch, int64 first_row_id, int nrows, int attempt)
+{
+	return psprintf("batchproc-" INT64_FORMAT "-%s-" INT64_FORMAT "x%d-%d",
+					batch->id, batch->token, first_row_id, nrows, attempt);
+}
+
+/*
  * The region a call about arn goes to and is signed for: the ARN's own, as
  * a resource of another region is reached only there; NULL (the
  * configured region) for a function's name or partial ARN.  batchproc_submit

@@ -28,6 +28,8 @@ extern bool batchproc_answer_too_large(BatchprocHttpResponse *resp, const char *
 									   BatchprocCallOutcome *out);
 extern void batchproc_classify_failure(BatchprocHttpResponse *resp, const char *what,
 									   BatchprocCallOutcome *out);
+extern bool batchproc_answer_items(Jsonb *result, int nrows, Jsonb **items, char **errors,
+								  char **error);
 extern Jsonb *batchproc_unwrap_result(Jsonb *answer, const char *member,
 									  const char *type_tag);
 

@@ -350,6 +350,8 @@ batchproc_config_compile(Jsonb *normalised)
 	cfg->max_concurrency = need_int(exec, "max_concurrency");
 	/* Configs stored before priority existed run at the default. */
 	cfg->priority = batchproc_cfg_get_key(exec, "priority") ? need_int(exec, "priority") : 1;
+	cfg->rows_per_call = batchproc_cfg_get_key(exec, "rows_per_call") ?
+		need_int(exec, "rows_per_call") : 1;
 	rate = batchproc_cfg_get_key(exec, "rate_limit_per_second");
 	cfg->rate_limit_per_second = (rate && rate->type == jbvNumeric) ?
 		need_double(exec, "rate_limit_per_second") : 0;

@@ -123,6 +123,9 @@ typedef struct BatchprocCsvOptions
 	char	   *encoding;		/* as COPY's ENCODING; NULL: the server's */
 } BatchprocCsvOptions;
 
+/* execution_config.rows_per_call's bound: a call's rows share one payload */
+#define BATCHPROC_MAX_ROWS_PER_CALL 1000
+
 typedef struct BatchprocConfig
 {
 	/* The rows: exactly one of csv_s3_uri, source_query, source_table. */
@@ -157,6 +160,7 @@ typedef struct BatchprocConfig
 
 	int			max_concurrency;	/* default 1; 1..10000 */
 	int			priority;		/* default 1; 1..100: calls per round */
+	int			rows_per_call;	/* default 1; 1..BATCHPROC_MAX_ROWS_PER_CALL */
 	double		rate_limit_per_second;	/* 0: no limit */
 	int			timeout_seconds;	/* default 300; 1..86400 */
 	int			max_attempts;	/* retry_policy.max_attempts; default 3;

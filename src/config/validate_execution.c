@@ -38,9 +38,9 @@ int			batchproc_max_row_seconds = 86400;
 
 /* The keys each object may hold, in the order they are checked. */
 static const char *const exec_keys[] = {
-	"max_concurrency", "priority", "rate_limit_per_second", "timeout_seconds", "retry_policy",
-	"continue_on_error", "tolerated_failure_count", "tolerated_failure_percentage", "debug",
-	"log_level", "enable_xray", "ttl_days", NULL
+	"max_concurrency", "priority", "rows_per_call", "rate_limit_per_second", "timeout_seconds",
+	"retry_policy", "continue_on_error", "tolerated_failure_count", "tolerated_failure_percentage",
+	"debug", "log_level", "enable_xray", "ttl_days", NULL
 };
 static const char *const retry_keys[] = {
 	"max_attempts", "backoff_rate", "interval_seconds", "max_delay_seconds",
@@ -157,6 +157,7 @@ batchproc_config_validate_execution(JsonbContainer *root, JsonbParseState **st)
 	JsonbValue *v;
 	int			max_concurrency = 1;
 	int			priority = 1;
+	int			rows_per_call = 1;
 	int			timeout_seconds = 300;
 	bool		continue_on_error = true;
 	bool		tolerated_given = false;
@@ -182,6 +183,18 @@ batchproc_config_validate_execution(JsonbContainer *root, JsonbParseState **st)
 	if ((v = batchproc_cfg_get_key(obj, "priority")) != NULL)
 		priority = batchproc_cfg_require_int(v, "execution_config.priority", 1, 100);
 	batchproc_cfg_push_int(st, "priority", priority);
+
+	/*
+	 * Rows sent together in one call, as Distributed Map's ItemBatcher
+	 * does (dispatch_call.c).  Unlike the other defaults, 1 is not
+	 * written: the configs of batches that send one row a call read as
+	 * they did before rows_per_call existed.
+	 */
+	if ((v = batchproc_cfg_get_key(obj, "rows_per_call")) != NULL)
+		rows_per_call = batchproc_cfg_require_int(v, "execution_config.rows_per_call", 1,
+												  BATCHPROC_MAX_ROWS_PER_CALL);
+	if (rows_per_call > 1)
+		batchproc_cfg_push_int(st, "rows_per_call", rows_per_call);
 
 	/* Calls a second to the target, retries included; null: no limit. */
 	batchproc_cfg_push_key(st, "rate_limit_per_second");

@@ -44,6 +44,8 @@ batchContext may be missing (metadata then shows {}).
 - slow_agent: waits input.wait_seconds (a number) or else 3 seconds, then
   answers data {"done": true}.
 - echo_agent: data = the input object as received (for input mapping tests).
+- items_agent: data = the input's "items" array, as received: a call of
+  several rows (batchproc's rows_per_call) answered one result per row.
 - raw_agent: answers {"echo": <the whole execution input>} with no
   result/data wrapper (for "else the whole response").
 - express_echo_agent: type EXPRESS, otherwise echo_agent; moto 5.2.1 has no
@@ -341,6 +343,18 @@ def echo(agent_name):
     }
 
 
+ITEMS = {
+    "Comment": "Answers a call of several rows with its items as data.",
+    "StartAt": "Respond",
+    "States": {
+        "Respond": {
+            "Type": "Pass",
+            "Parameters": {"result": "Success", "data.$": "$.items"},
+            "End": True,
+        },
+    },
+}
+
 RAW = {
     "Comment": "Answers without the result/data wrapper.",
     "StartAt": "Respond",
@@ -354,6 +368,7 @@ MACHINES = [
     ("slow_agent", "STANDARD", SLOW),
     ("echo_agent", "STANDARD", echo("echo_agent")),
     ("raw_agent", "STANDARD", RAW),
+    ("items_agent", "STANDARD", ITEMS),
     ("express_echo_agent", "EXPRESS", echo("express_echo_agent")),
 ]
 

@@ -3,6 +3,8 @@
 POST to any path with a JSON body answers 200 with
 {"echo": <the body, parsed>, "length": <bytes in the request body>}.
 A body that is not JSON answers 400 {"error": "InvalidJSON", "message": ...}.
+A path ending in /items answers a call of several rows (batchproc's
+rows_per_call) instead: {"results": <the body's "items", as received>}.
 No authentication.
 
 Fault injection, read from the body's "input" object when there is one (so
@@ -103,6 +105,8 @@ class Handler(http_service.FaultHandler):
         failure = self.failure(inp)
         if failure:
             return self.inject(*failure)
+        if self.path.split("?", 1)[0].endswith("/items") and isinstance(body, dict):
+            return self.send(200, {"results": body.get("items")})
         self.send(200, {"echo": body, "length": len(raw)})
 
     def inject(self, mode, why, retry_after):

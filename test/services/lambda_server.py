@@ -52,6 +52,12 @@ Built-in functions (by FunctionName; --alias NAME=FUNCTION adds names) answer
   and {"errorMessage": "fail_always was asked to fail", "errorType":
   "Error", "stackTrace": []}.
 - raw: answers the input object itself, with no tool_result wrapper.
+- echo_items: a call of several rows (batchproc's rows_per_call, input
+  {"batchContext": ..., "items": [...]}): content [one result per item], each
+  the item itself, {"errorMessage": "echo_items was asked to fail this item"}
+  for an item with "fail_item": true, and nothing at all (the answer one
+  short) for an item with "drop_item": true.  Input without an "items" array
+  is a Handled function error.
 - sized: answers {"pad": "xx..."}, no wrapper, of exactly input.bytes bytes
   (an integer or a string of digits, at least 11), to try a client's cap on
   answers.
@@ -594,6 +600,21 @@ def fn_fail_always(invocation):
     raise FunctionError("fail_always was asked to fail")
 
 
+def fn_echo_items(invocation):
+    items = invocation["input"].get("items")
+    if not isinstance(items, list):
+        raise FunctionError("echo_items needs an 'items' array", "ValueError", "Handled")
+    results = []
+    for item in items:
+        if isinstance(item, dict) and item.get("drop_item") is True:
+            continue
+        if isinstance(item, dict) and item.get("fail_item") is True:
+            results.append({"errorMessage": "echo_items was asked to fail this item"})
+        else:
+            results.append(item)
+    return tool_result(invocation, results)
+
+
 def fn_raw(invocation):
     return invocation["input"]
 
@@ -608,6 +629,7 @@ FUNCTIONS = {
     "echo": fn_echo,
     "enrich_company": fn_enrich_company,
     "fail_always": fn_fail_always,
+    "echo_items": fn_echo_items,
     "raw": fn_raw,
     "sized": fn_sized,
 }
