@@ -157,4 +157,22 @@ is(sql("SELECT string_agg(word || '=' || got || '/' || _status, ',' ORDER BY _ro
 is(decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content})->{invocations}, 3,
 	'in three requests');
 
+# --- An unprivileged user: the bound holds for her, and her batch of
+# several rows a call on a registered target runs as anyone's.
+sql('CREATE ROLE mallory LOGIN; GRANT batchproc_user, batchproc_s3_read TO mallory');
+my $mallory_config = qq({"csv_s3_uri": "s3://$bucket/five.csv",
+  "target": {"type": "http", "name": "items_http"},
+  "output_mapping": {"columns": [{"name": "got", "source": "\$.word"}]},
+  "execution_config": {"rows_per_call": ROWS}});
+(my $too_many = $mallory_config) =~ s/ROWS/1001/;
+like(psql_as($node, 'mallory', "SELECT batchproc_submit('$too_many')"),
+	qr/execution_config\.rows_per_call: must be an integer between 1 and 1000/,
+	'mallory may not ask for more than 1000 rows a call');
+(my $hers = $mallory_config) =~ s/ROWS/3/;
+$id = psql_as($node, 'mallory', "SELECT batchproc_submit('$hers')");
+like($id, qr/^\d+$/, 'mallory submits a batch of three rows a request');
+is(wait_for($id), 'succeeded', 'and it succeeds');
+is(psql_as($node, 'mallory', "SELECT string_agg(got || '/' || _status, ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+	'w1/SUCCESS,w2/SUCCESS,w3/SUCCESS,w4/SUCCESS,w5/SUCCESS', 'she reads each row\'s own result');
+
 done_testing();
