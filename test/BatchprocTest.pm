@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as put_object get_object
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as s3_round_trip put_object get_object
   moto_role_credentials
   submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
@@ -226,6 +226,17 @@ sub psql_as
 	my ($node, $user, $sql) = @_;
 	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
 	return $ret == 0 ? $stdout : $stderr;
+}
+
+# Write $content to $uri with COPY TO as $user, and read it back with COPY
+# FROM into the table t (x text), which $user may write: what came back,
+# or the first error.
+sub s3_round_trip
+{
+	my ($node, $user, $uri, $content) = @_;
+	my $out = psql_as($node, $user, "COPY (SELECT '$content') TO '$uri'");
+	return $out if $out ne '';
+	return psql_as($node, $user, "DELETE FROM t; COPY t FROM '$uri'; SELECT string_agg(x, ',') FROM t");
 }
 
 # Start the Lambda stand-in, checking signatures with the test user's key,
