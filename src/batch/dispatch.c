@@ -14,10 +14,14 @@
  * run: a slot's memory goes when its row finishes, the queue and the group
  * of results are bounded.
  *
- * Free capacity goes to the runs in weighted round robin: each round gives
- * every run that has rows waiting as many new calls as its
- * execution_config.priority (1 by default), starting one run further on
- * each round, until the worker's window of calls in flight is full (at
+ * Free capacity goes to the runs by stride scheduling, a weighted round
+ * robin that holds when slots free up one at a time: each new call goes to
+ * the run with rows waiting whose place is first, and moves that run's
+ * place on by 1/execution_config.priority (1 by default), so a run of
+ * priority 3 gets three calls for each one of a run of priority 1; a run
+ * that comes (back) to the queue takes its place at the last call's, with
+ * no credit for the time it had nothing to send.  So it goes until the
+ * worker's window of calls in flight is full (at
  * most batchproc.max_inflight, less while the loop lags behind the
  * answers: dispatch_window.c), or their payload limits fill
  * batchproc.worker_memory_budget.  A small
@@ -100,7 +104,8 @@ struct BatchprocDispatcher
 	MemoryContext cxt;
 	MemoryContext loop_cxt;
 	List	   *runs;			/* Dispatch * */
-	int			cursor;			/* the run that starts the next round */
+	double		pass;			/* the place of the last call started, before
+								 * its run moved on: the least in use */
 	int			slotno;			/* the worker's slot in shared memory */
 	int64		current;		/* the batch being worked on, for errors */
 	bool		woken;			/* the latch was set: read every run's state */
@@ -646,40 +651,49 @@ has_room(BatchprocDispatcher *disp, Dispatch *d)
 }
 
 /*
- * Give free capacity to the runs in weighted round robin, until the
- * worker's window is full or no run has rows waiting.
+ * Give free capacity to the runs by stride scheduling (see the header),
+ * until the worker's window is full or no run has rows waiting.
  */
 static void
 fill_slots(BatchprocDispatcher *disp)
 {
-	int			nruns = list_length(disp->runs);
 	int			busy = inflight(disp);
 	int			cap = batchproc_window_cap();
-	bool		started = true;
 	ListCell   *lc;
 
 	/* Calls of other workers may have ended since the last look. */
 	foreach(lc, disp->runs)
-		((Dispatch *) lfirst(lc))->pool_full = false;
-
-	while (started && busy < cap)
 	{
-		started = false;
-		for (int k = 0; k < nruns && busy < cap; k++)
-		{
-			Dispatch   *d = list_nth(disp->runs, (disp->cursor + k) % nruns);
+		((Dispatch *) lfirst(lc))->pool_full = false;
+		((Dispatch *) lfirst(lc))->passed_over = false;
+	}
 
-			disp->current = d->batch->id;
-			for (int w = 0; w < d->config->priority && busy < cap; w++)
-			{
-				if (!run_wants_slot(d) || !has_room(disp, d) || !start_next_row(d))
-					break;
-				/* A row may finish at once (a bad input), freeing its slot. */
-				busy = inflight(disp);
-				started = true;
-			}
+	while (busy < cap)
+	{
+		Dispatch   *next = NULL;
+
+		foreach(lc, disp->runs)
+		{
+			Dispatch   *d = lfirst(lc);
+
+			if (!d->passed_over && run_wants_slot(d) && has_room(disp, d) &&
+				(next == NULL || d->pass < next->pass))
+				next = d;
 		}
-		disp->cursor = nruns > 0 ? (disp->cursor + 1) % nruns : 0;
+		if (next == NULL)
+			break;
+		disp->current = next->batch->id;
+		if (!start_next_row(next))
+		{
+			next->passed_over = true;
+			continue;
+		}
+		/* A run that had nothing to send owes nothing: it starts from here. */
+		next->pass = Max(next->pass, disp->pass);
+		disp->pass = next->pass;
+		next->pass += 1.0 / next->config->priority;
+		/* A row may finish at once (a bad input), freeing its slot. */
+		busy = inflight(disp);
 	}
 	/* Rows that only the window keeps waiting: it may grow. */
 	if (busy >= cap)
@@ -800,6 +814,7 @@ batchproc_dispatcher_add(BatchprocDispatcher *disp, BatchprocBatch *batch, Memor
 	MemoryContext old = MemoryContextSwitchTo(disp->cxt);
 	Dispatch   *d = new_run(batch, cxt);
 
+	d->pass = disp->pass;
 	join_budget(disp, d);
 	disp->runs = lappend(disp->runs, d);
 	MemoryContextSwitchTo(old);

@@ -134,6 +134,8 @@ typedef struct Dispatch
 	int			free_hint;		/* where to look for a free slot first */
 	bool		pool_full;		/* the pool has the batch's max_concurrency
 								 * in flight (pool.c): look again soon */
+	double		pass;			/* stride scheduling: the next call's place */
+	bool		passed_over;	/* could not start a row in this fill */
 
 	double		concurrency;	/* AIMD: 1..max_concurrency */
 	TimestampTz decreased_at;
