@@ -700,11 +700,14 @@ fill_slots(BatchprocDispatcher *disp)
 
 		/*
 		 * A batch's first round builds hundreds of calls: the first go on
-		 * the wire while the rest are built, not after them all, and their
-		 * answers are looked at while the round goes on.
+		 * the wire while the rest are built, not after them all.
 		 */
 		if (++started % FILL_PROGRESS_CALLS == 0)
+		{
+			/* A fault of the transport there is no batch's, as at the wait. */
+			disp->current = 0;
 			batchproc_http_progress();
+		}
 	}
 	/* Rows that only the window keeps waiting: it may grow. */
 	if (busy >= cap)
