@@ -15,6 +15,18 @@
 # ever saw in flight at once, and the worker's CPU time (user + system)
 # per row.  DELAY_MS=0 measures the per-row cost alone (no bound then, and
 # the target answers each call before it reads the next: one in flight).
+#
+# A second line per batch breaks the window into its phases, in seconds:
+# queued (submitted_at to started_at: until the io worker took the batch),
+# import (to the commit of the import, which also made the batch running:
+# the commit timestamp of the results table's catalog row, hence
+# track_commit_timestamp), hand-off (to the first call sent: a pool
+# worker noticed and started dispatching), ramp (to the CONCURRENCY-th
+# call sent), calls (first call sent to last answer), tail (last answer
+# to finished_at).  A call's send time is its _timestamp less its
+# _execution_time_ms.  Over the calls phase, Little's law itself says why
+# the rows/s fall short of the bound: the mean number of calls in flight
+# (the calls' summed time over the phase) and the mean time a call took.
 # Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
@@ -47,6 +59,7 @@ target="http://127.0.0.1:$(head -n 1 "$work/target.port")"
 export AWS_ENDPOINT_URL_LAMBDA="$target"
 start_cluster bench "fsync = off
 max_files_per_process = $((CONCURRENCY * 3 + 1000))
+track_commit_timestamp = on
 batchproc.max_payload_bytes = '64kB'"
 . "$src/bench/common.sh"
 
@@ -62,6 +75,7 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
+print_load start
 printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec ms mean   exec ms p99   max in flight   worker CPU us/row\n'
 for _ in $(seq 1 "$RUNS"); do
 	curl -s -X POST "$target/_reset" >/dev/null
@@ -82,6 +96,27 @@ for _ in $(seq 1 "$RUNS"); do
 		  FROM batchproc.batches b, batchproc_data.batch_$id r
 		 WHERE b.id = $id GROUP BY b.finished_at, b.started_at")
 	inflight=$(curl -s "$target/_stats" | sed -n 's/.*"max_in_flight":\([0-9]*\).*/\1/p')
+	phases=$(sql -c "
+		WITH r AS (SELECT _timestamp AS done, _execution_time_ms AS ms,
+		                  _timestamp - _execution_time_ms * interval '1 ms' AS sent
+		             FROM batchproc_data.batch_$id),
+		     c AS (SELECT min(sent) AS first_sent, max(done) AS last_done, sum(ms) AS ms, avg(ms) AS mean FROM r),
+		     ramp AS (SELECT max(sent) AS full_at FROM (SELECT sent FROM r ORDER BY sent LIMIT $CONCURRENCY) s),
+		     imp AS (SELECT pg_xact_commit_timestamp(xmin) AS imported_at FROM pg_class
+		              WHERE oid = 'batchproc_data.batch_$id'::regclass)
+		SELECT format('phases (s): queued %s  import %s  hand-off %s  ramp %s  calls %s  tail %s  | calls: %s rows/s = %s%% of bound, %s in flight on average, %s ms a call',
+		              to_char(extract(epoch FROM b.started_at - b.submitted_at), 'FM990.000'),
+		              to_char(extract(epoch FROM imp.imported_at - b.started_at), 'FM990.000'),
+		              to_char(extract(epoch FROM c.first_sent - imp.imported_at), 'FM990.000'),
+		              to_char(extract(epoch FROM ramp.full_at - c.first_sent), 'FM990.000'),
+		              to_char(extract(epoch FROM c.last_done - c.first_sent), 'FM990.000'),
+		              to_char(extract(epoch FROM b.finished_at - c.last_done), 'FM990.000'),
+		              round($ROWS / extract(epoch FROM c.last_done - c.first_sent)),
+		              CASE WHEN $DELAY_MS > 0 THEN to_char(100 * $ROWS / extract(epoch FROM c.last_done - c.first_sent)
+		                                                   / ($CONCURRENCY * 1000.0 / $DELAY_MS), 'FM990.0') ELSE '-' END,
+		              round(c.ms / 1000 / extract(epoch FROM c.last_done - c.first_sent)),
+		              to_char(c.mean, 'FM9990.0'))
+		  FROM batchproc.batches b, c, ramp, imp WHERE b.id = $id")
 	awk -v r="$ROWS" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v m="$mean" -v p="$p99" -v f="$inflight" \
 		-v t="$ticks" -v hz="$(getconf CLK_TCK)" \
 		'BEGIN {
@@ -89,4 +124,6 @@ for _ in $(seq 1 "$RUNS"); do
 			else b = sprintf("%8s %7s", "-", "-")
 			printf "%-8d %-12d %-4d ms %8.2f %8.0f %s %14.1f %13.1f   %-15d %.0f\n", r, c, d, s, r / s, b, m, p, f, t * 1e6 / hz / r
 		}'
+	echo "  $phases"
 done
+print_load end

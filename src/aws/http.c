@@ -169,7 +169,16 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		}
 	}
 	if (op == EPOLL_CTL_ADD)
+	{
+		/*
+		 * A socket cannot have waited for the loop before it existed: into
+		 * an empty set, it starts the lag's clock.  Otherwise the first wait
+		 * of a worker that was idle counts the idle time as lag.
+		 */
+		if (nsockets == 0)
+			last_look_us = monotonic_us();
 		nsockets++;
+	}
 	if (socketp == NULL)
 		curl_multi_assign(multi, fd, &curl_epoll_fd);
 	return 0;

@@ -111,8 +111,9 @@ extern void batchproc_http_wait(long max_ms);
 
 /*
  * How long the sockets ready as the last wait began may have waited for
- * it: the time since the look at the sockets before, or 0 when none were
- * ready.  An event loop lags behind its answers by this much.
+ * it: the time since the look at the sockets before (or since the first
+ * socket came into an empty set, if later), or 0 when none were ready.
+ * An event loop lags behind its answers by this much.
  */
 extern int64 batchproc_http_loop_lag_us(void);
 

@@ -131,4 +131,25 @@ cmp_ok(lambda_stats()->{max_in_flight}, '<=', 40, 'never more calls in flight th
 is(as_user('alice', "SELECT batchproc_cancel($id)"), 'cancelled', 'the owner cancels the batch');
 is(wait_for_batch($node, $id), 'cancelled', 'and it ends cancelled');
 
+# --- A worker that was idle is not lagging: its next batch gets the whole
+# window.  The cancel dropped the connections of the calls in flight, so
+# the next batch's calls open new ones, ready to write at the worker's
+# first wait; the time since the worker last looked at a socket, a second
+# or more of idling, is no answer's wait.  Its 20 calls start before that
+# wait with no look at the sockets in between (a round of 32 or more has
+# some).
+ok( $node->poll_query_until('postgres',
+		"SELECT clock_timestamp() - finished_at > interval '1 s' FROM batchproc.batches WHERE id = $id"),
+	'the worker has been idle for a second');
+my $next = as_user('alice', qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://$bucket/large.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"n": "n"}},
+  "execution_config": {"max_concurrency": 20}}')});
+ok(poll_as('alice', "SELECT in_flight > 0 FROM batchproc.progress WHERE id = $next"),
+	'the next batch has calls in flight');
+is(as_user('alice', "SELECT worker_inflight_cap FROM batchproc.progress WHERE id = $next"), '40',
+	'and the owner sees the worker\'s window at batchproc.max_inflight: the idle time was no lag');
+is(as_user('alice', "SELECT batchproc_cancel($next)"), 'cancelled', 'the owner cancels it');
+is(wait_for_batch($node, $next), 'cancelled', 'and it ends cancelled');
+
 done_testing();
