@@ -216,6 +216,8 @@ extern void batchproc_target_read_rate_limit(BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern char *batchproc_rows_call_name(const BatchprocBatch *batch, int64 first_row_id,
 									  int nrows, int attempt);
+extern int	batchproc_rows_call_count(const BatchprocBatch *batch, const char *name,
+									  int64 first_row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
 													  const char *call_name,

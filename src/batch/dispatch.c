@@ -132,13 +132,25 @@ prepare_statements(Dispatch *d)
 		/* each as text: a source's columns have their own types */
 		appendStringInfo(&sql, "%s::pg_catalog.text", quote_identifier(lfirst(lc)));
 	}
-	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
+	appendStringInfo(&sql, "]::pg_catalog.text[]%s FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
 					 " AND _row_id OPERATOR(pg_catalog.<=) $3"
-					 " ORDER BY _row_id LIMIT $2", d->batch->table);
+					 " ORDER BY _row_id LIMIT $2",
+					 records_calls(d->batch) ? ", _execution_id" : "", d->batch->table);
 	d->read_pending = batchproc_prepared(d->cxt, sql.data, 3, page_types);
 
-	if (names_start_executions(d->batch))
+	if (records_calls(d->batch))
+	{
+		Oid			call_types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
+
+		d->record_call = batchproc_prepared(d->cxt,
+											psprintf("UPDATE %s SET _attempts = $2, _execution_id = $3"
+													 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
+													 " AND _status IS NULL",
+													 d->batch->table),
+											3, call_types);
+	}
+	else if (names_start_executions(d->batch))
 		d->record_first = batchproc_prepared(d->cxt,
 											 psprintf("UPDATE %s SET _attempts = 1"
 													  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
@@ -192,6 +204,7 @@ refill_queue(Dispatch *d)
 		q->row_id = row_id;
 		q->attempts = attempts;
 		q->values = values;
+		q->call = d->record_call ? SPI_getvalue(tup, desc, 4) : NULL;
 		MemoryContextSwitchTo(old);
 
 		if (attempts == 0)
