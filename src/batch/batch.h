@@ -349,6 +349,9 @@ extern bool batchproc_leases_held_by_others(int64 batch_id);
 extern bool batchproc_pool_lock_step(int64 batch_id);
 extern void batchproc_pool_unlock_step(int64 batch_id);
 
+/* pool.c: a redrive retires what the pool counted for the batch's last run */
+extern void batchproc_pool_retire(Oid dboid, int64 batch_id);
+
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);
 

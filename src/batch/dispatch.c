@@ -381,6 +381,22 @@ stop_run(Dispatch *d, char *error)
 }
 
 /*
+ * Was the batch redriven after the end of this run, which the run has not
+ * seen (a pool's worker that was stuck: pool.c)?  Then the run ends as
+ * after a cancel: a stop it saw ended the batch before the redrive, and
+ * must not end the redrive's run.
+ */
+static bool
+redriven_since(Dispatch *d)
+{
+	if (d->batch->pool == NULL || !batchproc_pool_retired(d->batch->pool))
+		return false;
+	d->cancelled = true;
+	d->stop_on_error = false;
+	return true;
+}
+
+/*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
  * record how many calls are in flight, and the worker's window, for
  * batchproc.progress.
@@ -392,6 +408,8 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 	bool		isnull;
 	int			window = batchproc_window_cap();
 
+	if (redriven_since(d))
+		return;
 	/* Another worker of the pool failed the batch: this one stops too. */
 	if (d->batch->pool && !d->stop_on_error)
 	{
@@ -876,6 +894,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	BatchprocDispatchEnding *ending = MemoryContextAllocZero(result_cxt,
 															 sizeof(BatchprocDispatchEnding));
 
+	(void) redriven_since(d);
 	batchproc_worker_running(disp->slotno, d->batch->id);
 	flush_results(d);
 	if (d->leases && !d->cancelled && !d->stop_on_error)
