@@ -119,7 +119,8 @@ finish_item(Dispatch *d, Slot *s, int i, const char *status, const char *error, 
 
 	batchproc_dispatch_count_row(d, r);
 	if (d->xray)
-		batchproc_xray_row_ended(d->xray, &d->batch->target, r, s->row_started, s->http_status);
+		batchproc_xray_row_ended(d->xray, &d->batch->target, r, s->row_started, s->http_status,
+								 s->throttled);
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
@@ -196,6 +197,7 @@ send_call(Dispatch *d, Slot *s)
 	s->req = batchproc_target_traced_request(&d->batch->target, payload, s->call_name, timeout_ms,
 											 d->xray ? batchproc_xray_header(d->xray, s->row_id) : NULL);
 	s->http_status = 0;
+	s->throttled = false;
 	batchproc_http_start(s->req);
 	batchproc_stats_call(d->stats);
 	s->phase = SLOT_CALLING;
@@ -348,6 +350,7 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	 */
 	if (s->phase == SLOT_CALLING)
 	{
+		s->throttled = out->throttled;
 		batchproc_dispatch_adapt_concurrency(d, out->throttled);
 		if (out->throttled)
 			batchproc_stats_throttled(d->stats);
@@ -483,6 +486,7 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	s->tries = 1;
 	s->renewed = false;
 	s->http_status = 0;
+	s->throttled = false;
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->execution_arn = NULL;

@@ -61,6 +61,7 @@ typedef struct Slot
 	bool		renewed;		/* this attempt was sent again with fresh
 								 * credentials */
 	long		http_status;	/* of the last call's answer, 0 if none */
+	bool		throttled;		/* that answer was throttling */
 } Slot;
 
 /* A token bucket of rate tokens a second holding one second's worth; a
