@@ -450,7 +450,8 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 		{
 			int			n = batchproc_rows_call_count(d->batch, q->call, q->row_id, q->attempts);
 
-			if (n > 0)
+			/* s->row_ids has room for rows_per_call */
+			if (n > 0 && n <= max_rows)
 			{
 				recorded = MemoryContextStrdup(s->cxt, q->call);
 				max_rows = n;
