@@ -285,6 +285,8 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 
 	exec_for_batch("DELETE FROM batchproc.dead_letters WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);
+	/* A worker still in the last run counts nothing of this one. */
+	batchproc_pool_retire(MyDatabaseId, batch_id);
 	/* Finished chunks have pending rows again: a pool leases them anew. */
 	exec_for_batch("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);

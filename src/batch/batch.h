@@ -216,6 +216,8 @@ extern void batchproc_target_read_rate_limit(BatchprocTarget *target);
 extern char *batchproc_call_name(const BatchprocBatch *batch, int64 row_id, int attempt);
 extern char *batchproc_rows_call_name(const BatchprocBatch *batch, int64 first_row_id,
 									  int nrows, int attempt);
+extern int	batchproc_rows_call_count(const BatchprocBatch *batch, const char *name,
+									  int64 first_row_id, int attempt);
 extern BatchprocHttpRequest *batchproc_target_request(const BatchprocTarget *target,
 													  const char *payload,
 													  const char *call_name,
@@ -346,6 +348,9 @@ extern void batchproc_leases_release(int64 batch_id);
 extern bool batchproc_leases_held_by_others(int64 batch_id);
 extern bool batchproc_pool_lock_step(int64 batch_id);
 extern void batchproc_pool_unlock_step(int64 batch_id);
+
+/* pool.c: a redrive retires what the pool counted for the batch's last run */
+extern void batchproc_pool_retire(Oid dboid, int64 batch_id);
 
 /* export.c */
 extern void batchproc_export(BatchprocBatch *batch);

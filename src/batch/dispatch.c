@@ -134,13 +134,25 @@ prepare_statements(Dispatch *d)
 		/* each as text: a source's columns have their own types */
 		appendStringInfo(&sql, "%s::pg_catalog.text", quote_identifier(lfirst(lc)));
 	}
-	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s"
+	appendStringInfo(&sql, "]::pg_catalog.text[]%s FROM %s"
 					 " WHERE _status IS NULL AND _row_id OPERATOR(pg_catalog.>) $1"
 					 " AND _row_id OPERATOR(pg_catalog.<=) $3"
-					 " ORDER BY _row_id LIMIT $2", d->batch->table);
+					 " ORDER BY _row_id LIMIT $2",
+					 records_calls(d->batch) ? ", _execution_id" : "", d->batch->table);
 	d->read_pending = batchproc_prepared(d->cxt, sql.data, 3, page_types);
 
-	if (names_start_executions(d->batch))
+	if (records_calls(d->batch))
+	{
+		Oid			call_types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
+
+		d->record_call = batchproc_prepared(d->cxt,
+											psprintf("UPDATE %s SET _attempts = $2, _execution_id = $3"
+													 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
+													 " AND _status IS NULL",
+													 d->batch->table),
+											3, call_types);
+	}
+	else if (names_start_executions(d->batch))
 		d->record_first = batchproc_prepared(d->cxt,
 											 psprintf("UPDATE %s SET _attempts = 1"
 													  " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
@@ -194,6 +206,7 @@ refill_queue(Dispatch *d)
 		q->row_id = row_id;
 		q->attempts = attempts;
 		q->values = values;
+		q->call = d->record_call ? SPI_getvalue(tup, desc, 4) : NULL;
 		MemoryContextSwitchTo(old);
 
 		if (attempts == 0)
@@ -370,6 +383,22 @@ stop_run(Dispatch *d, char *error)
 }
 
 /*
+ * Was the batch redriven after the end of this run, which the run has not
+ * seen (a pool's worker that was stuck: pool.c)?  Then the run ends as
+ * after a cancel: a stop it saw ended the batch before the redrive, and
+ * must not end the redrive's run.
+ */
+static bool
+redriven_since(Dispatch *d)
+{
+	if (d->batch->pool == NULL || !batchproc_pool_retired(d->batch->pool))
+		return false;
+	d->cancelled = true;
+	d->stop_on_error = false;
+	return true;
+}
+
+/*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
  * record how many calls are in flight, and the worker's window, for
  * batchproc.progress.
@@ -381,6 +410,8 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 	bool		isnull;
 	int			window = batchproc_window_cap();
 
+	if (redriven_since(d))
+		return;
 	/* Another worker of the pool failed the batch: this one stops too. */
 	if (d->batch->pool && !d->stop_on_error)
 	{
@@ -877,6 +908,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	BatchprocDispatchEnding *ending = MemoryContextAllocZero(result_cxt,
 															 sizeof(BatchprocDispatchEnding));
 
+	(void) redriven_since(d);
 	batchproc_worker_running(disp->slotno, d->batch->id);
 	flush_results(d);
 	if (d->leases && !d->cancelled && !d->stop_on_error)

@@ -31,6 +31,7 @@
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -118,7 +119,8 @@ finish_item(Dispatch *d, Slot *s, int i, const char *status, const char *error, 
 
 	batchproc_dispatch_count_row(d, r);
 	if (d->xray)
-		batchproc_xray_row_ended(d->xray, &d->batch->target, r, s->row_started, s->http_status);
+		batchproc_xray_row_ended(d->xray, &d->batch->target, r, s->row_started, s->http_status,
+								 s->throttled);
 
 	if (d->nresults++ == 0)
 		d->first_result_at = now;
@@ -195,6 +197,7 @@ send_call(Dispatch *d, Slot *s)
 	s->req = batchproc_target_traced_request(&d->batch->target, payload, s->call_name, timeout_ms,
 											 d->xray ? batchproc_xray_header(d->xray, s->row_id) : NULL);
 	s->http_status = 0;
+	s->throttled = false;
 	batchproc_http_start(s->req);
 	batchproc_stats_call(d->stats);
 	s->phase = SLOT_CALLING;
@@ -347,6 +350,7 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 	 */
 	if (s->phase == SLOT_CALLING)
 	{
+		s->throttled = out->throttled;
 		batchproc_dispatch_adapt_concurrency(d, out->throttled);
 		if (out->throttled)
 			batchproc_stats_throttled(d->stats);
@@ -385,15 +389,41 @@ handle_outcome(Dispatch *d, Slot *s, BatchprocCallOutcome *out)
 }
 
 /*
+ * Put the rows of slot s's call on record, with its attempt and name,
+ * before it is sent (records_calls): a restart sends the same rows again
+ * under that name, whatever the payload limit says by then.
+ */
+static void
+record_call(Dispatch *d, Slot *s)
+{
+	MemoryContext loop_cxt = CurrentMemoryContext;
+	Datum	   *ids = palloc(sizeof(Datum) * s->nrows);
+	Datum		args[3];
+
+	for (int i = 0; i < s->nrows; i++)
+		ids[i] = Int64GetDatum(s->row_ids[i]);
+	batchproc_begin_tx("batchproc: recording the rows of a call");
+	args[0] = PointerGetDatum(construct_array(ids, s->nrows, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	args[1] = Int32GetDatum(s->attempt);
+	args[2] = CStringGetTextDatum(s->call_name);
+	batchproc_spi_execute_prepared(d->record_call, args, NULL, false, 0, SPI_OK_UPDATE);
+	batchproc_end_tx(loop_cxt);
+}
+
+/*
  * Give rows from the run's queue to the free slot s, and send its call.
  * With rows_per_call, the call takes the rows that follow in the queue, up
  * to rows_per_call, while their inputs fit the target's payload limit
  * together and they are in the first row's chunk of a pool (lease.c), so
  * that a lost chunk takes whole calls away.  A row whose input cannot be
  * built ends the call before it: it starts the next one, and fails alone.
- * A worker that restarts after a crash finds the rows of a call it had
- * sent still pending (their results are written together) and groups them
- * again alike, so a call's name (targets.c) finds its agent's execution.
+ * A standard agent's call takes instead the rows on record for the first
+ * row's call (records_calls), when that call is the attempt the row is
+ * at: a worker that restarts after a crash, or takes over a chunk, sends
+ * the rows of a call in flight together again, under the name that finds
+ * its execution.  Other targets' rows in flight are sent again whichever
+ * way they are grouped.
  */
 void
 batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
@@ -402,6 +432,7 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	int			max_rows = d->config->rows_per_call;
 	int			room = max_rows > 1 ? batchproc_rows_room(d->batch) : 0;
 	QueuedRow  *q;
+	const char *recorded = NULL;
 	char	   *error = NULL;
 
 	s->busy = true;
@@ -415,12 +446,25 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	{
 		char	   *input;
 
-		if (s->nrows > 0 && !batchproc_leases_same_chunk(d->leases, s->row_ids[0], q->row_id))
+		if (s->nrows == 0 && d->record_call)
+		{
+			int			n = batchproc_rows_call_count(d->batch, q->call, q->row_id, q->attempts);
+
+			/* s->row_ids has room for rows_per_call */
+			if (n > 0 && n <= max_rows)
+			{
+				recorded = MemoryContextStrdup(s->cxt, q->call);
+				max_rows = n;
+			}
+		}
+		else if (s->nrows > 0 &&
+				 (recorded ? q->call == NULL || strcmp(q->call, recorded) != 0 :
+				  !batchproc_leases_same_chunk(d->leases, s->row_ids[0], q->row_id)))
 			break;
 		MemoryContextSwitchTo(s->cxt);
 		input = batchproc_row_input(d->batch, d->batch->columns, q->values, &error);
 		MemoryContextSwitchTo(loop_cxt);
-		if (s->nrows > 0 &&
+		if (s->nrows > 0 && !recorded &&
 			(input == NULL || batchproc_rows_item_len(input) > room))
 		{
 			if (input)
@@ -443,6 +487,7 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	s->tries = 1;
 	s->renewed = false;
 	s->http_status = 0;
+	s->throttled = false;
 	s->row_started = GetCurrentTimestamp();
 	s->poll_ms = BATCHPROC_POLL_FIRST_MS;
 	s->execution_arn = NULL;
@@ -451,7 +496,11 @@ batchproc_dispatch_start_rows(Dispatch *d, Slot *s)
 	if (s->inputs[0] == NULL)
 		finish_row(d, s, "FAILED", error, NULL);
 	else
+	{
+		if (d->record_call && (recorded == NULL || strcmp(recorded, s->call_name) != 0))
+			record_call(d, s);
 		send_call(d, s);
+	}
 }
 
 /* Look at one busy slot: its request done, its deadline or timer passed. */

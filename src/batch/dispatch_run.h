@@ -33,6 +33,8 @@ typedef struct QueuedRow
 	char	  **values;			/* the row's CSV values, NULL for null: its
 								 * input is built only when it starts, so
 								 * that the rows read ahead hold no payload */
+	char	   *call;			/* the call of several rows on record for it
+								 * (records_calls), or NULL */
 } QueuedRow;
 
 typedef struct Slot
@@ -59,6 +61,7 @@ typedef struct Slot
 	bool		renewed;		/* this attempt was sent again with fresh
 								 * credentials */
 	long		http_status;	/* of the last call's answer, 0 if none */
+	bool		throttled;		/* that answer was throttling */
 } Slot;
 
 /* A token bucket of rate tokens a second holding one second's worth; a
@@ -110,6 +113,7 @@ typedef struct Dispatch
 	/* the run's statements, kept in cxt (sql.c) */
 	BatchprocPrepared *read_pending;
 	BatchprocPrepared *record_first;	/* NULL: first attempts not recorded */
+	BatchprocPrepared *record_call; /* NULL: calls' rows not recorded */
 	BatchprocPrepared *write_results;
 
 	BatchprocResult *results;
@@ -160,6 +164,21 @@ static inline bool
 names_start_executions(const BatchprocBatch *batch)
 {
 	return batch->target.type == BATCHPROC_TARGET_AGENT && !batch->target.express;
+}
+
+/*
+ * Is each call's group of rows on record before it is sent?  A standard
+ * agent's call of several rows is named by its first row and its count,
+ * and how many rows a call holds depends on batchproc.max_payload_bytes,
+ * which may change between a crash and the restart: the rows of a call in
+ * flight are sent again as the same group, under the same name, from what
+ * the table says (dispatch_call.c), so that no row gets a second
+ * execution.
+ */
+static inline bool
+records_calls(const BatchprocBatch *batch)
+{
+	return names_start_executions(batch) && batch->config->rows_per_call > 1;
 }
 
 /* dispatch.c: the next pending row of the run's queue, or NULL */

@@ -154,6 +154,15 @@ batchproc_leases_create(const BatchprocBatch *batch, MemoryContext cxt)
 	return l;
 }
 
+/* This worker as a lease's holder: its pid and its backend's start. */
+static char *
+holder_is_me_sql(const char *alias)
+{
+	return psprintf("%sholder_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
+					" AND %sholder_started OPERATOR(pg_catalog.=) %s::pg_catalog.timestamptz",
+					alias, alias, quote_literal_cstr(timestamptz_to_str(MyStartTimestamp)));
+}
+
 static void
 live_holders(Datum *pids_arr, Datum *started_arr)
 {
@@ -367,10 +376,8 @@ batchproc_leases_fence_sql(const BatchprocBatch *batch)
 					" AND l.first_row OPERATOR(pg_catalog.=) ((t._row_id OPERATOR(pg_catalog.-) 1)"
 					" OPERATOR(pg_catalog./) " INT64_FORMAT " OPERATOR(pg_catalog.*) " INT64_FORMAT
 					" OPERATOR(pg_catalog.+) 1)"
-					" AND l.holder_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
-					" AND l.holder_started OPERATOR(pg_catalog.=) %s::pg_catalog.timestamptz)",
-					batch->id, batch->chunk_rows, batch->chunk_rows,
-					quote_literal_cstr(timestamptz_to_str(MyStartTimestamp)));
+					" AND %s)",
+					batch->id, batch->chunk_rows, batch->chunk_rows, holder_is_me_sql("l."));
 }
 
 /*
@@ -403,7 +410,8 @@ batchproc_leases_same_chunk(BatchprocLeases *l, int64 a, int64 b)
 
 /*
  * In a transaction: give up this worker's leases of a batch (0: of every
- * batch), so that the pool's other workers take them at once.
+ * batch), so that the pool's other workers take them at once.  A lease of
+ * an earlier worker that had this pid is not this worker's.
  */
 void
 batchproc_leases_release(int64 batch_id)
@@ -411,8 +419,8 @@ batchproc_leases_release(int64 batch_id)
 	if (!batchproc_pool_mode())
 		return;
 	batchproc_spi_execute(psprintf("UPDATE batchproc.leases SET holder_pid = 0, expires_at = '-infinity'"
-								   " WHERE holder_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
-								   " AND NOT finished%s",
+								   " WHERE %s AND NOT finished%s",
+								   holder_is_me_sql(""),
 								   batch_id ? psprintf(" AND batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 													   batch_id) : ""),
 						  false, 0, SPI_OK_UPDATE);
@@ -434,10 +442,10 @@ batchproc_leases_held_by_others(int64 batch_id)
 	batchproc_spi_execute_with_args(psprintf("SELECT EXISTS (SELECT FROM batchproc.leases"
 											 " WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT
 											 " AND NOT finished AND expires_at OPERATOR(pg_catalog.>=) pg_catalog.now()"
-											 " AND holder_pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
+											 " AND NOT (%s)"
 											 " AND (holder_pid, holder_started) IN"
 											 " (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))))",
-											 batch_id),
+											 batch_id, holder_is_me_sql("")),
 									2, types, args, NULL, false, 1, SPI_OK_SELECT);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -35,7 +35,12 @@
  * the bucket's second's worth, plus one call per worker.
  *
  * A batch's entry goes when the last worker leaves it; a target's when the
- * last worker with a run calling it does.  The tables are sized by
+ * last worker with a run calling it does.  A redrive retires the entry of
+ * the batch's last run: a worker stuck in that run (SIGSTOP, a machine too
+ * busy) still holds it, with its calls, its failures and the stop that
+ * ended the batch, none of which is the redrive's.  The redrive's runs
+ * join a new entry; a run of the retired one ends when it next looks, as
+ * after a cancel, and its worker takes the batch up again afresh.  The tables are sized by
  * batchproc.max_databases; a run that finds no free entry waits for one
  * (runner.c looks again a second later).
  *
@@ -74,6 +79,7 @@ struct BatchprocPoolBatch
 	TokenBucket bucket;			/* execution_config.rate_limit_per_second */
 	bool		stopped;
 	char		error[STOP_ERROR_LEN];
+	bool		retired;		/* by a redrive: no run joins it */
 };
 
 struct BatchprocPoolTarget
@@ -187,7 +193,7 @@ batchproc_pool_join(BatchprocBatch *batch)
 	{
 		BatchprocPoolBatch *e = &batches[i];
 
-		if (e->batch_id == batch->id && e->dboid == MyDatabaseId)
+		if (e->batch_id == batch->id && e->dboid == MyDatabaseId && !e->retired)
 			p = e;
 		else if (e->batch_id == 0 && free_entry == NULL)
 			free_entry = e;
@@ -404,6 +410,39 @@ batchproc_pool_stop(BatchprocPoolBatch *p, const char *error)
 	LWLockRelease(pool->lock);
 	if (first)
 		batchproc_wake_worker(MyDatabaseId);
+}
+
+/*
+ * A redrive of batch_id (in a user's backend): the entry of its last run,
+ * still held by a worker that has not noticed its end, is left to that
+ * worker alone.
+ */
+void
+batchproc_pool_retire(Oid dboid, int64 batch_id)
+{
+	if (pool == NULL)
+		return;
+	LWLockAcquire(pool->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < pool->nbatches; i++)
+	{
+		BatchprocPoolBatch *p = &batches[i];
+
+		if (p->batch_id == batch_id && p->dboid == dboid)
+			p->retired = true;
+	}
+	LWLockRelease(pool->lock);
+}
+
+/* Was the run's entry retired by a redrive?  Then the run is over. */
+bool
+batchproc_pool_retired(BatchprocPoolBatch *p)
+{
+	bool		retired;
+
+	LWLockAcquire(pool->lock, LW_SHARED);
+	retired = p->retired;
+	LWLockRelease(pool->lock);
+	return retired;
 }
 
 /* Has a worker of the pool stopped the batch?  Why, or NULL. */

@@ -34,5 +34,6 @@ extern int64 batchproc_pool_count_failure(BatchprocPoolBatch *p);
 extern void batchproc_pool_flushed(BatchprocPoolBatch *p, int counted, int64 written);
 extern void batchproc_pool_stop(BatchprocPoolBatch *p, const char *error);
 extern char *batchproc_pool_stopped(BatchprocPoolBatch *p);
+extern bool batchproc_pool_retired(BatchprocPoolBatch *p);
 
 #endif							/* BATCHPROC_POOL_H */

@@ -707,6 +707,23 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 	error_context_stack = context.previous;
 }
 
+/*
+ * A batch that a cancel ended, seen by a worker that ran part of it: its
+ * X-Ray segment, sent in progress when a run of it started, is sent
+ * complete (batchproc_cancel, in the user's backend, sends nothing).
+ * Every worker that ran it sends the same document.
+ */
+static void
+close_cancelled_segment(int64 id, MemoryContext cxt)
+{
+	char	   *segment;
+
+	batchproc_begin_tx("batchproc: closing a cancelled batch's trace");
+	segment = batchproc_xray_batch_ended(id, cxt);
+	batchproc_end_tx(cxt);
+	batchproc_xray_send(segment);
+}
+
 /* What follows a batch's dispatch. */
 static void
 dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
@@ -724,6 +741,7 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
 				batchproc_leases_release(ending->batch_id);
 				batchproc_end_tx(cxt);
 			}
+			close_cancelled_segment(ending->batch_id, cxt);
 			break;
 		case BATCHPROC_DISPATCH_DONE:
 			if (batchproc_pool_mode())
@@ -851,8 +869,11 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 				interrupted = true;
 			}
 			else if (edata->sqlerrcode == BATCHPROC_ERRCODE_BATCH_STOPPED)
+			{
 				batchproc_batch_log(step_level, BATCHPROC_LOG_INFO,
 									(errmsg("batchproc: %s; its step stopped", edata->message)));
+				close_cancelled_segment(failed_id, cxt);
+			}
 			else if (failed_id != 0)
 				finish(failed_id, BATCHPROC_BATCH_FAILED,
 					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,

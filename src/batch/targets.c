@@ -210,6 +210,26 @@ batchproc_rows_call_name(const BatchprocBatch *batch, int64 first_row_id, int nr
 }
 
 /*
+ * How many rows the call name holds, if it is the name of batch's call of
+ * several rows starting at first_row_id, attempt attempt; else 0.
+ */
+int
+batchproc_rows_call_count(const BatchprocBatch *batch, const char *name, int64 first_row_id,
+						  int attempt)
+{
+	char	   *prefix = psprintf("batchproc-" INT64_FORMAT "-%s-" INT64_FORMAT "x",
+								  batch->id, batch->token, first_row_id);
+	int			nrows;
+
+	if (name == NULL || strncmp(name, prefix, strlen(prefix)) != 0 ||
+		sscanf(name + strlen(prefix), "%d", &nrows) != 1 ||
+		nrows < 1 || nrows > BATCHPROC_MAX_ROWS_PER_CALL ||
+		strcmp(name, batchproc_rows_call_name(batch, first_row_id, nrows, attempt)) != 0)
+		return 0;
+	return nrows;
+}
+
+/*
  * The region a call about arn goes to and is signed for: the ARN's own, as
  * a resource of another region is reached only there; NULL (the
  * configured region) for a function's name or partial ARN.  batchproc_submit

@@ -20,10 +20,12 @@
  * send them: a UDP datagram to AWS_XRAY_DAEMON_ADDRESS (default
  * 127.0.0.1:2000) holding the line {"format": "json", "version": 1} and
  * one segment.  The batch's segment is sent in progress when a run of it
- * starts and complete when it ends; each row's call is a subsegment of its
- * own, sent when the row ends, with its HTTP status, its error/fault/
- * throttle flags, its error as the cause, and the row's id, attempts and
- * status as annotations.
+ * starts and complete when it ends, or when a worker sees that it was
+ * cancelled (runner.c); each row's call is a subsegment of its own, sent
+ * when the row ends, with its HTTP status, its error/fault/throttle flags
+ * (throttle for a 429 or a throttling error under another status), its
+ * error as the cause, and the row's id, attempts and status as
+ * annotations.
  *
  * Tracing never holds a row up: the socket is non-blocking and a datagram
  * that cannot go at once is dropped; nothing is retried.  A daemon that is
@@ -142,14 +144,19 @@ append_string(StringInfo buf, const char *key, const char *value, int max)
 	escape_json(buf, value);
 }
 
-/* The error flags and the cause of a segment that ended with error. */
+/*
+ * The error flags and the cause of a segment that ended with error.  A
+ * throttled answer is a 429, or a service's throttling error under another
+ * status (Step Functions' ThrottlingException comes as a 400).
+ */
 static void
-append_failure(StringInfo buf, uint64 cause_seed, long http_status, const char *error)
+append_failure(StringInfo buf, uint64 cause_seed, long http_status, bool throttled,
+			   const char *error)
 {
 	char		id[BATCHPROC_XRAY_ID_LEN];
 
 	hex16(id, hash_bytes_uint32_extended((uint32) SEED_CAUSE, cause_seed));
-	if (http_status == 429)
+	if (throttled || http_status == 429)
 		appendStringInfoString(buf, ", \"error\": true, \"throttle\": true");
 	else if (http_status >= 400 && http_status < 500)
 		appendStringInfoString(buf, ", \"error\": true");
@@ -309,7 +316,7 @@ batch_segment(const BatchprocXray *x, const char *target_name, TimestampTz start
 	else
 		appendStringInfoString(&doc, ", \"in_progress\": true");
 	if (error)
-		append_failure(&doc, x->seed, 0, error);
+		append_failure(&doc, x->seed, 0, false, error);
 	appendStringInfo(&doc, ", \"annotations\": {\"batch_id\": " INT64_FORMAT, x->batch_id);
 	append_string(&doc, "target", target_name, XRAY_MAX_NAME);
 	append_string(&doc, "state", state, XRAY_MAX_NAME);
@@ -350,7 +357,8 @@ batchproc_xray_header(const BatchprocXray *xray, int64 row_id)
 /* Send the subsegment of a row's call, which ended as result says. */
 void
 batchproc_xray_row_ended(const BatchprocXray *xray, const BatchprocTarget *target,
-						 const BatchprocResult *result, TimestampTz started, long http_status)
+						 const BatchprocResult *result, TimestampTz started, long http_status,
+						 bool throttled)
 {
 	StringInfoData doc;
 	char		id[BATCHPROC_XRAY_ID_LEN];
@@ -382,7 +390,7 @@ batchproc_xray_row_ended(const BatchprocXray *xray, const BatchprocTarget *targe
 	appendStringInfoChar(&doc, '}');
 	if (strcmp(result->status, "SUCCESS") != 0)
 		append_failure(&doc, hash_bytes_extended((const unsigned char *) id, strlen(id), xray->seed),
-					   http_status, result->error);
+					   http_status, throttled, result->error);
 	appendStringInfo(&doc, ", \"annotations\": {\"batch_id\": " INT64_FORMAT ", \"row_id\": " INT64_FORMAT
 					 ", \"attempts\": %d",
 					 xray->batch_id, result->row_id, result->attempts);
@@ -395,9 +403,10 @@ batchproc_xray_row_ended(const BatchprocXray *xray, const BatchprocTarget *targe
 }
 
 /*
- * The complete segment of batch batch_id, which has just ended (in this
- * transaction), in cxt; NULL when the batch is not traced.  The caller
- * sends it once the transaction is over.
+ * The complete segment of batch batch_id, which has ended (in this
+ * transaction, or a cancel's), in cxt; NULL when the batch is not traced
+ * or is not at an end (a redrive runs it again).  The caller sends it once
+ * the transaction is over.
  */
 char *
 batchproc_xray_batch_ended(int64 batch_id, MemoryContext cxt)
@@ -415,9 +424,10 @@ batchproc_xray_batch_ended(int64 batch_id, MemoryContext cxt)
 								   " finished_at, state, error,"
 								   " target OPERATOR(pg_catalog.->>) 'name'"
 								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) ANY (%s)"
 								   " AND (config OPERATOR(pg_catalog.#>>) '{execution_config,enable_xray}')"
 								   "::pg_catalog.bool",
-								   batch_id),
+								   batch_id, batchproc_batch_states_sql(true)),
 						  false, 1, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		return NULL;

@@ -31,7 +31,7 @@ extern BatchprocXray *batchproc_xray_begin(const BatchprocBatch *batch, MemoryCo
 extern char *batchproc_xray_header(const BatchprocXray *xray, int64 row_id);
 extern void batchproc_xray_row_ended(const BatchprocXray *xray, const BatchprocTarget *target,
 									 const BatchprocResult *result, TimestampTz started,
-									 long http_status);
+									 long http_status, bool throttled);
 extern char *batchproc_xray_batch_ended(int64 batch_id, MemoryContext cxt);
 extern void batchproc_xray_send(const char *document);
 

@@ -46,6 +46,8 @@ batchContext may be missing (metadata then shows {}).
 - echo_agent: data = the input object as received (for input mapping tests).
 - items_agent: data = the input's "items" array, as received: a call of
   several rows (batchproc's rows_per_call) answered one result per row.
+- slow_items_agent: waits 12 seconds, then answers as items_agent (a call
+  of several rows still running when a test kills the worker).
 - raw_agent: answers {"echo": <the whole execution input>} with no
   result/data wrapper (for "else the whole response").
 - express_echo_agent: type EXPRESS, otherwise echo_agent; moto 5.2.1 has no
@@ -355,6 +357,19 @@ ITEMS = {
     },
 }
 
+SLOW_ITEMS = {
+    "Comment": "Waits 12 seconds, then answers a call of several rows with its items as data.",
+    "StartAt": "Wait",
+    "States": {
+        "Wait": {"Type": "Wait", "Seconds": 12, "Next": "Respond"},
+        "Respond": {
+            "Type": "Pass",
+            "Parameters": {"result": "Success", "data.$": "$.items"},
+            "End": True,
+        },
+    },
+}
+
 RAW = {
     "Comment": "Answers without the result/data wrapper.",
     "StartAt": "Respond",
@@ -369,6 +384,7 @@ MACHINES = [
     ("echo_agent", "STANDARD", echo("echo_agent")),
     ("raw_agent", "STANDARD", RAW),
     ("items_agent", "STANDARD", ITEMS),
+    ("slow_items_agent", "STANDARD", SLOW_ITEMS),
     ("express_echo_agent", "EXPRESS", echo("express_echo_agent")),
 ]
 

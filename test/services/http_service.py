@@ -250,6 +250,11 @@ class FaultHandler(Handler):
             if key is not None:
                 bump(state.by_key, key)
                 state.arrivals.setdefault(key, []).append(time.monotonic())
+            # A call of several rows counts for each of its items' keys.
+            items = inp.get("items")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "key" in item:
+                    bump(state.by_key, key_text(item["key"]))
             bump(state.fail_counts, fail_key)
             self.attempt = state.fail_counts[fail_key]
 

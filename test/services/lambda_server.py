@@ -93,8 +93,8 @@ object of the same fields ({"delay_ms": 100}, {"fail_mode": "429",
 
 Unsigned test endpoints: GET /_stats answers {"invocations": (signed
 invocation requests), "by_function": {name: count}, "by_region": {the region each was signed
-for: count}, "by_key": {input.key:
-count}, "arrivals": {input.key: [when each of its calls arrived, in
+for: count}, "by_key": {input.key, or each
+input.items[].key: count}, "arrivals": {input.key: [when each of its calls arrived, in
 seconds on the server's monotonic clock]}, "in_flight": n, "max_in_flight":
 M (over every request to the invocation path, signed or not, from its
 headers to its answer), "connections": (TCP connections accepted),

@@ -13,6 +13,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(sleep time);
 
 use BatchprocTest;
 
@@ -156,6 +157,116 @@ is(sql("SELECT string_agg(word || '=' || got || '/' || _status, ',' ORDER BY _ro
 	'each row holds its own item of the answer\'s "results"');
 is(decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content})->{invocations}, 3,
 	'in three requests');
+
+# --- A crash in the middle of a call of several rows.  Six rows of some
+# 1000 bytes each, three a call under a limit of 3600 bytes, one call at a
+# time to a slow target; the worker is stopped while the first call (rows
+# 1 to 3) is in flight, the limit is set (the same, or 2500: two rows a
+# call) and the worker is killed (kill -9: the server restarts it).  Each
+# row ends with one result, and the target saw each row once, but for a
+# tool's rows in flight, which are sent again: a standard agent's call
+# goes again as the same rows under the same name, which finds its
+# execution, and only the calls after it follow the new limit.
+sql('ALTER SYSTEM SET restart_after_crash = on');
+sub set_payload_limit
+{
+	my ($bytes) = @_;
+	sql("ALTER SYSTEM SET batchproc.max_payload_bytes = $bytes");
+	sql('SELECT pg_reload_conf()');
+	ok($node->poll_query_until('postgres', "SELECT setting = '$bytes' FROM pg_settings WHERE name = 'batchproc.max_payload_bytes'"),
+		"batchproc.max_payload_bytes is $bytes");
+}
+set_payload_limit(3600);
+put_object($bucket, 'crash.csv', "key,pad\n" . join('', map { "c$_,$pad\n" } 1 .. 6));
+
+sub worker_pid
+{
+	return sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
+}
+
+# Wait until $in_flight->() says the batch's first call is in flight, stop
+# the worker, set the payload limit to $limit, and kill the worker.  The
+# first call's rows must still be pending then, or the kill tests nothing.
+sub crash_mid_call
+{
+	my ($id, $in_flight, $limit) = @_;
+	my $deadline = time + 120;
+	sleep 0.2 until $in_flight->() || time > $deadline;
+	ok($in_flight->(), "batch $id: its first call is in flight");
+	my $pid = worker_pid();
+	kill 'STOP', $pid;
+	is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _row_id <= 3 AND _status IS NULL"), 3,
+		"batch $id: the rows of its first call are pending when the worker is stopped");
+	set_payload_limit($limit);
+	kill 'KILL', $pid;
+	ok($node->poll_query_until('postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
+			  . " AND datname = 'postgres' AND pid <> $pid"),
+		"batch $id: the server restarts and the worker comes back");
+}
+
+# The agent's executions of batch $id: how many held each row ("row:count,...").
+sub executions_by_row
+{
+	my ($id, $arn) = @_;
+	my $prefix = call_prefix($node, $id);
+	my %n;
+	for my $e (@{ decode_json(aws_ok('stepfunctions', 'list-executions', '--state-machine-arn', $arn))->{executions} })
+	{
+		next unless index($e->{name}, $prefix) == 0;
+		my $input = decode_json(aws_ok('stepfunctions', 'describe-execution', '--execution-arn', $e->{executionArn}))->{input};
+		$n{$_}++ for @{ decode_json($input)->{batchContext}{rowIds} };
+	}
+	return join(',', map { "$_:" . ($n{$_} // 0) } sort { $a <=> $b } keys %n);
+}
+
+for my $limit (3600, 2500)
+{
+	my $arn = $ENV{BATCHPROC_AGENT_slow_items_agent};
+	my $agent_id = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/crash.csv",
+  "target": {"type": "agent", "arn": "$arn"},
+  "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
+  "execution_config": {"rows_per_call": 5, "max_concurrency": 1, "timeout_seconds": 120}}));
+	my $agent_prefix = call_prefix($node, $agent_id);
+	# Its rows' first attempt is on record just before the call starts;
+	# then the execution is looked for.
+	ok($node->poll_query_until('postgres', "SELECT _attempts = 1 FROM batchproc_data.batch_$agent_id WHERE _row_id = 1"),
+		"agent, limit $limit: the first call's attempt is on record");
+	crash_mid_call($agent_id, sub {
+		aws_ok('stepfunctions', 'list-executions', '--state-machine-arn', $arn) =~ /"name": "\Q$agent_prefix\E1x3-1"/
+	}, $limit);
+	is(wait_for($agent_id), 'succeeded', "agent, limit $limit after the crash: the batch succeeds");
+	is(sql("SELECT string_agg(key || '=' || key_out || '/' || _status, ',' ORDER BY _row_id) FROM batchproc_data.batch_$agent_id"),
+		join(',', map { "c$_=c$_/SUCCESS" } 1 .. 6), "agent, limit $limit: each row holds its own result");
+	is(executions_by_row($agent_id, $arn), '1:1,2:1,3:1,4:1,5:1,6:1',
+		"agent, limit $limit: each row ran in exactly one execution");
+	is( sql("SELECT string_agg(_row_id || ':' || substring(_execution_id from '[0-9]+x[0-9]+-[0-9]+\$'), ',' ORDER BY _row_id)"
+			  . " FROM batchproc_data.batch_$agent_id"),
+		$limit == 3600 ? '1:1x3-1,2:1x3-1,3:1x3-1,4:4x3-1,5:4x3-1,6:4x3-1'
+		  : '1:1x3-1,2:1x3-1,3:1x3-1,4:4x2-1,5:4x2-1,6:6x1-1',
+		"agent, limit $limit: the call in flight went on as it was, the calls after it under the limit");
+
+	# A tool: the rows of the call in flight are sent again, however they
+	# are grouped now, and no other row is.
+	set_payload_limit(3600);
+	$http->post("$lambda_url/_reset");
+	$http->post("$lambda_url/_control", { content => '{"delay_ms": 3000}' });
+	my $tool_id = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/crash.csv",
+  "target": {"type": "tool", "name": "echo_items"},
+  "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
+  "execution_config": {"rows_per_call": 5, "max_concurrency": 1, "timeout_seconds": 120}}));
+	crash_mid_call($tool_id, sub { lambda_stats()->{in_flight} >= 1 }, $limit);
+	is(wait_for($tool_id), 'succeeded', "tool, limit $limit after the crash: the batch succeeds");
+	is(sql("SELECT string_agg(key || '=' || key_out || '/' || _status, ',' ORDER BY _row_id) FROM batchproc_data.batch_$tool_id"),
+		join(',', map { "c$_=c$_/SUCCESS" } 1 .. 6), "tool, limit $limit: each row holds its own result");
+	my $by_key = lambda_stats()->{by_key};
+	is(join(',', map { "c$_:" . ($by_key->{"c$_"} // 0) } 1 .. 6), 'c1:2,c2:2,c3:2,c4:1,c5:1,c6:1',
+		"tool, limit $limit: the rows in flight were sent twice, the others once");
+	$http->post("$lambda_url/_control", { content => '{}' });
+	set_payload_limit(3600);
+}
+sql('ALTER SYSTEM RESET batchproc.max_payload_bytes');
+sql('SELECT pg_reload_conf()');
 
 # --- An unprivileged user: the bound holds for her, and her batch of
 # several rows a call on a registered target runs as anyone's.

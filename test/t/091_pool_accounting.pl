@@ -175,5 +175,45 @@ is(join(',', sort @stale), '',
 	'stuck worker: no row sent again has the stuck worker\'s answer as its result');
 note('rows sent again: ' . scalar(@twice));
 
+# --- A redrive while a stuck worker (SIGSTOP) is still in the batch's
+# last run.  That run stopped on a failed row (continue_on_error false)
+# while the worker was stuck, so the stuck worker holds what the pool
+# counted for it: its calls in flight, and the stop.  The redrive must
+# neither wait for the stuck worker nor inherit that stop: the other two
+# workers run every row again, and the batch succeeds; once the stuck
+# worker comes back, nothing of its old run is recorded.
+reset_stats();
+$rows = 200;
+$id = submit(name => 'r', rows => $rows, target => 'echo', columns => ['delay_ms'], row => sub { 300 },
+	execution => '{"max_concurrency": 6, "continue_on_error": false, "retry_policy": {"max_attempts": 1}}');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(DISTINCT holder_pid) = 2 FROM batchproc.leases WHERE batch_id = $id AND holder_pid <> 0"),
+	'redrive: both chunks of 100 rows are leased, by two workers');
+$victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
+$deadline = time + 60;
+sleep 0.2 until stats()->{in_flight} >= 1 || time > $deadline;
+kill 'STOP', $victim;
+# The next call the stand-in answers fails with 400, not retried: the row
+# fails, and the batch with it.
+$http->post("http://127.0.0.1:$lambda_port/_control", { content => '{"fail_mode": "400", "fail_times": 1}' });
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'failed', 'redrive: the batch fails on its failed row');
+like(sql("SELECT error FROM batchproc.batches WHERE id = $id"), qr/^row \d+ failed: /,
+	'redrive: because of that row');
+$http->post("http://127.0.0.1:$lambda_port/_control", { content => '{}' });
+cmp_ok(sql("SELECT batchproc_retry_failed($id)"), '>', 0, 'redrive: the failed and unfinished rows go again');
+is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded',
+	'redrive: the batch succeeds while the worker of its last run is still stuck');
+is(sql("SELECT count(*) FILTER (WHERE _status = 'SUCCESS' AND echoed = key) FROM batchproc_data.batch_$id"),
+	$rows, 'redrive: every row has its result');
+kill 'CONT', $victim;
+# Back, the worker ends its last run and takes rows of the next batch.
+my $next = submit(name => 'n', rows => 300, target => 'echo', columns => ['delay_ms'], row => sub { 100 },
+	execution => '{"max_concurrency": 6}');
+ok( $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM batchproc.leases WHERE batch_id = $next AND holder_pid = $victim"),
+	'redrive: the worker of the last run comes back, and takes rows of the next batch');
+is(sql("SELECT batchproc_wait($next, '180 s')"), 'succeeded', 'redrive: the next batch succeeds');
+is(sql("SELECT state || '|' || succeeded_rows || '|' || failed_rows FROM batchproc.batches WHERE id = $id"),
+	"succeeded|$rows|0", 'redrive: and the batch stays as the redrive ended it');
+
 $lambda->kill_kill;
 done_testing();

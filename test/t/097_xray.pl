@@ -260,6 +260,49 @@ my ($fsub) = subsegments_of($fid);
 is(join('/', map { $_ // '-' } @{$fsub // {}}{qw(error fault)}, $fsub->{http}{response}{status}), '1/-/400',
 	'the row refused with 400 is an error, not a fault');
 
+# --- Step Functions throttles every StartExecution (a 400
+# ThrottlingException, through a second proxy): the row that fails for it
+# is flagged throttle, as a Lambda 429 is.
+my ($throttling, $throttling_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--throttle-start-execution', 'all');
+sub sfn_endpoint
+{
+	my ($port) = @_;
+	sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$port'");
+	sql('SELECT pg_reload_conf()');
+	ok($node->poll_query_until('postgres', "SELECT current_setting('batchproc.endpoint_url_sfn') = 'http://127.0.0.1:$port'"),
+		"Step Functions is reached through port $port");
+}
+sfn_endpoint($throttling_port);
+my ($tid, $tstate) = run_batch(qq({"csv_s3_uri": "s3://xray/ticket.csv", "target": {"type": "agent", "name": "ticket_classifier_agent"},
+  "input_mapping": {"column_mappings": {"ticketText": "ticketText"}},
+  "execution_config": {"enable_xray": true, $retry}}));
+is($tstate, 'failed', 'a traced agent batch whose StartExecution is always throttled fails');
+ok(ended_segment($tid), 'its segment comes');
+my ($tsub) = subsegments_of($tid);
+is(join('/', map { $_ // '-' } @{$tsub // {}}{qw(error throttle fault)}, $tsub->{http}{response}{status}),
+	'1/1/-/400', 'the row throttled by Step Functions is an error flagged throttle, with its 400');
+sfn_endpoint($sfn_port);
+
+# --- A batch cancelled while its call is in flight: its segment, sent in
+# progress, is sent again complete, in state cancelled.
+put_object($bucket, 'slow.csv', "key,delay_ms\nslow,60000\n");
+my $cid = as_alice(q{SELECT batchproc_submit('{"csv_s3_uri": "s3://xray/slow.csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key"},
+    "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+  "execution_config": {"enable_xray": true}}')});
+like($cid, qr/^\d+$/, 'alice submits a traced batch of one slow row');
+my $in_flight_by = time() + 60;
+select(undef, undef, undef, 0.1)
+  until (lambda_stats()->{in_flight} >= 1 && grep { $_->{in_progress} } documents_of($cid)) || time() > $in_flight_by;
+ok(lambda_stats()->{in_flight} >= 1, 'its call is in flight, and its segment was sent in progress');
+is(as_alice("SELECT batchproc_cancel($cid)"), 'cancelled', 'alice cancels it');
+my $csegment = ended_segment($cid) // {};
+is(($csegment->{annotations}{state} // '-') . '/' . ($csegment->{in_progress} ? 'in progress' : 'complete'),
+	'cancelled/complete', 'the cancelled batch\'s segment is sent complete, in state cancelled');
+ok((grep { $_->{in_progress} && ($_->{id} // '') eq ($csegment->{id} // '') } documents_of($cid)),
+	'the same segment that was sent in progress');
+
 # --- The batch without X-Ray, which ran before all of these.
 is(scalar(documents_of($off)), 0, 'a batch with enable_xray false sends no datagram');
 my @off_calls = grep { index($_, $off_prefix) == 0 } keys %$headers;
