@@ -13,7 +13,7 @@ use Test::More;
 
 our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as s3_round_trip put_object get_object
   moto_role_credentials
-  submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
+  submit_batch submit_faults wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
 sub moto_url
 {
@@ -108,6 +108,42 @@ sub submit_batch
 {
 	my ($node, $config, $db) = @_;
 	return $node->safe_psql($db // 'postgres', "SELECT batchproc_submit('$config')");
+}
+
+# Submit a batch in database postgres over $csv, put in $bucket as $name,
+# whose columns are the stand-ins' fault fields (test/services/README.md):
+# key and fail_mode go into the row's input as strings, the others
+# (fail_times, retry_after, delay_ms, hang) as JSON.  The output column
+# key_out is the key the target answered with.  %opts: target (JSON, the
+# config's target), execution_config (JSON), extra (more of the config's
+# keys, JSON text that begins with a comma) and user (the role that
+# submits, else the superuser).  Returns the batch's id; dies if it is
+# refused.
+sub submit_faults
+{
+	my ($node, $bucket, $name, $csv, %opts) = @_;
+	put_object($bucket, $name, $csv);
+	my (@strings, @json);
+	for my $column (split /,/, (split /\n/, $csv)[0])
+	{
+		if ($column eq 'key' || $column eq 'fail_mode')
+		{
+			push @strings, qq("$column": "$column");
+		}
+		else
+		{
+			push @json, qq("$column": {"type": "jsonpath", "config": {"column": "$column", "path": "\$"}});
+		}
+	}
+	my $sql = qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://$bucket/$name", "target": $opts{target},
+  "input_mapping": {"column_mappings": {@{[ join(', ', @strings) ]}},
+    "transformations": {@{[ join(', ', @json) ]}}},
+  "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
+  "execution_config": $opts{execution_config} @{[ $opts{extra} // '' ]}}')};
+	return $node->safe_psql('postgres', $sql) unless defined $opts{user};
+	my $id = psql_as($node, $opts{user}, $sql);
+	die "$opts{user} could not submit: $id" unless $id =~ /^\d+$/;
+	return $id;
 }
 
 # Wait (at most two minutes) for a batch to end; returns its state.
