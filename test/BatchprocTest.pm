@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as s3_round_trip put_object get_object
+our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as add_users s3_round_trip put_object get_object
   moto_role_credentials
   submit_batch submit_faults wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
 
@@ -262,6 +262,44 @@ sub psql_as
 	my ($node, $user, $sql) = @_;
 	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
 	return $ret == 0 ? $stdout : $stderr;
+}
+
+# Set up database postgres of $node as an administrator would for a test
+# of what users may reach.  %opts:
+#   users     login roles, members of batchproc_user and batchproc_s3_read
+#   s3_read   only these of them are members of batchproc_s3_read ([]: none)
+#   s3_write  these of them are members of batchproc_s3_write too
+#   admins    members of batchproc_admin (login roles of their own if they
+#             are not users: an administrator holds no other right)
+#   tools     Lambda functions registered as tools of the same name
+#   targets   more rows of batchproc.targets: [name, type, arn, allowed_roles]
+#   round_trip  the table t (x text) that s3_round_trip reads into, for
+#             the users to read, write and empty
+#   sql       more statements, run last
+sub add_users
+{
+	my ($node, %opts) = @_;
+	my @users = @{ $opts{users} // [] };
+	my @admins = @{ $opts{admins} // [] };
+	my %user = map { $_ => 1 } @users;
+	my $lit = sub { defined $_[0] ? "'" . ($_[0] =~ s/'/''/gr) . "'" : 'NULL' };
+	my $grant = sub { my ($what, $to) = @_; @$to ? "GRANT $what TO " . join(', ', @$to) . ";\n" : '' };
+
+	my $sql = join('', map { "CREATE ROLE $_ LOGIN;\n" } @users, grep { !$user{$_} } @admins);
+	$sql .= $grant->('batchproc_user', \@users);
+	$sql .= $grant->('batchproc_s3_read', $opts{s3_read} // \@users);
+	$sql .= $grant->('batchproc_s3_write', $opts{s3_write} // []);
+	$sql .= $grant->('batchproc_admin', \@admins);
+	my @targets = (
+		(map { [ $_, 'tool', "arn:aws:lambda:us-east-1:123456789012:function:$_" ] } @{ $opts{tools} // [] }),
+		@{ $opts{targets} // [] });
+	$sql .= "INSERT INTO batchproc.targets (name, type, arn, allowed_roles) VALUES\n  "
+	  . join(",\n  ", map { '(' . join(', ', map { $lit->($_) } @$_[0 .. 3]) . ')' } @targets) . ";\n"
+	  if @targets;
+	$sql .= "CREATE TABLE t (x text);\n" . $grant->('SELECT, INSERT, DELETE ON t', \@users)
+	  if $opts{round_trip};
+	$sql .= $opts{sql} // '';
+	$node->safe_psql('postgres', $sql);
 }
 
 # Write $content to $uri with COPY TO as $user, and read it back with COPY

@@ -31,15 +31,9 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
 # ann owns the data; mallory may not read it.  echo answers its input, so
 # an output column of the whole answer shows the payload each row sent.
-$node->safe_psql('postgres', q{
-	CREATE ROLE ann LOGIN;
-	CREATE ROLE mallory LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO ann, mallory;
-	GRANT CREATE ON SCHEMA public TO ann, mallory;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES
-	  ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo'),
-	  ('classifier', 'agent', 'arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine');
-});
+add_users($node, users => [qw(ann mallory)], tools => ['echo'],
+	targets => [ [ 'classifier', 'agent', 'arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine' ] ],
+	sql => 'GRANT CREATE ON SCHEMA public TO ann, mallory');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 

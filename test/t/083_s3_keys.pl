@@ -30,12 +30,7 @@ my ($lambda, $lambda_port) = start_lambda();
 my $node = batchproc_node('keys', conf => "batchproc.endpoint_url_s3 = '$s3'\n");
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 sub as_admin
 {
@@ -43,16 +38,8 @@ sub as_admin
 	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql);
 	return $ret == 0 ? $stdout : $stderr;
 }
-$node->safe_psql('postgres', q{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO mallory, alice;
-	INSERT INTO batchproc.targets (name, type, arn)
-	VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-	CREATE TABLE t (x text);
-	GRANT SELECT, INSERT, DELETE ON t TO mallory, alice;
-	ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = '"s3://keys/mállory dir/"';
-});
+add_users($node, users => [qw(mallory alice)], s3_write => [qw(mallory alice)], tools => ['echo'],
+	round_trip => 1, sql => q{ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = '"s3://keys/mállory dir/"'});
 like(as_admin(q{ALTER ROLE alice SET batchproc.s3_allowed_prefixes = 's3://keys/my data/'}),
 	qr/List syntax is invalid\..*HINT:  .*put one that holds a space, a comma or a double quote in double quotes/s,
 	'a prefix with a space, unquoted, is refused with what to write instead');

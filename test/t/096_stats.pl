@@ -35,14 +35,8 @@ my $node = batchproc_node('stats',
 my $bucket = 'stats';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
-$node->safe_psql('postgres', q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE mallory LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, mallory;
-	GRANT batchproc_s3_write TO alice;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES
-	  ('stats_echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-});
+add_users($node, users => [qw(alice mallory)], s3_write => ['alice'],
+	targets => [ [ 'stats_echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo' ] ]);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
