@@ -21,9 +21,7 @@ use BatchprocTest;
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 my $node = batchproc_node('sources', conf => "restart_after_crash = on\n");
 my $bucket = 'sources';

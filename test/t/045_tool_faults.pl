@@ -18,18 +18,14 @@ use BatchprocTest;
 
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
-my $key = "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}";
 
 # Both stand-ins check SigV4 with the test user's key.
-my ($lambda, $lambda_port) =
-  start_service('/usr/bin/python3', "$services/lambda_server.py", '--key', $key, '--quiet');
-my ($sfn, $sfn_port) =
-  start_service('/usr/bin/python3', "$services/sfn_sync_server.py", '--key', $key, '--quiet');
+my ($lambda, $lambda_port) = start_lambda();
+my ($sfn, $sfn_port) = start_stand_in('sfn_sync_server.py');
 my $lambda_url = "http://127.0.0.1:$lambda_port";
 my $sfn_url = "http://127.0.0.1:$sfn_port";
 my $http = HTTP::Tiny->new;
 
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = $lambda_url;
 my $node = batchproc_node('tool_faults');
 my $bucket = 'tool-faults';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);

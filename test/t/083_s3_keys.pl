@@ -45,15 +45,7 @@ like(as_admin(q{ALTER ROLE alice SET batchproc.s3_allowed_prefixes = 's3://keys/
 	'a prefix with a space, unquoted, is refused with what to write instead');
 
 # The AWS CLI against the front; returns (exit code, stdout, stderr).
-sub s3api
-{
-	my ($out, $err) = ('', '');
-	local $ENV{HOME} = $PostgreSQL::Test::Utils::tmp_check;
-	local $ENV{AWS_PAGER} = '';
-	IPC::Run::run([ 'aws', '--endpoint-url', $s3, '--region', 'us-east-1', 's3api', @_ ],
-		'>', \$out, '2>', \$err);
-	return ($? >> 8, $out, $err);
-}
+sub s3api { return aws_at($s3, 's3api', @_); }
 
 sub s3api_ok
 {
