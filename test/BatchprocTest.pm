@@ -11,9 +11,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_ok moto_url start_service start_lambda psql_as s3_round_trip put_object get_object
+our @EXPORT = qw(batchproc_node aws aws_at aws_ok moto_url start_service start_stand_in start_lambda psql_as add_users s3_round_trip put_object get_object
   moto_role_credentials
-  submit_batch wait_for_batch call_name call_prefix spec_example3 spec_example3_results_ok);
+  submit_batch submit_faults wait_for_batch call_name call_prefix spec_example2 spec_example3 spec_example3_results_ok
+  token_bucket_ok);
 
 sub moto_url
 {
@@ -43,11 +44,18 @@ sub batchproc_node
 # Run the AWS CLI against moto; returns (exit code, stdout, stderr).
 sub aws
 {
-	my @args = @_;
+	return aws_at(moto_url(), @_);
+}
+
+# Run the AWS CLI against the endpoint $url; returns (exit code, stdout,
+# stderr).
+sub aws_at
+{
+	my ($url, @args) = @_;
 	my ($out, $err) = ('', '');
 	local $ENV{HOME} = $PostgreSQL::Test::Utils::tmp_check;
 	local $ENV{AWS_PAGER} = '';
-	IPC::Run::run([ 'aws', '--endpoint-url', moto_url(), '--region', 'us-east-1', @args ],
+	IPC::Run::run([ 'aws', '--endpoint-url', $url, '--region', 'us-east-1', @args ],
 		'>', \$out, '2>', \$err);
 	return ($? >> 8, $out, $err);
 }
@@ -110,6 +118,42 @@ sub submit_batch
 	return $node->safe_psql($db // 'postgres', "SELECT batchproc_submit('$config')");
 }
 
+# Submit a batch in database postgres over $csv, put in $bucket as $name,
+# whose columns are the stand-ins' fault fields (test/services/README.md):
+# key and fail_mode go into the row's input as strings, the others
+# (fail_times, retry_after, delay_ms, hang) as JSON.  The output column
+# key_out is the key the target answered with.  %opts: target (JSON, the
+# config's target), execution_config (JSON), extra (more of the config's
+# keys, JSON text that begins with a comma) and user (the role that
+# submits, else the superuser).  Returns the batch's id; dies if it is
+# refused.
+sub submit_faults
+{
+	my ($node, $bucket, $name, $csv, %opts) = @_;
+	put_object($bucket, $name, $csv);
+	my (@strings, @json);
+	for my $column (split /,/, (split /\n/, $csv)[0])
+	{
+		if ($column eq 'key' || $column eq 'fail_mode')
+		{
+			push @strings, qq("$column": "$column");
+		}
+		else
+		{
+			push @json, qq("$column": {"type": "jsonpath", "config": {"column": "$column", "path": "\$"}});
+		}
+	}
+	my $sql = qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://$bucket/$name", "target": $opts{target},
+  "input_mapping": {"column_mappings": {@{[ join(', ', @strings) ]}},
+    "transformations": {@{[ join(', ', @json) ]}}},
+  "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
+  "execution_config": $opts{execution_config} @{[ $opts{extra} // '' ]}}')};
+	return $node->safe_psql('postgres', $sql) unless defined $opts{user};
+	my $id = psql_as($node, $opts{user}, $sql);
+	die "$opts{user} could not submit: $id" unless $id =~ /^\d+$/;
+	return $id;
+}
+
 # Wait (at most two minutes) for a batch to end; returns its state.
 sub wait_for_batch
 {
@@ -134,6 +178,30 @@ sub call_name
 {
 	my ($node, $id, $row, $attempt, $db) = @_;
 	return call_prefix($node, $id, $db) . "$row-$attempt";
+}
+
+# The specification's Example 2 (product descriptions by a tool), its CSV
+# put in $bucket: the specification's config as written, with that CSV, and
+# an output_s3_uri if $output_key is given.
+sub spec_example2
+{
+	my ($bucket, $output_key) = @_;
+	put_object($bucket, 'products.csv', <<'CSV');
+product_id,title,features
+P001,"Wireless Headphones","Noise canceling, 30hr battery"
+P002,"Smart Watch","Heart rate monitor, GPS"
+CSV
+	my $output = defined $output_key ? qq(\n  "output_s3_uri": "s3://$bucket/$output_key",) : '';
+	return qq({
+  "csv_s3_uri": "s3://$bucket/products.csv",$output
+  "target": {"type": "tool", "name": "generate_description"},
+  "input_mapping": {"transformations": {"prompt": {"type": "template", "config": {
+      "template": "Write a compelling product description for {title} with features: {features}",
+      "variables": {"title": "title", "features": "features"}}}}},
+  "output_mapping": {"columns": [
+      {"name": "marketing_description", "source": "\$.description"},
+      {"name": "seo_keywords", "source": "\$.keywords", "type": "json_string"}]}
+});
 }
 
 # The specification's Example 3 (data enrichment), its CSV put in $bucket: the
@@ -228,6 +296,44 @@ sub psql_as
 	return $ret == 0 ? $stdout : $stderr;
 }
 
+# Set up database postgres of $node as an administrator would for a test
+# of what users may reach.  %opts:
+#   users     login roles, members of batchproc_user and batchproc_s3_read
+#   s3_read   only these of them are members of batchproc_s3_read ([]: none)
+#   s3_write  these of them are members of batchproc_s3_write too
+#   admins    members of batchproc_admin (login roles of their own if they
+#             are not users: an administrator holds no other right)
+#   tools     Lambda functions registered as tools of the same name
+#   targets   more rows of batchproc.targets: [name, type, arn, allowed_roles]
+#   round_trip  the table t (x text) that s3_round_trip reads into, for
+#             the users to read, write and empty
+#   sql       more statements, run last
+sub add_users
+{
+	my ($node, %opts) = @_;
+	my @users = @{ $opts{users} // [] };
+	my @admins = @{ $opts{admins} // [] };
+	my %user = map { $_ => 1 } @users;
+	my $lit = sub { defined $_[0] ? "'" . ($_[0] =~ s/'/''/gr) . "'" : 'NULL' };
+	my $grant = sub { my ($what, $to) = @_; @$to ? "GRANT $what TO " . join(', ', @$to) . ";\n" : '' };
+
+	my $sql = join('', map { "CREATE ROLE $_ LOGIN;\n" } @users, grep { !$user{$_} } @admins);
+	$sql .= $grant->('batchproc_user', \@users);
+	$sql .= $grant->('batchproc_s3_read', $opts{s3_read} // \@users);
+	$sql .= $grant->('batchproc_s3_write', $opts{s3_write} // []);
+	$sql .= $grant->('batchproc_admin', \@admins);
+	my @targets = (
+		(map { [ $_, 'tool', "arn:aws:lambda:us-east-1:123456789012:function:$_" ] } @{ $opts{tools} // [] }),
+		@{ $opts{targets} // [] });
+	$sql .= "INSERT INTO batchproc.targets (name, type, arn, allowed_roles) VALUES\n  "
+	  . join(",\n  ", map { '(' . join(', ', map { $lit->($_) } @$_[0 .. 3]) . ')' } @targets) . ";\n"
+	  if @targets;
+	$sql .= "CREATE TABLE t (x text);\n" . $grant->('SELECT, INSERT, DELETE ON t', \@users)
+	  if $opts{round_trip};
+	$sql .= $opts{sql} // '';
+	$node->safe_psql('postgres', $sql);
+}
+
 # Write $content to $uri with COPY TO as $user, and read it back with COPY
 # FROM into the table t (x text), which $user may write: what came back,
 # or the first error.
@@ -239,18 +345,44 @@ sub s3_round_trip
 	return psql_as($node, $user, "DELETE FROM t; COPY t FROM '$uri'; SELECT string_agg(x, ',') FROM t");
 }
 
-# Start the Lambda stand-in, checking signatures with the test user's key,
-# with @args added to its command line, and point the extension's Lambda
-# endpoint at it (the servers the test starts inherit %ENV).  Returns the
-# harness and the port.
+# Start an AWS stand-in of test/services ($script: lambda_server.py or
+# sfn_sync_server.py), checking signatures with the test user's key, with
+# @args added to its command line.  Returns the harness and the port.
+sub start_stand_in
+{
+	my ($script, @args) = @_;
+	return start_service('/usr/bin/python3', "$ENV{BATCHPROC_TEST_SERVICES}/$script",
+		'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet', @args);
+}
+
+# Start the Lambda stand-in (start_stand_in) and point the extension's
+# Lambda endpoint at it (the servers the test starts inherit %ENV).
+# Returns the harness and the port.
 sub start_lambda
 {
-	my @args = @_;
-	my ($h, $port) = start_service('/usr/bin/python3',
-		"$ENV{BATCHPROC_TEST_SERVICES}/lambda_server.py",
-		'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet', @args);
+	my ($h, $port) = start_stand_in('lambda_server.py', @_);
 	$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$port";
 	return ($h, $port);
+}
+
+# Check that calls arriving at @$arrivals (seconds, in order) kept to a
+# token bucket of $rate a second that started full: $rate at once, then
+# $rate a second, and no one second saw more than the bucket plus a
+# second's tokens.
+sub token_bucket_ok
+{
+	my ($arrivals, $rate, $what) = @_;
+	my $n = scalar(@$arrivals);
+	my $least = ($n - $rate) / $rate;
+	cmp_ok($arrivals->[-1] - $arrivals->[0], '>=', $least - 0.1,
+		"$what: $n calls at $rate a second, $rate from the full bucket, took at least $least s");
+	my $most = 0;
+	for my $t (@$arrivals)
+	{
+		my $in_second = grep { $_ >= $t && $_ < $t + 1 } @$arrivals;
+		$most = $in_second if $in_second > $most;
+	}
+	cmp_ok($most, '<=', 2 * $rate, "$what: no second saw more than the bucket plus a second of tokens");
 }
 
 1;

@@ -111,26 +111,26 @@ need_bool(JsonbContainer *obj, const char *key)
 	return v->val.boolean;
 }
 
-static double
-need_double(JsonbContainer *obj, const char *key)
+static Datum
+need_number(JsonbContainer *obj, const char *key)
 {
 	JsonbValue *v = need_key(obj, key);
 
 	if (v->type != jbvNumeric)
 		elog(ERROR, "batch config is not normalised: \"%s\" is not a number", key);
-	return DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
-											  NumericGetDatum(v->val.numeric)));
+	return NumericGetDatum(v->val.numeric);
+}
+
+static double
+need_double(JsonbContainer *obj, const char *key)
+{
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, need_number(obj, key)));
 }
 
 static int
 need_int(JsonbContainer *obj, const char *key)
 {
-	JsonbValue *v = need_key(obj, key);
-
-	if (v->type != jbvNumeric)
-		elog(ERROR, "batch config is not normalised: \"%s\" is not a number", key);
-	return DatumGetInt32(DirectFunctionCall1(numeric_int4,
-											 NumericGetDatum(v->val.numeric)));
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, need_number(obj, key)));
 }
 
 static BatchprocInputField *

@@ -60,6 +60,13 @@ static const char *const tool_result_keys[] = {
 };
 static const char *const jmespath_keys[] = {"method", "type", "path", NULL};
 
+static const char *const *const method_keys[] = {
+	[BATCHPROC_EXTRACT_DIRECT] = direct_keys,
+	[BATCHPROC_EXTRACT_STRUCTURED_OUTPUT] = structured_keys,
+	[BATCHPROC_EXTRACT_TOOL_RESULT] = tool_result_keys,
+	[BATCHPROC_EXTRACT_JMESPATH] = jmespath_keys,
+};
+
 #define DEFAULT_STRUCTURED_TOOL "print_output"
 
 const char *
@@ -69,12 +76,24 @@ batchproc_extraction_method_name(BatchprocExtractionMethod method)
 	return method_names[method];
 }
 
+/* The method of that name, in our spelling, or -1. */
+static int
+method_by_name(const char *name)
+{
+	for (int m = 0; m < (int) lengthof(method_names); m++)
+		if (strcmp(name, method_names[m]) == 0)
+			return m;
+	return -1;
+}
+
 /*
- * The value of key, or of its other spelling alt; an ERROR when an entry
+ * The value of key, or of its other spelling alt, and in *found the path
+ * of the one the entry has (of key when it has neither); an ERROR when it
  * has both.
  */
 static JsonbValue *
-either_key(JsonbContainer *obj, const char *path, const char *key, const char *alt)
+either_key(JsonbContainer *obj, const char *path, const char *key, const char *alt,
+		   char **found)
 {
 	JsonbValue *v = batchproc_cfg_get_key(obj, key);
 	JsonbValue *a = batchproc_cfg_get_key(obj, alt);
@@ -85,6 +104,7 @@ either_key(JsonbContainer *obj, const char *path, const char *key, const char *a
 				 errmsg("%s: has both \"%s\" and \"%s\"", path, key, alt),
 				 errdetail("\"%s\" is another name for \"%s\".", alt, key),
 				 errhint("Keep one of them.")));
+	*found = batchproc_cfg_path_key(path, a ? alt : key);
 	return v ? v : a;
 }
 
@@ -151,16 +171,16 @@ check_jmespath(const char *expression, const char *path)
 	batchproc_cfg_check_jsonpath(translated, path);
 }
 
+/* The string of key or alt, or NULL; *found is its path (either_key). */
 static char *
-optional_string(JsonbContainer *obj, const char *path, const char *key, const char *alt)
+optional_string(JsonbContainer *obj, const char *path, const char *key, const char *alt,
+				char **found)
 {
-	JsonbValue *v = either_key(obj, path, key, alt);
+	JsonbValue *v = either_key(obj, path, key, alt, found);
 
 	if (v == NULL)
 		return NULL;
-	return batchproc_cfg_require_nonempty_string(v,
-												 batchproc_cfg_path_key(path,
-																		batchproc_cfg_get_key(obj, key) ? key : alt));
+	return batchproc_cfg_require_nonempty_string(v, *found);
 }
 
 /* One entry of a column's list, normalised onto st. */
@@ -172,51 +192,27 @@ validate_method(const JsonbValue *e, const char *path, const char *column,
 	JsonbValue *v;
 	char	   *name;
 	char	   *method_path;
-	BatchprocExtractionMethod method;
+	char	   *tool_path;
+	char	   *parse_path;
+	int			method;
 	char	   *jpath = NULL;
 	char	   *tool = NULL;
 	char	   *parse = NULL;
 
-	if (!batchproc_cfg_is_object(e))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: must be a JSON object", path),
-				 errhint("A method looks like {\"method\": \"direct\", \"path\": \"$.category\"}.")));
-	obj = e->val.binary.data;
-	v = either_key(obj, path, "method", "type");
+	/* its keys are known once its method is */
+	obj = batchproc_cfg_require_object(e, path, NULL,
+									   "A method looks like {\"method\": \"direct\", \"path\": \"$.category\"}.");
+	v = either_key(obj, path, "method", "type", &method_path);
 	if (v == NULL)
-		batchproc_cfg_report_required(batchproc_cfg_path_key(path, "method"));
-	method_path = batchproc_cfg_path_key(path, batchproc_cfg_get_key(obj, "method") ? "method" : "type");
+		batchproc_cfg_report_required(method_path);
 	name = batchproc_cfg_require_string(v, method_path);
-	if (strcmp(name, "direct") == 0)
-		method = BATCHPROC_EXTRACT_DIRECT;
-	else if (strcmp(name, "structured_output") == 0 || strcmp(name, "structured") == 0)
-		method = BATCHPROC_EXTRACT_STRUCTURED_OUTPUT;
-	else if (strcmp(name, "tool_result") == 0)
-		method = BATCHPROC_EXTRACT_TOOL_RESULT;
-	else if (strcmp(name, "jmespath") == 0)
-		method = BATCHPROC_EXTRACT_JMESPATH;
-	else
+	method = strcmp(name, "structured") == 0 ? BATCHPROC_EXTRACT_STRUCTURED_OUTPUT : method_by_name(name);
+	if (method < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: unknown extraction method \"%s\"; expected direct, structured_output, tool_result or jmespath",
 						method_path, name)));
-
-	switch (method)
-	{
-		case BATCHPROC_EXTRACT_DIRECT:
-			batchproc_cfg_check_keys(obj, path, direct_keys);
-			break;
-		case BATCHPROC_EXTRACT_STRUCTURED_OUTPUT:
-			batchproc_cfg_check_keys(obj, path, structured_keys);
-			break;
-		case BATCHPROC_EXTRACT_TOOL_RESULT:
-			batchproc_cfg_check_keys(obj, path, tool_result_keys);
-			break;
-		case BATCHPROC_EXTRACT_JMESPATH:
-			batchproc_cfg_check_keys(obj, path, jmespath_keys);
-			break;
-	}
+	batchproc_cfg_check_keys(obj, path, method_keys[method]);
 
 	if (method != BATCHPROC_EXTRACT_TOOL_RESULT)
 	{
@@ -244,15 +240,14 @@ validate_method(const JsonbValue *e, const char *path, const char *column,
 	}
 	if (method == BATCHPROC_EXTRACT_STRUCTURED_OUTPUT ||
 		method == BATCHPROC_EXTRACT_TOOL_RESULT)
-		tool = optional_string(obj, path, "tool_name", "tool");
+		tool = optional_string(obj, path, "tool_name", "tool", &tool_path);
 	if (method == BATCHPROC_EXTRACT_STRUCTURED_OUTPUT && tool == NULL)
 		tool = DEFAULT_STRUCTURED_TOOL;
 	if (method == BATCHPROC_EXTRACT_TOOL_RESULT)
 	{
-		parse = optional_string(obj, path, "parse", "pattern");
+		parse = optional_string(obj, path, "parse", "pattern", &parse_path);
 		if (parse)
-			check_regex(parse, batchproc_cfg_path_key(path,
-													  batchproc_cfg_get_key(obj, "parse") ? "parse" : "pattern"));
+			check_regex(parse, parse_path);
 	}
 
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
@@ -333,10 +328,8 @@ batchproc_config_compile_extraction(JsonbContainer *list)
 		if (e->type != jbvBinary)
 			elog(ERROR, "batch config is not normalised: extraction %d is not an object", i);
 		name = get_string(e->val.binary.data, "method");
-		for (m = 0; m < (int) lengthof(method_names); m++)
-			if (name && strcmp(name, method_names[m]) == 0)
-				break;
-		if (m == (int) lengthof(method_names))
+		m = name ? method_by_name(name) : -1;
+		if (m < 0)
 			elog(ERROR, "batch config is not normalised: unknown extraction method \"%s\"",
 				 name ? name : "");
 		ex->method = (BatchprocExtractionMethod) m;

@@ -483,34 +483,32 @@ primary(Jmes *j)
 	return comparison(j);
 }
 
+/* One or more of what part parses, joined by op ("&&" or "||"). */
 static bool
-parse_and(Jmes *j)
+joined(Jmes *j, const char *op, bool (*part) (Jmes *j))
 {
-	if (!primary(j))
+	if (!part(j))
 		return false;
-	while (peek(j) == '&' && j->text[j->pos + 1] == '&')
+	while (peek(j) == op[0] && j->text[j->pos + 1] == op[1])
 	{
 		j->pos += 2;
-		appendStringInfoString(&j->out, " && ");
-		if (!primary(j))
+		appendStringInfo(&j->out, " %s ", op);
+		if (!part(j))
 			return false;
 	}
 	return true;
 }
 
 static bool
+parse_and(Jmes *j)
+{
+	return joined(j, "&&", primary);
+}
+
+static bool
 parse_or(Jmes *j)
 {
-	if (!parse_and(j))
-		return false;
-	while (peek(j) == '|' && j->text[j->pos + 1] == '|')
-	{
-		j->pos += 2;
-		appendStringInfoString(&j->out, " || ");
-		if (!parse_and(j))
-			return false;
-	}
-	return true;
+	return joined(j, "||", parse_and);
 }
 
 /*

@@ -289,13 +289,11 @@ static void
 validate_concat(JsonbContainer *config, const char *cpath, JsonbParseState **st)
 {
 	char	   *path = psprintf("%s.columns", cpath);
-	JsonbValue *v = batchproc_cfg_get_key(config, "columns");
+	JsonbValue *v = batchproc_cfg_require_key(config, "columns", path);
 	JsonbContainer *cols;
 	char	   *separator = "";
 	int			n;
 
-	if (v == NULL)
-		batchproc_cfg_report_required(path);
 	if (!batchproc_cfg_is_array(v) || JsonContainerSize(v->val.binary.data) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -335,14 +333,12 @@ validate_template(JsonbContainer *config, const char *cpath, JsonbParseState **s
 {
 	char	   *tpath = psprintf("%s.template", cpath);
 	char	   *vpath = psprintf("%s.variables", cpath);
-	JsonbValue *v = batchproc_cfg_get_key(config, "template");
+	JsonbValue *v = batchproc_cfg_require_key(config, "template", tpath);
 	JsonbContainer *vars;
 	char	   *text;
 	List	   *placeholders;
 	ListCell   *lc;
 
-	if (v == NULL)
-		batchproc_cfg_report_required(tpath);
 	text = batchproc_cfg_require_string(v, tpath);
 	placeholders = batchproc_template_placeholders(text, tpath);
 
@@ -401,17 +397,12 @@ validate_jsonpath_transform(JsonbContainer *config, const char *cpath,
 {
 	char	   *colpath = psprintf("%s.column", cpath);
 	char	   *ppath = psprintf("%s.path", cpath);
-	JsonbValue *v;
 	char	   *column;
 	char	   *path;
 
-	if ((v = batchproc_cfg_get_key(config, "column")) == NULL)
-		batchproc_cfg_report_required(colpath);
-	column = batchproc_cfg_require_nonempty_string(v, colpath);
-
-	if ((v = batchproc_cfg_get_key(config, "path")) == NULL)
-		batchproc_cfg_report_required(ppath);
-	path = batchproc_cfg_require_string(v, ppath);
+	column = batchproc_cfg_require_nonempty_string(batchproc_cfg_require_key(config, "column", colpath),
+												   colpath);
+	path = batchproc_cfg_require_string(batchproc_cfg_require_key(config, "path", ppath), ppath);
 	batchproc_cfg_check_jsonpath(path, ppath);
 
 	batchproc_cfg_push_string(st, "column", column);
@@ -426,20 +417,11 @@ validate_transformation(const char *field, JsonbValue *spec, const char *path,
 	char	   *cpath = psprintf("%s.config", path);
 	JsonbContainer *obj;
 	JsonbContainer *config;
-	JsonbValue *v;
 	char	   *type;
 
-	if (!batchproc_cfg_is_object(spec))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: must be a JSON object", path),
-				 errhint("A transformation looks like {\"type\": \"concat\", \"config\": {\"columns\": [\"first_name\", \"last_name\"], \"separator\": \" \"}}.")));
-	obj = spec->val.binary.data;
-	batchproc_cfg_check_keys(obj, path, transform_keys);
-
-	if ((v = batchproc_cfg_get_key(obj, "type")) == NULL)
-		batchproc_cfg_report_required(type_path);
-	type = batchproc_cfg_require_string(v, type_path);
+	obj = batchproc_cfg_require_object(spec, path, transform_keys,
+									   "A transformation looks like {\"type\": \"concat\", \"config\": {\"columns\": [\"first_name\", \"last_name\"], \"separator\": \" \"}}.");
+	type = batchproc_cfg_require_string(batchproc_cfg_require_key(obj, "type", type_path), type_path);
 	if (strcmp(type, "concat") != 0 && strcmp(type, "template") != 0 &&
 		strcmp(type, "jsonpath") != 0)
 		ereport(ERROR,
@@ -447,9 +429,8 @@ validate_transformation(const char *field, JsonbValue *spec, const char *path,
 				 errmsg("%s: unknown type \"%s\"; expected concat, template or jsonpath",
 						type_path, type)));
 
-	if (batchproc_cfg_get_key(obj, "config") == NULL)
-		batchproc_cfg_report_required(cpath);
-	config = batchproc_cfg_get_object(obj, "config", cpath);
+	config = batchproc_cfg_require_object(batchproc_cfg_require_key(obj, "config", cpath), cpath,
+										  NULL, NULL);
 
 	batchproc_cfg_push_key(st, field);
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
@@ -641,18 +622,12 @@ validate_output_column(JsonbValue *e, const char *path, List **names,
 	char	   *format = NULL;
 	ListCell   *lc;
 
-	if (!batchproc_cfg_is_object(e))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: must be a JSON object", path),
-				 errhint("An output column looks like {\"name\": \"category\", \"source\": \"$.classification.category\"}.")));
-	obj = e->val.binary.data;
-	batchproc_cfg_check_keys(obj, path, column_keys);
+	obj = batchproc_cfg_require_object(e, path, column_keys,
+									   "An output column looks like {\"name\": \"category\", \"source\": \"$.classification.category\"}.");
 
 	/* name: the column of the result table, a quoted identifier */
-	if ((v = batchproc_cfg_get_key(obj, "name")) == NULL)
-		batchproc_cfg_report_required(name_path);
-	name = batchproc_cfg_require_nonempty_string(v, name_path);
+	name = batchproc_cfg_require_nonempty_string(batchproc_cfg_require_key(obj, "name", name_path),
+												 name_path);
 	if (strlen(name) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -954,8 +929,7 @@ batchproc_output_schema_validate(Jsonb *schema)
 		if (strcmp(schema_keys[i], "fields") != 0 &&
 			(v = batchproc_cfg_get_key(&schema->root, schema_keys[i])) != NULL)
 			(void) batchproc_cfg_require_string(v, psprintf("output_schema.%s", schema_keys[i]));
-	if ((v = batchproc_cfg_get_key(&schema->root, "fields")) == NULL)
-		batchproc_cfg_report_required("output_schema.fields");
+	v = batchproc_cfg_require_key(&schema->root, "fields", "output_schema.fields");
 	if (!batchproc_cfg_is_array(v))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

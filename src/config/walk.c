@@ -148,6 +148,25 @@ batchproc_cfg_check_keys(JsonbContainer *obj, const char *path, const char *cons
 	}
 }
 
+/*
+ * v, the value at path, as an object container holding none but the valid
+ * keys (valid NULL: the caller checks them); hint, if not NULL, shows the
+ * user what such an object looks like.
+ */
+JsonbContainer *
+batchproc_cfg_require_object(const JsonbValue *v, const char *path,
+							 const char *const *valid, const char *hint)
+{
+	if (!batchproc_cfg_is_object(v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: must be a JSON object", path),
+				 hint ? errhint("%s", hint) : 0));
+	if (valid)
+		batchproc_cfg_check_keys(v->val.binary.data, path, valid);
+	return v->val.binary.data;
+}
+
 /* obj's value for key as an object container, or NULL when absent. */
 JsonbContainer *
 batchproc_cfg_get_object(JsonbContainer *obj, const char *key, const char *path)
@@ -156,11 +175,7 @@ batchproc_cfg_get_object(JsonbContainer *obj, const char *key, const char *path)
 
 	if (v == NULL)
 		return NULL;
-	if (!batchproc_cfg_is_object(v))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: must be a JSON object", path)));
-	return v->val.binary.data;
+	return batchproc_cfg_require_object(v, path, NULL, NULL);
 }
 
 void
@@ -169,6 +184,17 @@ batchproc_cfg_report_required(const char *path)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s: is required", path)));
+}
+
+/* obj's value for key, whose path is path; an ERROR when it has none. */
+JsonbValue *
+batchproc_cfg_require_key(JsonbContainer *obj, const char *key, const char *path)
+{
+	JsonbValue *v = batchproc_cfg_get_key(obj, key);
+
+	if (v == NULL)
+		batchproc_cfg_report_required(path);
+	return v;
 }
 
 char *

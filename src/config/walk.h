@@ -25,9 +25,14 @@ extern int batchproc_cfg_object_pairs(JsonbContainer *obj, char ***keys,
 									  JsonbValue **values);
 extern void batchproc_cfg_check_keys(JsonbContainer *obj, const char *path,
 									 const char *const *valid);
+extern JsonbContainer *batchproc_cfg_require_object(const JsonbValue *v, const char *path,
+													const char *const *valid,
+													const char *hint);
 extern JsonbContainer *batchproc_cfg_get_object(JsonbContainer *obj, const char *key,
 												const char *path);
 extern pg_attribute_noreturn() void batchproc_cfg_report_required(const char *path);
+extern JsonbValue *batchproc_cfg_require_key(JsonbContainer *obj, const char *key,
+											 const char *path);
 extern char *batchproc_cfg_require_string(const JsonbValue *v, const char *path);
 extern char *batchproc_cfg_require_nonempty_string(const JsonbValue *v, const char *path);
 extern int batchproc_cfg_require_int(const JsonbValue *v, const char *path, int lo,

@@ -21,9 +21,7 @@ use BatchprocTest;
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 my $node = batchproc_node('sources', conf => "restart_after_crash = on\n");
 my $bucket = 'sources';
@@ -31,15 +29,9 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
 # ann owns the data; mallory may not read it.  echo answers its input, so
 # an output column of the whole answer shows the payload each row sent.
-$node->safe_psql('postgres', q{
-	CREATE ROLE ann LOGIN;
-	CREATE ROLE mallory LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO ann, mallory;
-	GRANT CREATE ON SCHEMA public TO ann, mallory;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES
-	  ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo'),
-	  ('classifier', 'agent', 'arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine');
-});
+add_users($node, users => [qw(ann mallory)], tools => ['echo'],
+	targets => [ [ 'classifier', 'agent', 'arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine' ] ],
+	sql => 'GRANT CREATE ON SCHEMA public TO ann, mallory');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 

@@ -40,22 +40,7 @@ sub lambda_stats
 sub lambda_reset { $http->post("http://127.0.0.1:$lambda_port/_reset"); }
 
 # --- Example 2: a tool, through Lambda Invoke signed with SigV4.
-put_csv('products.csv', <<'CSV');
-product_id,title,features
-P001,"Wireless Headphones","Noise canceling, 30hr battery"
-P002,"Smart Watch","Heart rate monitor, GPS"
-CSV
-my $id = submit(q({
-  "csv_s3_uri": "s3://batches/products.csv",
-  "output_s3_uri": "s3://batches/products.enriched.csv",
-  "target": {"type": "tool", "name": "generate_description"},
-  "input_mapping": {"transformations": {"prompt": {"type": "template", "config": {
-      "template": "Write a compelling product description for {title} with features: {features}",
-      "variables": {"title": "title", "features": "features"}}}}},
-  "output_mapping": {"columns": [
-      {"name": "marketing_description", "source": "$.description"},
-      {"name": "seo_keywords", "source": "$.keywords", "type": "json_string"}]}
-}));
+my $id = submit(spec_example2('batches', 'products.enriched.csv'));
 is(wait_for($id), 'succeeded', 'Example 2 succeeds');
 is(sql("SELECT total_rows, succeeded_rows, failed_rows FROM batchproc.batches WHERE id = $id"),
 	'2|2|0', 'Example 2 counts two rows done');

@@ -18,18 +18,14 @@ use BatchprocTest;
 
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
-my $key = "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}";
 
 # Both stand-ins check SigV4 with the test user's key.
-my ($lambda, $lambda_port) =
-  start_service('/usr/bin/python3', "$services/lambda_server.py", '--key', $key, '--quiet');
-my ($sfn, $sfn_port) =
-  start_service('/usr/bin/python3', "$services/sfn_sync_server.py", '--key', $key, '--quiet');
+my ($lambda, $lambda_port) = start_lambda();
+my ($sfn, $sfn_port) = start_stand_in('sfn_sync_server.py');
 my $lambda_url = "http://127.0.0.1:$lambda_port";
 my $sfn_url = "http://127.0.0.1:$sfn_port";
 my $http = HTTP::Tiny->new;
 
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = $lambda_url;
 my $node = batchproc_node('tool_faults');
 my $bucket = 'tool-faults';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
@@ -54,40 +50,13 @@ sub rows
 		  . " FROM batchproc_data.batch_$id");
 }
 
-# Submit a batch over a CSV whose columns are the stand-ins' fault fields:
-# key and fail_mode go into the row's input as strings, the others
-# (fail_times, retry_after, delay_ms, hang) as JSON.  The output column
-# key_out is the key the target answered with.
-sub submit_faults
-{
-	my ($target, $name, $csv, $execution_config) = @_;
-	put_object($bucket, $name, $csv);
-	my (@strings, @json);
-	for my $column (split /,/, (split /\n/, $csv)[0])
-	{
-		if ($column eq 'key' || $column eq 'fail_mode')
-		{
-			push @strings, qq("$column": "$column");
-		}
-		else
-		{
-			push @json,
-			  qq("$column": {"type": "jsonpath", "config": {"column": "$column", "path": "\$"}});
-		}
-	}
-	return submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/$name", "target": $target,
-  "input_mapping": {"column_mappings": {@{[ join(', ', @strings) ]}},
-    "transformations": {@{[ join(', ', @json) ]}}},
-  "output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
-  "execution_config": $execution_config}));
-}
-
 my $echo = '{"type": "tool", "name": "echo"}';
 
 # --- Retry-After: a 429 asking for 2 s, under a retry policy of 0.1 s.
 $http->post("$lambda_url/_reset");
-my $id = submit_faults($echo, 'retry_after.csv', "key,fail_times,fail_mode,retry_after\nthrottled,1,429,2\n",
-	'{"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1, "backoff_rate": 2}}');
+my $id = submit_faults($node, $bucket, 'retry_after.csv', "key,fail_times,fail_mode,retry_after\nthrottled,1,429,2\n",
+	target => $echo,
+	execution_config => '{"retry_policy": {"max_attempts": 3, "interval_seconds": 0.1, "backoff_rate": 2}}');
 is(wait_for($id), 'succeeded', 'a row throttled once with Retry-After: 2 ends');
 is(rows($id), 'throttled=SUCCESS/2', 'it succeeded on its second attempt');
 my $arrivals = lambda_stats()->{arrivals}{throttled};
@@ -106,14 +75,14 @@ cmp_ok($arrivals->[1] - $arrivals->[0], '>=', 1.95,
 # then the connection closes).  Both are retried; a row that meets them on
 # every attempt fails after max_attempts with the error of the last one.
 $http->post("$lambda_url/_reset");
-$id = submit_faults($echo, 'transient.csv', <<'CSV',
+$id = submit_faults($node, $bucket, 'transient.csv', <<'CSV', target => $echo,
 key,fail_times,fail_mode
 unavailable,2,503
 unavailable_always,3,503
 cut,1,partial
 cut_always,3,partial
 CSV
-	'{"max_concurrency": 4, "retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}');
+	execution_config => '{"max_concurrency": 4, "retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}');
 is(wait_for($id), 'succeeded', 'a batch with transient failures ends');
 my @rows = split /\n/, rows($id);
 is($rows[0], 'unavailable=SUCCESS/3', 'a row that gets 503 twice succeeds on its third attempt');
@@ -141,10 +110,10 @@ is(counts($stats->{errors}), 'ServiceException=5,partial=4', 'five 503s, four an
 $http->post("$lambda_url/_reset");
 # Row 3 answers after 2 s, so that rows 1 and 2 have reached the tool and
 # row 2 has had its 429 by then, on a loaded machine too.
-$id = submit_faults($echo, 'stop.csv', join('', "key,fail_times,fail_mode,retry_after,delay_ms,hang\n",
+$id = submit_faults($node, $bucket, 'stop.csv', join('', "key,fail_times,fail_mode,retry_after,delay_ms,hang\n",
 		"open,0,400,0,0,true\n", "waiting,1,429,20,0,false\n", "bad,1,400,0,2000,false\n",
 		map { "later$_,0,400,0,0,false\n" } 4 .. 9),
-	'{"continue_on_error": false, "max_concurrency": 3, "timeout_seconds": 60,
+	target => $echo, execution_config => '{"continue_on_error": false, "max_concurrency": 3, "timeout_seconds": 60,
 	  "retry_policy": {"max_attempts": 3, "interval_seconds": 0.1}}');
 is(wait_for($id), 'failed', 'with continue_on_error false a failed row fails the batch');
 my $bad_error = 'Lambda answered HTTP 400 InvalidRequestContentException: Invalid request content (injected failure 1 of 1)';
@@ -206,7 +175,7 @@ for my $case (
 
 	my $csv = "key\nfirst\nsecond\nthird\n";
 	$http->post("$lambda_url/_reset");
-	$id = submit_faults($echo, "tampered_$what.csv", $csv, $serial);
+	$id = submit_faults($node, $bucket, "tampered_$what.csv", $csv, target => $echo, execution_config => $serial);
 	is(wait_for($id), 'succeeded', "Lambda, $how: the batch ends");
 	is( rows($id),
 		"first=FAILED/1/Lambda answered HTTP 403 $mismatch\nsecond=SUCCESS/1\nthird=SUCCESS/1",
@@ -218,8 +187,8 @@ for my $case (
 	is(counts($stats->{by_key}), 'second=1,third=1', "Lambda, $how: the tampered call never ran");
 
 	$http->post("$sfn_url/_reset");
-	$id = submit_faults('{"type": "agent", "name": "express_echo"}', "tampered_${what}_express.csv",
-		$csv, $serial);
+	$id = submit_faults($node, $bucket, "tampered_${what}_express.csv", $csv,
+		target => '{"type": "agent", "name": "express_echo"}', execution_config => $serial);
 	is(wait_for($id), 'succeeded', "express agent, $how: the batch ends");
 	is( rows($id),
 		"first=FAILED/1/Step Functions answered HTTP 403 $mismatch\nsecond=SUCCESS/1\nthird=SUCCESS/1",

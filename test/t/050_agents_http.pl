@@ -131,16 +131,25 @@ is( join(',', map { "$_=$runs->{$_}" } sort keys %$runs),
 	"${\ call($id, 1, 1)}=FAILED,${\ call($id, 1, 2)}=FAILED",
 	'Step Functions ran exactly two executions, one per attempt, named by batch, row and attempt');
 
+# Submit a batch to slow_agent over $csv (put as $name), each row waiting
+# its wait_seconds, under $execution_config.
+sub submit_slow
+{
+	my ($name, $csv, $execution_config) = @_;
+	put_csv($name, $csv);
+	return submit(qq({"csv_s3_uri": "s3://agents-http/$name",
+  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
+  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
+      "config": {"column": "wait_seconds", "path": "\$"}}}},
+  "execution_config": $execution_config}));
+}
+
 # --- An agent slower than timeout_seconds: each attempt is cut off at the
 # timeout and its execution stopped rather than left running; the row ends
 # TIMEOUT.  slow_agent would end by itself, SUCCEEDED, 8 s after it
 # started: ABORTED can only come from a StopExecution.
-put_csv('slow.csv', "wait_seconds\n8\n");
-$id = submit(qq({"csv_s3_uri": "s3://agents-http/slow.csv",
-  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
-  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
-      "config": {"column": "wait_seconds", "path": "\$"}}}},
-  "execution_config": {"timeout_seconds": 1, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.2}}}));
+$id = submit_slow('slow.csv', "wait_seconds\n8\n",
+	'{"timeout_seconds": 1, "retry_policy": {"max_attempts": 2, "interval_seconds": 0.2}}');
 is(wait_for($id), 'failed', 'a batch whose agent is too slow ends, failed: its only row timed out');
 is(sql("SELECT _status || '/' || _attempts || '/' || _error_message FROM batchproc_data.batch_$id"),
 	'TIMEOUT/2/timed out after 1 seconds', 'the row ends TIMEOUT after its two attempts');
@@ -161,12 +170,7 @@ is(final_status('slow_agent', "${\ call($id, 1, 2)}"), 'ABORTED',
 	'the execution of the last attempt was stopped too');
 
 # --- batchproc_cancel stops the agents' executions in flight.
-put_csv('slower.csv', "wait_seconds\n8\n8\n");
-$id = submit(qq({"csv_s3_uri": "s3://agents-http/slower.csv",
-  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
-  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
-      "config": {"column": "wait_seconds", "path": "\$"}}}},
-  "execution_config": {"max_concurrency": 2, "timeout_seconds": 60}}));
+$id = submit_slow('slower.csv', "wait_seconds\n8\n8\n", '{"max_concurrency": 2, "timeout_seconds": 60}');
 my $deadline = time() + 30;
 while (time() < $deadline)
 {
@@ -390,12 +394,7 @@ sub sfn_through_proxy
 }
 
 my ($slow_sfn, $http_stats) = sfn_through_proxy('--delay-start-execution', 3);
-put_csv('held.csv', "wait_seconds\n8\n8\n");
-$id = submit(qq({"csv_s3_uri": "s3://agents-http/held.csv",
-  "target": {"type": "agent", "arn": "$ENV{BATCHPROC_AGENT_slow_agent}"},
-  "input_mapping": {"transformations": {"wait_seconds": {"type": "jsonpath",
-      "config": {"column": "wait_seconds", "path": "\$"}}}},
-  "execution_config": {"max_concurrency": 2, "timeout_seconds": 60}}));
+$id = submit_slow('held.csv', "wait_seconds\n8\n8\n", '{"max_concurrency": 2, "timeout_seconds": 60}');
 $deadline = time() + 30;
 sleep(0.1) while time() < $deadline && ($http_stats->()->{requests}{StartExecution} // 0) < 2;
 is($http_stats->()->{requests}{StartExecution}, 2, 'both rows\' StartExecution calls are held');

@@ -21,8 +21,7 @@ use BatchprocTest;
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
-my ($sfn, $sfn_port) = start_service('/usr/bin/python3', "$services/sfn_sync_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
+my ($sfn, $sfn_port) = start_stand_in('sfn_sync_server.py');
 my $sfn_url = "http://127.0.0.1:$sfn_port";
 my $http = HTTP::Tiny->new;
 

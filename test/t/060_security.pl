@@ -22,15 +22,7 @@ aws_ok('s3api', 'create-bucket', '--bucket', 'security');
 
 # alice and bob are ordinary users; boss administers batchproc and holds no
 # S3 role and no other right.  Ordinary users call registered targets only.
-$node->safe_psql('postgres', q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE bob LOGIN;
-	CREATE ROLE boss LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, bob;
-	GRANT batchproc_admin TO boss;
-	INSERT INTO batchproc.targets (name, type, arn)
-	VALUES ('fail_always', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:fail_always');
-});
+add_users($node, users => [qw(alice bob)], admins => ['boss'], tools => ['fail_always']);
 
 # What $user gets from $sql: its output, or its error if it fails.
 sub as { return psql_as($node, @_); }

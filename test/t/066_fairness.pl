@@ -59,13 +59,7 @@ sub lambda_stats
 	return decode_json($http->get("http://127.0.0.1:$lambda_port/_stats")->{content});
 }
 
-sql(q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE bob LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, bob;
-	INSERT INTO batchproc.targets (name, type, arn)
-	VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-});
+add_users($node, users => [qw(alice bob)], tools => ['echo']);
 
 # Every call takes 300 ms at the stand-in: the worker, with its 40 calls,
 # has time to spare and waits for answers between its turns.

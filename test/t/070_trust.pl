@@ -21,18 +21,9 @@ my ($lambda, $lambda_port) = start_lambda();
 my $node = batchproc_node('trust');
 sub sql { $node->safe_psql('postgres', @_) }
 my $fn = 'arn:aws:lambda:us-east-1:123456789012:function';
-sql(qq{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE boss LOGIN;
-	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO mallory, alice, boss;
-	GRANT batchproc_admin TO boss;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES ('echo', 'tool', '$fn:echo');
-	INSERT INTO batchproc.targets (name, type, arn, allowed_roles)
-	VALUES ('alice_tool', 'tool', '$fn:generate_description', '{alice}');
-	CREATE TABLE t (x text);
-	GRANT SELECT, INSERT ON t TO mallory, alice;
-});
+add_users($node, users => [qw(mallory alice boss)], s3_write => [qw(mallory alice boss)], admins => ['boss'],
+	tools => ['echo'], targets => [ [ 'alice_tool', 'tool', "$fn:generate_description", '{alice}' ] ],
+	sql => 'CREATE TABLE t (x text); GRANT SELECT, INSERT ON t TO mallory, alice;');
 
 # What $user gets from $sql: its output, or its error if it fails.
 sub as { return psql_as($node, @_); }

@@ -37,14 +37,7 @@ my $node = batchproc_node('limits',
 aws_ok('s3api', 'create-bucket', '--bucket', 'limits');
 
 # The administrator registers the functions; alice and bob only use them.
-$node->safe_psql('postgres', q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE bob LOGIN;
-	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO alice, bob;
-	INSERT INTO batchproc.targets (name, type, arn)
-	SELECT f, 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:' || f
-	  FROM unnest(ARRAY['echo', 'raw', 'sized']) f;
-});
+add_users($node, users => [qw(alice bob)], s3_write => [qw(alice bob)], tools => [qw(echo raw sized)]);
 
 # What $user gets from $sql: its output, or its error if it fails.
 sub as { return psql_as($node, @_); }

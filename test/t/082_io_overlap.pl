@@ -20,21 +20,17 @@ use BatchprocTest;
 moto_url();
 my $services = $ENV{BATCHPROC_TEST_SERVICES};
 
-my ($lambda, $lambda_port) = start_service('/usr/bin/python3', "$services/lambda_server.py",
-	'--key', "$ENV{AWS_ACCESS_KEY_ID}:$ENV{AWS_SECRET_ACCESS_KEY}", '--quiet');
-$ENV{AWS_ENDPOINT_URL_LAMBDA} = "http://127.0.0.1:$lambda_port";
+my ($lambda, $lambda_port) = start_lambda();
 
 my $bucket = 'io-overlap';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
-my $setup = q{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO mallory, alice;
-	GRANT batchproc_s3_write TO mallory;
-	INSERT INTO batchproc.targets (name, type, arn)
-	  VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-};
+# mallory and alice call the tool echo; mallory, and @writers, may export.
+sub setup
+{
+	my ($node, @writers) = @_;
+	add_users($node, users => [qw(mallory alice)], s3_write => [ 'mallory', @writers ], tools => ['echo']);
+}
 
 # What $user gets from $sql on $node: its output, or its error.
 sub as { return psql_as(@_); }
@@ -82,7 +78,7 @@ my ($get_proxy, $get_port) = start_service('/usr/bin/python3', "$services/s3_fau
 	'--quiet', '--upstream', moto_url(), '--get-kbps', '5');
 my $node = batchproc_node('io_import',
 	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$get_port'\n");
-$node->safe_psql('postgres', $setup);
+setup($node);
 put_object($bucket, 'long.csv', "key,n\n" . join('', map { "row-$_,$_\n" } 1 .. 250_000));
 
 my $alice = alice_batch($node, 'alice1.csv', 40, 300);
@@ -116,7 +112,7 @@ my ($link, $link_port) = start_service('/usr/bin/python3', "$services/s3_fault_p
 $node = batchproc_node('io_export',
 	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$link_port'\n"
 	  . "batchproc.s3_upload_concurrency = 1\n");
-$node->safe_psql('postgres', $setup);
+setup($node);
 my $row_pad = 'p' x (100 * 1024);
 put_object($bucket, 'big.csv', "k,pad\n" . join('', map { "$_,$row_pad\n" } 1 .. 120));
 
@@ -155,7 +151,7 @@ $node->stop;
 # three): the launcher says so, and the worker imports and exports
 # itself rather than leave alice's batch queued.
 $node = batchproc_node('io_no_slot', conf => "max_worker_processes = 3\n");
-$node->safe_psql('postgres', $setup . 'GRANT batchproc_s3_write TO alice;');
+setup($node, 'alice');
 ok($node->wait_for_log(qr/batchproc could not start a worker for database with OID \d+: no background worker slot is free/),
 	'the launcher cannot start the io worker, and says so');
 put_object($bucket, 'small.csv', "key\nk1\nk2\n");

@@ -30,12 +30,7 @@ my ($lambda, $lambda_port) = start_lambda();
 my $node = batchproc_node('keys', conf => "batchproc.endpoint_url_s3 = '$s3'\n");
 
 # What $user gets from $sql: its output, or its error if it fails.
-sub as
-{
-	my ($user, $sql) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 sub as_admin
 {
@@ -43,30 +38,14 @@ sub as_admin
 	my ($ret, $stdout, $stderr) = $node->psql('postgres', $sql);
 	return $ret == 0 ? $stdout : $stderr;
 }
-$node->safe_psql('postgres', q{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO mallory, alice;
-	INSERT INTO batchproc.targets (name, type, arn)
-	VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-	CREATE TABLE t (x text);
-	GRANT SELECT, INSERT, DELETE ON t TO mallory, alice;
-	ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = '"s3://keys/mállory dir/"';
-});
+add_users($node, users => [qw(mallory alice)], s3_write => [qw(mallory alice)], tools => ['echo'],
+	round_trip => 1, sql => q{ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = '"s3://keys/mállory dir/"'});
 like(as_admin(q{ALTER ROLE alice SET batchproc.s3_allowed_prefixes = 's3://keys/my data/'}),
 	qr/List syntax is invalid\..*HINT:  .*put one that holds a space, a comma or a double quote in double quotes/s,
 	'a prefix with a space, unquoted, is refused with what to write instead');
 
 # The AWS CLI against the front; returns (exit code, stdout, stderr).
-sub s3api
-{
-	my ($out, $err) = ('', '');
-	local $ENV{HOME} = $PostgreSQL::Test::Utils::tmp_check;
-	local $ENV{AWS_PAGER} = '';
-	IPC::Run::run([ 'aws', '--endpoint-url', $s3, '--region', 'us-east-1', 's3api', @_ ],
-		'>', \$out, '2>', \$err);
-	return ($? >> 8, $out, $err);
-}
+sub s3api { return aws_at($s3, 's3api', @_); }
 
 sub s3api_ok
 {

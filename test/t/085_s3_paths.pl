@@ -23,16 +23,8 @@ my ($lambda, $lambda_port) = start_lambda();
 
 my $node = batchproc_node('paths');
 sub sql { $node->safe_psql('postgres', @_) }
-sql(q{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	GRANT batchproc_user, batchproc_s3_read, batchproc_s3_write TO mallory, alice;
-	INSERT INTO batchproc.targets (name, type, arn)
-	VALUES ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-	CREATE TABLE t (x text);
-	GRANT SELECT, INSERT, DELETE ON t TO mallory, alice;
-	ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = 's3://paths/mallory/';
-});
+add_users($node, users => [qw(mallory alice)], s3_write => [qw(mallory alice)], tools => ['echo'],
+	round_trip => 1, sql => q{ALTER ROLE mallory SET batchproc.s3_allowed_prefixes = 's3://paths/mallory/'});
 
 # What $user gets from $sql: its output, or its error if it fails.
 sub as { return psql_as($node, @_); }

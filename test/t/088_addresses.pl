@@ -69,11 +69,7 @@ sub submit_as
 	return as($user, "SELECT batchproc_submit('" . config($name) . "')");
 }
 
-sql(q{
-	CREATE ROLE mallory LOGIN;
-	CREATE ROLE alice LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO mallory, alice;
-});
+add_users($node, users => [qw(mallory alice)]);
 
 # Any host name, and the one service by its address and port (twice: the
 # name "localhost" may resolve to ::1 as well as to 127.0.0.1).

@@ -47,12 +47,7 @@ sql(qq{
 });
 
 # What $user gets from $query: its output, or its error.
-sub as
-{
-	my ($user, $query) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $query, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 sub lambda_stats { return decode_json($http->get("http://127.0.0.1:$lambda_port/_stats")->{content}); }
 
@@ -87,21 +82,7 @@ sub preview_matches_batch
 }
 
 # --- Example 2: a tool, Lambda Invoke through the Lambda stand-in.
-put_object($bucket, 'products.csv', <<'CSV');
-product_id,title,features
-P001,"Wireless Headphones","Noise canceling, 30hr battery"
-P002,"Smart Watch","Heart rate monitor, GPS"
-CSV
-my $example2 = q({
-  "csv_s3_uri": "s3://preview/products.csv",
-  "target": {"type": "tool", "name": "generate_description"},
-  "input_mapping": {"transformations": {"prompt": {"type": "template", "config": {
-      "template": "Write a compelling product description for {title} with features: {features}",
-      "variables": {"title": "title", "features": "features"}}}}},
-  "output_mapping": {"columns": [
-      {"name": "marketing_description", "source": "$.description"},
-      {"name": "seo_keywords", "source": "$.keywords", "type": "json_string"}]}
-});
+my $example2 = spec_example2($bucket);
 preview_matches_batch('Example 2', $example2, 'p2');
 is( as('alice', "SELECT string_agg(_row_id || ' ' || (outputs->>'marketing_description') || ' ' ||"
 		  . " (outputs->'seo_keywords')::text, E'\\n' ORDER BY _row_id) FROM alice.p2"),

@@ -28,12 +28,7 @@ aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # What $user gets from $query: its output, or its error.
-sub as
-{
-	my ($user, $query) = @_;
-	my ($ret, $stdout, $stderr) = $node->psql('postgres', $query, extra_params => [ '-U', $user ]);
-	return $ret == 0 ? $stdout : $stderr;
-}
+sub as { return psql_as($node, @_); }
 
 # $config with its single quotes doubled, for a SQL literal.
 sub lit { (my $c = $_[0]) =~ s/'/''/g; return "'$c'"; }
@@ -149,6 +144,17 @@ is( as('alice', qq{
 	WHERE (p.outputs->>'exchange', p.outputs->>'download_speed', p.outputs->>'roles', p._extraction_method)
 	      IS DISTINCT FROM (b.exchange, b.download_speed, b.roles::text, b._extraction_method)}),
 	'0', 'a preview extracts every row as the batch did, with the same _extraction_method');
+
+# A JMESPath filter joining comparisons with && and ||, && binding the
+# tighter, as in JMESPath: the messages that are a tool's result, or the
+# assistant's text.
+my $filtered = config(q([{"name": "kinds", "type": "json_string", "extraction": [
+      {"method": "jmespath",
+       "path": "messages[?role == 'assistant' && content[0].type == 'text' || content[0].type == 'tool_result'].content[0].type"}]}]));
+is( as('alice', "SELECT string_agg(coalesce(outputs->>'kinds', 'none'), ' | ' ORDER BY _row_id)"
+		  . " FROM batchproc_preview(${\ lit($filtered)})"),
+	'["tool_result"] | ["tool_result", "text"] | ["tool_result", "text"] | none',
+	'a JMESPath filter keeps the messages that one side of || or both sides of && hold for');
 
 # The registry: columns named only, the rest from broadband_agent's
 # output_schema, where the browser's result comes first.

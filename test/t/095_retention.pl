@@ -27,17 +27,8 @@ aws_ok('s3api', 'create-bucket', '--bucket', 'retention');
 put_object('retention', 'two.csv', "x,hang\n1,false\n2,false\n");
 put_object('retention', 'hang.csv', "x,hang\n1,true\n");
 
-$node->safe_psql('postgres', q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE bob LOGIN;
-	CREATE ROLE boss LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, bob;
-	GRANT batchproc_admin TO boss;
-	GRANT CREATE ON SCHEMA public TO alice;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES
-	  ('echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo'),
-	  ('fail_always', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:fail_always');
-});
+add_users($node, users => [qw(alice bob)], admins => ['boss'], tools => [qw(echo fail_always)],
+	sql => 'GRANT CREATE ON SCHEMA public TO alice');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 

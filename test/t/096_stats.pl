@@ -35,46 +35,21 @@ my $node = batchproc_node('stats',
 my $bucket = 'stats';
 aws_ok('s3api', 'create-bucket', '--bucket', $bucket);
 
-$node->safe_psql('postgres', q{
-	CREATE ROLE alice LOGIN;
-	CREATE ROLE mallory LOGIN;
-	GRANT batchproc_user, batchproc_s3_read TO alice, mallory;
-	GRANT batchproc_s3_write TO alice;
-	INSERT INTO batchproc.targets (name, type, arn) VALUES
-	  ('stats_echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo');
-});
+add_users($node, users => [qw(alice mallory)], s3_write => ['alice'],
+	targets => [ [ 'stats_echo', 'tool', 'arn:aws:lambda:us-east-1:123456789012:function:echo' ] ]);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # What $user gets from $sql: its output, or its error if it fails.
 sub as { return psql_as($node, @_); }
 
-# $user submits a batch over $csv (put as $name) to stats_echo: key and
-# fail_mode go into the row's input as strings, the other columns as JSON.
+# $user submits a batch over $csv (put as $name) to stats_echo, its
+# columns the stand-in's fault fields (submit_faults).
 sub submit_as
 {
 	my ($user, $name, $csv, $exec, $extra) = @_;
-	put_object($bucket, $name, $csv);
-	my (@strings, @json);
-	for my $column (split /,/, (split /\n/, $csv)[0])
-	{
-		if ($column eq 'key' || $column eq 'fail_mode')
-		{
-			push @strings, qq("$column": "$column");
-		}
-		else
-		{
-			push @json, qq("$column": {"type": "jsonpath", "config": {"column": "$column", "path": "\$"}});
-		}
-	}
-	my $id = as($user, qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://$bucket/$name",
-		"target": {"type": "tool", "name": "stats_echo"},
-		"input_mapping": {"column_mappings": {@{[ join(', ', @strings) ]}},
-		  "transformations": {@{[ join(', ', @json) ]}}},
-		"output_mapping": {"columns": [{"name": "key_out", "source": "\$.key"}]},
-		"execution_config": $exec $extra}')});
-	die "$user could not submit: $id" unless $id =~ /^\d+$/;
-	return $id;
+	return submit_faults($node, $bucket, $name, $csv, user => $user,
+		target => '{"type": "tool", "name": "stats_echo"}', execution_config => $exec, extra => $extra);
 }
 
 # The stats view's row of a batch, as a hash.
