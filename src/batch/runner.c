@@ -224,12 +224,13 @@ batchproc_step_watch_check(BatchprocStepWatch *watch)
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 								   watch->batch_id),
 						  true, 1, SPI_OK_SELECT);
-	PopActiveSnapshot();
 	deleted = SPI_processed != 1;
 	if (!deleted)
 		state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 															 SPI_tuptable->tupdesc, 1));
+	/* With the fresh snapshot: the step's own predates what woke it. */
 	ask_for_io_worker();
+	PopActiveSnapshot();
 	SPI_finish();
 	SetUserIdAndSecContext(saved_userid, saved_sec_context);
 
