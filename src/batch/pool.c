@@ -243,7 +243,7 @@ batchproc_pool_leave(BatchprocBatch *batch)
 void
 batchproc_pool_forget_member(Oid dboid, int member)
 {
-	/* The io worker (BATCHPROC_IO_MEMBER) sends no calls: it has no counts. */
+	/* The io workers (from BATCHPROC_IO_MEMBER) send no calls: no counts. */
 	if (pool == NULL || member >= BATCHPROC_MAX_POOL)
 		return;
 	LWLockAcquire(pool->lock, LW_EXCLUSIVE);

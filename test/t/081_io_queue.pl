@@ -119,7 +119,7 @@ $node->stop;
 my ($get_proxy, $get_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
 	'--quiet', '--upstream', moto_url(), '--get-kbps', '40');
 $node = batchproc_node('io_crash',
-	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$get_port'\n");
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$get_port'\nrestart_after_crash = on\n");
 $node->safe_psql('postgres', $setup);
 my $rows = 20_000;
 put_object($bucket, 'rows.csv', "key,n\n" . join('', map { "row-$_,$_\n" } 1 .. $rows));
