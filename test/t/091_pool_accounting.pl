@@ -118,7 +118,7 @@ cmp_ok(stats()->{max_in_flight}, '<=', 6,
 
 # --- What batchproc.progress shows of a pool's batch is the pool's: alice,
 # an ordinary member of batchproc_user, reads her batch of calls of 3 s at
-# max_concurrency 12.  Each worker holds at most 4 of them (its part of
+# max_concurrency 12, long enough (150 s) to outlast the look.  Each worker holds at most 4 of them (its part of
 # 12 among three), so in_flight and concurrency at 12 are the sum over the
 # three workers, not the last writer's 4.  worker_inflight_cap is the sum
 # of their windows: above one worker's batchproc.max_inflight (1000), and
@@ -126,7 +126,7 @@ cmp_ok(stats()->{max_in_flight}, '<=', 6,
 sql(q{CREATE ROLE alice LOGIN; GRANT batchproc_user, batchproc_s3_read TO alice;
 	INSERT INTO batchproc.targets (name, type, arn) VALUES ('slow', 'tool', 'echo')});
 reset_stats();
-put_object('accounting', 'p.csv', "key,delay_ms\n" . join('', map { "p$_,3000\n" } 1 .. 240));
+put_object('accounting', 'p.csv', "key,delay_ms\n" . join('', map { "p$_,3000\n" } 1 .. 600));
 $id = psql_as($node, 'alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://accounting/p.csv",
 	"target": {"type": "tool", "name": "slow"},
 	"input_mapping": {"column_mappings": {"key": "key"},
@@ -135,13 +135,14 @@ $id = psql_as($node, 'alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://ac
 like($id, qr/^\d+$/, 'progress: alice submits her batch');
 every_worker_leases($id, 'progress');
 my $shown = '';
-$deadline = time + 120;
+$deadline = time + 60;
 until ($shown =~ /^12\|12\|(\d+)$/ && $1 > 1000 || time > $deadline)
 {
 	sleep 0.2;
 	$shown = psql_as($node, 'alice',
 		"SELECT in_flight, concurrency, worker_inflight_cap FROM batchproc.progress WHERE id = $id");
 }
+note("progress: alice sees in_flight|concurrency|worker_inflight_cap $shown");
 like($shown, qr/^12\|12\|/, 'progress: alice sees the pool\'s 12 calls in flight and its concurrency of 12');
 my ($cap) = $shown =~ /\|(\d+)$/;
 cmp_ok($cap // 0, '>', 1000, 'progress: the cap on calls in flight is the workers\' windows together');
