@@ -35,7 +35,9 @@ CREATE TABLE batchproc.batches (
     purged_at      timestamptz
 );
 COMMENT ON TABLE batchproc.batches IS 'One row per submitted batch and its state';
-COMMENT ON COLUMN batchproc.batches.worker_inflight_cap IS 'The most calls the worker dispatching the batch lets be in flight over all its batches: batchproc.max_inflight, lower while its loop lags behind the answers';
+COMMENT ON COLUMN batchproc.batches.in_flight IS 'The batch''s calls in flight, over every worker of a pool';
+COMMENT ON COLUMN batchproc.batches.concurrency IS 'The batch''s adaptive concurrency: a pool''s workers'' summed, each within its part of max_concurrency';
+COMMENT ON COLUMN batchproc.batches.worker_inflight_cap IS 'The most calls the worker dispatching the batch lets be in flight over all its batches: batchproc.max_inflight, lower while its loop lags behind the answers; in a pool, the sum over the workers running the batch';
 COMMENT ON COLUMN batchproc.batches.expires_at IS 'When the worker purges the batch''s results and dead letters: its end plus execution_config.ttl_days (NULL: kept)';
 COMMENT ON COLUMN batchproc.batches.purged_at IS 'When the batch''s results table and dead letters were removed; the row stays as history';
 
@@ -221,7 +223,7 @@ SELECT b.id,
        b.started_at
   FROM batchproc.batches b
  WHERE b.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'running', 'exporting']);
-COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, the worker''s cap on calls in flight, rows per second and ETA';
+COMMENT ON VIEW batchproc.progress IS 'Running batches: rows done, failed and in flight, current concurrency and rate limit, the workers'' cap on calls in flight, rows per second and ETA (a pool''s figures are summed over its workers)';
 
 -- Bucket 1 holds 0 ms and bucket k > 1 [2^((k-2)/4), 2^((k-1)/4)) ms
 -- (src/batch/stats.h); a percentile is the largest whole number of

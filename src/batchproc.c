@@ -85,6 +85,18 @@ _PG_init(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
+
+		/* Fixed while the server runs: the pool's fall-back assumes it. */
+		DefineCustomIntVariable("batchproc.io_workers_per_database",
+								"Sets how many io workers may run each database's imports and exports at once.",
+								"The first runs while the database is served, the others only while "
+								"io work waits and every io worker is busy; 0 leaves imports and "
+								"exports to the workers that run the calls.",
+								&batchproc_io_workers_per_database,
+								2, 0, BATCHPROC_MAX_IO,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	}
 
 	/*

@@ -6,7 +6,8 @@
  * The extension runs one launcher process per cluster and, per database
  * that has the extension installed, a pool of
  * batchproc.workers_per_database workers, which run the batches' calls,
- * and one io worker, which runs their imports and exports.  They share a small array of database slots in
+ * and up to batchproc.io_workers_per_database io workers, which run their
+ * imports and exports.  They share a small array of database slots in
  * shared memory (launcher.c); ordinary backends reach it to wake workers
  * when a transaction that queued work commits (api.c).
  *
@@ -33,12 +34,16 @@
 /* The upper bound of batchproc.workers_per_database. */
 #define BATCHPROC_MAX_POOL			16
 
+/* The upper bound of batchproc.io_workers_per_database. */
+#define BATCHPROC_MAX_IO			8
+
 /*
- * A database's io worker, which runs its imports and exports, has the
- * place after the pool's last possible worker.
+ * A database's io workers, which run its imports and exports, have the
+ * places after the pool's last possible worker: the first runs while the
+ * database is served, the others only while io work waits (launcher.c).
  */
 #define BATCHPROC_IO_MEMBER			BATCHPROC_MAX_POOL
-#define BATCHPROC_POOL_PLACES		(BATCHPROC_MAX_POOL + 1)
+#define BATCHPROC_POOL_PLACES		(BATCHPROC_MAX_POOL + BATCHPROC_MAX_IO)
 
 /*
  * What the launcher knows about one database.  A slot is claimed by the
@@ -77,6 +82,9 @@ typedef struct BatchprocDbSlot
 	Oid			dboid;
 	BatchprocSlotState state;
 	TimestampTz state_since;
+	uint64		wakes;			/* counts the wake-ups of its workers */
+	bool		io_wanted;		/* io work waits while every io worker is
+								 * busy: the launcher starts one more */
 	BatchprocPoolWorker workers[BATCHPROC_POOL_PLACES];
 } BatchprocDbSlot;
 
@@ -107,8 +115,14 @@ extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
 extern int	batchproc_pool_member(void);
 extern bool batchproc_is_io_worker(void);
 extern bool batchproc_io_worker_unstartable(void);
+extern int	batchproc_io_busy(int64 *running);
+extern void batchproc_want_io_worker(void);
+extern uint64 batchproc_wakes(void);
+extern bool batchproc_io_worker_extra(void);
+extern bool batchproc_io_worker_retire(uint64 wakes);
 extern int	batchproc_max_databases;
 extern int	batchproc_workers_per_database;
+extern int	batchproc_io_workers_per_database;
 
 /* batch/pool.c: what a database's pool of workers counts together */
 extern void batchproc_pool_shmem_request(void);

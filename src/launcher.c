@@ -9,14 +9,25 @@
  * starts a worker; the worker looks for the extension and either serves the
  * database or marks the slot ABSENT and exits.  Once that first worker
  * serves the database, the launcher starts the rest of its pool
- * (batchproc.workers_per_database) and its io worker, which runs the
+ * (batchproc.workers_per_database) and its first io worker, which runs the
  * database's imports and exports (runner.c).  A worker that dies for any
  * other reason is started again.
+ *
+ * More io workers (batchproc.io_workers_per_database) are started on
+ * demand, one at a time: when an io worker, busy with a long import or
+ * export, sees io work wait while every io worker is busy (runner.c), it
+ * asks for one more.  Each of those exits as soon as it finds nothing to
+ * do and is not restarted, so an idle database has one io worker.  An io
+ * worker claims a batch's step with the batch's step lock (lease.c), a
+ * session advisory lock that goes with the process, so no batch is
+ * imported or exported twice at once, and a step whose worker died is
+ * taken again from the table by whichever io worker looks next.
  *
  * The launcher sleeps on its latch with no timeout unless a restart is
  * pending.  It is woken by: the postmaster when one of its workers stops
  * (bgw_notify_pid); backends at commit of CREATE DATABASE, CREATE EXTENSION
- * or DROP EXTENSION (hooks.c); and workers that attach or detach.
+ * or DROP EXTENSION (hooks.c); workers that attach or detach; and an io
+ * worker that asks for another.
  *
  * Only the launcher moves a slot between FREE, WANTED and STARTING, and
  * only the launcher holds BackgroundWorkerHandles, which are local to the
@@ -55,6 +66,7 @@
 
 int			batchproc_max_databases = 64;
 int			batchproc_workers_per_database = 1;
+int			batchproc_io_workers_per_database = 2;
 
 BatchprocShared *batchproc_shared = NULL;
 
@@ -186,7 +198,10 @@ batchproc_wake_worker(Oid dboid)
 	if (slot && slot->state == SLOT_ABSENT)
 		set_state(slot, SLOT_WANTED);
 	else if (slot)
+	{
+		slot->wakes++;
 		n = pool_latches(slot, latches);
+	}
 	if (n == 0 && batchproc_shared->launcher_latch)
 		latches[n++] = batchproc_shared->launcher_latch;
 	LWLockRelease(batchproc_shared->lock);
@@ -214,7 +229,7 @@ batchproc_pool_member(void)
 bool
 batchproc_is_io_worker(void)
 {
-	return my_member == BATCHPROC_IO_MEMBER;
+	return my_member >= BATCHPROC_IO_MEMBER;
 }
 
 /*
@@ -227,10 +242,100 @@ batchproc_io_worker_unstartable(void)
 {
 	bool		unstartable;
 
+	if (batchproc_io_workers_per_database == 0)
+		return true;
 	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
 	unstartable = batchproc_shared->slots[my_slotno].workers[BATCHPROC_IO_MEMBER].unstartable;
 	LWLockRelease(batchproc_shared->lock);
 	return unstartable;
+}
+
+/*
+ * Are all of this database's io workers busy, each with a step, and is
+ * there room for one more?  Then returns how many batches the database's
+ * workers run, in running (room for BATCHPROC_POOL_PLACES); else -1: an
+ * io worker that is idle, or starting, takes whatever waits.
+ */
+int
+batchproc_io_busy(int64 *running)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[my_slotno];
+	int			io = 0;
+	bool		idle = false;
+	int			n = 0;
+
+	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
+	for (int k = 0; k < BATCHPROC_POOL_PLACES; k++)
+	{
+		BatchprocPoolWorker *w = &slot->workers[k];
+
+		if (k >= BATCHPROC_IO_MEMBER && (w->pid != 0 || w->starting))
+		{
+			io++;
+			idle |= w->starting || w->running_batch == 0;
+		}
+		if (w->pid != 0 && w->running_batch != 0)
+			running[n++] = w->running_batch;
+	}
+	LWLockRelease(batchproc_shared->lock);
+	return idle || io >= batchproc_io_workers_per_database ? -1 : n;
+}
+
+/* Io work waits while every io worker is busy: ask for one more. */
+void
+batchproc_want_io_worker(void)
+{
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	batchproc_shared->slots[my_slotno].io_wanted = true;
+	LWLockRelease(batchproc_shared->lock);
+	batchproc_wake_launcher();
+}
+
+/* How often this worker's database was woken so far. */
+uint64
+batchproc_wakes(void)
+{
+	uint64		wakes;
+
+	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
+	wakes = batchproc_shared->slots[my_slotno].wakes;
+	LWLockRelease(batchproc_shared->lock);
+	return wakes;
+}
+
+/* Was this io worker started for io work that waited (not the first)? */
+bool
+batchproc_io_worker_extra(void)
+{
+	return my_member > BATCHPROC_IO_MEMBER;
+}
+
+/*
+ * An io worker started for io work that waited goes once it finds nothing
+ * to do: true if it has left its place, and must exit.
+ * It stays if the database was woken since it last looked for work
+ * (wakes, read before the look): what woke it may be io work.  Either the
+ * wake comes first and it looks again, or it has left before, and the
+ * busy io worker that the wake reaches asks for one more.
+ */
+bool
+batchproc_io_worker_retire(uint64 wakes)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[my_slotno];
+	BatchprocPoolWorker *w = &slot->workers[my_member];
+	bool		retire;
+
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	retire = slot->wakes == wakes;
+	if (retire)
+	{
+		w->pid = 0;
+		w->latch = NULL;
+		w->running_batch = 0;
+		w->stopped_at = GetCurrentTimestamp();
+	}
+	LWLockRelease(batchproc_shared->lock);
+	return retire;
 }
 
 /*
@@ -526,11 +631,14 @@ start_worker(int slotno, int member, Oid dboid)
 		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker for database %u", dboid);
 	else if (member == BATCHPROC_IO_MEMBER)
 		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc io worker for database %u", dboid);
+	else if (member > BATCHPROC_IO_MEMBER)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc io worker %d for database %u",
+				 member - BATCHPROC_IO_MEMBER + 1, dboid);
 	else
 		snprintf(worker.bgw_name, BGW_MAXLEN, "batchproc worker %d for database %u",
 				 member + 1, dboid);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "%s",
-			 member == BATCHPROC_IO_MEMBER ? BATCHPROC_IO_WORKER_TYPE : BATCHPROC_WORKER_TYPE);
+			 member >= BATCHPROC_IO_MEMBER ? BATCHPROC_IO_WORKER_TYPE : BATCHPROC_WORKER_TYPE);
 	worker.bgw_main_arg = Int32GetDatum(slotno);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	memcpy(worker.bgw_extra + sizeof(Oid), &member, sizeof(int));
@@ -561,10 +669,28 @@ start_worker(int slotno, int member, Oid dboid)
 	return true;
 }
 
+/* Has a worker other than the pool's first stopped?  Lock held. */
+static void
+notice_stopped(int slotno, int member, TimestampTz now)
+{
+	BatchprocPoolWorker *w = &batchproc_shared->slots[slotno].workers[member];
+	BackgroundWorkerHandle *h = HANDLE(slotno, member);
+	pid_t		pid;
+
+	if (h != NULL && (w->starting || w->pid != 0) &&
+		GetBackgroundWorkerPid(h, &pid) == BGWH_STOPPED)
+	{
+		w->pid = 0;
+		w->latch = NULL;
+		w->starting = false;
+		w->stopped_at = now;
+	}
+}
+
 /*
- * The pool's other workers and its io worker run while the first serves
- * the database: each is started once it runs, and again RESTART_DELAY_MS
- * after it went.
+ * The pool's other workers and its first io worker run while the first
+ * serves the database: each is started once it runs, and again
+ * RESTART_DELAY_MS after it went.
  */
 static void
 tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
@@ -574,18 +700,10 @@ tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
 	BackgroundWorkerHandle *h = HANDLE(slotno, member);
 	bool		want_start = false;
 	Oid			dboid;
-	pid_t		pid;
 
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
 	dboid = slot->dboid;
-	if (h != NULL && (w->starting || w->pid != 0) &&
-		GetBackgroundWorkerPid(h, &pid) == BGWH_STOPPED)
-	{
-		w->pid = 0;
-		w->latch = NULL;
-		w->starting = false;
-		w->stopped_at = now;
-	}
+	notice_stopped(slotno, member, now);
 	if (slot->state == SLOT_RUNNING && w->pid == 0 && !w->starting)
 	{
 		long		wait = RESTART_DELAY_MS -
@@ -622,6 +740,45 @@ tend_pool_worker(int slotno, int member, TimestampTz now, long *sleep_ms)
 			SetLatch(latches[i]);
 		if (!started && (*sleep_ms < 0 || *sleep_ms > RESTART_DELAY_MS))
 			*sleep_ms = RESTART_DELAY_MS;
+	}
+}
+
+/*
+ * The database's other io workers are started one at a time, each when an
+ * io worker saw io work wait while every io worker was busy (runner.c),
+ * up to batchproc.io_workers_per_database; each exits when it finds
+ * nothing more to do (batchproc_io_worker_retire), and is not restarted.
+ * One that cannot start leaves the work to the busy ones, which ask again
+ * while it waits.
+ */
+static void
+tend_io_extras(int slotno, TimestampTz now)
+{
+	BatchprocDbSlot *slot = &batchproc_shared->slots[slotno];
+	int			member = -1;
+	bool		want_start;
+	Oid			dboid;
+
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	dboid = slot->dboid;
+	for (int k = BATCHPROC_IO_MEMBER + 1; k < BATCHPROC_IO_MEMBER + batchproc_io_workers_per_database; k++)
+	{
+		notice_stopped(slotno, k, now);
+		if (member < 0 && slot->workers[k].pid == 0 && !slot->workers[k].starting)
+			member = k;
+	}
+	want_start = slot->io_wanted && slot->state == SLOT_RUNNING && member >= 0;
+	slot->io_wanted = false;
+	if (want_start)
+		slot->workers[member].starting = true;
+	LWLockRelease(batchproc_shared->lock);
+
+	if (want_start && !start_worker(slotno, member, dboid))
+	{
+		LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+		slot->workers[member].starting = false;
+		slot->workers[member].stopped_at = now;
+		LWLockRelease(batchproc_shared->lock);
 	}
 }
 
@@ -695,7 +852,9 @@ tend_slots(void)
 		}
 		for (int k = 1; k < batchproc_workers_per_database; k++)
 			tend_pool_worker(i, k, now, &sleep_ms);
-		tend_pool_worker(i, BATCHPROC_IO_MEMBER, now, &sleep_ms);
+		if (batchproc_io_workers_per_database > 0)
+			tend_pool_worker(i, BATCHPROC_IO_MEMBER, now, &sleep_ms);
+		tend_io_extras(i, now);
 	}
 	return sleep_ms;
 }

@@ -4,8 +4,9 @@
  *	  The per-database worker: its life cycle and its one wait point.
  *
  * The launcher starts a pool of batchproc.workers_per_database workers per
- * database, and its io worker, which runs this same loop for the
- * database's imports and exports only (runner.c).  A worker first checks that the extension is installed; if
+ * database, and its io workers, which run this same loop for the
+ * database's imports and exports only (runner.c); an io worker started on
+ * demand exits once it finds nothing to do (launcher.c).  A worker first checks that the extension is installed; if
  * not, it tells the launcher so and exits.  Otherwise it runs the
  * database's batches (runner.c) until the extension is dropped, the
  * database is dropped, or the server shuts down.  With nothing to run it
@@ -88,6 +89,8 @@ batchproc_worker_main(Datum main_arg)
 
 	/* The worker is a superuser: no user's schema may lend it a name. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* Its backend_type is its kind's; this names which one it is. */
+	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_SUSET, PGC_S_OVERRIDE);
 	elog(DEBUG1, "batchproc worker %d for database %u attached to slot %d",
 		 member + 1, dboid, my_slot);
 
@@ -109,6 +112,7 @@ batchproc_worker_main(Datum main_arg)
 	for (;;)
 	{
 		long		look_again_ms = -1;
+		uint64		wakes;
 
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
@@ -130,6 +134,7 @@ batchproc_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
+		wakes = batchproc_wakes();
 		if (batchproc_run_batches(my_slot, &look_again_ms))
 		{
 			batchproc_retention_stale();
@@ -137,6 +142,16 @@ batchproc_worker_main(Datum main_arg)
 			/* Idle from here on: what the batches freed goes back. */
 			malloc_trim(0);
 #endif
+		}
+
+		/* An io worker started on demand goes when the demand is met. */
+		if (batchproc_io_worker_extra())
+		{
+			if (batchproc_io_worker_retire(wakes))
+				proc_exit(0);
+			/* Woken meanwhile: look again, the wake taken. */
+			ResetLatch(MyLatch);
+			continue;
 		}
 
 		/* Nothing is dispatched when the runner returns. */

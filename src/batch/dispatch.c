@@ -238,7 +238,8 @@ flush_results(Dispatch *d)
 	if (d->nresults == 0)
 		return;
 	batchproc_begin_tx("batchproc: writing results");
-	written = batchproc_results_write(d->write_results, d->batch, d->results, d->nresults, d->nbusy);
+	written = batchproc_results_write(d->write_results, d->batch, d->results, d->nresults,
+									  d->batch->pool ? batchproc_pool_in_flight(d->batch->pool) : d->nbusy);
 	batchproc_stats_write(d->stats, d->nbusy);
 	batchproc_end_tx(loop_cxt);
 	if (d->batch->pool)
@@ -400,8 +401,8 @@ redriven_since(Dispatch *d)
 
 /*
  * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
- * record how many calls are in flight, and the worker's window, for
- * batchproc.progress.
+ * record how many calls are in flight, the concurrency and the worker's
+ * window (a pool's, summed: pool.c), for batchproc.progress.
  */
 static void
 check_state(Dispatch *d, TimestampTz now, bool woken)
@@ -409,6 +410,8 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
 	int			window = batchproc_window_cap();
+	int			in_flight;
+	int			concurrency;
 
 	if (redriven_since(d))
 		return;
@@ -430,6 +433,12 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 		return;
 	d->state_checked_at = now;
 	d->shown_cap = window;
+	/* In a pool, the batch's figures are the pool's (pool.c). */
+	in_flight = d->nbusy;
+	concurrency = (int) d->concurrency;
+	if (d->batch->pool)
+		batchproc_pool_shown(d->batch->pool, d->config->max_concurrency,
+							 &in_flight, &concurrency, &window);
 	batchproc_begin_tx("batchproc: checking batch state");
 	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d,"
 								   " worker_inflight_cap = %d"
@@ -437,8 +446,8 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 								   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
 								   " OR concurrency OPERATOR(pg_catalog.<>) %d"
 								   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state",
-								   d->nbusy, (int) d->concurrency, window, d->batch->id,
-								   d->nbusy, (int) d->concurrency, window),
+								   in_flight, concurrency, window, d->batch->id,
+								   in_flight, concurrency, window),
 						  false, 1, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,

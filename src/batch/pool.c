@@ -27,6 +27,11 @@
  * that run the batch, and the pool at most max_concurrency.  A worker
  * whose run of the batch ends leaves it, so the others' parts grow.
  *
+ * What batchproc.progress shows of a batch is the pool's, whichever worker
+ * writes it: the calls in flight summed over the members, the sum of their
+ * concurrencies each within its part (what the pool would let be in
+ * flight), and the sum of their windows (batchproc_pool_shown).
+ *
  * A token bucket here is one every worker takes from (dispatch.c does the
  * arithmetic, under this file's lock).  A worker looks for a token, then
  * takes it when it starts the call, so two workers that saw the same last
@@ -58,6 +63,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "batch/dispatch_window.h"
 #include "batch/pool.h"
 #include "batchproc.h"
 
@@ -73,6 +79,11 @@ struct BatchprocPoolBatch
 	int64		batch_id;		/* 0: a free entry */
 	uint32		joined;			/* the members with a run of the batch */
 	int			calls[BATCHPROC_MAX_POOL];	/* in flight, per member */
+	int			concurrency[BATCHPROC_MAX_POOL];	/* each member's adaptive
+													 * concurrency, as last
+													 * shown */
+	int			window[BATCHPROC_MAX_POOL];	/* each member's window, as last
+											 * shown */
 	int64		failed;			/* the batch's, written or counted */
 	int64		unwritten[BATCHPROC_MAX_POOL];	/* failures counted, not yet
 												 * written, per member */
@@ -208,7 +219,11 @@ batchproc_pool_join(BatchprocBatch *batch)
 		batchproc_bucket_init(&p->bucket, config->rate_limit_per_second, GetCurrentTimestamp());
 	}
 	if (p != NULL)
+	{
 		p->joined |= my_bit();
+		p->concurrency[batchproc_pool_member()] = config->max_concurrency;
+		p->window[batchproc_pool_member()] = batchproc_window_cap();
+	}
 	LWLockRelease(pool->lock);
 	batch->pool = p;
 	return p != NULL;
@@ -234,7 +249,7 @@ batchproc_pool_leave(BatchprocBatch *batch)
 void
 batchproc_pool_forget_member(Oid dboid, int member)
 {
-	/* The io worker (BATCHPROC_IO_MEMBER) sends no calls: it has no counts. */
+	/* The io workers (from BATCHPROC_IO_MEMBER) send no calls: no counts. */
 	if (pool == NULL || member >= BATCHPROC_MAX_POOL)
 		return;
 	LWLockAcquire(pool->lock, LW_EXCLUSIVE);
@@ -362,6 +377,55 @@ batchproc_pool_call_end(BatchprocPoolBatch *p)
 	if (p->calls[me] > 0)
 		p->calls[me]--;
 	LWLockRelease(pool->lock);
+}
+
+/* The batch's calls in flight over the pool. */
+int
+batchproc_pool_in_flight(BatchprocPoolBatch *p)
+{
+	int			total = 0;
+
+	LWLockAcquire(pool->lock, LW_SHARED);
+	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+		total += p->calls[k];
+	LWLockRelease(pool->lock);
+	return total;
+}
+
+/*
+ * What batchproc.progress shows of the batch, for the pool: this worker's
+ * concurrency and window are recorded, and *concurrency and *window come
+ * back summed over the members that run the batch, each member's
+ * concurrency within its part of max_concurrency (which call_begin holds
+ * it to), the sum within max_concurrency; *in_flight is the pool's calls.
+ */
+void
+batchproc_pool_shown(BatchprocPoolBatch *p, int max_concurrency,
+					 int *in_flight, int *concurrency, int *window)
+{
+	int			me = batchproc_pool_member();
+	int			workers;
+	int			calls = 0;
+	int			conc = 0;
+	int			win = 0;
+
+	LWLockAcquire(pool->lock, LW_EXCLUSIVE);
+	p->concurrency[me] = *concurrency;
+	p->window[me] = *window;
+	workers = Max(pg_popcount32(p->joined), 1);
+	for (int k = 0; k < BATCHPROC_MAX_POOL; k++)
+	{
+		calls += p->calls[k];
+		if (p->joined & ((uint32) 1 << k))
+		{
+			conc += Min(p->concurrency[k], (max_concurrency + workers - 1) / workers);
+			win += p->window[k];
+		}
+	}
+	LWLockRelease(pool->lock);
+	*in_flight = calls;
+	*concurrency = Min(conc, max_concurrency);
+	*window = win;
 }
 
 /* A row of the batch failed in this worker: the pool's count of failures. */

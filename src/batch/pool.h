@@ -30,6 +30,9 @@ extern void batchproc_pool_target_leave(BatchprocPoolTarget *t);
 
 extern bool batchproc_pool_call_begin(BatchprocPoolBatch *p, int max_concurrency);
 extern void batchproc_pool_call_end(BatchprocPoolBatch *p);
+extern int	batchproc_pool_in_flight(BatchprocPoolBatch *p);
+extern void batchproc_pool_shown(BatchprocPoolBatch *p, int max_concurrency,
+								 int *in_flight, int *concurrency, int *window);
 extern int64 batchproc_pool_count_failure(BatchprocPoolBatch *p);
 extern void batchproc_pool_flushed(BatchprocPoolBatch *p, int counted, int64 written);
 extern void batchproc_pool_stop(BatchprocPoolBatch *p, const char *error);

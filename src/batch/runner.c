@@ -20,8 +20,9 @@
  * the batch resumes.  At the end the worker notifies channel "batchproc"
  * with the batch id and wakes every batchproc_wait().
  *
- * Imports and exports are the database's io worker's (launcher.c), which
- * runs nothing else: an import streaming a large CSV, or an export
+ * Imports and exports are the database's io workers' (launcher.c), which
+ * run nothing else, each a step at a time (a second is started while io
+ * work waits behind a busy one): an import streaming a large CSV, or an export
  * waiting on a slow link, holds up no batch's calls, which the pool's
  * workers run meanwhile.  A step runs in one transaction that streams
  * into or out of COPY, which cannot share a process with the short
@@ -159,7 +160,35 @@ batchproc_step_watch_start(BatchprocStepWatch *watch, int64 batch_id,
 {
 	watch->batch_id = batch_id;
 	watch->state = state;
-	watch->checked_at = GetCurrentTimestamp();
+	/* The first look is at once: an io worker asks for help as it starts. */
+	watch->checked_at = 0;
+}
+
+/*
+ * In an io worker, during its step: io work that waits (a batch queued, or
+ * importing or exporting with no worker on it) while every io worker is
+ * busy asks the launcher for one more io worker, so that a small batch
+ * does not wait behind a long import or export.  SPI connected.
+ */
+static void
+ask_for_io_worker(void)
+{
+	int64		running[BATCHPROC_POOL_PLACES];
+	int			n;
+	StringInfoData ids;
+
+	if (!batchproc_is_io_worker() || (n = batchproc_io_busy(running)) < 0)
+		return;
+	initStringInfo(&ids);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&ids, ", " INT64_FORMAT, running[i]);
+	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches"
+								   " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'exporting'])"
+								   " AND id OPERATOR(pg_catalog.<>) ALL (ARRAY[0%s]::pg_catalog.int8[]) LIMIT 1",
+								   ids.data),
+						  true, 1, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+		batchproc_want_io_worker();
 }
 
 /*
@@ -167,7 +196,8 @@ batchproc_step_watch_start(BatchprocStepWatch *watch, int64 batch_id,
  * own (the step may be running inside an SPI statement, as the export's
  * COPY does), and with the worker's rights rather than those of the
  * owner the export runs as.  The clock covers a wake-up that the
- * transport spent elsewhere.
+ * transport spent elsewhere.  What wakes an io worker during its step may
+ * be io work for another: it looks then too (ask_for_io_worker).
  */
 void
 batchproc_step_watch_check(BatchprocStepWatch *watch)
@@ -194,11 +224,13 @@ batchproc_step_watch_check(BatchprocStepWatch *watch)
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 								   watch->batch_id),
 						  true, 1, SPI_OK_SELECT);
-	PopActiveSnapshot();
 	deleted = SPI_processed != 1;
 	if (!deleted)
 		state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 															 SPI_tuptable->tupdesc, 1));
+	/* With the fresh snapshot: the step's own predates what woke it. */
+	ask_for_io_worker();
+	PopActiveSnapshot();
 	SPI_finish();
 	SetUserIdAndSecContext(saved_userid, saved_sec_context);
 
@@ -321,7 +353,7 @@ pick(Step *step)
 }
 
 /*
- * Which of a batch's steps this worker takes: the io worker its import
+ * Which of a batch's steps this worker takes: the io workers its import
  * and export; the pool its dispatch, and the rest too when the io worker
  * cannot be started.
  */

@@ -5,7 +5,9 @@
 # tolerated_failure_count (failures of every worker add up).  And a worker
 # that is alive but stuck past batchproc.lease_timeout loses its chunk to
 # another worker and, when it comes back, records none of that chunk's
-# rows: each row's result is its new holder's.
+# rows: each row's result is its new holder's.  What batchproc.progress
+# shows of such a batch (calls in flight, concurrency, the workers' window)
+# is the pool's, read by the batch's owner.
 use strict;
 use warnings;
 
@@ -65,6 +67,8 @@ sub every_worker_leases
 		"$what: every worker of the pool leases rows of the batch");
 }
 
+my $deadline;
+
 # From the first call's arrival at the target to the last one's.
 sub span
 {
@@ -112,6 +116,42 @@ is(sql("SELECT batchproc_wait($id, '180 s')"), 'succeeded', 'the batch of max_co
 cmp_ok(stats()->{max_in_flight}, '<=', 6,
 	'max_concurrency: never more than 6 calls in flight at the target over the three workers');
 
+# --- What batchproc.progress shows of a pool's batch is the pool's: alice,
+# an ordinary member of batchproc_user, reads her batch of calls of 3 s at
+# max_concurrency 12, long enough (150 s) to outlast the look.  Each worker holds at most 4 of them (its part of
+# 12 among three), so in_flight and concurrency at 12 are the sum over the
+# three workers, not the last writer's 4.  worker_inflight_cap is the sum
+# of their windows: above one worker's batchproc.max_inflight (1000), and
+# at most three times it (a window shrinks if its loop lags).
+sql(q{CREATE ROLE alice LOGIN; GRANT batchproc_user, batchproc_s3_read TO alice;
+	INSERT INTO batchproc.targets (name, type, arn) VALUES ('slow', 'tool', 'echo')});
+reset_stats();
+put_object('accounting', 'p.csv', "key,delay_ms\n" . join('', map { "p$_,3000\n" } 1 .. 600));
+$id = psql_as($node, 'alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://accounting/p.csv",
+	"target": {"type": "tool", "name": "slow"},
+	"input_mapping": {"column_mappings": {"key": "key"},
+	  "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"execution_config": {"max_concurrency": 12}}')});
+like($id, qr/^\d+$/, 'progress: alice submits her batch');
+every_worker_leases($id, 'progress');
+my $shown = '';
+$deadline = time + 60;
+until ($shown =~ /^12\|12\|(\d+)$/ && $1 > 1000 || time > $deadline)
+{
+	sleep 0.2;
+	$shown = psql_as($node, 'alice',
+		"SELECT in_flight, concurrency, worker_inflight_cap FROM batchproc.progress WHERE id = $id");
+}
+note("progress: alice sees in_flight|concurrency|worker_inflight_cap $shown");
+like($shown, qr/^12\|12\|/, 'progress: alice sees the pool\'s 12 calls in flight and its concurrency of 12');
+my ($cap) = $shown =~ /\|(\d+)$/;
+cmp_ok($cap // 0, '>', 1000, 'progress: the cap on calls in flight is the workers\' windows together');
+cmp_ok($cap // 0, '<=', 3000, 'progress: three windows of batchproc.max_inflight at most');
+my $at_target = stats()->{in_flight};
+cmp_ok($at_target, '>', 4, 'progress: the target has more calls in flight than one worker may hold');
+cmp_ok($at_target, '<=', 12, 'progress: and no more than the batch\'s max_concurrency');
+is(psql_as($node, 'alice', "SELECT batchproc_cancel($id)"), 'cancelled', 'progress: alice cancels her batch');
+
 # --- tolerated_failure_count over the pool: every tenth row fails (HTTP
 # 400, not retried), ten in each chunk of 100.  The batch fails once 21
 # rows failed, whichever workers' they were; the calls already in flight
@@ -148,7 +188,7 @@ ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 2 FROM batchproc.leases WHERE batch_id = $id AND holder_pid <> 0"),
 	'stuck worker: both chunks of 120 rows are leased');
 my $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
-my $deadline = time + 60;
+$deadline = time + 60;
 sleep 0.2 until stats()->{in_flight} >= 20 || time > $deadline;
 kill 'STOP', $victim;
 ok( $node->poll_query_until('postgres',
