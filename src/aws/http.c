@@ -832,12 +832,16 @@ reap_finished(void)
 	}
 }
 
-/* Hand the ready sockets in curl's epoll set to curl; returns how many. */
+/*
+ * Hand the ready sockets in curl's epoll set to curl; returns how many.  A
+ * parked one that woke is taken out, and not counted: no call waited on it.
+ */
 static int
 drive_ready_sockets(void)
 {
 	struct epoll_event ready[MAX_READY_SOCKETS];
 	int			nready;
+	int			driven = 0;
 	int			running;
 
 	nready = epoll_wait(curl_epoll_fd, ready, lengthof(ready), 0);
@@ -870,8 +874,9 @@ drive_ready_sockets(void)
 		if ((what & CURL_POLL_OUT) && (got & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			mask |= CURL_CSELECT_OUT;
 		curl_multi_socket_action(multi, fd, mask, &running);
+		driven++;
 	}
-	return Max(nready, 0);
+	return driven;
 }
 
 /*
