@@ -7,9 +7,8 @@
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION), as
  * PostgreSQL 18's libpq-oauth does it.  The socket callback edits an epoll
- * set of our own, an epoll_ctl per change at most, none for a kept
- * connection between two calls; the timer callback records an absolute
- * deadline.  Neither can throw.  The process's one
+ * set of our own, an epoll_ctl or two per change; the timer callback
+ * records an absolute deadline.  Neither can throw.  The process's one
  * WaitEventSet holds only the latch, postmaster death and that epoll
  * descriptor, so it is built once (PostgreSQL 15 cannot remove an event
  * from a set, and rebuilding it per socket change cost O(sockets) a
@@ -44,7 +43,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -133,74 +131,28 @@ monotonic_us(void)
 }
 
 /*
- * What the epoll set holds of each descriptor, indexed by descriptor:
- * the interest registered (CURL_POLL_IN, CURL_POLL_OUT), whether it is in
- * the set, whether curl has let go of it (parked), and whether it is one
- * of ours (opened by open_socket_cb and not yet closed by close_socket_cb,
- * so that its closing, which takes it out of the set, is seen).
- */
-#define FD_WHAT			0x03
-#define FD_IN_SET		0x04
-#define FD_PARKED		0x08
-#define FD_OURS			0x10
-
-static uint8 *fd_state = NULL;
-static int	fd_state_size = 0;
-static int	nparked = 0;		/* in the set, but curl watches them not */
-
-static uint8 *
-state_of(curl_socket_t fd)
-{
-	return (fd >= 0 && fd < fd_state_size) ? &fd_state[fd] : NULL;
-}
-
-/*
- * One epoll_ctl per change at most, and none for a kept connection's
- * socket between two calls.  curl lets go of a connection's socket when a
- * transfer ends (CURL_POLL_REMOVE) and asks for it again, with the same
- * interest, when the next transfer on that connection starts: a socket of
- * ours is parked in the set rather than taken out, and taken up again
- * without a system call; one that wakes while parked (the server closed
- * an idle connection) is taken out then (drive_ready_sockets).  A
- * descriptor not of ours (curl's resolver's) gets a call per change; a
- * state that is wrong for it costs a second call, never a lost socket.
- * The event keeps what curl asked for next to the descriptor, so that a
- * wake maps readiness back as WaitEventSet would.
+ * One epoll_ctl per change.  curl does not say whether a socket is new to
+ * it or one whose wishes changed, so the socket's pointer in curl
+ * (curl_multi_assign, which curl forgets with the socket) marks those in
+ * the set; a mark that is wrong either way costs a second call, never a
+ * lost socket.  The event keeps what curl asked for next to the
+ * descriptor, so that a wake maps readiness back as WaitEventSet would.
  */
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct epoll_event ev = {0};
-	uint8	   *state = state_of(fd);
-	bool		ours = state && (*state & FD_OURS);
-	int			op = (state && (*state & FD_IN_SET)) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	int			op = (socketp != NULL) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (ours && (*state & FD_IN_SET))
-		{
-			if (!(*state & FD_PARKED))
-				nparked++;
-			*state |= FD_PARKED;
-			return 0;
-		}
 		/* A descriptor already closed has left the set by itself. */
 		if (epoll_ctl(curl_epoll_fd, EPOLL_CTL_DEL, fd, &ev) == 0 || errno == EBADF)
 			nsockets = Max(nsockets - 1, 0);
 		else if (errno != ENOENT)
 			epoll_failed_errno = errno;
-		if (state)
-			*state &= FD_OURS;
 		return 0;
 	}
-
-	if (state && (*state & FD_PARKED))
-	{
-		*state &= ~FD_PARKED;
-		nparked--;
-	}
-	if (ours && op == EPOLL_CTL_MOD && (*state & FD_WHAT) == what)
-		return 0;
 
 	if (what & CURL_POLL_IN)
 		ev.events |= EPOLLIN;
@@ -223,8 +175,8 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	}
 	if (op == EPOLL_CTL_ADD)
 		nsockets++;
-	if (state)
-		*state = (*state & FD_OURS) | FD_IN_SET | what;
+	if (socketp == NULL)
+		curl_multi_assign(multi, fd, &curl_epoll_fd);
 	return 0;
 }
 
@@ -261,14 +213,6 @@ ensure_multi(void)
 					(errcode_for_file_access(),
 					 errmsg("could not create an epoll set for HTTP connections: %m")));
 		}
-	}
-	if (fd_state == NULL)
-	{
-		struct rlimit rl;
-
-		fd_state_size = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ?
-			(int) Min(rl.rlim_cur, 1024 * 1024) : 1024 * 1024;
-		fd_state = MemoryContextAllocZero(TopMemoryContext, fd_state_size);
 	}
 	if (wait_set == NULL)
 	{
@@ -517,27 +461,13 @@ open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addres
 	fd = socket(address->family, address->socktype, address->protocol);
 	if (fd == CURL_SOCKET_BAD)
 		ReleaseExternalFD();
-	else if (state_of(fd))
-		*state_of(fd) = FD_OURS;
 	return fd;
 }
 
 static int
 close_socket_cb(void *clientp, curl_socket_t fd)
 {
-	uint8	   *state = state_of(fd);
-	int			rc;
-
-	/* Closing it takes it out of the epoll set. */
-	if (state)
-	{
-		if (*state & FD_IN_SET)
-			nsockets = Max(nsockets - 1, 0);
-		if (*state & FD_PARKED)
-			nparked--;
-		*state = 0;
-	}
-	rc = close(fd);
+	int			rc = close(fd);
 
 	ReleaseExternalFD();
 	return rc;
@@ -832,16 +762,12 @@ reap_finished(void)
 	}
 }
 
-/*
- * Hand the ready sockets in curl's epoll set to curl; returns how many.  A
- * parked one that woke is taken out, and not counted: no call waited on it.
- */
+/* Hand the ready sockets in curl's epoll set to curl; returns how many. */
 static int
 drive_ready_sockets(void)
 {
 	struct epoll_event ready[MAX_READY_SOCKETS];
 	int			nready;
-	int			driven = 0;
 	int			running;
 
 	nready = epoll_wait(curl_epoll_fd, ready, lengthof(ready), 0);
@@ -855,28 +781,15 @@ drive_ready_sockets(void)
 		int			what = (int) (ready[i].data.u64 >> 32);
 		uint32		got = ready[i].events;
 		int			mask = 0;
-		uint8	   *state = state_of(fd);
 
-		if (state && (*state & FD_PARKED))
-		{
-			if (epoll_ctl(curl_epoll_fd, EPOLL_CTL_DEL, fd, &ready[i]) < 0 && errno != ENOENT)
-				ereport(ERROR,
-						(errcode_for_socket_access(),
-						 errmsg("could not stop watching an idle HTTP connection: %m")));
-			*state &= FD_OURS;
-			nsockets--;
-			nparked--;
-			continue;
-		}
 		/* An error or hang-up wakes a reader and a writer, as in latch.c. */
 		if ((what & CURL_POLL_IN) && (got & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 			mask |= CURL_CSELECT_IN;
 		if ((what & CURL_POLL_OUT) && (got & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			mask |= CURL_CSELECT_OUT;
 		curl_multi_socket_action(multi, fd, mask, &running);
-		driven++;
 	}
-	return driven;
+	return Max(nready, 0);
 }
 
 /*
@@ -914,7 +827,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 		timeout = cap_ms;
 
 	/* With nothing to watch and no timer, curl wants to be called now. */
-	if (timeout < 0 && nsockets - nparked == 0)
+	if (timeout < 0 && nsockets == 0)
 		timeout = 0;
 
 	/*

@@ -89,24 +89,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.count_connections:
             with self.state.lock:
                 self.state.connections += 1
-                self.state.open_handlers.add(self)
-
-    def finish(self):
-        if self.count_connections:
-            with self.state.lock:
-                self.state.open_handlers.discard(self)
-        super().finish()
-
-    # Between two requests of a kept connection (for POST /_close_idle).
-    idle = True
-
-    def handle_one_request(self):
-        self.idle = True
-        super().handle_one_request()
-
-    def parse_request(self):
-        self.idle = False
-        return super().parse_request()
 
     def log_message(self, fmt, *args):
         if not self.server.quiet:
@@ -169,7 +151,6 @@ class FaultState:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.in_flight = 0
-        self.open_handlers = set()
         self.reset()
 
     def reset(self):
@@ -199,12 +180,7 @@ class FaultHandler(Handler):
     cut_answer = False
 
     def control_endpoint(self, path):
-        """Serve POST /_reset, /_control and /_close_idle; False for any
-        other path."""
-        if path == "/_close_idle":
-            self.read_body()
-            self.send(200, {"closed": self.close_idle()})
-            return True
+        """Serve POST /_reset and /_control; False for any other path."""
         if path == "/_reset":
             self.read_body()
             self.state.reset()
@@ -224,18 +200,6 @@ class FaultHandler(Handler):
             self.state.control_count = 0
         self.send(200, {"control": control})
         return True
-
-    def close_idle(self):
-        """Close every other connection that waits between two requests,
-        as a server ends idle keep-alive connections; how many."""
-        with self.state.lock:
-            idle = [h for h in self.state.open_handlers if h is not self and h.idle]
-        for h in idle:
-            try:
-                h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        return len(idle)
 
     def in_flight(self, call, *args):
         """Run call counted in flight from the request's headers until just

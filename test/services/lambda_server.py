@@ -101,9 +101,7 @@ headers to its answer), "connections": (TCP connections accepted),
 "auth_failures": n, "errors": {ErrorType: count; "partial": answers cut
 off}, "control": {...}, "trace_headers": {invocation id: its
 X-Amzn-Trace-Id header or null}}; POST /_reset zeroes all of it (and the fail_times
-counters, and the control settings).  POST /_close_idle closes every
-connection waiting between two requests (as a server ends idle keep-alive
-connections) and answers {"closed": n}.
+counters, and the control settings).
 
 It binds 127.0.0.1 only, prints its port on the first line of stdout (use
 --port 0, the default, for a free one; --port-file too), and exits when its

@@ -9,7 +9,6 @@ use warnings;
 
 use HTTP::Tiny;
 use JSON::PP;
-use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -173,40 +172,6 @@ my $deadline = time() + 30;
 sleep(0.1) while lambda_stats()->{in_flight} > 0 && time() < $deadline;
 is(lambda_stats()->{in_flight}, 0, 'the open call was abandoned: its connection is closed');
 is(lambda_stats()->{invocations}, 3, 'and still nothing more was sent');
-
-# --- Kept connections the tool closes while they are idle.  The worker
-# keeps a finished call's connection for the next one, its socket still in
-# its epoll set; when the server ends such a connection, the socket reads
-# as ready until it is taken out.  Eight quick rows leave their
-# connections idle while a ninth call hangs; the stand-in closes the idle
-# ones; the worker, waiting for the hanging call, must sleep through it,
-# not wake for the closed sockets over and over (which takes a core's
-# share: over a second of CPU in 10 s even with 16 processes runnable on
-# two cores).
-$http->post("$lambda_url/_reset");
-$id = submit_faults($echo, 'idle.csv', join('', "key,hang\n", "open,true\n", map { "quick$_,false\n" } 1 .. 8),
-	'{"max_concurrency": 9, "timeout_seconds": 120}');
-my $wait_until = time() + 60;
-sleep(0.1)
-  while sql("SELECT succeeded_rows FROM batchproc.batches WHERE id = $id") < 8 && time() < $wait_until;
-is(sql("SELECT succeeded_rows FROM batchproc.batches WHERE id = $id"), '8', 'the quick rows are done while one call hangs');
-my $closed = decode_json($http->post("$lambda_url/_close_idle")->{content})->{closed};
-cmp_ok($closed, '>=', 1, 'their connections were kept, and the tool closed them');
-my $worker = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = current_database()");
-# User and system CPU time of a process, in seconds.
-sub cpu_seconds
-{
-	my @stat = split / /, slurp_file("/proc/$_[0]/stat");
-	return ($stat[13] + $stat[14]) / POSIX::sysconf(POSIX::_SC_CLK_TCK);
-}
-my $cpu = cpu_seconds($worker);
-sleep(10);
-cmp_ok(cpu_seconds($worker) - $cpu, '<', 0.3,
-	'waiting for the hanging call, the worker spent well under 0.3 s of CPU in 10 s on the closed connections');
-is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'the batch is cancelled');
-$wait_until = time() + 30;
-sleep(0.1) while lambda_stats()->{in_flight} > 0 && time() < $wait_until;
-is(lambda_stats()->{in_flight}, 0, 'its hanging call was abandoned');
 
 # --- Requests altered after batchproc signed them.  Lambda and the
 # express stand-in are reached through fault proxies that tamper with the
