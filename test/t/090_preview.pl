@@ -314,7 +314,7 @@ like(as('alice', "SELECT batchproc.validate_config(${\ lit($no_machine)}, true)"
 # handle kept from a preview's calls (POST) serves the check's requests
 # (S3 GetObject, Lambda GetFunction: GET) as GETs.
 $before = lambda_stats();
-is( as('mallory', "SELECT count(*) FROM batchproc_preview(${\ lit($echo)}, rows => 2);"
+is( as('alice', "SELECT count(*) FROM batchproc_preview(${\ lit($echo)}, rows => 2);"
 		  . " SELECT batchproc.validate_config(${\ lit($echo)}, check_sources => true) ->> 'csv_s3_uri'"),
 	"2\ns3://preview/five.csv", 'after a preview, check_sources in the same session finds the CSV and the tool');
 $after = lambda_stats();
