@@ -310,17 +310,6 @@ like(as('alice', "SELECT batchproc.validate_config(${\ lit($no_machine)}, true)"
 	qr/ERROR:  target: the state machine "arn:aws:states:us-east-1:123456789012:stateMachine:no_such_machine" of agent "ghost_agent" does not exist/,
 	'check_sources: a missing state machine is named (DescribeStateMachine)');
 
-# A session's connections and libcurl handles outlive its statements: a
-# handle kept from a preview's calls (POST) serves the check's requests
-# (S3 GetObject, Lambda GetFunction: GET) as GETs.
-$before = lambda_stats();
-is( as('alice', "SELECT count(*) FROM batchproc_preview(${\ lit($echo)}, rows => 2);"
-		  . " SELECT batchproc.validate_config(${\ lit($echo)}, check_sources => true) ->> 'csv_s3_uri'"),
-	"2\ns3://preview/five.csv", 'after a preview, check_sources in the same session finds the CSV and the tool');
-$after = lambda_stats();
-is_deeply([ $after->{invocations} - $before->{invocations}, $after->{get_function} - $before->{get_function} ],
-	[ 2, 1 ], 'the stand-in saw the preview\'s two invocations and then one GetFunction');
-
 # Nothing of the previews was queued: only the three example batches.
 is(sql("SELECT count(*) FROM batchproc.batches"), '6', 'previews and checks queued no batch: only the six submitted');
 
