@@ -73,7 +73,8 @@ _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is requ
 struct BatchprocHttpRequest
 {
 	CURL	   *easy;
-	struct curl_slist *header_list;
+	struct curl_slist *header_list; /* palloc'd: see header_list() */
+	bool		plain;			/* only the options every request sets */
 	bool		in_multi;
 	bool		done;
 	bool		headers_done;
@@ -113,7 +114,11 @@ static bool latch_was_set = false;
 static BatchprocHttpWakeHook wake_hook = NULL;
 static void *wake_hook_arg = NULL;
 static CURL *idle_handles[MAX_IDLE_HANDLES];
+static bool idle_configured[MAX_IDLE_HANDLES];	/* has the options set once */
 static int	nidle_handles = 0;
+
+/* Ends every request's header list: libcurl adds no Expect of its own. */
+static struct curl_slist no_expect = {(char *) "Expect:", NULL};
 
 /* The clock curl times itself with, unmoved by changes to the wall clock. */
 static int64
@@ -477,33 +482,90 @@ close_socket_cb(void *clientp, curl_socket_t fd)
 	return rc;
 }
 
-/* An easy handle for a new request: a kept one, or a new one. */
+/*
+ * An easy handle for a new request: a kept one, or a new one.
+ * *configured says whether it has the options set once a handle.
+ */
 static CURL *
-take_handle(void)
+take_handle(bool *configured)
 {
 	if (nidle_handles > 0)
-		return idle_handles[--nidle_handles];
+	{
+		nidle_handles--;
+		*configured = idle_configured[nidle_handles];
+		return idle_handles[nidle_handles];
+	}
+	*configured = false;
 	return curl_easy_init();
 }
 
 /*
- * Keep a handle for the next request, reset so that nothing of the
- * request it served (URL, headers, callbacks' pointers) goes on; past
- * MAX_IDLE_HANDLES, or after an upload or a download, it goes.  Setting
- * the upload buffer's size (to libcurl's default) frees the buffer that a
- * request over TLS leaves with the handle and a reset keeps.
+ * Keep a handle for the next request, so that nothing of the request it
+ * served (URL, headers, callbacks' pointers) goes on; past
+ * MAX_IDLE_HANDLES, or after an upload or a download, it goes.  A plain
+ * request's handle has its per-request pointers cleared and keeps the
+ * options every request sets alike: curl_easy_reset, and setting them all
+ * again, cost more than the rest of a call's options.  Any other (pinned
+ * to addresses, HEAD) is reset.  Setting the upload buffer's size (to
+ * libcurl's default) frees the buffer that a request over TLS leaves with
+ * the handle, which neither clearing nor a reset does.
  */
 static void
 give_back_handle(BatchprocHttpRequest *req)
 {
-	if (nidle_handles < MAX_IDLE_HANDLES && req->upload == NULL && !req->streaming)
+	CURL	   *easy = req->easy;
+
+	if (nidle_handles >= MAX_IDLE_HANDLES || req->upload != NULL || req->streaming)
 	{
-		curl_easy_reset(req->easy);
-		curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024L);
-		idle_handles[nidle_handles++] = req->easy;
+		curl_easy_cleanup(easy);
+		return;
+	}
+	if (req->plain)
+	{
+		curl_easy_setopt(easy, CURLOPT_URL, NULL);
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
+		curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
+		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, NULL);
 	}
 	else
-		curl_easy_cleanup(req->easy);
+		curl_easy_reset(easy);
+	curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024L);
+	idle_configured[nidle_handles] = req->plain;
+	idle_handles[nidle_handles++] = easy;
+}
+
+/*
+ * The request's header lines as libcurl's list, then "Expect:" (libcurl
+ * would add "Expect: 100-continue" to large uploads; S3 does not need the
+ * extra round trip).  Node and text in one palloc each, in the request's
+ * memory: libcurl only reads the list it is given, and curl_slist_append's
+ * two mallocs a line, freed again a call later, were a visible part of a
+ * call's cost.
+ */
+static struct curl_slist *
+header_list(List *headers)
+{
+	struct curl_slist *first = &no_expect;
+	struct curl_slist **tail = &first;
+	ListCell   *lc;
+
+	foreach(lc, headers)
+	{
+		const char *line = lfirst(lc);
+		size_t		len = strlen(line);
+		struct curl_slist *node = palloc(sizeof(struct curl_slist) + len + 1);
+
+		node->data = (char *) (node + 1);
+		memcpy(node->data, line, len + 1);
+		node->next = &no_expect;
+		*tail = node;
+		tail = &node->next;
+	}
+	return first;
 }
 
 static void
@@ -516,11 +578,6 @@ release_request(BatchprocHttpRequest *req)
 		give_back_handle(req);
 		req->easy = NULL;
 		req->in_multi = false;
-	}
-	if (req->header_list)
-	{
-		curl_slist_free_all(req->header_list);
-		req->header_list = NULL;
 	}
 	if (req->resolve_list)
 	{
@@ -546,7 +603,7 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 {
 	BatchprocHttpRequest *req;
 	MemoryContextCallback *cb;
-	ListCell   *lc;
+	bool		configured;
 
 	ensure_multi();
 
@@ -558,60 +615,59 @@ batchproc_http_request(const char *method, const char *url, List *headers,
 	cb->arg = req;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 
-	req->easy = take_handle();
+	req->easy = take_handle(&configured);
 	if (req->easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle")));
+	req->plain = true;
+	req->header_list = header_list(headers);
 
-	foreach(lc, headers)
+	if (!configured)
 	{
-		struct curl_slist *next = curl_slist_append(req->header_list, lfirst(lc));
-
-		if (next == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory while building an HTTP request")));
-		req->header_list = next;
+		/*
+		 * The path goes out as the caller built it: libcurl would otherwise
+		 * resolve "." and ".." segments, so that a signed path was not the
+		 * path sent, and an S3 key holding such segments reached another
+		 * key, or another bucket (issue 10, finding 5).
+		 */
+		curl_easy_setopt(req->easy, CURLOPT_PATH_AS_IS, 1L);
+		curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, write_cb);
+		curl_easy_setopt(req->easy, CURLOPT_HEADERFUNCTION, header_cb);
+		curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+		curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+		curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	}
-	/* libcurl would add "Expect: 100-continue" to large uploads; S3 does
-	 * not need the extra round trip. */
-	req->header_list = curl_slist_append(req->header_list, "Expect:");
-
 	curl_easy_setopt(req->easy, CURLOPT_URL, url);
-
-	/*
-	 * The path goes out as the caller built it: libcurl would otherwise
-	 * resolve "." and ".." segments, so that a signed path was not the path
-	 * sent, and an S3 key holding such segments reached another key, or
-	 * another bucket (issue 10, finding 5).
-	 */
-	curl_easy_setopt(req->easy, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->header_list);
-	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(req->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
-	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
 	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
-	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
-	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-	if (timeout_ms > 0)
-		curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, Max(timeout_ms, 0L));
 
+	/* A kept handle last served a plain GET or POST: undo the other's. */
 	if (strcmp(method, "GET") == 0)
+	{
+		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, NULL);
 		curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
+	}
 	else if (strcmp(method, "HEAD") == 0)
+	{
+		req->plain = false;
+		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, NULL);
 		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
+	}
 	else if (strcmp(method, "PUT") == 0)
 	{
+		req->plain = false;
 		req->upload = body ? body : "";
 		req->upload_len = body ? body_len : 0;
+		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, NULL);
 		curl_easy_setopt(req->easy, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER_SIZE);
 		curl_easy_setopt(req->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(req->easy, CURLOPT_READFUNCTION, read_cb);
@@ -638,6 +694,7 @@ batchproc_http_pin(BatchprocHttpRequest *req, const char *host, int port,
 	Assert(naddrs > 0);
 	req->pinned = addrs;
 	req->npinned = naddrs;
+	req->plain = false;
 	/* A proxy would resolve the host itself, wherever it pleased. */
 	curl_easy_setopt(req->easy, CURLOPT_PROXY, "");
 	if (host == NULL)

@@ -561,12 +561,17 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 	d->payload_limit = batchproc_payload_limit(batch->target.type, &described);
 	d->log_level = batchproc_config_log_level(d->config);
 	d->slots = MemoryContextAllocZero(d->cxt, sizeof(Slot) * d->nslots);
+	/*
+	 * First blocks that hold a row (2.4 kB) and a call (9.6 kB: request,
+	 * signature, answer) whole, since a reset keeps only the first block:
+	 * smaller ones made each call malloc and free three more.
+	 */
 	for (int i = 0; i < d->nslots; i++)
 	{
 		d->slots[i].cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch slot",
-												ALLOCSET_SMALL_SIZES);
+												0, 4 * 1024, 8 * 1024);
 		d->slots[i].call_cxt = AllocSetContextCreate(d->cxt, "batchproc dispatch call",
-													 ALLOCSET_SMALL_SIZES);
+													 0, 16 * 1024, 16 * 1024);
 	}
 	d->queue_cap = Min(Max(2 * d->nslots, 100), 10000);
 	d->queue = MemoryContextAllocZero(d->cxt, sizeof(QueuedRow) * d->queue_cap);
