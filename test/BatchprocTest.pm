@@ -11,7 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(batchproc_node aws aws_at aws_ok moto_url start_service start_stand_in start_lambda psql_as add_users s3_round_trip put_object get_object
+our @EXPORT = qw(batchproc_node set_server_setting aws aws_at aws_ok moto_url start_service start_stand_in start_lambda psql_as add_users s3_round_trip put_object get_object
   moto_role_credentials
   submit_batch submit_faults wait_for_batch call_name call_prefix spec_example2 spec_example3 spec_example3_results_ok
   token_bucket_ok);
@@ -285,6 +285,19 @@ sub start_service
 	}
 	die "service @cmd did not start: $err" unless $out =~ /^(\d+)\n/;
 	return ($h, $1, \$out);
+}
+
+# Set server setting $name of $node to $value with ALTER SYSTEM and a
+# reload, and wait until a new session sees it ($value as pg_settings
+# spells it: a setting with units in its base unit).  An ok() of its own.
+sub set_server_setting
+{
+	my ($node, $name, $value) = @_;
+	$node->safe_psql('postgres', "ALTER SYSTEM SET $name = '$value'");
+	$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+	return Test::More::ok(
+		$node->poll_query_until('postgres', "SELECT setting = '$value' FROM pg_settings WHERE name = '$name'"),
+		"$name is $value");
 }
 
 # What $user gets from $sql in database postgres of $node: its output, or

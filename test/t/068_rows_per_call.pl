@@ -168,15 +168,7 @@ is(decode_json($http->get("http://127.0.0.1:$target_port/_stats")->{content})->{
 # goes again as the same rows under the same name, which finds its
 # execution, and only the calls after it follow the new limit.
 sql('ALTER SYSTEM SET restart_after_crash = on');
-sub set_payload_limit
-{
-	my ($bytes) = @_;
-	sql("ALTER SYSTEM SET batchproc.max_payload_bytes = $bytes");
-	sql('SELECT pg_reload_conf()');
-	ok($node->poll_query_until('postgres', "SELECT setting = '$bytes' FROM pg_settings WHERE name = 'batchproc.max_payload_bytes'"),
-		"batchproc.max_payload_bytes is $bytes");
-}
-set_payload_limit(3600);
+set_server_setting($node, 'batchproc.max_payload_bytes', 3600);
 put_object($bucket, 'crash.csv', "key,pad\n" . join('', map { "c$_,$pad\n" } 1 .. 6));
 
 sub worker_pid
@@ -197,7 +189,7 @@ sub crash_mid_call
 	kill 'STOP', $pid;
 	is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _row_id <= 3 AND _status IS NULL"), 3,
 		"batch $id: the rows of its first call are pending when the worker is stopped");
-	set_payload_limit($limit);
+	set_server_setting($node, 'batchproc.max_payload_bytes', $limit);
 	kill 'KILL', $pid;
 	ok($node->poll_query_until('postgres',
 			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
@@ -248,7 +240,7 @@ for my $limit (3600, 2500)
 
 	# A tool: the rows of the call in flight are sent again, however they
 	# are grouped now, and no other row is.
-	set_payload_limit(3600);
+	set_server_setting($node, 'batchproc.max_payload_bytes', 3600);
 	$http->post("$lambda_url/_reset");
 	$http->post("$lambda_url/_control", { content => '{"delay_ms": 3000}' });
 	my $tool_id = submit_batch($node, qq({"csv_s3_uri": "s3://$bucket/crash.csv",
@@ -263,7 +255,7 @@ for my $limit (3600, 2500)
 	is(join(',', map { "c$_:" . ($by_key->{"c$_"} // 0) } 1 .. 6), 'c1:2,c2:2,c3:2,c4:1,c5:1,c6:1',
 		"tool, limit $limit: the rows in flight were sent twice, the others once");
 	$http->post("$lambda_url/_control", { content => '{}' });
-	set_payload_limit(3600);
+	set_server_setting($node, 'batchproc.max_payload_bytes', 3600);
 }
 sql('ALTER SYSTEM RESET batchproc.max_payload_bytes');
 sql('SELECT pg_reload_conf()');

@@ -265,15 +265,7 @@ is(join('/', map { $_ // '-' } @{$fsub // {}}{qw(error fault)}, $fsub->{http}{re
 # is flagged throttle, as a Lambda 429 is.
 my ($throttling, $throttling_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
 	'--quiet', '--upstream', moto_url(), '--throttle-start-execution', 'all');
-sub sfn_endpoint
-{
-	my ($port) = @_;
-	sql("ALTER SYSTEM SET batchproc.endpoint_url_sfn = 'http://127.0.0.1:$port'");
-	sql('SELECT pg_reload_conf()');
-	ok($node->poll_query_until('postgres', "SELECT current_setting('batchproc.endpoint_url_sfn') = 'http://127.0.0.1:$port'"),
-		"Step Functions is reached through port $port");
-}
-sfn_endpoint($throttling_port);
+set_server_setting($node, 'batchproc.endpoint_url_sfn', 'http://127.0.0.1:' . $throttling_port);
 my ($tid, $tstate) = run_batch(qq({"csv_s3_uri": "s3://xray/ticket.csv", "target": {"type": "agent", "name": "ticket_classifier_agent"},
   "input_mapping": {"column_mappings": {"ticketText": "ticketText"}},
   "execution_config": {"enable_xray": true, $retry}}));
@@ -282,7 +274,7 @@ ok(ended_segment($tid), 'its segment comes');
 my ($tsub) = subsegments_of($tid);
 is(join('/', map { $_ // '-' } @{$tsub // {}}{qw(error throttle fault)}, $tsub->{http}{response}{status}),
 	'1/1/-/400', 'the row throttled by Step Functions is an error flagged throttle, with its 400');
-sfn_endpoint($sfn_port);
+set_server_setting($node, 'batchproc.endpoint_url_sfn', 'http://127.0.0.1:' . $sfn_port);
 
 # --- A batch cancelled while its call is in flight: its segment, sent in
 # progress, is sent again complete, in state cancelled.
