@@ -1002,6 +1002,8 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			check_state(d, now, woken);
 		}
 
+		fill_slots(disp);
+
 		now = GetCurrentTimestamp();
 		foreach(lc, disp->runs)
 		{
@@ -1017,9 +1019,9 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 		}
 
 		/*
-		 * Free slots, those the answers just freed among them, go to work
-		 * before a group of results is written, so that their calls' time
-		 * runs during the group's transaction instead of after it.
+		 * The slots the answers freed go back to work before a group of
+		 * results is written, so that their calls' time runs during the
+		 * group's transaction instead of after it.
 		 */
 		fill_slots(disp);
 		now = GetCurrentTimestamp();
