@@ -97,8 +97,6 @@
 /* How often a run held back by its batch's calls in the rest of the pool
  * looks again (pool.c): a call ending in another worker wakes no one. */
 #define POOL_CALLS_MS		20
-/* A long round of new calls lets curl send those it has every this many. */
-#define FILL_PROGRESS_CALLS	32
 
 /* The worker's runs, one per batch being dispatched. */
 struct BatchprocDispatcher
@@ -706,7 +704,6 @@ fill_slots(BatchprocDispatcher *disp)
 {
 	int			busy = inflight(disp);
 	int			cap = batchproc_window_cap();
-	int			started = 0;
 	ListCell   *lc;
 
 	/* Calls of other workers may have ended since the last look. */
@@ -742,17 +739,6 @@ fill_slots(BatchprocDispatcher *disp)
 		next->pass += 1.0 / next->config->priority;
 		/* A row may finish at once (a bad input), freeing its slot. */
 		busy = inflight(disp);
-
-		/*
-		 * A batch's first round builds hundreds of calls: the first go on
-		 * the wire while the rest are built, not after them all.
-		 */
-		if (++started % FILL_PROGRESS_CALLS == 0)
-		{
-			/* A fault of the transport there is no batch's, as at the wait. */
-			disp->current = 0;
-			batchproc_http_progress();
-		}
 	}
 	/* Rows that only the window keeps waiting: it may grow. */
 	if (busy >= cap)
@@ -1016,20 +1002,6 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 					batchproc_dispatch_tend_slot(d, &d->slots[i], now);
 			}
 			batchproc_dispatch_reap_stops(d);
-		}
-
-		/*
-		 * The slots the answers freed go back to work before a group of
-		 * results is written, so that their calls' time runs during the
-		 * group's transaction instead of after it.
-		 */
-		fill_slots(disp);
-		now = GetCurrentTimestamp();
-		foreach(lc, disp->runs)
-		{
-			Dispatch   *d = lfirst(lc);
-
-			disp->current = d->batch->id;
 			if (d->nresults >= FLUSH_ROWS ||
 				(d->nresults > 0 &&
 				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
