@@ -27,6 +27,9 @@
 # _execution_time_ms.  Over the calls phase, Little's law itself says why
 # the rows/s fall short of the bound: the mean number of calls in flight
 # (the calls' summed time over the phase) and the mean time a call took.
+# The target's own mean time per call (from reading the request to
+# writing the answer) is printed too: what it adds to DELAY_MS is the
+# target's, not the worker's.
 # Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
@@ -95,7 +98,9 @@ for _ in $(seq 1 "$RUNS"); do
 		       avg(r._execution_time_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY r._execution_time_ms)
 		  FROM batchproc.batches b, batchproc_data.batch_$id r
 		 WHERE b.id = $id GROUP BY b.finished_at, b.started_at")
-	inflight=$(curl -s "$target/_stats" | sed -n 's/.*"max_in_flight":\([0-9]*\).*/\1/p')
+	stats=$(curl -s "$target/_stats")
+	inflight=$(echo "$stats" | sed -n 's/.*"max_in_flight":\([0-9]*\).*/\1/p')
+	held=$(echo "$stats" | sed -n 's/.*"held_ms_mean":\([0-9.]*\).*/\1/p')
 	phases=$(sql -c "
 		WITH r AS (SELECT _timestamp AS done, _execution_time_ms AS ms,
 		                  _timestamp - _execution_time_ms * interval '1 ms' AS sent
@@ -125,5 +130,6 @@ for _ in $(seq 1 "$RUNS"); do
 			printf "%-8d %-12d %-4d ms %8.2f %8.0f %s %14.1f %13.1f   %-15d %.0f\n", r, c, d, s, r / s, b, m, p, f, t * 1e6 / hz / r
 		}'
 	echo "  $phases"
+	printf '  the target held each call %.1f ms on average (from its request to its answer)\n' "$held"
 done
 print_load end

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# bench/profile_worker.sh: where the worker's time goes for a row, at zero
-# latency.  One batch of ROWS rows (default 100,000) at max_concurrency
-# CONCURRENCY (default 64) to bench/services/fast_target.js answering at
-# once; `perf record -F 999` follows the worker from the moment it appears
-# until the batch ends, with call chains PERF_CALL_GRAPH ("dwarf" by
+# bench/profile_worker.sh: where the worker's time goes for a row.  One
+# batch of ROWS rows (default 100,000) at max_concurrency CONCURRENCY
+# (default 64) to bench/services/fast_target.js answering after DELAY_MS
+# (default 0: at once); `perf record -F 999` follows the worker from the
+# moment it appears until the batch ends, with call chains PERF_CALL_GRAPH ("dwarf" by
 # default: Debian's libc, libcurl and libcrypto have no frame pointers, so
 # "fp", perf's -g, loses the callers of malloc, memcpy and curl).
 #
@@ -18,6 +18,7 @@ harness_name=bench
 . "$(dirname "${BASH_SOURCE[0]}")/../test/harness.sh"
 ROWS=${ROWS:-100000}
 CONCURRENCY=${CONCURRENCY:-64}
+DELAY_MS=${DELAY_MS:-0}
 PERF_CALL_GRAPH=${PERF_CALL_GRAPH:-dwarf}
 PERF_KEEP=${PERF_KEEP:-}
 
@@ -29,10 +30,7 @@ esac
 build_and_install
 start_moto
 . "$src/bench/common.sh"
-start_fast_target zero 0
-export AWS_ENDPOINT_URL_LAMBDA=$target_url
-start_cluster bench "fsync = off"
-bench_setup
+start_wide_bench "$CONCURRENCY" "$DELAY_MS"
 
 print_load start
 id=$(submit_fast_batch "$ROWS" "$CONCURRENCY")
@@ -58,9 +56,9 @@ print_load end
 seconds=$(sql -c "SELECT extract(epoch FROM finished_at - submitted_at) FROM batchproc.batches WHERE id = $id")
 hz=$(getconf CLK_TCK)
 us_per_row=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v r="$ROWS" 'BEGIN { print t / hz * 1e6 / r }')
-awk -v r="$ROWS" -v c="$CONCURRENCY" -v s="$seconds" -v u="$us_per_row" \
+awk -v r="$ROWS" -v c="$CONCURRENCY" -v d="$DELAY_MS" -v s="$seconds" -v u="$us_per_row" \
 	-v t=$((target_after - target_before)) -v hz="$hz" 'BEGIN {
-	printf "batch: %d rows, concurrency %d, zero latency: %.2f s = %.0f rows/s (under perf)\n", r, c, s, r / s
+	printf "batch: %d rows, concurrency %d, target delay %d ms: %.2f s = %.0f rows/s (under perf)\n", r, c, d, s, r / s
 	printf "worker CPU time: %.1f us a row (user + system, /proc/<pid>/stat)\n", u
 	printf "target (node) CPU time: %.1f us a row\n", t / hz * 1e6 / r }'
 

@@ -22,6 +22,8 @@ const delayMs = option('--delay-ms', 0);
 let calls = 0;
 let inFlight = 0;
 let maxInFlight = 0;
+let heldNs = 0n;
+let held = 0;
 
 function reply(res, status, body) {
   const data = Buffer.from(JSON.stringify(body));
@@ -30,13 +32,16 @@ function reply(res, status, body) {
 }
 
 const server = http.createServer((req, res) => {
+  const arrived = process.hrtime.bigint();
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     if (req.method === 'GET' && req.url === '/_stats')
-      return reply(res, 200, {calls, in_flight: inFlight, max_in_flight: maxInFlight});
+      return reply(res, 200, {calls, in_flight: inFlight, max_in_flight: maxInFlight, held_ms_mean: held ? Number(heldNs / BigInt(held)) / 1e6 : 0});
     if (req.method === 'POST' && req.url === '/_reset') {
       calls = 0;
+      heldNs = 0n;
+      held = 0;
       maxInFlight = inFlight;
       return reply(res, 200, {});
     }
@@ -56,6 +61,8 @@ const server = http.createServer((req, res) => {
     const send = () => {
       inFlight--;
       reply(res, 200, answer);
+      heldNs += process.hrtime.bigint() - arrived;
+      held++;
     };
     if (delayMs > 0)
       setTimeout(send, delayMs);
