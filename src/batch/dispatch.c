@@ -988,8 +988,12 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			check_state(d, now, woken);
 		}
 
-		fill_slots(disp);
-
+		/*
+		 * Answers are handled before new calls are built, which would keep
+		 * them waiting, and the slots they free are filled again before a
+		 * group of results is written: neither an answer nor a free slot
+		 * waits for the other's work or for the group's transaction.
+		 */
 		now = GetCurrentTimestamp();
 		foreach(lc, disp->runs)
 		{
@@ -1002,6 +1006,16 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 					batchproc_dispatch_tend_slot(d, &d->slots[i], now);
 			}
 			batchproc_dispatch_reap_stops(d);
+		}
+
+		fill_slots(disp);
+
+		now = GetCurrentTimestamp();
+		foreach(lc, disp->runs)
+		{
+			Dispatch   *d = lfirst(lc);
+
+			disp->current = d->batch->id;
 			if (d->nresults >= FLUSH_ROWS ||
 				(d->nresults > 0 &&
 				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
