@@ -36,7 +36,9 @@
  * batchproc.max_row_bytes, however it is quoted, and between chunks the
  * import looks whether the batch was
  * cancelled (batchproc_step_watch_check), so that a cancel stops a long
- * import within about a chunk.
+ * import within about a chunk; so do the transport's waits on S3 during
+ * an import, so that a GET whose first byte never comes, or a body that
+ * stalls, stops at a cancel too, and asks for another io worker meanwhile.
  *
  * IDENTIFICATION
  *	  src/batch/import.c
@@ -649,9 +651,17 @@ import_state_create(int64 batch_id, const BatchprocCsvOptions *opts, List *reser
 	return st;
 }
 
+/* The transport's waits during an import look at the batch (runner.c). */
+static void
+watch_transport(void *arg)
+{
+	batchproc_step_watch_check((BatchprocStepWatch *) arg);
+}
+
 /*
  * Open the object and read its header (for a sample of sample_max rows, or
  * -1 for an import), the header checked as the batch's table needs it.
+ * An import's caller clears the transport's wake hook that this sets.
  */
 static ImportState *
 open_csv(int64 batch_id, const char *bucket, const char *key,
@@ -662,6 +672,8 @@ open_csv(int64 batch_id, const char *bucket, const char *key,
 
 	st->sampling = sample_max >= 0;
 	st->sample_max = sample_max;
+	if (!st->sampling)
+		batchproc_http_set_wake_hook(watch_transport, &st->watch);
 	/* In a context of its own, so that a sample can hang up once it is read. */
 	st->reader_cxt = AllocSetContextCreate(CurrentMemoryContext, "batchproc CSV download",
 										   ALLOCSET_SMALL_SIZES);
@@ -753,10 +765,10 @@ batchproc_import_finish_table(const char *qualified_table)
 	batchproc_spi_execute(psprintf("ANALYZE %s (_status)", qualified_table), false, 0, SPI_OK_UTILITY);
 }
 
-BatchprocImportResult
-batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
-					 const BatchprocCsvOptions *opts, const char *qualified_table,
-					 const char *extra_columns_sql, List *reserved_names)
+static BatchprocImportResult
+import_csv(int64 batch_id, const char *bucket, const char *key,
+		   const BatchprocCsvOptions *opts, const char *qualified_table,
+		   const char *extra_columns_sql, List *reserved_names)
 {
 	ImportState *st = open_csv(batch_id, bucket, key, opts, reserved_names, -1);
 	BatchprocImportResult result = {0};
@@ -802,5 +814,27 @@ batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
 
 	result.rows = st->rows;
 	result.columns = st->header;
+	return result;
+}
+
+BatchprocImportResult
+batchproc_import_csv(int64 batch_id, const char *bucket, const char *key,
+					 const BatchprocCsvOptions *opts, const char *qualified_table,
+					 const char *extra_columns_sql, List *reserved_names)
+{
+	BatchprocImportResult result = {0};
+
+	PG_TRY();
+	{
+		result = import_csv(batch_id, bucket, key, opts, qualified_table, extra_columns_sql,
+							reserved_names);
+	}
+	PG_CATCH();
+	{
+		batchproc_http_set_wake_hook(NULL, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	batchproc_http_set_wake_hook(NULL, NULL);
 	return result;
 }

@@ -100,6 +100,11 @@ And delays, on every request they apply to, which is then forwarded:
                            StartExecution is held SECONDS first, as a slow
                            or distant Step Functions would answer it.
 
+  --delay-get SECONDS:N    the first N GetObject requests are held SECONDS
+                           first: a download whose first byte is that long
+                           in coming (the client sees nothing, not even
+                           the headers).
+
   --get-kbps KB            a GetObject answer's body is relayed at KB
                            kilobytes a second, a tenth of a second's worth
                            at a time, so that reading a large object takes
@@ -200,6 +205,14 @@ def status_count_arg(text):
         raise argparse.ArgumentTypeError("expected CODE:N, as in 503:1")
 
 
+def seconds_count_arg(text):
+    try:
+        seconds, n = text.split(":", 1)
+        return float(seconds), count_arg(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected SECONDS:N, as in 600:1")
+
+
 def next_hex_digit(c):
     digits = "0123456789abcdef"
     return digits[(digits.index(c.lower()) + 1) % 16]
@@ -296,6 +309,9 @@ class State:
         self.delays = {}
         if args.delay_start_execution:
             self.delays["StartExecution"] = args.delay_start_execution
+        self.delay_limits = {}
+        if args.delay_get:
+            self.delays["GetObject"], self.delay_limits["GetObject"] = args.delay_get
         if args.fail_get_status:
             status, n = args.fail_get_status
             code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
@@ -363,6 +379,8 @@ class State:
         seconds = self.delays.get(kind, 0)
         if seconds:
             with self.lock:
+                if self.delayed.get(kind, 0) >= self.delay_limits.get(kind, float("inf")):
+                    return 0
                 self.delayed[kind] = self.delayed.get(kind, 0) + 1
         return seconds
 
@@ -588,6 +606,7 @@ def main():
     parser.add_argument("--fail-get-status", type=status_count_arg, metavar="CODE:N")
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
+    parser.add_argument("--delay-get", type=seconds_count_arg, metavar="SECONDS:N")
     parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")

@@ -4,7 +4,8 @@
 # mallory's import (then her export) goes through a proxy slow enough to
 # last far longer than the test.  What alice sees: her rows get their
 # results, and her batch ends, while mallory's batch is still importing or
-# exporting.  Both are ordinary members of batchproc_user.  And with no
+# exporting, or while mallory's import waits for a first byte that does
+# not come.  Both are ordinary members of batchproc_user.  And with no
 # background worker slot for the io worker, batches still run.
 use strict;
 use warnings;
@@ -101,6 +102,38 @@ ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its imp
 		$log_offset), 'the import stops');
 is($node->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$mallory') IS NULL"), 't',
 	'no half-imported table is left');
+$node->stop;
+
+# --- An import whose GET never brings a byte: a proxy holds mallory's
+# GetObject (the first) ten minutes, so her io worker waits in the
+# transport, before any chunk.  It still notices what happens meanwhile:
+# alice's batch, queued behind it, gets another io worker and runs to its
+# end, and mallory's cancel stops the held import, whose GET the proxy
+# never answered.
+my ($stall, $stall_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--delay-get', '600:1');
+$node = batchproc_node('io_stalled',
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$stall_port'\n");
+setup($node);
+put_object($bucket, 'stalled.csv', "key\nk1\n");
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
+my $proxy_stats = sub { decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$stall_port/_proxy_stats")->{content}) };
+my $held_get = 0;
+for (1 .. 1200)
+{
+	last if ($held_get = $proxy_stats->()->{delayed}{GetObject} // 0) >= 1;
+	select(undef, undef, undef, 0.1);
+}
+is($held_get, 1, "the proxy holds mallory's GET");
+$alice = alice_batch($node, 'alice3.csv', 3, 0);
+is(wait_for_batch($node, $alice), 'succeeded', "alice's batch runs to its end meanwhile");
+is(state_of($node, $mallory), 'importing', "mallory's batch is still importing, its GET held");
+$log_offset = -s $node->logfile;
+is(as($node, 'mallory', "SELECT batchproc_cancel($mallory)"), 'cancelled', 'mallory cancels her held import');
+ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its import; its step stopped/,
+		$log_offset), 'the held import stops');
+is($proxy_stats->()->{forwarded}{GetObject}, 1, "before its GET was answered (alice's alone was)");
 $node->stop;
 
 # --- An export held slow: a proxy holds each request ten seconds per
