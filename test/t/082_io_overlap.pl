@@ -6,7 +6,8 @@
 # results, and her batch ends, while mallory's batch is still importing or
 # exporting, or while mallory's import waits for a first byte that does
 # not come.  Both are ordinary members of batchproc_user.  And with no
-# background worker slot for the io worker, batches still run.
+# background worker slot for the io worker, or with io workers turned
+# off, batches still run.
 use strict;
 use warnings;
 
@@ -45,6 +46,23 @@ sub submit_as
 }
 
 sub state_of { $_[0]->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $_[1]") }
+
+# alice's two-row batch $name.csv is imported, called and exported to
+# $name.out.csv on $node, which has no io worker then or after; the node
+# is stopped.
+sub runs_without_io_worker
+{
+	my ($node, $name, $what) = @_;
+	put_object($bucket, "$name.csv", "key\nk1\nk2\n");
+	my $id = submit_as($node, 'alice', qq({"csv_s3_uri": "s3://$bucket/$name.csv",
+		"output_s3_uri": "s3://$bucket/$name.out.csv", "target": {"type": "tool", "name": "echo"},
+		"input_mapping": {"column_mappings": {"key": "key"}}}));
+	is(wait_for_batch($node, $id), 'succeeded', $what);
+	like(get_object($bucket, "$name.out.csv"), qr/k1.*k2/s, 'its export is there');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc io worker'"),
+		'0', 'with no io worker');
+	$node->stop;
+}
 
 # alice's batch: $rows calls, one at a time, each answered after $delay_ms.
 sub alice_batch
@@ -187,15 +205,13 @@ $node = batchproc_node('io_no_slot', conf => "max_worker_processes = 3\n");
 setup($node, 'alice');
 ok($node->wait_for_log(qr/batchproc could not start a worker for database with OID \d+: no background worker slot is free/),
 	'the launcher cannot start the io worker, and says so');
-put_object($bucket, 'small.csv', "key\nk1\nk2\n");
-$alice = submit_as($node, 'alice', qq({"csv_s3_uri": "s3://$bucket/small.csv",
-	"output_s3_uri": "s3://$bucket/small.out.csv", "target": {"type": "tool", "name": "echo"},
-	"input_mapping": {"column_mappings": {"key": "key"}}}));
-is(wait_for_batch($node, $alice), 'succeeded', "alice's batch is imported, run and exported all the same");
-like(get_object($bucket, 'small.out.csv'), qr/k1.*k2/s, 'its export is there');
-is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc io worker'"),
-	'0', 'with no io worker');
-$node->stop;
+runs_without_io_worker($node, 'small', "alice's batch is imported, run and exported all the same");
+
+# --- io workers turned off: the database's worker imports and exports
+# itself, and no io worker ever starts.
+$node = batchproc_node('io_off', conf => "batchproc.io_workers_per_database = 0\n");
+setup($node, 'alice');
+runs_without_io_worker($node, 'off', "with batchproc.io_workers_per_database = 0, alice's batch is imported, run and exported");
 
 $lambda->kill_kill;
 done_testing();
