@@ -176,6 +176,27 @@ like(aws_ok('s3api', 'list-multipart-uploads', '--bucket', $bucket), qr/"Key": "
 aws_ok('s3api', 'abort-multipart-upload', '--bucket', $bucket, '--key', 'control.csv',
 	'--upload-id', $control_id);
 
+# The abort's DELETE leaves its connection's handle for the session's next
+# request: the COPY FROM that follows the failed COPY TO reads the object
+# with a GET, and deletes nothing.
+put_object($bucket, 'kept.csv', "1,a\n2,b\n");
+$node->safe_psql('postgres', 'CREATE TABLE kept_back (n int, h text)');
+$p = start_proxy('--complete-error', 'all');
+($ret, $stdout, $stderr) = $node->psql('postgres', qq{
+	SET batchproc.endpoint_url_s3 = 'http://127.0.0.1:$p->{port}';
+	SET batchproc.s3_part_size = '5MB';
+	COPY $big TO 's3://$bucket/never-again.csv' WITH (FORMAT csv);
+	COPY kept_back FROM 's3://$bucket/kept.csv' WITH (FORMAT csv);
+	SELECT count(*) FROM kept_back}, on_error_stop => 0);
+like($stderr, qr/S3 CompleteMultipartUpload of "s3:\/\/$bucket\/never-again\.csv" failed/,
+	'an export fails and is aborted');
+is($stdout, '2', 'the same session then reads an object with COPY FROM');
+$stats = proxy_stats($p);
+is(count_of($stats, 'forwarded', 'AbortMultipartUpload'), 1, 'after the abort');
+is(count_of($stats, 'requests', 'DeleteObject'), 0, 'and deletes no object');
+ok(!object_absent('kept.csv'), 'the object is still there');
+stop_proxy($p);
+
 # When the abort fails too, the COPY still fails with its own error, and a
 # warning says that the parts remain and how they go away.
 $p = start_proxy('--complete-error', 'all', '--fail-abort', 'all');
