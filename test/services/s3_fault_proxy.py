@@ -197,20 +197,15 @@ def count_arg(text):
     return n
 
 
-def status_count_arg(text):
-    try:
-        code, n = text.split(":", 1)
-        return int(code), count_arg(n)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected CODE:N, as in 503:1")
-
-
-def seconds_count_arg(text):
-    try:
-        seconds, n = text.split(":", 1)
-        return float(seconds), count_arg(n)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected SECONDS:N, as in 600:1")
+def value_count_arg(convert, example):
+    """An argparse type for VALUE:N: VALUE by convert, N by count_arg."""
+    def parse(text):
+        try:
+            value, n = text.split(":", 1)
+            return convert(value), count_arg(n)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected " + example)
+    return parse
 
 
 def next_hex_digit(c):
@@ -603,10 +598,10 @@ def main():
     parser.add_argument("--fail-upload-part", type=count_arg, default=0, metavar="N")
     parser.add_argument("--slowdown-put", type=count_arg, default=0, metavar="N")
     parser.add_argument("--complete-error", type=count_arg, default=0, metavar="N")
-    parser.add_argument("--fail-get-status", type=status_count_arg, metavar="CODE:N")
+    parser.add_argument("--fail-get-status", type=value_count_arg(int, "CODE:N, as in 503:1"), metavar="CODE:N")
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
-    parser.add_argument("--delay-get", type=seconds_count_arg, metavar="SECONDS:N")
+    parser.add_argument("--delay-get", type=value_count_arg(float, "SECONDS:N, as in 600:1"), metavar="SECONDS:N")
     parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")
