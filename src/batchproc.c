@@ -188,6 +188,20 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	/*
+	 * The worker runs every user's "parse" patterns on texts their targets
+	 * chose: one that backtracks exponentially must not hold it.
+	 */
+	DefineCustomIntVariable("batchproc.parse_timeout",
+							"Sets the longest time a \"parse\" regular expression may take on one value.",
+							"A value that takes longer fails its row's output extraction, "
+							"which names the expression.",
+							&batchproc_parse_timeout,
+							100, 1, 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("batchproc.worker_memory_budget",
 							"Sets the memory the payloads in flight may take in the worker.",
 							"A batch is refused at submit when max_concurrency times its payload "

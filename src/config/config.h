@@ -193,6 +193,7 @@ extern Jsonb *batchproc_config_validate(Jsonb *config);
 extern int	batchproc_max_timeout_seconds;
 extern int	batchproc_max_retry_delay_seconds;
 extern int	batchproc_max_row_seconds;
+extern int	batchproc_parse_timeout;
 /* retention.c: the default of execution_config.ttl_days, in minutes */
 extern int	batchproc_result_ttl;
 /* xray.c: the default of execution_config.enable_xray */

@@ -17,7 +17,9 @@
  * for structured_output: both spellings are taken, and normalised to the
  * first.  A regular expression is PostgreSQL's (ARE, C collation), checked
  * here and compiled once per compiled config; its first group is the
- * value.
+ * value.  Its run on one value may take batchproc.parse_timeout: the
+ * worker runs every user's batches, and a pattern with back-references
+ * can take exponential time on a text the target chose.
  *
  * IDENTIFICATION
  *	  src/config/extraction.c
@@ -26,9 +28,12 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "catalog/pg_collation.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "regex/regex.h"
 #include "utils/builtins.h"
@@ -36,9 +41,16 @@
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
 #include "utils/memutils.h"
+#include "utils/timeout.h"
 
 #include "config/config.h"
 #include "config/walk.h"
+
+int			batchproc_parse_timeout = 100;
+
+static bool parse_timeout_registered = false;
+static TimeoutId parse_timeout_id;
+static volatile sig_atomic_t parse_timed_out = false;
 
 /* More would only be slower: every method of a column may run per row. */
 #define MAX_METHODS		16
@@ -369,6 +381,18 @@ batchproc_config_compile_extraction(JsonbContainer *list)
 }
 
 /*
+ * The regex engine gives up with REG_CANCEL when it sees a cancel request
+ * (rcancelrequested in regcomp.c): batchproc.parse_timeout makes one.
+ */
+static void
+parse_timeout_handler(void)
+{
+	parse_timed_out = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+}
+
+/*
  * The first group's match of ex's regex in text (len bytes), or NULL when
  * it does not match.  Never throws but for out of memory: the regex
  * engine answers with codes, which become *error.
@@ -380,8 +404,31 @@ batchproc_extraction_parse(const BatchprocExtraction *ex, const char *text, int 
 	pg_wchar   *wide = palloc((len + 1) * sizeof(pg_wchar));
 	int			wlen = pg_mb2wchar_with_len(text, wide, len);
 	regmatch_t	match[2];
-	int			rc = pg_regexec((regex_t *) ex->regex, wide, wlen, 0, NULL, 2, match, 0);
+	int			rc;
 	char	   *value = NULL;
+
+	if (!parse_timeout_registered)
+	{
+		parse_timeout_id = RegisterTimeout(USER_TIMEOUT, parse_timeout_handler);
+		parse_timeout_registered = true;
+	}
+	parse_timed_out = false;
+	enable_timeout_after(parse_timeout_id, batchproc_parse_timeout);
+	rc = pg_regexec((regex_t *) ex->regex, wide, wlen, 0, NULL, 2, match, 0);
+	disable_timeout(parse_timeout_id, false);
+	if (parse_timed_out)
+	{
+		/* Ours, not a cancel of the statement: nothing else may see it. */
+		QueryCancelPending = false;
+		parse_timed_out = false;
+		if (rc == REG_CANCEL)
+		{
+			pfree(wide);
+			*error = psprintf("regular expression \"%s\" took longer than batchproc.parse_timeout (%d ms) on one value",
+							  ex->parse, batchproc_parse_timeout);
+			return NULL;
+		}
+	}
 
 	if (rc == REG_OKAY && match[1].rm_so >= 0)
 	{

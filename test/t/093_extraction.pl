@@ -185,4 +185,30 @@ like(as('alice', "SELECT batchproc_submit(${\ lit($unnamed)})"),
 	qr/output_mapping.columns\[0\]: needs "source" or "extraction"/,
 	'a target given by ARN has no registry entry to take columns from');
 
+# A "parse" that backtracks: '^(.*)(.*)(.*)\1\2\3x$' takes PostgreSQL's
+# regex engine about 11 s on 400 a's and then "bx" (0.8 s on 200), a text
+# the agent chose.  With batchproc.parse_timeout at 50 ms the worker gives
+# up on that value: the row fails, naming the expression and the setting,
+# and the next row is parsed as ever.
+set_server_setting($node, 'batchproc.parse_timeout', '50');
+my $slow_csv = "address,conversation,fallback\n";
+for my $text (('a' x 400) . 'bx', 'aax')
+{
+	(my $json = JSON::PP->new->canonical->encode(
+		[ call('t1', 'browser_broadband', {}), result('t1', $text) ])) =~ s/"/""/g;
+	$slow_csv .= "a,\"$json\",\n";
+}
+put_object($bucket, 'backtracking.csv', $slow_csv);
+my $backtracking = qq({"csv_s3_uri": "s3://$bucket/backtracking.csv",
+  "target": {"type": "agent", "name": "broadband_agent"}, $input,
+  "output_mapping": {"columns": [{"name": "exchange", "extraction": [
+    {"method": "tool_result", "parse": "^(.*)(.*)(.*)\\\\1\\\\2\\\\3x\$"}]}]},
+  "execution_config": {"continue_on_error": true}});
+$id = as('alice', "SELECT batchproc_submit(${\ lit($backtracking)})");
+like(as('alice', "SELECT batchproc_wait($id, '120 s')"), qr/^(succeeded|failed)$/, 'the batch ends');
+is(as('alice', "SELECT _row_id, _status, exchange, _error_message FROM batchproc_data.batch_$id ORDER BY _row_id"),
+	"1|FAILED||output column \"exchange\": tool_result: regular expression \"^(.*)(.*)(.*)\\1\\2\\3x\$\" took longer than batchproc.parse_timeout (50 ms) on one value\n"
+	  . "2|SUCCESS|a|",
+	'the value that backtracks fails its row after 50 ms; the next row is parsed');
+
 done_testing();
