@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *	  The HTTP transport: one libcurl multi handle per process, driven from
- *	  a WaitEventSet over the latch and a private epoll set of curl's sockets.
+ *	  The HTTP transport: libcurl multi handles, driven from a WaitEventSet
+ *	  over the latch and a private epoll set of curl's sockets.
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and when it next needs a timeout (CURLMOPT_TIMERFUNCTION), as
@@ -21,6 +21,17 @@
  * context.  A caller's wake hook runs there too, for what is not an
  * interrupt but must end a wait as one would (a batch cancelled under its
  * export).
+ *
+ * curl's connection cache is searched linearly on every call: for a
+ * connection to reuse when a transfer starts (its host's every
+ * connection), and over the whole cache when one is removed (a
+ * connect-only connection of the handle's).  At hundreds of calls in
+ * flight to one target those walks were a tenth of a call's cost
+ * (docs/performance.md, "Inside libcurl"), so transfers are spread over
+ * multi handles of CALLS_PER_MULTI each, every one with a cache of its
+ * own: a transfer goes to the first with room, so a process with fewer
+ * calls in flight uses one, as before.  They share the epoll set and the
+ * wait; each keeps its own timer.
  *
  * Response bodies land in malloc'd buffers grown by the write callback up
  * to the request's limit; a failed allocation or an overflow is recorded
@@ -69,6 +80,8 @@ _Static_assert(LIBCURL_VERSION_NUM >= 0x075500, "libcurl 7.85.0 or later is requ
 #define MAX_IDLE_HANDLES	128
 /* Ready sockets taken per wake; more wait for the next one (level-triggered). */
 #define MAX_READY_SOCKETS	256
+/* Transfers a multi handle takes before the next one is used. */
+#define CALLS_PER_MULTI		64
 
 struct BatchprocHttpRequest
 {
@@ -76,6 +89,7 @@ struct BatchprocHttpRequest
 	struct curl_slist *header_list; /* palloc'd: see header_list() */
 	bool		plain;			/* only the options every request sets */
 	bool		in_multi;
+	int			multi;			/* which, while in_multi */
 	bool		done;
 	bool		headers_done;
 	BatchprocHttpResponse response;
@@ -101,12 +115,21 @@ struct BatchprocHttpRequest
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
-static CURLM *multi = NULL;
+typedef struct Multi
+{
+	CURLM	   *handle;
+	int			transfers;		/* easy handles in it */
+	int64		deadline_us;	/* curl's timer, on monotonic_us(); -1: none */
+} Multi;
+
+static Multi *multis = NULL;	/* max_multis of them, nmultis made */
+static int	nmultis = 0;
+static int	max_multis = 0;
+static long connections_per_multi = 0;
 static int	curl_epoll_fd = -1;	/* curl's sockets; counted as an external FD */
 static int	nsockets = 0;		/* sockets in it */
 static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 									 * not do, reported at the next wait */
-static int64 curl_deadline_us = -1; /* curl's timer, on monotonic_us(); -1: none */
 static WaitEventSet *wait_set = NULL;
 static int64 last_look_us = -1; /* when a wait last looked at the sockets */
 static int64 loop_lag_us = 0;	/* see batchproc_http_loop_lag_us */
@@ -158,7 +181,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		ev.events |= EPOLLIN;
 	if (what & CURL_POLL_OUT)
 		ev.events |= EPOLLOUT;
-	ev.data.u64 = ((uint64) (uint32) what << 32) | (uint32) fd;
+	ev.data.u64 = ((uint64) (intptr_t) userp << 40) | ((uint64) (uint32) what << 32) | (uint32) fd;
 	if (epoll_ctl(curl_epoll_fd, op, fd, &ev) < 0)
 	{
 		if (op == EPOLL_CTL_MOD && errno == ENOENT)
@@ -185,7 +208,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		nsockets++;
 	}
 	if (socketp == NULL)
-		curl_multi_assign(multi, fd, &curl_epoll_fd);
+		curl_multi_assign(multis[(intptr_t) userp].handle, fd, &curl_epoll_fd);
 	return 0;
 }
 
@@ -193,14 +216,61 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_deadline_us = (timeout_ms < 0) ? -1 : monotonic_us() + (int64) timeout_ms * 1000;
+	multis[(intptr_t) userp].deadline_us =
+		(timeout_ms < 0) ? -1 : monotonic_us() + (int64) timeout_ms * 1000;
 	return 0;
+}
+
+/* One more multi handle, with the process's share of connections. */
+static int
+new_multi(void)
+{
+	Multi	   *m = &multis[nmultis];
+
+	m->handle = curl_multi_init();
+	if (m->handle == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	m->transfers = 0;
+	m->deadline_us = -1;
+	/*
+	 * Beyond the backend's share of descriptors, requests wait in curl's
+	 * queue rather than fail to connect.
+	 */
+	curl_multi_setopt(m->handle, CURLMOPT_MAX_TOTAL_CONNECTIONS, connections_per_multi);
+	curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *) (intptr_t) nmultis);
+	curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(m->handle, CURLMOPT_TIMERDATA, (void *) (intptr_t) nmultis);
+	return nmultis++;
+}
+
+/*
+ * The multi handle a new transfer goes to: the first with room, else a
+ * new one, else the least busy (whose queue it then waits in).
+ */
+static int
+choose_multi(void)
+{
+	int			least = 0;
+
+	for (int i = 0; i < nmultis; i++)
+	{
+		if (multis[i].transfers < CALLS_PER_MULTI)
+			return i;
+		if (multis[i].transfers < multis[least].transfers)
+			least = i;
+	}
+	return nmultis < max_multis ? new_multi() : least;
 }
 
 static void
 ensure_multi(void)
 {
-	if (multi != NULL)
+	long		connections;
+
+	if (nmultis > 0)
 		return;
 
 	/* The epoll descriptor is one more out of the backend's budget. */
@@ -237,19 +307,15 @@ ensure_multi(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libcurl")));
-	multi = curl_multi_init();
-	if (multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create a libcurl multi handle")));
-	/*
-	 * Beyond the backend's share of descriptors, requests wait in curl's
-	 * queue rather than fail to connect.
-	 */
-	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-					  (long) Max(max_safe_fds / 3 - 8, 16));
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	/* The backend's share of descriptors, divided among the handles. */
+	connections = Max(max_safe_fds / 3 - 8, 16);
+	if (multis == NULL)
+	{
+		max_multis = Max(connections / CALLS_PER_MULTI, 1);
+		multis = MemoryContextAllocZero(TopMemoryContext, max_multis * sizeof(Multi));
+	}
+	connections_per_multi = connections / max_multis;
+	new_multi();
 }
 
 static bool
@@ -569,12 +635,20 @@ header_list(List *headers)
 }
 
 static void
+remove_from_multi(BatchprocHttpRequest *req)
+{
+	curl_multi_remove_handle(multis[req->multi].handle, req->easy);
+	multis[req->multi].transfers--;
+	req->in_multi = false;
+}
+
+static void
 release_request(BatchprocHttpRequest *req)
 {
 	if (req->easy)
 	{
 		if (req->in_multi)
-			curl_multi_remove_handle(multi, req->easy);
+			remove_from_multi(req);
 		give_back_handle(req);
 		req->easy = NULL;
 		req->in_multi = false;
@@ -732,40 +806,43 @@ reap_finished(void)
 	CURLMsg    *msg;
 	int			left;
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	for (int i = 0; i < nmultis; i++)
 	{
-		BatchprocHttpRequest *req;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-		req->done = true;
-		req->headers_done = true;
-		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
-		if (msg->data.result != CURLE_OK)
+		while ((msg = curl_multi_info_read(multis[i].handle, &left)) != NULL)
 		{
-			BatchprocHttpResponse *resp = &req->response;
+			BatchprocHttpRequest *req;
 
-			if (req->body_alloc_failed)
-				strlcpy(resp->error, "out of memory while receiving the response",
-						sizeof(resp->error));
-			else if (resp->body_truncated)
-				snprintf(resp->error, sizeof(resp->error),
-						 "response body larger than %zu bytes", req->body_limit);
-			else if (req->refused_address[0] != '\0')
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+			req->done = true;
+			req->headers_done = true;
+			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
+			if (msg->data.result != CURLE_OK)
 			{
-				resp->transport_error = true;
-				snprintf(resp->error, sizeof(resp->error),
-						 "refused to connect to %s, which is not an address checked for this call",
-						 req->refused_address);
-			}
-			else
-			{
-				resp->transport_error = true;
-				resp->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
-				strlcpy(resp->error,
-						req->errbuf[0] ? req->errbuf : curl_easy_strerror(msg->data.result),
-						sizeof(resp->error));
+				BatchprocHttpResponse *resp = &req->response;
+
+				if (req->body_alloc_failed)
+					strlcpy(resp->error, "out of memory while receiving the response",
+							sizeof(resp->error));
+				else if (resp->body_truncated)
+					snprintf(resp->error, sizeof(resp->error),
+							 "response body larger than %zu bytes", req->body_limit);
+				else if (req->refused_address[0] != '\0')
+				{
+					resp->transport_error = true;
+					snprintf(resp->error, sizeof(resp->error),
+							 "refused to connect to %s, which is not an address checked for this call",
+							 req->refused_address);
+				}
+				else
+				{
+					resp->transport_error = true;
+					resp->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
+					strlcpy(resp->error,
+							req->errbuf[0] ? req->errbuf : curl_easy_strerror(msg->data.result),
+							sizeof(resp->error));
+				}
 			}
 		}
 	}
@@ -787,7 +864,8 @@ drive_ready_sockets(void)
 	for (int i = 0; i < nready; i++)
 	{
 		curl_socket_t fd = (curl_socket_t) (uint32) ready[i].data.u64;
-		int			what = (int) (ready[i].data.u64 >> 32);
+		int			what = (int) ((ready[i].data.u64 >> 32) & 0xff);
+		CURLM	   *m = multis[ready[i].data.u64 >> 40].handle;
 		uint32		got = ready[i].events;
 		int			mask = 0;
 
@@ -796,7 +874,7 @@ drive_ready_sockets(void)
 			mask |= CURL_CSELECT_IN;
 		if ((what & CURL_POLL_OUT) && (got & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			mask |= CURL_CSELECT_OUT;
-		curl_multi_socket_action(multi, fd, mask, &running);
+		curl_multi_socket_action(m, fd, mask, &running);
 	}
 	return Max(nready, 0);
 }
@@ -812,7 +890,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 	int			nevents;
 	int			running;
 	long		timeout = -1;
-	bool		fire_timer;
+	int64		deadline_us = -1;
 	int64		entered_us;
 
 	if (epoll_failed_errno != 0)
@@ -825,12 +903,18 @@ wait_and_drive_capped(bool block, long cap_ms)
 				 errmsg("could not watch an HTTP connection: %m")));
 	}
 
+	for (int i = 0; i < nmultis; i++)
+	{
+		if (multis[i].deadline_us >= 0 &&
+			(deadline_us < 0 || multis[i].deadline_us < deadline_us))
+			deadline_us = multis[i].deadline_us;
+	}
 	if (!block)
 		timeout = 0;
-	else if (curl_deadline_us >= 0)
+	else if (deadline_us >= 0)
 	{
 		/* Rounded up: woken before the deadline, curl would have nothing to do. */
-		timeout = (long) Max((curl_deadline_us - monotonic_us() + 999) / 1000, 0);
+		timeout = (long) Max((deadline_us - monotonic_us() + 999) / 1000, 0);
 	}
 	if (cap_ms >= 0 && (timeout < 0 || timeout > cap_ms))
 		timeout = cap_ms;
@@ -868,19 +952,25 @@ wait_and_drive_capped(bool block, long cap_ms)
 			drive_ready_sockets();
 	}
 	/*
-	 * The deadline is cleared first: curl sets its next timer from inside
-	 * the call.  A wait that ran out with no timer set (nothing to watch, or
-	 * the caller's cap) lets curl look at its transfers too, as it did
-	 * before there was a deadline.
+	 * A deadline is cleared first: curl sets its next timer from inside the
+	 * call.  A wait that ran out with no timer set (nothing to watch, or the
+	 * caller's cap) lets curl look at its transfers too, as it did before
+	 * there was a deadline.
 	 */
-	if (curl_deadline_us >= 0)
-		fire_timer = monotonic_us() >= curl_deadline_us;
-	else
-		fire_timer = block && nevents == 0;
-	if (fire_timer)
+	for (int i = 0; i < nmultis; i++)
 	{
-		curl_deadline_us = -1;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		Multi	   *m = &multis[i];
+		bool		fire;
+
+		if (m->deadline_us >= 0)
+			fire = monotonic_us() >= m->deadline_us;
+		else
+			fire = block && nevents == 0;
+		if (fire)
+		{
+			m->deadline_us = -1;
+			curl_multi_socket_action(m->handle, CURL_SOCKET_TIMEOUT, 0, &running);
+		}
 	}
 	CHECK_FOR_INTERRUPTS();
 	if (wake_hook)
@@ -899,14 +989,17 @@ add_to_multi(BatchprocHttpRequest *req)
 {
 	CURLMcode	rc;
 	int			running;
+	int			i = choose_multi();
 
-	rc = curl_multi_add_handle(multi, req->easy);
+	rc = curl_multi_add_handle(multis[i].handle, req->easy);
 	if (rc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(rc))));
 	req->in_multi = true;
-	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	req->multi = i;
+	multis[i].transfers++;
+	curl_multi_socket_action(multis[i].handle, CURL_SOCKET_TIMEOUT, 0, &running);
 	reap_finished();
 }
 
@@ -914,10 +1007,7 @@ static void
 finish_response(BatchprocHttpRequest *req)
 {
 	if (req->in_multi)
-	{
-		curl_multi_remove_handle(multi, req->easy);
-		req->in_multi = false;
-	}
+		remove_from_multi(req);
 	if (req->response.body == NULL)
 	{
 		/* Give callers a valid empty string to parse. */
@@ -945,7 +1035,7 @@ batchproc_http_start(BatchprocHttpRequest *req)
 void
 batchproc_http_progress(void)
 {
-	if (multi != NULL)
+	if (nmultis > 0)
 		wait_and_drive(false);
 }
 
@@ -1007,7 +1097,7 @@ batchproc_http_stream_read(BatchprocHttpRequest *req, char *buf,
 
 			req->paused = false;
 			curl_easy_pause(req->easy, CURLPAUSE_CONT);
-			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			curl_multi_socket_action(multis[req->multi].handle, CURL_SOCKET_TIMEOUT, 0, &running);
 			reap_finished();
 			continue;
 		}
