@@ -1,6 +1,7 @@
 # Batches end to end: the Batch Processor Tool specification's three examples, the CSV import's
 # variations, retries, timeouts, dead letters, continue_on_error, cancel,
-# redrive, the concurrency cap, progress and NOTIFY.
+# redrive, the concurrency cap, hundreds of calls in flight, progress and
+# NOTIFY.
 use strict;
 use warnings;
 
@@ -224,6 +225,19 @@ $id = submit(q({"csv_s3_uri": "s3://batches/many.csv", "target": {"type": "tool"
   "execution_config": {"max_concurrency": 3}}));
 is(wait_for($id), 'succeeded', 'the capped batch succeeds');
 is(lambda_stats()->{max_in_flight}, 3, 'no more than max_concurrency calls were ever in flight, and that many were');
+
+# --- Hundreds of calls in flight at once, more than one of the transport's
+# curl multi handles takes (64): every call is sent and answered, and they
+# are all in flight together.
+lambda_reset();
+put_csv('wide.csv', join('', "delay_ms\n", map { "2000\n" } 1 .. 400));
+$id = submit(q({"csv_s3_uri": "s3://batches/wide.csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+  "execution_config": {"max_concurrency": 200}}));
+is(wait_for($id), 'succeeded', 'a batch of 200 calls in flight succeeds');
+is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS'"), '400', 'with every row answered');
+is(lambda_stats()->{invocations}, 400, 'each called once');
+is(lambda_stats()->{max_in_flight}, 200, 'and 200 calls were in flight at once');
 
 # --- Progress, cancel, NOTIFY.
 lambda_reset();
