@@ -14,7 +14,7 @@ use Test::More;
 our @EXPORT = qw(batchproc_node set_server_setting aws aws_at aws_ok moto_url start_service start_stand_in start_lambda psql_as add_users s3_round_trip put_object get_object
   moto_role_credentials
   submit_batch submit_faults wait_for_batch call_name call_prefix spec_example2 spec_example3 spec_example3_results_ok
-  token_bucket_ok);
+  token_bucket_ok stop_at_rest);
 
 sub moto_url
 {
@@ -298,6 +298,47 @@ sub set_server_setting
 	return Test::More::ok(
 		$node->poll_query_until('postgres', "SELECT setting = '$value' FROM pg_settings WHERE name = '$name'"),
 		"$name is $value");
+}
+
+# Stop (SIGSTOP) backend $pid of $node at one of batchproc's wait points
+# (wait_event_type Extension), where it holds no lightweight lock.  Stopped
+# inside a section under one (the pool's counters, a buffer being changed),
+# it would stall every process that needs that lock for as long as it stays
+# stopped: a test of a stuck worker would then test a stuck server.  Each
+# try waits until the kernel has stopped the process, then reads its wait
+# event (under a statement timeout: a backend stopped in the middle of
+# changing its own status row makes readers of pg_stat_activity spin), and
+# lets it run again if it was not at rest.  True once stopped so.
+sub stop_at_rest
+{
+	my ($node, $pid) = @_;
+	my $deadline = time + 60;
+	while (time < $deadline)
+	{
+		kill 'STOP', $pid;
+		my $waited = 0;
+		until (process_state($pid) eq 'T' || $waited++ > 1000)
+		{
+			select(undef, undef, undef, 0.001);
+		}
+		my ($rc, $event) = $node->psql('postgres',
+			"SET statement_timeout = '2s';\n"
+			  . "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $pid");
+		return 1 if $rc == 0 && $event eq 'Extension';
+		kill 'CONT', $pid;
+		select(undef, undef, undef, 0.01);
+	}
+	return 0;
+}
+
+# The state letter of process $pid (R, S, T...), or '' if it is gone.
+sub process_state
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return '';
+	my $stat = <$fh>;
+	close($fh);
+	return $stat =~ /\) (\S) / ? $1 : '';
 }
 
 # What $user gets from $sql in database postgres of $node: its output, or

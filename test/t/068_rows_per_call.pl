@@ -186,7 +186,7 @@ sub crash_mid_call
 	sleep 0.2 until $in_flight->() || time > $deadline;
 	ok($in_flight->(), "batch $id: its first call is in flight");
 	my $pid = worker_pid();
-	kill 'STOP', $pid;
+	ok(stop_at_rest($node, $pid), "batch $id: the worker is stopped");
 	is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _row_id <= 3 AND _status IS NULL"), 3,
 		"batch $id: the rows of its first call are pending when the worker is stopped");
 	set_server_setting($node, 'batchproc.max_payload_bytes', $limit);

@@ -106,7 +106,7 @@ cmp_ok(stats()->{max_in_flight}, '<=', 12,
 my $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id"
 	  . " AND NOT finished AND holder_pid <> 0 LIMIT 1");
 # Frozen while we look, so that what it holds cannot change under us.
-kill 'STOP', $victim;
+ok(stop_at_rest($node, $victim), 'the worker is stopped while we look');
 my %in_its_chunks = map { $_ => 1 } split(/\n/, sql(
 	"SELECT key FROM batchproc_data.batch_$id t JOIN batchproc.leases l"
 	  . " ON l.batch_id = $id AND t._row_id BETWEEN l.first_row AND l.last_row"

@@ -190,7 +190,7 @@ ok( $node->poll_query_until('postgres',
 my $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
 $deadline = time + 60;
 sleep 0.2 until stats()->{in_flight} >= 20 || time > $deadline;
-kill 'STOP', $victim;
+ok(stop_at_rest($node, $victim), 'stuck worker: the worker of the first chunk is stopped');
 ok( $node->poll_query_until('postgres',
 		"SELECT holder_pid NOT IN (0, $victim) FROM batchproc.leases WHERE batch_id = $id AND first_row = 1"),
 	'stuck worker: another worker takes its chunk over once its lease expired');
@@ -232,7 +232,7 @@ ok( $node->poll_query_until('postgres',
 $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
 $deadline = time + 60;
 sleep 0.2 until stats()->{in_flight} >= 1 || time > $deadline;
-kill 'STOP', $victim;
+ok(stop_at_rest($node, $victim), 'redrive: the worker of the first chunk is stopped');
 # The next call the stand-in answers fails with 400, not retried: the row
 # fails, and the batch with it.
 $http->post("http://127.0.0.1:$lambda_port/_control", { content => '{"fail_mode": "400", "fail_times": 1}' });
