@@ -301,14 +301,15 @@ sub set_server_setting
 }
 
 # Stop (SIGSTOP) backend $pid of $node at one of batchproc's wait points
-# (wait_event_type Extension), where it holds no lightweight lock.  Stopped
-# inside a section under one (the pool's counters, a buffer being changed),
-# it would stall every process that needs that lock for as long as it stays
-# stopped: a test of a stuck worker would then test a stuck server.  Each
+# (wait_event_type Extension) and outside a transaction, where it holds no
+# lock.  Stopped inside a transaction (writing results, which updates the
+# batch's row) or a section under a lightweight lock (the pool's counters),
+# it would stall every worker that needs that lock for as long as it stays
+# stopped: a test of a stuck worker would then test a stuck database.  Each
 # try waits until the kernel has stopped the process, then reads its wait
-# event (under a statement timeout: a backend stopped in the middle of
-# changing its own status row makes readers of pg_stat_activity spin), and
-# lets it run again if it was not at rest.  True once stopped so.
+# event and transaction (under a statement timeout: a backend stopped in the
+# middle of changing its own status row makes readers of pg_stat_activity
+# spin), and lets it run again if it was not at rest.  True once stopped so.
 sub stop_at_rest
 {
 	my ($node, $pid) = @_;
@@ -323,8 +324,8 @@ sub stop_at_rest
 		}
 		my ($rc, $event) = $node->psql('postgres',
 			"SET statement_timeout = '2s';\n"
-			  . "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $pid");
-		return 1 if $rc == 0 && $event eq 'Extension';
+			  . "SELECT wait_event_type || ' ' || (xact_start IS NULL) FROM pg_stat_activity WHERE pid = $pid");
+		return 1 if $rc == 0 && $event eq 'Extension true';
 		kill 'CONT', $pid;
 		select(undef, undef, undef, 0.01);
 	}
