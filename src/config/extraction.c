@@ -387,6 +387,12 @@ batchproc_config_compile_extraction(JsonbContainer *list)
 static void
 parse_timeout_handler(void)
 {
+	/*
+	 * A cancel already pending is the statement's own: the match ends on it
+	 * anyway, and it must not be taken for ours and cleared below.
+	 */
+	if (QueryCancelPending)
+		return;
 	parse_timed_out = true;
 	QueryCancelPending = true;
 	InterruptPending = true;
