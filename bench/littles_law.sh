@@ -30,6 +30,10 @@
 # The target's own mean time per call (from reading the request to
 # writing the answer) is printed too: what it adds to DELAY_MS is the
 # target's, not the worker's.
+# WARM (default 0) calls from another client, CONCURRENCY at a time on new
+# connections, come before the first batch: the target's Node process is
+# then past its own warm-up (JIT, accept path), and a first batch's share
+# measures the worker's new connections, not the target's first calls.
 # Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
@@ -38,6 +42,7 @@ ROWS=${ROWS:-20000}
 DELAY_MS=${DELAY_MS:-100}
 CONCURRENCY=${CONCURRENCY:-500}
 RUNS=${RUNS:-1}
+WARM=${WARM:-0}
 
 # PostgreSQL lets curl hold a third of a backend's descriptors
 # (AcquireExternalFD): max_files_per_process below makes room for
@@ -78,6 +83,10 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
+if [ "$WARM" -gt 0 ]; then
+	node "$src/bench/services/warm_client.js" \
+		"$target/2015-03-31/functions/echo/invocations" "$WARM" "$CONCURRENCY"
+fi
 print_load start
 printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec ms mean   exec ms p99   max in flight   worker CPU us/row\n'
 for _ in $(seq 1 "$RUNS"); do
