@@ -51,6 +51,16 @@
  * another worker takes this worker's calls of it away (lease.c);
  * batchproc.max_inflight and the memory budget stay each worker's.
  *
+ * A batch's row in batchproc.batches is one its owner can lock: a
+ * batchproc_cancel in a transaction left open holds it until that
+ * transaction ends.  The loop never waits long for it, or every batch of
+ * the worker would wait: each statement that updates the row first takes
+ * it with SKIP LOCKED (batch_row_free), waiting 50 ms at most, the time
+ * another worker of the pool may hold it.  While another transaction holds it,
+ * the run's progress is not recorded and its finished rows wait in memory,
+ * a group's worth at most: then it starts no new call.  They are written,
+ * and its calls go on, once the row is free again.
+ *
  * What happens inside a slot (a row's call, its deadline, its retries and
  * agent polls, its answer) is dispatch_call.c's; the run and its slots are
  * declared in dispatch_run.h.  This file owns the runs: their rows read
@@ -94,6 +104,12 @@
 /* A run's concurrency is halved at most this often, so that one burst of
  * throttled answers to calls sent together counts once. */
 #define DECREASE_MS			1000
+/* How often a run whose batch's row another transaction holds looks again,
+ * and after how long the server log says so. */
+#define ROW_HELD_MS			50
+#define ROW_HELD_LOG_MS		1000
+/* How long a look waits for a row that was free at the last one. */
+#define ROW_WAIT_MS			50
 /* How often a run held back by its batch's calls in the rest of the pool
  * looks again (pool.c): a call ending in another worker wakes no one. */
 #define POOL_CALLS_MS		20
@@ -226,7 +242,69 @@ refill_queue(Dispatch *d)
 	batchproc_end_tx(loop_cxt);
 }
 
-static void
+/*
+ * Take the batch's row for this transaction, unless another one holds it
+ * (SKIP LOCKED: never wait long for it).  A row held a second or more is
+ * said in the server log, and so is its release.
+ */
+static bool
+take_batch_row(Dispatch *d)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(d->batch->id)};
+
+	batchproc_spi_execute_with_args("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1"
+									" FOR NO KEY UPDATE SKIP LOCKED",
+									1, types, args, NULL, false, 1, SPI_OK_SELECT);
+	return SPI_processed == 1;
+}
+
+static bool
+batch_row_free(Dispatch *d, TimestampTz now)
+{
+	bool		taken = take_batch_row(d);
+
+	/*
+	 * Another worker of the pool holds the row for a few milliseconds: wait
+	 * that long, as a plain update would, but only when the row was free at
+	 * the last look.  A row already held long is looked at without waiting.
+	 */
+	for (int waited = 0; !taken && d->row_held_since == 0 && waited < ROW_WAIT_MS; waited++)
+	{
+		pg_usleep(1000L);
+		CHECK_FOR_INTERRUPTS();
+		taken = take_batch_row(d);
+	}
+	if (taken)
+	{
+		if (d->row_held_logged)
+			batchproc_batch_log(d->log_level, BATCHPROC_LOG_INFO,
+								(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is free again after %ld ms: its results are written and its calls go on",
+										d->batch->id, (long) ((now - d->row_held_since) / 1000))));
+		d->row_held_since = 0;
+		d->row_held_logged = false;
+		return true;
+	}
+	if (d->row_held_since == 0)
+		d->row_held_since = now;
+	else if (!d->row_held_logged && TimestampDifferenceExceeds(d->row_held_since, now, ROW_HELD_LOG_MS))
+	{
+		d->row_held_logged = true;
+		batchproc_batch_log(d->log_level, BATCHPROC_LOG_WARN,
+							(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is locked by another transaction: its results wait, and its calls with them",
+									d->batch->id),
+							 errdetail("The worker's other batches go on."),
+							 errhint("A session that called batchproc_cancel in a transaction holds the row until that transaction ends; pg_locks shows which.")));
+	}
+	d->row_retry_at = TimestampTzPlusMilliseconds(now, ROW_HELD_MS);
+	return false;
+}
+
+/*
+ * Write the run's finished rows, unless another transaction holds the
+ * batch's row: then they wait, and false comes back.
+ */
+static bool
 flush_results(Dispatch *d)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
@@ -234,8 +312,13 @@ flush_results(Dispatch *d)
 	int			failed = 0;
 
 	if (d->nresults == 0)
-		return;
+		return true;
 	batchproc_begin_tx("batchproc: writing results");
+	if (!batch_row_free(d, GetCurrentTimestamp()))
+	{
+		batchproc_end_tx(loop_cxt);
+		return false;
+	}
 	written = batchproc_results_write(d->write_results, d->batch, d->results, d->nresults,
 									  d->batch->pool ? batchproc_pool_in_flight(d->batch->pool) : d->nbusy);
 	batchproc_stats_write(d->stats, d->nbusy);
@@ -248,6 +331,7 @@ flush_results(Dispatch *d)
 	}
 	d->nresults = 0;
 	MemoryContextReset(d->results_cxt);
+	return true;
 }
 
 /* Refill the bucket; true if it has a token for a call now. */
@@ -407,6 +491,7 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 {
 	MemoryContext loop_cxt = CurrentMemoryContext;
 	bool		isnull;
+	bool		have_state = false;
 	int			window = batchproc_window_cap();
 	int			in_flight;
 	int			concurrency;
@@ -438,16 +523,21 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 		batchproc_pool_shown(d->batch->pool, d->config->max_concurrency,
 							 &in_flight, &concurrency, &window);
 	batchproc_begin_tx("batchproc: checking batch state");
-	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d,"
-								   " worker_inflight_cap = %d"
-								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
-								   " OR concurrency OPERATOR(pg_catalog.<>) %d"
-								   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state",
-								   in_flight, concurrency, window, d->batch->id,
-								   in_flight, concurrency, window),
-						  false, 1, SPI_OK_UPDATE_RETURNING);
-	if (SPI_processed == 0)
+	/* Held by another transaction: the state is read, the figures wait. */
+	if (batch_row_free(d, now))
+	{
+		batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d,"
+									   " worker_inflight_cap = %d"
+									   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+									   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
+									   " OR concurrency OPERATOR(pg_catalog.<>) %d"
+									   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state",
+									   in_flight, concurrency, window, d->batch->id,
+									   in_flight, concurrency, window),
+							  false, 1, SPI_OK_UPDATE_RETURNING);
+		have_state = SPI_processed == 1;
+	}
+	if (!have_state)
 		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 									   d->batch->id), true, 1, SPI_OK_SELECT);
 	/* A batch that is gone, or no longer running, is over for this loop. */
@@ -533,7 +623,8 @@ next_wait_ms(Dispatch *d, TimestampTz now)
 			next = s->next_at;
 	}
 	if (d->nresults > 0)
-		next = Min(next, TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS));
+		next = Min(next, Max(TimestampTzPlusMilliseconds(d->first_result_at, FLUSH_MS),
+							 d->row_retry_at));
 	batchproc_pool_lock();
 	if (!bucket_ready(d->pace, now))
 		next = Min(next, bucket_next(d->pace));
@@ -597,7 +688,9 @@ new_run(BatchprocBatch *batch, MemoryContext cxt)
 static bool
 run_wants_slot(Dispatch *d)
 {
-	return !d->cancelled && !d->stop_on_error && !d->pool_full && d->nbusy < (int) d->concurrency &&
+	return !d->cancelled && !d->stop_on_error && !d->pool_full &&
+		!(d->row_held_since != 0 && d->nresults >= FLUSH_ROWS) &&
+		d->nbusy < (int) d->concurrency &&
 		!(d->exhausted && d->queue_pos >= d->queue_len) &&
 		batchproc_dispatch_have_token(d, GetCurrentTimestamp());
 }
@@ -1016,10 +1109,11 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			Dispatch   *d = lfirst(lc);
 
 			disp->current = d->batch->id;
-			if (d->nresults >= FLUSH_ROWS ||
-				(d->nresults > 0 &&
-				 (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS))))
-				flush_results(d);
+			if (now >= d->row_retry_at &&
+				(d->nresults >= FLUSH_ROWS ||
+				 (d->nresults > 0 &&
+				  (d->nbusy == 0 || TimestampDifferenceExceeds(d->first_result_at, now, FLUSH_MS)))))
+				(void) flush_results(d);
 		}
 		if (batchproc_metrics_due())
 		{
@@ -1034,8 +1128,10 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 			Dispatch   *d = lfirst(lc);
 
 			disp->current = d->batch->id;
-			if (d->cancelled || d->stop_on_error ||
-				(d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len && d->nresults == 0))
+			/* A run ends with its results written: never while they wait. */
+			if ((d->cancelled || d->stop_on_error ||
+				 (d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len)) &&
+				(d->nresults == 0 || (now >= d->row_retry_at && flush_results(d))))
 			{
 				BatchprocDispatchEnding *ending = end_run(disp, d, caller);
 

@@ -122,6 +122,10 @@ typedef struct Dispatch
 								 * rows than a group holds */
 	TimestampTz first_result_at;
 	MemoryContext results_cxt;
+	TimestampTz row_held_since; /* the batch's row held by another
+								 * transaction since: 0 if free (dispatch.c) */
+	TimestampTz row_retry_at;	/* when to try for it again */
+	bool		row_held_logged;	/* the server log said so */
 
 	List	   *stops;			/* StopExecution requests, fire and forget */
 	MemoryContext stops_cxt;

@@ -329,6 +329,45 @@ is($lambda_stats->{max_in_flight}, 6,
 	'at most 6 calls were in flight over both batches, the payloads the budget holds');
 $node->safe_psql('postgres', "ALTER SYSTEM RESET batchproc.worker_memory_budget; SELECT pg_reload_conf()");
 
+# --- alice holds her own batch's row in batchproc.batches: she calls
+# batchproc_cancel in a transaction and leaves it open.  Waiting for that
+# lock, the worker would hold every batch for as long as she liked.  It
+# never waits: bob's batch runs to its end meanwhile, and alice's results
+# wait in memory.  She rolls back, so the cancel never happened: her batch
+# goes on, and ends with each row's one result, each row called once.
+HTTP::Tiny->new->post("http://127.0.0.1:$lambda_port/_reset");
+put_object('limits', 'held.csv', "key,delay_ms\n" . join('', map { "h$_,100\n" } 1 .. 300));
+my $held = submit_as('alice', q({"csv_s3_uri": "s3://limits/held.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"key": "key"},
+	  "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"execution_config": {"max_concurrency": 10}}));
+ok($node->poll_query_until('postgres', "SELECT succeeded_rows > 0 FROM batchproc.batches WHERE id = $held"),
+	"alice's batch is running");
+my $log_offset = -s $node->logfile;
+my $session = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
+$session->query_safe('BEGIN');
+is($session->query_safe("SELECT batchproc_cancel($held)"), 'cancelled',
+	'alice cancels her batch in a transaction she leaves open');
+put_object('limits', 'bob_meanwhile.csv', "name\n" . join('', map { "m$_\n" } 1 .. 10));
+my $meanwhile = submit_as('bob', q({"csv_s3_uri": "s3://limits/bob_meanwhile.csv",
+	"target": {"type": "tool", "name": "echo"}}));
+my ($rc, $state) = $node->psql('postgres', "SELECT batchproc_wait($meanwhile, '60 s')");
+is($state, 'succeeded', "bob's batch runs to its end meanwhile");
+ok( $node->wait_for_log(
+		qr/WARNING:  batchproc: batch ${held}'s row in batchproc\.batches is locked by another transaction: its results wait, and its calls with them/,
+		$log_offset),
+	"the server log says why alice's batch waits");
+is($node->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $held"), 'running',
+	'her batch is still running, as far as any other session sees');
+$session->query_safe('ROLLBACK');
+$session->quit;
+is(wait_for_batch($node, $held), 'succeeded', 'she rolls back: her batch goes on, and succeeds');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE _status = 'SUCCESS') || '/' || count(*) FROM batchproc_data.batch_$held"),
+	'300/300', 'every row of it has its result');
+my $by_key = decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$lambda_port/_stats")->{content})->{by_key};
+is(join(',', grep { ($by_key->{"h$_"} // 0) != 1 } 1 .. 300), '', 'each of its rows was called once');
+
 # bob's batch went through untouched by all of it.
 is(wait_for_batch($node, $bob), 'succeeded', "bob's batch ends");
 is($node->safe_psql('postgres',
