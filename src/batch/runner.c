@@ -339,7 +339,14 @@ pick(Step *step)
 			if (batchproc_batch_state_final(state) || state == BATCHPROC_BATCH_RUNNING)
 			{
 				batchproc_pool_unlock_step(id);
-				if (state != BATCHPROC_BATCH_RUNNING)
+
+				/*
+				 * Imported since the candidates were read: its calls are the
+				 * pool's.  An io worker that took them up would send the
+				 * same rows as the pool's worker, and its own window beside
+				 * the pool's.
+				 */
+				if (state != BATCHPROC_BATCH_RUNNING || batchproc_is_io_worker())
 					continue;
 			}
 		}
