@@ -330,12 +330,23 @@ pick(Step *step)
 				defer(id);
 				continue;
 			}
+			/*
+			 * Taken without waiting: its owner may hold it (a cancel in a
+			 * transaction left open), and waiting would hold up every
+			 * other batch's import and export behind it.
+			 */
 			batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches"
-										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+										   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+										   " FOR NO KEY UPDATE SKIP LOCKED", id),
 								  false, 1, SPI_OK_SELECT);
-			state = SPI_processed == 1 ?
-				batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) :
-				BATCHPROC_BATCH_CANCELLED;
+			if (SPI_processed == 0)
+			{
+				batchproc_pool_unlock_step(id);
+				defer(id);
+				continue;
+			}
+			state = batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+																 SPI_tuptable->tupdesc, 1));
 			if (batchproc_batch_state_final(state) || state == BATCHPROC_BATCH_RUNNING)
 			{
 				batchproc_pool_unlock_step(id);

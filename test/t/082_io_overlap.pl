@@ -154,6 +154,47 @@ ok($node->wait_for_log(qr/batchproc: batch $mallory was cancelled during its imp
 is($proxy_stats->()->{forwarded}{GetObject}, 1, "before its GET was answered (alice's alone was)");
 $node->stop;
 
+# --- A queued batch whose owner holds its row: alice cancels it in a
+# transaction she leaves open.  The database's one io worker, once free,
+# must not wait for that row, or every import and export of the database
+# would wait with it: mallory's next batch, queued after alice's, is
+# imported and runs to its end; alice rolls back, and hers is imported and
+# runs too.  Until then the io worker is busy with mallory's first import,
+# whose GET a proxy holds, so that alice's batch stays queued.
+my ($hold, $hold_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+	'--quiet', '--upstream', moto_url(), '--delay-get', '600:1');
+$node = batchproc_node('io_held_row',
+	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$hold_port'\n"
+	  . "batchproc.io_workers_per_database = 1\n");
+setup($node);
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
+my $held_stats = sub { decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$hold_port/_proxy_stats")->{content}) };
+$held_get = 0;
+for (1 .. 1200)
+{
+	last if ($held_get = $held_stats->()->{delayed}{GetObject} // 0) >= 1;
+	select(undef, undef, undef, 0.1);
+}
+is($held_get, 1, "the proxy holds mallory's GET, and the one io worker with it");
+$alice = alice_batch($node, 'alice4.csv', 3, 0);
+is(state_of($node, $alice), 'queued', "alice's batch is queued");
+my $session = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
+$session->query_safe('BEGIN');
+is($session->query_safe("SELECT batchproc_cancel($alice)"), 'cancelled',
+	'alice cancels it in a transaction she leaves open');
+put_object($bucket, 'next.csv', "key\nn1\nn2\n");
+my $next = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/next.csv", "target": {"type": "tool", "name": "echo"}}));
+is(as($node, 'mallory', "SELECT batchproc_cancel($mallory)"), 'cancelled',
+	'mallory cancels her held import, which frees the io worker');
+my ($rc, $next_state) = $node->psql('postgres', "SELECT batchproc_wait($next, '60 s')");
+is($next_state, 'succeeded', "mallory's next batch, queued after alice's, is imported and runs to its end");
+$session->query_safe('ROLLBACK');
+$session->quit;
+is(wait_for_batch($node, $alice), 'succeeded', 'alice rolls back: her batch is imported and runs too');
+$node->stop;
+
 # --- An export held slow: a proxy holds each request ten seconds per
 # 100 kB of its body, so mallory's 12 MB export sends its first 5 MB part
 # for about nine minutes.  alice's batch, submitted first, runs long
