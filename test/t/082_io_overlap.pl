@@ -47,6 +47,41 @@ sub submit_as
 
 sub state_of { $_[0]->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $_[1]") }
 
+# A node named $name whose S3 requests go through a fault proxy of its
+# own, started with @proxy_args, with $conf in its configuration; the
+# node and the proxy's port.
+my @proxies;
+sub node_behind_proxy
+{
+	my ($name, $conf, @proxy_args) = @_;
+	my ($proxy, $port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
+		'--quiet', '--upstream', moto_url(), @proxy_args);
+	push @proxies, $proxy;
+	my $node = batchproc_node($name, conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$port'\n" . $conf);
+	setup($node);
+	return ($node, $port);
+}
+
+# What the fault proxy on $port counted.
+sub proxy_stats
+{
+	return decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$_[0]/_proxy_stats")->{content});
+}
+
+# The proxy on $port's count of $request requests under $kind (delayed,
+# requests, forwarded), once it is one or more, or after two minutes.
+sub proxy_counted
+{
+	my ($port, $kind, $request) = @_;
+	my $count = 0;
+	for (1 .. 1200)
+	{
+		last if ($count = proxy_stats($port)->{$kind}{$request} // 0) >= 1;
+		select(undef, undef, undef, 0.1);
+	}
+	return $count;
+}
+
 # alice's two-row batch $name.csv is imported, called and exported to
 # $name.out.csv on $node, which has no io worker then or after; the node
 # is stopped.
@@ -93,11 +128,7 @@ sub answered_while
 # --- An import held slow: a proxy relays objects at 5 kB/s, so mallory's
 # 3 MB CSV takes ten minutes to read.  alice's batch runs first (its CSV
 # is a few hundred bytes); mallory's import starts while it runs.
-my ($get_proxy, $get_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--get-kbps', '5');
-my $node = batchproc_node('io_import',
-	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$get_port'\n");
-setup($node);
+my ($node) = node_behind_proxy('io_import', '', '--get-kbps', '5');
 put_object($bucket, 'long.csv', "key,n\n" . join('', map { "row-$_,$_\n" } 1 .. 250_000));
 
 my $alice = alice_batch($node, 'alice1.csv', 40, 300);
@@ -128,22 +159,12 @@ $node->stop;
 # alice's batch, queued behind it, gets another io worker and runs to its
 # end, and mallory's cancel stops the held import, whose GET the proxy
 # never answered.
-my ($stall, $stall_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--delay-get', '600:1');
-$node = batchproc_node('io_stalled',
-	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$stall_port'\n");
-setup($node);
+($node, my $stall_port) = node_behind_proxy('io_stalled', '', '--delay-get', '600:1');
 put_object($bucket, 'stalled.csv', "key\nk1\n");
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
-my $proxy_stats = sub { decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$stall_port/_proxy_stats")->{content}) };
-my $held_get = 0;
-for (1 .. 1200)
-{
-	last if ($held_get = $proxy_stats->()->{delayed}{GetObject} // 0) >= 1;
-	select(undef, undef, undef, 0.1);
-}
-is($held_get, 1, "the proxy holds mallory's GET");
+my $proxy_stats = sub { proxy_stats($stall_port) };
+is(proxy_counted($stall_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's GET");
 $alice = alice_batch($node, 'alice3.csv', 3, 0);
 is(wait_for_batch($node, $alice), 'succeeded', "alice's batch runs to its end meanwhile");
 is(state_of($node, $mallory), 'importing', "mallory's batch is still importing, its GET held");
@@ -161,22 +182,12 @@ $node->stop;
 # imported and runs to its end; alice rolls back, and hers is imported and
 # runs too.  Until then the io worker is busy with mallory's first import,
 # whose GET a proxy holds, so that alice's batch stays queued.
-my ($hold, $hold_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--delay-get', '600:1');
-$node = batchproc_node('io_held_row',
-	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$hold_port'\n"
-	  . "batchproc.io_workers_per_database = 1\n");
-setup($node);
+($node, my $hold_port) = node_behind_proxy('io_held_row', "batchproc.io_workers_per_database = 1\n",
+	'--delay-get', '600:1');
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
-my $held_stats = sub { decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$hold_port/_proxy_stats")->{content}) };
-$held_get = 0;
-for (1 .. 1200)
-{
-	last if ($held_get = $held_stats->()->{delayed}{GetObject} // 0) >= 1;
-	select(undef, undef, undef, 0.1);
-}
-is($held_get, 1, "the proxy holds mallory's GET, and the one io worker with it");
+is(proxy_counted($hold_port, 'delayed', 'GetObject'), 1,
+	"the proxy holds mallory's GET, and the one io worker with it");
 $alice = alice_batch($node, 'alice4.csv', 3, 0);
 is(state_of($node, $alice), 'queued', "alice's batch is queued");
 my $session = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
@@ -199,12 +210,8 @@ $node->stop;
 # 100 kB of its body, so mallory's 12 MB export sends its first 5 MB part
 # for about nine minutes.  alice's batch, submitted first, runs long
 # enough to be running when that export starts.
-my ($link, $link_port) = start_service('/usr/bin/python3', "$services/s3_fault_proxy.py",
-	'--quiet', '--upstream', moto_url(), '--link-mbps', '0.01');
-$node = batchproc_node('io_export',
-	conf => "batchproc.endpoint_url_s3 = 'http://127.0.0.1:$link_port'\n"
-	  . "batchproc.s3_upload_concurrency = 1\n");
-setup($node);
+($node, my $link_port) = node_behind_proxy('io_export', "batchproc.s3_upload_concurrency = 1\n",
+	'--link-mbps', '0.01');
 my $row_pad = 'p' x (100 * 1024);
 put_object($bucket, 'big.csv', "k,pad\n" . join('', map { "$_,$row_pad\n" } 1 .. 120));
 
@@ -219,14 +226,7 @@ ok($node->poll_query_until('postgres', "SELECT state = 'exporting' FROM batchpro
 	"mallory's batch is exporting");
 # Until the proxy holds the first part, the export is not yet waiting on
 # the link.
-my $held = 0;
-for (1 .. 1200)
-{
-	my $stats = decode_json(HTTP::Tiny->new->get("http://127.0.0.1:$link_port/_proxy_stats")->{content});
-	last if ($held = $stats->{requests}{UploadPart} // 0) >= 1;
-	select(undef, undef, undef, 0.1);
-}
-is($held, 1, 'the export waits on the link with its first part');
+is(proxy_counted($link_port, 'requests', 'UploadPart'), 1, 'the export waits on the link with its first part');
 is(state_of($node, $alice), 'running', "alice's batch is still running");
 answered_while($node, $alice, $mallory, 'exporting');
 
