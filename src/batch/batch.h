@@ -167,6 +167,13 @@ extern char *batchproc_column_kinds(const BatchprocBatch *batch);
 #define BATCHPROC_ERRCODE_BATCH_STOPPED ERRCODE_OPERATOR_INTERVENTION
 
 /*
+ * The error of an import or export whose end found its batch's row held by
+ * another transaction (its owner's cancel, left open): the step is rolled
+ * back and taken up again once the row is free.
+ */
+#define BATCHPROC_ERRCODE_BATCH_HELD ERRCODE_LOCK_NOT_AVAILABLE
+
+/*
  * runner.c: a long step (an import, an export) watches its batch.  Check
  * often (it costs a clock read unless it is time to look); it reads the
  * batch's state when the latch was set (a cancel wakes the worker at its

@@ -89,6 +89,8 @@ static const char *const batch_state_names[] = {
 #define STEP_CHECK_MS 500
 /* A pool's worker looks again this often at a batch others finish. */
 #define LOOK_AGAIN_MS 1000
+/* How long a step's end waits for its batch's row, as for a worker's hold. */
+#define ROW_WAIT_MS 50
 
 typedef struct Step
 {
@@ -474,6 +476,38 @@ load_batch(int64 id, MemoryContext cxt)
 	return batch;
 }
 
+/*
+ * At the end of an import or export, in its transaction: take the batch's
+ * row, or give the step up (BATCHPROC_ERRCODE_BATCH_HELD) if another
+ * transaction holds it past what a worker holds it for.  Its owner may
+ * hold it with a cancel left open, and an io worker waiting for that would
+ * hold every other batch's import and export.  pick() takes the step up
+ * again once the row is free; a rollback of the cancel costs the step
+ * done twice, a commit ends the batch cancelled.
+ */
+static void
+take_row_or_give_up(int64 id, const char *step)
+{
+	for (int waited = 0;; waited++)
+	{
+		batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+									   " FOR NO KEY UPDATE SKIP LOCKED", id),
+							  false, 1, SPI_OK_SELECT);
+		if (SPI_processed == 1)
+			return;
+		if (waited >= ROW_WAIT_MS)
+			break;
+		pg_usleep(1000L);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(ERROR,
+			(errcode(BATCHPROC_ERRCODE_BATCH_HELD),
+			 errmsg("batch " INT64_FORMAT "'s row in batchproc.batches is locked by another transaction at the end of its %s",
+					id, step),
+			 errdetail("The %s is rolled back, and done again once the row is free.", step),
+			 errhint("A session that called batchproc_cancel in a transaction holds the row until that transaction ends.")));
+}
+
 static void
 import_step(int64 id, MemoryContext cxt)
 {
@@ -517,6 +551,7 @@ import_step(int64 id, MemoryContext cxt)
 			appendStringInfoString(&cols, ", ");
 		appendStringInfoString(&cols, quote_literal_cstr(lfirst(lc)));
 	}
+	take_row_or_give_up(id, "import");
 	move_state(id, BATCHPROC_BATCH_IMPORTING, BATCHPROC_BATCH_RUNNING,
 			   psprintf(", total_rows = " INT64_FORMAT ", result_table = '%s'::pg_catalog.regclass,"
 						" columns = ARRAY[%s]::pg_catalog.text[]",
@@ -532,10 +567,12 @@ import_step(int64 id, MemoryContext cxt)
 
 /*
  * Set the batch's end, notify listeners and wake waiters, and say so in
- * the server log: a success as INFO, a failure as ERROR.
+ * the server log: a success as INFO, a failure as ERROR.  An export's end
+ * gives the export up rather than wait for the row (take_row_or_give_up).
  */
 static void
-finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
+finish_step(int64 id, BatchprocBatchState state, const char *error, const char *step,
+			MemoryContext cxt)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
@@ -543,6 +580,8 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	char	   *segment = NULL;
 
 	batchproc_begin_tx("batchproc: finishing a batch");
+	if (step)
+		take_row_or_give_up(id, step);
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
@@ -574,6 +613,12 @@ finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt
 	batchproc_end_tx(cxt);
 	batchproc_xray_send(segment);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
+}
+
+static void
+finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
+{
+	finish_step(id, state, error, NULL, cxt);
 }
 
 /*
@@ -745,7 +790,7 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_batch_log(step->log_level, BATCHPROC_LOG_INFO,
 								(errmsg("batchproc: batch " INT64_FORMAT " exported to %s",
 										step->id, batch->config->output_s3_uri)));
-			finish(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+			finish_step(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, "export", cxt);
 			break;
 
 		case BATCHPROC_BATCH_SUCCEEDED:
@@ -917,6 +962,14 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 				/* The latch the cancel set is spent: look again at once. */
 				SetLatch(MyLatch);
 				interrupted = true;
+			}
+			else if (edata->sqlerrcode == BATCHPROC_ERRCODE_BATCH_HELD)
+			{
+				batchproc_batch_log(step_level, BATCHPROC_LOG_WARN,
+									(errmsg("batchproc: %s", edata->message),
+									 edata->detail ? errdetail("%s", edata->detail) : 0,
+									 edata->hint ? errhint("%s", edata->hint) : 0));
+				defer(failed_id);
 			}
 			else if (edata->sqlerrcode == BATCHPROC_ERRCODE_BATCH_STOPPED)
 			{

@@ -47,6 +47,31 @@ sub submit_as
 
 sub state_of { $_[0]->safe_psql('postgres', "SELECT state FROM batchproc.batches WHERE id = $_[1]") }
 
+# mallory cancels batch $id in a transaction she leaves open while its
+# $step (import or export) is under way.  alice's batch $csv, queued
+# behind it for the one io worker, must run to its end meanwhile, and the
+# server log must say that the step, ended meanwhile, was given up rather
+# than wait for mallory's row.  Then mallory rolls back.
+sub held_at_step_end
+{
+	my ($node, $id, $step, $csv) = @_;
+	my $log_offset = -s $node->logfile;
+	my $session = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
+	$session->query_safe('BEGIN');
+	is($session->query_safe("SELECT batchproc_cancel($id)"), 'cancelled',
+		"mallory cancels her $step in a transaction she leaves open");
+	is(state_of($node, $id), "${step}ing", "while it is still ${step}ing, as other sessions see it");
+	my $alice = alice_batch($node, $csv, 3, 0);
+	my (undef, $state) = $node->psql('postgres', "SELECT batchproc_wait($alice, '60 s')");
+	is($state, 'succeeded', "alice's batch, queued behind the $step, is imported and runs to its end");
+	ok( $node->wait_for_log(
+			qr/WARNING:  batchproc: batch ${id}'s row in batchproc\.batches is locked by another transaction at the end of its $step/,
+			$log_offset),
+		"mallory's $step ended meanwhile, and was given up rather than wait for her row");
+	$session->query_safe('ROLLBACK');
+	$session->quit;
+}
+
 # A node named $name whose S3 requests go through a fault proxy of its
 # own, started with @proxy_args, with $conf in its configuration; the
 # node and the proxy's port.
@@ -204,6 +229,43 @@ is($next_state, 'succeeded', "mallory's next batch, queued after alice's, is imp
 $session->query_safe('ROLLBACK');
 $session->quit;
 is(wait_for_batch($node, $alice), 'succeeded', 'alice rolls back: her batch is imported and runs too');
+$node->stop;
+
+# --- An import that ends while its owner holds the batch's row: mallory
+# cancels her importing batch in a transaction she leaves open, while a
+# proxy holds her GET ten seconds.  When the GET comes, the import must
+# not wait for her row at its end, or the database's one io worker would
+# wait with it: the import is rolled back, and alice's batch, queued
+# behind it, is imported and runs to its end.  mallory rolls back, and
+# her batch is imported again and runs.
+($node, my $end_port) = node_behind_proxy('io_held_import', "batchproc.io_workers_per_database = 1\n",
+	'--delay-get', '10:1');
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
+is(proxy_counted($end_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's GET for ten seconds");
+held_at_step_end($node, $mallory, 'import', 'alice5.csv');
+is(wait_for_batch($node, $mallory), 'succeeded', 'mallory rolls back: her batch is imported again and runs');
+is(as($node, 'mallory', "SELECT count(*) FROM batchproc_data.batch_$mallory"), '1', 'its one row imported once');
+$node->stop;
+
+# --- The same at the end of an export: mallory's 80 kB output passes a
+# link of 10 kB/s, and she cancels her exporting batch in a transaction
+# she leaves open.  When the upload ends, the export is given up rather
+# than wait for her row; alice's batch, queued behind it, runs to its
+# end; mallory rolls back, and her batch is exported again.
+($node, my $slow_port) = node_behind_proxy('io_held_export', "batchproc.io_workers_per_database = 1\n",
+	'--link-mbps', '0.01');
+my $pad = 'p' x (10 * 1024);
+put_object($bucket, 'padded.csv', "k,pad\n" . join('', map { "$_,$pad\n" } 1 .. 8));
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/padded.csv", "output_s3_uri": "s3://$bucket/padded.out.csv",
+	"target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"k": "k"}}}));
+ok($node->poll_query_until('postgres', "SELECT state = 'exporting' FROM batchproc.batches WHERE id = $mallory"),
+	"mallory's batch is exporting");
+is(proxy_counted($slow_port, 'requests', 'PutObject'), 1, 'its upload is on the slow link');
+held_at_step_end($node, $mallory, 'export', 'alice6.csv');
+is(wait_for_batch($node, $mallory), 'succeeded', 'mallory rolls back: her batch is exported again');
+is(scalar(() = get_object($bucket, 'padded.out.csv') =~ /\n/g), 9, 'its output holds the header and its 8 rows');
 $node->stop;
 
 # --- An export held slow: a proxy holds each request ten seconds per
