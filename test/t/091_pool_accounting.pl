@@ -230,8 +230,19 @@ ok( $node->poll_query_until('postgres',
 		"SELECT count(DISTINCT holder_pid) = 2 FROM batchproc.leases WHERE batch_id = $id AND holder_pid <> 0"),
 	'redrive: both chunks of 100 rows are leased, by two workers');
 $victim = sql("SELECT holder_pid FROM batchproc.leases WHERE batch_id = $id AND first_row = 1");
+# Alone in the batch for a moment, that worker may have had all 6 calls in
+# flight; stopped then, it would keep the whole max_concurrency counted,
+# and nobody could send.  A call of its chunk that comes well after the
+# other chunk's first call was started within its part of 3 of 6, which
+# it keeps to from then on.
+my $within_part = sub {
+	my $arrivals = stats()->{arrivals};
+	my @other = sort { $a <=> $b } map { @{ $arrivals->{"r$_"} // [] } } 101 .. 200;
+	return @other && grep { $_ > $other[0] + 0.5 } map { @{ $arrivals->{"r$_"} // [] } } 1 .. 100;
+};
 $deadline = time + 60;
-sleep 0.2 until stats()->{in_flight} >= 1 || time > $deadline;
+sleep 0.1 until $within_part->() || time > $deadline;
+ok($within_part->(), 'redrive: both workers send calls, each within its part of max_concurrency');
 ok(stop_at_rest($node, $victim), 'redrive: the worker of the first chunk is stopped');
 # The next call the stand-in answers fails with 400, not retried: the row
 # fails, and the batch with it.
