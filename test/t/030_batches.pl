@@ -218,22 +218,26 @@ like(sql("SELECT error FROM batchproc.batches WHERE id = $id"), qr/^row 1 failed
 is(lambda_stats()->{invocations}, 1, 'and no further rows are sent');
 
 # --- The concurrency cap holds.
-lambda_reset();
-put_csv('many.csv', join('', "delay_ms\n", map { "200\n" } 1 .. 12));
-$id = submit(q({"csv_s3_uri": "s3://batches/many.csv", "target": {"type": "tool", "name": "echo"},
-  "input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
-  "execution_config": {"max_concurrency": 3}}));
+# A batch of $rows echo calls, each answered after $delay_ms, at most
+# $concurrency in flight; the stand-in's counts start afresh.
+sub delayed_batch
+{
+	my ($name, $rows, $delay_ms, $concurrency) = @_;
+	lambda_reset();
+	put_csv("$name.csv", join('', "delay_ms\n", map { "$delay_ms\n" } 1 .. $rows));
+	return submit(qq({"csv_s3_uri": "s3://batches/$name.csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "\$"}}}},
+  "execution_config": {"max_concurrency": $concurrency}}));
+}
+
+$id = delayed_batch('many', 12, 200, 3);
 is(wait_for($id), 'succeeded', 'the capped batch succeeds');
 is(lambda_stats()->{max_in_flight}, 3, 'no more than max_concurrency calls were ever in flight, and that many were');
 
 # --- Hundreds of calls in flight at once, more than one of the transport's
 # curl multi handles takes (64): every call is sent and answered, and they
 # are all in flight together.
-lambda_reset();
-put_csv('wide.csv', join('', "delay_ms\n", map { "2000\n" } 1 .. 400));
-$id = submit(q({"csv_s3_uri": "s3://batches/wide.csv", "target": {"type": "tool", "name": "echo"},
-  "input_mapping": {"transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
-  "execution_config": {"max_concurrency": 200}}));
+$id = delayed_batch('wide', 400, 2000, 200);
 is(wait_for($id), 'succeeded', 'a batch of 200 calls in flight succeeds');
 is(sql("SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS'"), '400', 'with every row answered');
 is(lambda_stats()->{invocations}, 400, 'each called once');
