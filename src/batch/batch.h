@@ -294,6 +294,7 @@ typedef struct BatchprocDispatchEnding
 	BatchprocDispatchEnd end;
 	char	   *error;			/* STOPPED_ON_ERROR: the first row's error */
 	bool		export_next;	/* DONE: the batch has an output_s3_uri */
+	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 } BatchprocDispatchEnding;
 
 typedef struct BatchprocDispatcher BatchprocDispatcher;

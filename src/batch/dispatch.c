@@ -1019,6 +1019,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 
 	ending->batch_id = d->batch->id;
 	ending->export_next = d->config->output_s3_uri != NULL;
+	ending->log_level = d->log_level;
 
 	/*
 	 * A batch with rows, none of which succeeded, failed whatever its

@@ -91,6 +91,10 @@ static const char *const batch_state_names[] = {
 #define LOOK_AGAIN_MS 1000
 /* How long a step's end waits for its batch's row, as for a worker's hold. */
 #define ROW_WAIT_MS 50
+/* How often an ending held back by its batch's row is tried again, and
+ * after how long the server log says so. */
+#define ENDING_RETRY_MS 200
+#define ENDING_HELD_LOG_MS 1000
 
 typedef struct Step
 {
@@ -109,6 +113,26 @@ typedef struct Deferred
 
 static List *deferred = NIL;	/* Deferred *, in deferred_cxt */
 static MemoryContext deferred_cxt = NULL;
+
+/*
+ * The end of a batch's dispatch, or a batch's failure, that found the
+ * batch's row locked by another transaction (its owner's cancel left
+ * open): kept and recorded once the row is free, rather than waited for
+ * with every other batch of the worker.  Kept across calls of
+ * batchproc_run_batches, between which the worker sleeps.
+ */
+typedef struct HeldEnding
+{
+	BatchprocDispatchEnding ending;
+	TimestampTz held_since;
+	TimestampTz retry_at;
+	bool		logged;
+} HeldEnding;
+
+static List *held_endings = NIL;	/* HeldEnding *, in held_cxt */
+static MemoryContext held_cxt = NULL;
+
+static void fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt);
 
 const char *
 batchproc_batch_state_name(BatchprocBatchState state)
@@ -282,7 +306,10 @@ defer(int64 id)
 	MemoryContextSwitchTo(old);
 }
 
-/* The batches to leave alone: being dispatched, or deferred until later. */
+/*
+ * The batches to leave alone: being dispatched, deferred until later, or
+ * with an ending held (a new run of it would end again).
+ */
 static char *
 busy_batches_sql(BatchprocDispatcher *disp)
 {
@@ -299,6 +326,8 @@ busy_batches_sql(BatchprocDispatcher *disp)
 		if (d->until > now)
 			appendStringInfo(&more, ", " INT64_FORMAT, d->id);
 	}
+	foreach(lc, held_endings)
+		appendStringInfo(&more, ", " INT64_FORMAT, ((HeldEnding *) lfirst(lc))->ending.batch_id);
 	if (more.len == 0)
 		return sql;
 	return psprintf("(%s OPERATOR(pg_catalog.||) ARRAY[%s]::pg_catalog.int8[])", sql, more.data + 2);
@@ -477,29 +506,45 @@ load_batch(int64 id, MemoryContext cxt)
 }
 
 /*
- * At the end of an import or export, in its transaction: take the batch's
- * row, or give the step up (BATCHPROC_ERRCODE_BATCH_HELD) if another
- * transaction holds it past what a worker holds it for.  Its owner may
- * hold it with a cancel left open, and an io worker waiting for that would
- * hold every other batch's import and export.  pick() takes the step up
- * again once the row is free; a rollback of the cancel costs the step
- * done twice, a commit ends the batch cancelled.
+ * Take the batch's row for this transaction, unless another one holds it
+ * (SKIP LOCKED: its owner may hold it with a cancel left open, and a
+ * worker waiting for that would hold every other batch it runs).  With
+ * wait, a hold gets ROW_WAIT_MS to end first, as long as a worker of the
+ * pool holds it.  A row that is gone counts as taken: what the caller
+ * updates then touches nothing.
  */
-static void
-take_row_or_give_up(int64 id, const char *step)
+static bool
+take_row(int64 id, bool wait)
 {
+	char	   *take = psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								" FOR NO KEY UPDATE SKIP LOCKED", id);
+
 	for (int waited = 0;; waited++)
 	{
-		batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-									   " FOR NO KEY UPDATE SKIP LOCKED", id),
-							  false, 1, SPI_OK_SELECT);
+		batchproc_spi_execute(take, false, 1, SPI_OK_SELECT);
 		if (SPI_processed == 1)
-			return;
-		if (waited >= ROW_WAIT_MS)
+			return true;
+		if (!wait || waited >= ROW_WAIT_MS)
 			break;
 		pg_usleep(1000L);
 		CHECK_FOR_INTERRUPTS();
 	}
+	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+						  false, 1, SPI_OK_SELECT);
+	return SPI_processed == 0;
+}
+
+/*
+ * At the end of an import or export, in its transaction: take the batch's
+ * row, or give the step up (BATCHPROC_ERRCODE_BATCH_HELD).  pick() takes
+ * the step up again once the row is free; a rollback of the cancel costs
+ * the step done twice, a commit ends the batch cancelled.
+ */
+static void
+take_row_or_give_up(int64 id, const char *step)
+{
+	if (take_row(id, true))
+		return;
 	ereport(ERROR,
 			(errcode(BATCHPROC_ERRCODE_BATCH_HELD),
 			 errmsg("batch " INT64_FORMAT "'s row in batchproc.batches is locked by another transaction at the end of its %s",
@@ -568,11 +613,13 @@ import_step(int64 id, MemoryContext cxt)
 /*
  * Set the batch's end, notify listeners and wake waiters, and say so in
  * the server log: a success as INFO, a failure as ERROR.  An export's end
- * gives the export up rather than wait for the row (take_row_or_give_up).
+ * gives the export up rather than wait for the row (take_row_or_give_up);
+ * any other end returns false, having done nothing, when the row is held
+ * (take_row; wait as there).
  */
-static void
+static bool
 finish_step(int64 id, BatchprocBatchState state, const char *error, const char *step,
-			MemoryContext cxt)
+			bool wait, MemoryContext cxt)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
@@ -582,6 +629,11 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 	batchproc_begin_tx("batchproc: finishing a batch");
 	if (step)
 		take_row_or_give_up(id, step);
+	else if (!take_row(id, wait))
+	{
+		batchproc_end_tx(cxt);
+		return false;
+	}
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
@@ -613,12 +665,13 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 	batchproc_end_tx(cxt);
 	batchproc_xray_send(segment);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
+	return true;
 }
 
-static void
-finish(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
+static bool
+finish(int64 id, BatchprocBatchState state, const char *error, bool wait, MemoryContext cxt)
 {
-	finish_step(id, state, error, NULL, cxt);
+	return finish_step(id, state, error, NULL, wait, cxt);
 }
 
 /*
@@ -645,7 +698,7 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 	if (refused)
 	{
-		finish(batch->id, BATCHPROC_BATCH_FAILED, refused, cxt);
+		fail_batch(batch->id, refused, batchproc_config_log_level(batch->config), cxt);
 		return false;
 	}
 	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
@@ -654,16 +707,29 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 	return true;
 }
 
+/* Has the batch a row without a status?  SPI connected. */
+static bool
+rows_pending(int64 id)
+{
+	bool		isnull;
+
+	batchproc_spi_execute(psprintf("SELECT EXISTS (SELECT FROM batchproc_data.batch_" INT64_FORMAT
+								   " WHERE _status IS NULL)", id),
+						  false, 1, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * In a pool: a worker's run of the batch is done.  If no row is pending any
  * more, this worker ends the batch's dispatch as a lone worker would, from
  * the batch's counts (a batch with rows, none of which succeeded, failed);
  * otherwise other workers still hold rows, and this one looks again later.
  * The batch's row is locked, so that of two workers ending their runs at
- * once the second sees what the first did.
+ * once the second sees what the first did.  False if another transaction
+ * holds it (take_row).
  */
-static void
-pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
+static bool
+pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	int64		id = ending->batch_id;
 	bool		isnull;
@@ -675,8 +741,13 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 
 	batchproc_begin_tx("batchproc: ending a batch's dispatch");
 	batchproc_leases_release(id);
+	if (!take_row(id, wait))
+	{
+		batchproc_end_tx(cxt);
+		return false;
+	}
 	batchproc_spi_execute(psprintf("SELECT state, succeeded_rows, failed_rows, total_rows FROM batchproc.batches"
-								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT " FOR UPDATE", id),
+								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
 	running = SPI_processed == 1 &&
 		batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) ==
@@ -687,14 +758,7 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 		failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 		/* Chunks other workers hold say so without reading the table. */
-		pending = batchproc_leases_held_by_others(id);
-		if (!pending)
-		{
-			batchproc_spi_execute(psprintf("SELECT EXISTS (SELECT FROM batchproc_data.batch_" INT64_FORMAT
-										   " WHERE _status IS NULL)", id),
-								  false, 1, SPI_OK_SELECT);
-			pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
+		pending = batchproc_leases_held_by_others(id) || rows_pending(id);
 		/*
 		 * With no row pending no chunk can be leased again: the leases go.
 		 * Those of a batch that failed or was cancelled while other workers
@@ -710,17 +774,55 @@ pool_run_done(BatchprocDispatchEnding *ending, MemoryContext cxt)
 	batchproc_end_tx(cxt);
 
 	if (!running)
-		return;
+		return true;
 	if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
 		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
 	else if (pending)
 		defer(id);
 	else if (succeeded == 0 && failed > 0)
-		finish(id, BATCHPROC_BATCH_FAILED,
-			   psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
-			   cxt);
+		return finish(id, BATCHPROC_BATCH_FAILED,
+					  psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
+					  wait, cxt);
 	else if (!ending->export_next)
-		finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+		return finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, wait, cxt);
+	return true;
+}
+
+/*
+ * A lone worker's run of the batch is done: it exports next, or ends.
+ * Tried again (!wait) after its row was held, the batch may have been
+ * ended and redriven meanwhile (the transaction that held it may do both):
+ * then its rows are pending again, and its next run is next_step's.
+ * False if another transaction holds the row (take_row).
+ */
+static bool
+lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
+{
+	int64		id = ending->batch_id;
+	bool		redriven;
+
+	batchproc_begin_tx("batchproc: ending a batch's dispatch");
+	if (!take_row(id, wait))
+	{
+		batchproc_end_tx(cxt);
+		return false;
+	}
+	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) 'running'", id),
+						  false, 1, SPI_OK_SELECT);
+	redriven = !wait && SPI_processed == 1 && rows_pending(id);
+	if (!redriven && ending->export_next)
+		move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+	batchproc_end_tx(cxt);
+
+	if (redriven)
+		return true;
+	if (ending->export_next)
+	{
+		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
+		return true;
+	}
+	return finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, wait, cxt);
 }
 
 /*
@@ -790,7 +892,7 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_batch_log(step->log_level, BATCHPROC_LOG_INFO,
 								(errmsg("batchproc: batch " INT64_FORMAT " exported to %s",
 										step->id, batch->config->output_s3_uri)));
-			finish_step(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, "export", cxt);
+			(void) finish_step(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, "export", true, cxt);
 			break;
 
 		case BATCHPROC_BATCH_SUCCEEDED:
@@ -819,15 +921,18 @@ close_cancelled_segment(int64 id, MemoryContext cxt)
 	batchproc_xray_send(segment);
 }
 
-/* What follows a batch's dispatch. */
-static void
-dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
+/*
+ * What follows a batch's dispatch (or its failure: STOPPED_ON_ERROR).
+ * False, having changed nothing of the batch, if another transaction holds
+ * its row (take_row; wait as there).
+ */
+static bool
+dispatch_ended(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	switch (ending->end)
 	{
 		case BATCHPROC_DISPATCH_STOPPED_ON_ERROR:
-			finish(ending->batch_id, BATCHPROC_BATCH_FAILED, ending->error, cxt);
-			break;
+			return finish(ending->batch_id, BATCHPROC_BATCH_FAILED, ending->error, wait, cxt);
 		case BATCHPROC_DISPATCH_CANCELLED:
 			/* Cancelled, or redriven meanwhile: the table says which. */
 			if (batchproc_pool_mode())
@@ -840,18 +945,107 @@ dispatch_ended(BatchprocDispatchEnding *ending, MemoryContext cxt)
 			break;
 		case BATCHPROC_DISPATCH_DONE:
 			if (batchproc_pool_mode())
-				pool_run_done(ending, cxt);
-			else if (ending->export_next)
-			{
-				batchproc_begin_tx("batchproc: export next");
-				move_state(ending->batch_id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
-				batchproc_end_tx(cxt);
-				batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
-			}
-			else
-				finish(ending->batch_id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
-			break;
+				return pool_run_done(ending, wait, cxt);
+			return lone_run_done(ending, wait, cxt);
 	}
+	return true;
+}
+
+static void
+keep_held(HeldEnding *held)
+{
+	MemoryContext old = MemoryContextSwitchTo(held_cxt);
+
+	held_endings = lappend(held_endings, held);
+	MemoryContextSwitchTo(old);
+}
+
+/* What follows a batch's dispatch, now or once its row is free. */
+static void
+end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
+{
+	HeldEnding *held;
+
+	if (dispatch_ended(ending, true, cxt))
+		return;
+	held = MemoryContextAllocZero(held_cxt, sizeof(HeldEnding));
+	held->ending = *ending;
+	if (ending->error)
+		held->ending.error = MemoryContextStrdup(held_cxt, ending->error);
+	held->held_since = GetCurrentTimestamp();
+	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, ENDING_RETRY_MS);
+	keep_held(held);
+}
+
+/* A batch's failure, from outside its dispatch. */
+static void
+fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt)
+{
+	BatchprocDispatchEnding ending = {
+		.batch_id = id,
+		.end = BATCHPROC_DISPATCH_STOPPED_ON_ERROR,
+		.error = unconstify(char *, error),
+		.log_level = level,
+	};
+
+	end_or_keep(&ending, cxt);
+}
+
+static const char *
+ending_name(const BatchprocDispatchEnding *ending)
+{
+	return ending->end == BATCHPROC_DISPATCH_STOPPED_ON_ERROR ? "failure" : "end of dispatch";
+}
+
+/*
+ * Try the held endings whose time has come again, without waiting for the
+ * row.  Each leaves the list for its try: one that fails the worker's step
+ * (an error) is not tried again, and the error fails its batch (*trying).
+ */
+static void
+retry_held_endings(volatile int64 *trying, MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *all = list_copy(held_endings);
+	ListCell   *lc;
+
+	foreach(lc, all)
+	{
+		HeldEnding *held = lfirst(lc);
+		BatchprocDispatchEnding *ending = &held->ending;
+		bool		ended;
+
+		if (now < held->retry_at)
+			continue;
+		held_endings = list_delete_ptr(held_endings, held);
+		*trying = ending->batch_id;
+		ended = dispatch_ended(ending, false, cxt);
+		*trying = 0;
+		if (ended)
+		{
+			if (held->logged)
+				batchproc_batch_log(ending->log_level, BATCHPROC_LOG_INFO,
+									(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is free again after %ld ms: its %s is recorded",
+											ending->batch_id, (long) ((now - held->held_since) / 1000),
+											ending_name(ending))));
+			if (ending->error)
+				pfree(ending->error);
+			pfree(held);
+			continue;
+		}
+		if (!held->logged && TimestampDifferenceExceeds(held->held_since, now, ENDING_HELD_LOG_MS))
+		{
+			held->logged = true;
+			batchproc_batch_log(ending->log_level, BATCHPROC_LOG_WARN,
+								(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is locked by another transaction: its %s is recorded once the row is free",
+										ending->batch_id, ending_name(ending)),
+								 errdetail("The worker's other batches go on."),
+								 errhint("A session that called batchproc_cancel in a transaction holds the row until that transaction ends; pg_locks shows which.")));
+		}
+		held->retry_at = TimestampTzPlusMilliseconds(now, ENDING_RETRY_MS);
+		keep_held(held);
+	}
+	list_free(all);
 }
 
 /*
@@ -879,6 +1073,9 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 	MemoryContextSwitchTo(cxt);
 	deferred = NIL;
 	deferred_cxt = cxt;
+	if (held_cxt == NULL)
+		held_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc held endings",
+										 ALLOCSET_SMALL_SIZES);
 	*look_again_ms = -1;
 	disp = batchproc_dispatcher_create(slotno);
 	while (!interrupted)
@@ -891,6 +1088,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(step_cxt);
+			retry_held_endings(&step_id, step_cxt);
 			if (next_step(&step, disp, step_cxt))
 			{
 				did_something = true;
@@ -916,6 +1114,13 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 					if (*look_again_ms < 0 || left < *look_again_ms)
 						*look_again_ms = left;
 				}
+				foreach(lc, held_endings)
+				{
+					long		left = TimestampDifferenceMilliseconds(now, ((HeldEnding *) lfirst(lc))->retry_at);
+
+					if (*look_again_ms < 0 || left < *look_again_ms)
+						*look_again_ms = left;
+				}
 				interrupted = true;
 			}
 			else
@@ -924,7 +1129,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 				List	   *endings = batchproc_dispatcher_run(disp, STEP_CHECK_MS);
 
 				foreach(lc, endings)
-					dispatch_ended(lfirst(lc), step_cxt);
+					end_or_keep(lfirst(lc), step_cxt);
 			}
 			batchproc_retention_sweep(batchproc_dispatcher_batches_sql(disp));
 		}
@@ -978,9 +1183,9 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 				close_cancelled_segment(failed_id, cxt);
 			}
 			else if (failed_id != 0)
-				finish(failed_id, BATCHPROC_BATCH_FAILED,
-					   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
-					   cxt);
+				fail_batch(failed_id,
+						   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
+						   step_level, cxt);
 			else
 				ReThrowError(edata);
 		}

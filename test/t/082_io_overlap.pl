@@ -50,11 +50,15 @@ sub state_of { $_[0]->safe_psql('postgres', "SELECT state FROM batchproc.batches
 # mallory cancels batch $id in a transaction she leaves open while its
 # $step (import or export) is under way.  alice's batch $csv, queued
 # behind it for the one io worker, must run to its end meanwhile, and the
-# server log must say that the step, ended meanwhile, was given up rather
-# than wait for mallory's row.  Then mallory rolls back.
+# server log must say that what ended the step meanwhile did not wait for
+# mallory's row: $logged (its end given up, by default).  Then mallory
+# rolls back.
 sub held_at_step_end
 {
-	my ($node, $id, $step, $csv) = @_;
+	my ($node, $id, $step, $csv, $logged) = @_;
+	$logged //= [
+		qr/WARNING:  batchproc: batch ${id}'s row in batchproc\.batches is locked by another transaction at the end of its $step/,
+		"mallory's $step ended meanwhile, and was given up rather than wait for her row" ];
 	my $log_offset = -s $node->logfile;
 	my $session = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
 	$session->query_safe('BEGIN');
@@ -64,10 +68,7 @@ sub held_at_step_end
 	my $alice = alice_batch($node, $csv, 3, 0);
 	my (undef, $state) = $node->psql('postgres', "SELECT batchproc_wait($alice, '60 s')");
 	is($state, 'succeeded', "alice's batch, queued behind the $step, is imported and runs to its end");
-	ok( $node->wait_for_log(
-			qr/WARNING:  batchproc: batch ${id}'s row in batchproc\.batches is locked by another transaction at the end of its $step/,
-			$log_offset),
-		"mallory's $step ended meanwhile, and was given up rather than wait for her row");
+	ok($node->wait_for_log($logged->[0], $log_offset), $logged->[1]);
 	$session->query_safe('ROLLBACK');
 	$session->quit;
 }
@@ -246,6 +247,26 @@ is(proxy_counted($end_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory
 held_at_step_end($node, $mallory, 'import', 'alice5.csv');
 is(wait_for_batch($node, $mallory), 'succeeded', 'mallory rolls back: her batch is imported again and runs');
 is(as($node, 'mallory', "SELECT count(*) FROM batchproc_data.batch_$mallory"), '1', 'its one row imported once');
+$node->stop;
+
+# --- An import that fails while its owner holds the batch's row: as
+# above, but mallory's CSV lacks the column her input mapping reads, so
+# her import ends in an error.  Recording the batch's failure must not
+# wait for her row either: it waits in the io worker, which imports
+# alice's batch meanwhile, and is recorded once mallory rolls back.
+($node, $end_port) = node_behind_proxy('io_held_failure', "batchproc.io_workers_per_database = 1\n",
+	'--delay-get', '10:1');
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"missing": "k"}}}));
+is(proxy_counted($end_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's GET for ten seconds");
+held_at_step_end($node, $mallory, 'import', 'alice7.csv', [
+	qr/WARNING:  batchproc: batch ${mallory}'s row in batchproc\.batches is locked by another transaction: its failure is recorded once the row is free/,
+	"mallory's import failed meanwhile, and its failure waits for her row rather than hold the io worker" ]);
+is(wait_for_batch($node, $mallory), 'failed', 'mallory rolls back: her batch fails');
+like($node->safe_psql('postgres', "SELECT error FROM batchproc.batches WHERE id = $mallory"),
+	qr/the input mapping reads column "missing", which the CSV does not have/,
+	'with the error of its import');
 $node->stop;
 
 # --- The same at the end of an export: mallory's 80 kB output passes a

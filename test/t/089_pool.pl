@@ -211,6 +211,48 @@ my @taken = grep { /taken over/ } split(/\n/, slurp_file($node->logfile, $log_fr
 is(scalar(@taken), 0, 'zero latency: no worker took over a chunk from a live one')
   or diag(join("\n", @taken[ 0 .. ($#taken < 4 ? $#taken : 4) ]));
 
+# --- alice holds her own batch's row in batchproc.batches (a cancel in a
+# transaction she leaves open) while the other workers of the pool look
+# again, each second, at whether her batch's dispatch has ended: her one
+# chunk is the third worker's.  Those looks must not wait for her row:
+# each worker waiting would hold the chunks of every other batch it sends,
+# here the 1,200 rows of the batch b, and no lease expires within the test.
+add_users($node, users => ['alice'], tools => ['echo']);
+calls_by_key();
+my $other = tool_batch('b', 1200);
+ok( $node->poll_query_until('postgres',
+		"SELECT count(DISTINCT holder_pid) = 3 FROM batchproc.leases WHERE batch_id = $other"),
+	'every worker of the pool leases rows of the batch b');
+put_object('pool-tests', 'held.csv', "key,delay_ms\nh1,2000\nh2,2000\n");
+my $held = psql_as($node, 'alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3://pool-tests/held.csv",
+	"target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"key": "key"},
+	  "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+	"output_mapping": {"columns": [{"name": "echoed", "source": "$.key"}]}}')});
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 AND bool_and(NOT finished) FROM batchproc.leases WHERE batch_id = $held"),
+	"alice's batch runs, its one chunk leased by one worker");
+$log_from = -s $node->logfile;
+my $session = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
+$session->query_safe('BEGIN');
+is($session->query_safe("SELECT batchproc_cancel($held)"), 'cancelled',
+	'alice cancels her batch in a transaction she leaves open');
+my (undef, $other_state) = $node->psql('postgres', "SELECT batchproc_wait($other, '60 s')");
+is($other_state, 'succeeded', "the batch b, whose chunks the other workers hold, runs to its end meanwhile");
+ok( $node->wait_for_log(
+		qr/WARNING:  batchproc: batch ${held}'s row in batchproc\.batches is locked by another transaction: its end of dispatch is recorded once the row is free/,
+		$log_from),
+	"the server log says that a worker's look at alice's batch found her row held");
+is(sql("SELECT state FROM batchproc.batches WHERE id = $held"), 'running',
+	'her batch is still running, as far as any other session sees');
+$session->query_safe('ROLLBACK');
+$session->quit;
+one_result_each($held, 2, 'alice rolls back');
+one_result_each($other, 1200, 'the batch b');
+$calls = calls_by_key();
+is(join(',', grep { ($calls->{$_} // 0) != 1 } 'h1', 'h2', map { "b$_" } 1 .. 1200), '',
+	'each row of both batches was sent once');
+
 # --- The pool's life in another database: it comes with the extension,
 # goes with it, and does not hold up DROP DATABASE.
 sub pool_of
