@@ -201,15 +201,19 @@ batchproc_cancel(PG_FUNCTION_ARGS)
  * Lock an ended batch's row against the worker and other callers, with
  * the catalog's rights; or refuse a batch that has not ended, or whose
  * cancelled calls the worker still winds down (a server without the
- * worker has none).  The row stays in SPI_tuptable: state,
+ * worker has none).  An end this very transaction wrote (a cancel) the
+ * worker has not seen yet: it may still be running the batch, and keep
+ * what ends its run until the row is free, which would then end the
+ * redriven run.  The row stays in SPI_tuptable: state,
  * result_table IS NULL, purged_at.
  */
 static void
 lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
 {
 	char	   *state;
+	bool		isnull;
 
-	exec_for_batch("SELECT state, result_table IS NULL, purged_at FROM batchproc.batches"
+	exec_for_batch("SELECT state, result_table IS NULL, purged_at, xmin FROM batchproc.batches"
 				   " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 				   batch_id, SPI_OK_SELECT, 1);
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -219,6 +223,14 @@ lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
 				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
 				 errhint("Wait for it to end, or cancel it with batchproc_cancel(" INT64_FORMAT "), before %s.",
 						 batch_id, doing)));
+	if (TransactionIdIsCurrentTransactionId(DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
+																				SPI_tuptable->tupdesc, 4, &isnull))))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " was changed by this transaction", batch_id),
+				 errdetail("The worker sees a cancel only once its transaction commits, and may still be running the batch's calls."),
+				 errhint("Commit first, then call %s once the worker has stopped the batch's calls.",
+						 function_name)));
 	if (batchproc_shared != NULL && batchproc_batch_running(MyDatabaseId, batch_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),

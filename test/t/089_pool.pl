@@ -232,6 +232,9 @@ my $held = psql_as($node, 'alice', q{SELECT batchproc_submit('{"csv_s3_uri": "s3
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 1 AND bool_and(NOT finished) FROM batchproc.leases WHERE batch_id = $held"),
 	"alice's batch runs, its one chunk leased by one worker");
+like(psql_as($node, 'alice', "BEGIN; SELECT batchproc_cancel($held); SELECT batchproc_retry_failed($held);"),
+	qr/batch $held was changed by this transaction/,
+	'she may not redrive it in the transaction that cancels it, whose cancel the worker has not seen');
 $log_from = -s $node->logfile;
 my $session = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
 $session->query_safe('BEGIN');
