@@ -799,22 +799,27 @@ static bool
 lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	int64		id = ending->batch_id;
-	bool		redriven;
+	bool		redriven = false;
 
-	batchproc_begin_tx("batchproc: ending a batch's dispatch");
-	if (!take_row(id, wait))
+	if (ending->export_next || !wait)
 	{
+		batchproc_begin_tx("batchproc: ending a batch's dispatch");
+		if (!take_row(id, wait))
+		{
+			batchproc_end_tx(cxt);
+			return false;
+		}
+		if (!wait)
+		{
+			batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+										   " AND state OPERATOR(pg_catalog.=) 'running'", id),
+								  false, 1, SPI_OK_SELECT);
+			redriven = SPI_processed == 1 && rows_pending(id);
+		}
+		if (!redriven && ending->export_next)
+			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 		batchproc_end_tx(cxt);
-		return false;
 	}
-	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND state OPERATOR(pg_catalog.=) 'running'", id),
-						  false, 1, SPI_OK_SELECT);
-	redriven = !wait && SPI_processed == 1 && rows_pending(id);
-	if (!redriven && ending->export_next)
-		move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
-	batchproc_end_tx(cxt);
-
 	if (redriven)
 		return true;
 	if (ending->export_next)
