@@ -131,6 +131,7 @@ typedef struct HeldEnding
 
 static List *held_endings = NIL;	/* HeldEnding *, in held_cxt */
 static MemoryContext held_cxt = NULL;
+static HeldEnding *held_trying = NULL;	/* out of the list while tried */
 
 static void fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt);
 
@@ -1004,11 +1005,12 @@ ending_name(const BatchprocDispatchEnding *ending)
 
 /*
  * Try the held endings whose time has come again, without waiting for the
- * row.  Each leaves the list for its try: one that fails the worker's step
- * (an error) is not tried again, and the error fails its batch (*trying).
+ * row.  Each leaves the list for its try (held_trying): one whose try
+ * raises an error is not tried again, and the error fails its batch; a
+ * cancel of the worker puts it back (batchproc_run_batches).
  */
 static void
-retry_held_endings(volatile int64 *trying, MemoryContext cxt)
+retry_held_endings(MemoryContext cxt)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	List	   *all = list_copy(held_endings);
@@ -1023,9 +1025,9 @@ retry_held_endings(volatile int64 *trying, MemoryContext cxt)
 		if (now < held->retry_at)
 			continue;
 		held_endings = list_delete_ptr(held_endings, held);
-		*trying = ending->batch_id;
+		held_trying = held;
 		ended = dispatch_ended(ending, false, cxt);
-		*trying = 0;
+		held_trying = NULL;
 		if (ended)
 		{
 			if (held->logged)
@@ -1093,7 +1095,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(step_cxt);
-			retry_held_endings(&step_id, step_cxt);
+			retry_held_endings(step_cxt);
 			if (next_step(&step, disp, step_cxt))
 			{
 				did_something = true;
@@ -1142,6 +1144,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 		{
 			ErrorData  *edata;
 			int64		failed_id = step_id ? step_id : batchproc_dispatcher_current(disp);
+			HeldEnding *was_trying = held_trying;
 
 			MemoryContextSwitchTo(cxt);
 			edata = CopyErrorData();
@@ -1165,6 +1168,16 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			 */
 			batchproc_dispatcher_destroy(disp);
 			disp = batchproc_dispatcher_create(slotno);
+			held_trying = NULL;
+			if (was_trying && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+				keep_held(was_trying);
+			else if (was_trying)
+			{
+				failed_id = was_trying->ending.batch_id;
+				if (was_trying->ending.error)
+					pfree(was_trying->ending.error);
+				pfree(was_trying);
+			}
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			{
 				ereport(LOG,
