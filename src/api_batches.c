@@ -201,11 +201,11 @@ batchproc_cancel(PG_FUNCTION_ARGS)
  * Lock an ended batch's row against the worker and other callers, with
  * the catalog's rights; or refuse a batch that has not ended, or whose
  * cancelled calls the worker still winds down (a server without the
- * worker has none).  An end this very transaction wrote (a cancel) the
- * worker has not seen yet: it may still be running the batch, and keep
- * what ends its run until the row is free, which would then end the
- * redriven run.  The row stays in SPI_tuptable: state,
- * result_table IS NULL, purged_at.
+ * worker has none).  An end this very transaction wrote (a cancel of a
+ * batch submitted before it) the worker has not seen yet: it may still be
+ * running the batch, and keep what ends its run until the row is free,
+ * which would then end the redriven run.  The row stays in SPI_tuptable:
+ * state, result_table IS NULL, purged_at.
  */
 static void
 lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
@@ -213,7 +213,8 @@ lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
 	char	   *state;
 	bool		isnull;
 
-	exec_for_batch("SELECT state, result_table IS NULL, purged_at, xmin FROM batchproc.batches"
+	exec_for_batch("SELECT state, result_table IS NULL, purged_at, xmin,"
+				   " submitted_at OPERATOR(pg_catalog.=) pg_catalog.now() FROM batchproc.batches"
 				   " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 				   batch_id, SPI_OK_SELECT, 1);
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -223,7 +224,14 @@ lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
 				 errmsg("batch " INT64_FORMAT " is still %s", batch_id, state),
 				 errhint("Wait for it to end, or cancel it with batchproc_cancel(" INT64_FORMAT "), before %s.",
 						 batch_id, doing)));
-	if (TransactionIdIsCurrentTransactionId(DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
+	/*
+	 * A purge sets purged_at: purging again is a no-op, not a refusal.  A
+	 * batch submitted in this transaction no worker has seen.
+	 */
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	if (isnull &&
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)) &&
+		TransactionIdIsCurrentTransactionId(DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
 																				SPI_tuptable->tupdesc, 4, &isnull))))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -236,7 +244,7 @@ lock_ended_batch(int64 batch_id, const char *doing, const char *function_name)
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("batch " INT64_FORMAT " is %s, and its worker is still winding it down",
 						batch_id, state),
-				 errdetail("The worker stops the batch's calls in flight for up to 10 seconds after a cancel."),
+				 errdetail("The worker stops the batch's calls in flight for up to 10 seconds after a cancel, and records an end it kept while the batch's row was held once the row is free."),
 				 errhint("Call %s again in a few seconds.", function_name)));
 }
 

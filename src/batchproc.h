@@ -45,6 +45,9 @@
 #define BATCHPROC_IO_MEMBER			BATCHPROC_MAX_POOL
 #define BATCHPROC_POOL_PLACES		(BATCHPROC_MAX_POOL + BATCHPROC_MAX_IO)
 
+/* The batch ends one worker keeps, until their rows are free, by name. */
+#define BATCHPROC_MAX_KEPT_ENDS		32
+
 /*
  * What the launcher knows about one database.  A slot is claimed by the
  * launcher when it first sees a connectable database and is released when
@@ -70,6 +73,8 @@ typedef struct BatchprocPoolWorker
 	Latch	   *latch;			/* its procLatch, in shared memory */
 	int64		running_batch;	/* the batch whose import, export or end
 								 * it runs, or 0 */
+	int64		kept_ends[BATCHPROC_MAX_KEPT_ENDS];	/* batches whose end it
+													 * keeps (runner.c), or 0 */
 	bool		starting;		/* registered, not yet attached (not the
 								 * first worker, whose slot state says so) */
 	bool		unstartable;	/* its last start found no background
@@ -110,6 +115,7 @@ extern void batchproc_stop_worker_for_drop(Oid dboid);
 extern void batchproc_worker_attach(int slotno, int member, Oid dboid);
 extern void batchproc_worker_detach(int slotno, bool extension_absent);
 extern void batchproc_worker_running(int slotno, int64 batch_id);
+extern bool batchproc_worker_keeps_end(int slotno, int64 batch_id, bool keeps);
 extern bool batchproc_batch_running(Oid dboid, int64 batch_id);
 extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
 extern int	batchproc_pool_member(void);

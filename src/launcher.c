@@ -219,6 +219,41 @@ batchproc_worker_running(int slotno, int64 batch_id)
 	LWLockRelease(batchproc_shared->lock);
 }
 
+/*
+ * This worker keeps batch_id's end until the batch's row is free (keeps),
+ * or no longer does (runner.c): batchproc_batch_running counts the batch
+ * as still being wound down meanwhile, so that a redrive cannot start a
+ * run that the kept end would end.  False if the worker already names as
+ * many kept ends as it can.
+ */
+bool
+batchproc_worker_keeps_end(int slotno, int64 batch_id, bool keeps)
+{
+	BatchprocPoolWorker *w;
+	bool		named = false;
+
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	w = &batchproc_shared->slots[slotno].workers[my_member];
+	for (int i = 0; i < BATCHPROC_MAX_KEPT_ENDS && !named; i++)
+	{
+		if (w->kept_ends[i] == (keeps ? 0 : batch_id))
+		{
+			w->kept_ends[i] = keeps ? batch_id : 0;
+			named = true;
+		}
+	}
+	LWLockRelease(batchproc_shared->lock);
+	return named;
+}
+
+/* A worker that attaches or goes runs nothing and keeps no batch's end. */
+static void
+forget_batches(BatchprocPoolWorker *w)
+{
+	w->running_batch = 0;
+	memset(w->kept_ends, 0, sizeof(w->kept_ends));
+}
+
 /* This worker's place in its pool, from 0. */
 int
 batchproc_pool_member(void)
@@ -331,7 +366,7 @@ batchproc_io_worker_retire(uint64 wakes)
 	{
 		w->pid = 0;
 		w->latch = NULL;
-		w->running_batch = 0;
+		forget_batches(w);
 		w->stopped_at = GetCurrentTimestamp();
 	}
 	LWLockRelease(batchproc_shared->lock);
@@ -376,8 +411,17 @@ batchproc_batch_running(Oid dboid, int64 batch_id)
 	LWLockAcquire(batchproc_shared->lock, LW_SHARED);
 	slot = find_slot(dboid);
 	for (int k = 0; slot && k < BATCHPROC_POOL_PLACES; k++)
-		if (slot->workers[k].pid != 0 && slot->workers[k].running_batch == batch_id)
+	{
+		BatchprocPoolWorker *w = &slot->workers[k];
+
+		if (w->pid == 0)
+			continue;
+		if (w->running_batch == batch_id)
 			running = true;
+		for (int i = 0; i < BATCHPROC_MAX_KEPT_ENDS; i++)
+			if (w->kept_ends[i] == batch_id)
+				running = true;
+	}
 	LWLockRelease(batchproc_shared->lock);
 	return running;
 }
@@ -441,7 +485,7 @@ batchproc_worker_attach(int slotno, int member, Oid dboid)
 		w->pid = MyProcPid;
 		w->started = MyStartTimestamp;
 		w->latch = &MyProc->procLatch;
-		w->running_batch = 0;
+		forget_batches(w);
 		w->starting = false;
 		if (member == 0)
 			set_state(slot, SLOT_RUNNING);
@@ -487,7 +531,7 @@ batchproc_worker_detach(int slotno, bool extension_absent)
 	{
 		w->pid = 0;
 		w->latch = NULL;
-		w->running_batch = 0;
+		forget_batches(w);
 		w->stopped_at = GetCurrentTimestamp();
 		if (my_member == 0 && extension_absent &&
 			(slot->state == SLOT_RUNNING || slot->state == SLOT_STARTING))

@@ -144,8 +144,11 @@ batchproc_worker_main(Datum main_arg)
 #endif
 		}
 
-		/* An io worker started on demand goes when the demand is met. */
-		if (batchproc_io_worker_extra())
+		/*
+		 * An io worker started on demand goes when the demand is met, but
+		 * not with a batch's end it keeps until the batch's row is free.
+		 */
+		if (batchproc_io_worker_extra() && !batchproc_runner_keeps_ends())
 		{
 			if (batchproc_io_worker_retire(wakes))
 				proc_exit(0);

@@ -369,6 +369,7 @@ extern void batchproc_end_tx(MemoryContext back_to);
 
 /* runner.c */
 extern bool batchproc_run_batches(int slotno, long *look_again_ms);
+extern bool batchproc_runner_keeps_ends(void);
 extern const char *batchproc_batch_end_sql(void);
 
 /*

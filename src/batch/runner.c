@@ -127,11 +127,13 @@ typedef struct HeldEnding
 	TimestampTz held_since;
 	TimestampTz retry_at;
 	bool		logged;
+	bool		named;			/* in shared memory (batchproc_worker_keeps_end) */
 } HeldEnding;
 
 static List *held_endings = NIL;	/* HeldEnding *, in held_cxt */
 static MemoryContext held_cxt = NULL;
 static HeldEnding *held_trying = NULL;	/* out of the list while tried */
+static int	runner_slotno = -1;
 
 static void fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt);
 
@@ -980,7 +982,26 @@ end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
 		held->ending.error = MemoryContextStrdup(held_cxt, ending->error);
 	held->held_since = GetCurrentTimestamp();
 	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, ENDING_RETRY_MS);
+	held->named = batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
 	keep_held(held);
+}
+
+/* A kept ending recorded, or given up: the worker no longer keeps it. */
+static void
+forget_held(HeldEnding *held)
+{
+	if (held->named)
+		(void) batchproc_worker_keeps_end(runner_slotno, held->ending.batch_id, false);
+	if (held->ending.error)
+		pfree(held->ending.error);
+	pfree(held);
+}
+
+/* Does this worker keep a batch's end until the batch's row is free? */
+bool
+batchproc_runner_keeps_ends(void)
+{
+	return held_endings != NIL;
 }
 
 /* A batch's failure, from outside its dispatch. */
@@ -1035,9 +1056,7 @@ retry_held_endings(MemoryContext cxt)
 									(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is free again after %ld ms: its %s is recorded",
 											ending->batch_id, (long) ((now - held->held_since) / 1000),
 											ending_name(ending))));
-			if (ending->error)
-				pfree(ending->error);
-			pfree(held);
+			forget_held(held);
 			continue;
 		}
 		if (!held->logged && TimestampDifferenceExceeds(held->held_since, now, ENDING_HELD_LOG_MS))
@@ -1083,6 +1102,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 	if (held_cxt == NULL)
 		held_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc held endings",
 										 ALLOCSET_SMALL_SIZES);
+	runner_slotno = slotno;
 	*look_again_ms = -1;
 	disp = batchproc_dispatcher_create(slotno);
 	while (!interrupted)
@@ -1136,7 +1156,12 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 				List	   *endings = batchproc_dispatcher_run(disp, STEP_CHECK_MS);
 
 				foreach(lc, endings)
+				{
+					/* An error in it fails its batch. */
+					step_id = ((BatchprocDispatchEnding *) lfirst(lc))->batch_id;
 					end_or_keep(lfirst(lc), step_cxt);
+				}
+				step_id = 0;
 			}
 			batchproc_retention_sweep(batchproc_dispatcher_batches_sql(disp));
 		}
@@ -1174,9 +1199,8 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			else if (was_trying)
 			{
 				failed_id = was_trying->ending.batch_id;
-				if (was_trying->ending.error)
-					pfree(was_trying->ending.error);
-				pfree(was_trying);
+				step_level = was_trying->ending.log_level;
+				forget_held(was_trying);
 			}
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			{

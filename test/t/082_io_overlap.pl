@@ -269,6 +269,41 @@ like($node->safe_psql('postgres', "SELECT error FROM batchproc.batches WHERE id 
 	'with the error of its import');
 $node->stop;
 
+# --- The same, but mallory commits her cancel while the io worker is busy
+# with alice's import, whose GET the proxy holds ten seconds too: the io
+# worker still keeps mallory's failure, and records it (or finds the batch
+# ended) only once that import is done.  Until then her batch counts as
+# still being wound down: she may not purge it (nor redrive it), lest the
+# kept failure land on what she does next.  Then it stays cancelled.
+($node, my $kept_port) = node_behind_proxy('io_kept_failure', "batchproc.io_workers_per_database = 1\n",
+	'--delay-get', '10:2');
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"missing": "k"}}}));
+is(proxy_counted($kept_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's GET for ten seconds");
+my $kept_session = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
+$kept_session->query_safe('BEGIN');
+is($kept_session->query_safe("SELECT batchproc_cancel($mallory)"), 'cancelled',
+	'mallory cancels her import in a transaction she leaves open');
+$alice = alice_batch($node, 'alice8.csv', 3, 0);
+my $held_gets = 0;
+for (1 .. 600)
+{
+	last if ($held_gets = proxy_stats($kept_port)->{delayed}{GetObject} // 0) >= 2;
+	select(undef, undef, undef, 0.1);
+}
+is($held_gets, 2, "mallory's import fails at its end, and the io worker goes on to alice's, whose GET the proxy holds");
+$kept_session->query_safe('COMMIT');
+$kept_session->quit;
+like(as($node, 'mallory', "SELECT batchproc_purge($mallory)"),
+	qr/batch $mallory is cancelled, and its worker is still winding it down/,
+	'mallory commits, and may not purge her batch while the io worker keeps its failure');
+is(wait_for_batch($node, $alice), 'succeeded', "alice's batch is imported and runs to its end");
+ok($node->poll_query_until('postgres', "SELECT batchproc_purge($mallory)"),
+	"once the io worker is free, mallory's batch may be purged");
+is(state_of($node, $mallory), 'cancelled', 'it stays cancelled: the kept failure found it ended');
+$node->stop;
+
 # --- The same at the end of an export: mallory's 80 kB output passes a
 # link of 10 kB/s, and she cancels her exporting batch in a transaction
 # she leaves open.  When the upload ends, the export is given up rather
