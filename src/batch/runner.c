@@ -420,8 +420,21 @@ my_steps_sql(void)
 }
 
 /*
- * The oldest unfinished batch that is not being dispatched yet, of those
- * whose next step is this worker's, taking a queued one into importing.
+ * The order io work is taken up in: a role's imports and exports after
+ * those of roles with fewer under way, then oldest first.  One role's
+ * queue of large imports then holds another role's small batch behind
+ * those already under way only, not behind all of them.
+ */
+#define IO_ORDER_SQL \
+	"CASE WHEN state OPERATOR(pg_catalog.=) 'running' THEN 0 ELSE" \
+	" (SELECT pg_catalog.count(*) FROM batchproc.batches o" \
+	"  WHERE o.owner OPERATOR(pg_catalog.=) b.owner AND o.id OPERATOR(pg_catalog.<>) b.id" \
+	"  AND o.state OPERATOR(pg_catalog.=) ANY (ARRAY['importing', 'exporting'])) END"
+
+/*
+ * The first unfinished batch (IO_ORDER_SQL) that is not being dispatched
+ * yet, of those whose next step is this worker's, taking a queued one into
+ * importing.
  */
 static bool
 next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
@@ -430,10 +443,10 @@ next_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 
 	batchproc_begin_tx("batchproc: looking for work");
 	batchproc_spi_execute(psprintf("SELECT id, state, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL
-								   " FROM batchproc.batches"
+								   " FROM batchproc.batches b"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (%s)%s"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (%s)"
-								   " ORDER BY id LIMIT 100", batchproc_batch_states_sql(false),
+								   " ORDER BY " IO_ORDER_SQL ", id LIMIT 100", batchproc_batch_states_sql(false),
 								   my_steps_sql(), busy_batches_sql(disp)),
 						  false, 0, SPI_OK_SELECT);
 	step->locked = false;

@@ -7,7 +7,7 @@
 # exporting, or while mallory's import waits for a first byte that does
 # not come.  Both are ordinary members of batchproc_user.  And with no
 # background worker slot for the io worker, or with io workers turned
-# off, batches still run.
+# off, batches still run.  Waiting io work is taken up role by role.
 use strict;
 use warnings;
 
@@ -302,6 +302,29 @@ is(wait_for_batch($node, $alice), 'succeeded', "alice's batch is imported and ru
 ok($node->poll_query_until('postgres', "SELECT batchproc_purge($mallory)"),
 	"once the io worker is free, mallory's batch may be purged");
 is(state_of($node, $mallory), 'cancelled', 'it stays cancelled: the kept failure found it ended');
+$node->stop;
+
+# --- io work is taken up role by role: mallory's first import holds one
+# of the two io workers (a proxy holds its GET ten minutes); then two more
+# of her batches and one of alice's are submitted in one transaction, so
+# that all three wait at once.  The second io worker takes alice's first,
+# mallory having an import under way already, and mallory's after it.
+($node, my $role_port) = node_behind_proxy('io_by_role', "batchproc.io_workers_per_database = 2\n",
+	'--delay-get', '600:1');
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
+is(proxy_counted($role_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's first import");
+put_object($bucket, 'alice9.csv', "key\na1\n");
+my $echo = sub { qq{SELECT batchproc_submit('{"csv_s3_uri": "s3://$bucket/$_[0]", "target": {"type": "tool", "name": "echo"}}');} };
+my ($second, $third, $hers) = split(/\n/, $node->safe_psql('postgres',
+	join("\n", 'BEGIN;', 'SET ROLE mallory;', $echo->('next.csv'), $echo->('next.csv'),
+		'SET ROLE alice;', $echo->('alice9.csv'), 'COMMIT;')));
+is(wait_for_batch($node, $hers), 'succeeded', "alice's batch runs to its end");
+is(wait_for_batch($node, $_), 'succeeded', "mallory's batch $_ runs to its end") for ($second, $third);
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(id::text, ',' ORDER BY started_at, id) FROM batchproc.batches"
+		  . " WHERE id IN ($second, $third, $hers)"),
+	"$hers,$second,$third", "alice's import was taken up before mallory's two, submitted before it");
 $node->stop;
 
 # --- The same at the end of an export: mallory's 80 kB output passes a
