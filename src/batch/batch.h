@@ -366,6 +366,11 @@ extern void batchproc_export(BatchprocBatch *batch);
 /* txn.c */
 extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
+extern bool batchproc_take_batch_row(int64 id, int wait_ms);
+
+/* How long a batch's row is waited for: another worker of the pool holds it
+ * for a few milliseconds at a time. */
+#define BATCHPROC_ROW_WAIT_MS 50
 
 /* runner.c */
 extern bool batchproc_run_batches(int slotno, long *look_again_ms);

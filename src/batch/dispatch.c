@@ -108,8 +108,6 @@
  * and after how long the server log says so. */
 #define ROW_HELD_MS			50
 #define ROW_HELD_LOG_MS		1000
-/* How long a look waits for a row that was free at the last one. */
-#define ROW_WAIT_MS			50
 /* How often a run held back by its batch's calls in the rest of the pool
  * looks again (pool.c): a call ending in another worker wakes no one. */
 #define POOL_CALLS_MS		20
@@ -243,38 +241,21 @@ refill_queue(Dispatch *d)
 }
 
 /*
- * Take the batch's row for this transaction, unless another one holds it
- * (SKIP LOCKED: never wait long for it).  A row held a second or more is
- * said in the server log, and so is its release.
+ * Take the batch's row for this transaction (batchproc_take_batch_row),
+ * unless another one holds it.  A row held a second or more is said in the
+ * server log, and so is its release.
  */
-static bool
-take_batch_row(Dispatch *d)
-{
-	Oid			types[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(d->batch->id)};
-
-	batchproc_spi_execute_with_args("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1"
-									" FOR NO KEY UPDATE SKIP LOCKED",
-									1, types, args, NULL, false, 1, SPI_OK_SELECT);
-	return SPI_processed == 1;
-}
-
 static bool
 batch_row_free(Dispatch *d, TimestampTz now)
 {
-	bool		taken = take_batch_row(d);
-
 	/*
 	 * Another worker of the pool holds the row for a few milliseconds: wait
 	 * that long, as a plain update would, but only when the row was free at
 	 * the last look.  A row already held long is looked at without waiting.
 	 */
-	for (int waited = 0; !taken && d->row_held_since == 0 && waited < ROW_WAIT_MS; waited++)
-	{
-		pg_usleep(1000L);
-		CHECK_FOR_INTERRUPTS();
-		taken = take_batch_row(d);
-	}
+	bool		taken = batchproc_take_batch_row(d->batch->id,
+												 d->row_held_since == 0 ? BATCHPROC_ROW_WAIT_MS : 0);
+
 	if (taken)
 	{
 		if (d->row_held_logged)

@@ -89,8 +89,6 @@ static const char *const batch_state_names[] = {
 #define STEP_CHECK_MS 500
 /* A pool's worker looks again this often at a batch others finish. */
 #define LOOK_AGAIN_MS 1000
-/* How long a step's end waits for its batch's row, as for a worker's hold. */
-#define ROW_WAIT_MS 50
 /* How often an ending held back by its batch's row is tried again, and
  * after how long the server log says so. */
 #define ENDING_RETRY_MS 200
@@ -522,29 +520,15 @@ load_batch(int64 id, MemoryContext cxt)
 }
 
 /*
- * Take the batch's row for this transaction, unless another one holds it
- * (SKIP LOCKED: its owner may hold it with a cancel left open, and a
- * worker waiting for that would hold every other batch it runs).  With
- * wait, a hold gets ROW_WAIT_MS to end first, as long as a worker of the
- * pool holds it.  A row that is gone counts as taken: what the caller
- * updates then touches nothing.
+ * Take the batch's row for this transaction (batchproc_take_batch_row),
+ * with wait giving a hold BATCHPROC_ROW_WAIT_MS to end.  A row that is
+ * gone counts as taken: what the caller updates then touches nothing.
  */
 static bool
 take_row(int64 id, bool wait)
 {
-	char	   *take = psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								" FOR NO KEY UPDATE SKIP LOCKED", id);
-
-	for (int waited = 0;; waited++)
-	{
-		batchproc_spi_execute(take, false, 1, SPI_OK_SELECT);
-		if (SPI_processed == 1)
-			return true;
-		if (!wait || waited >= ROW_WAIT_MS)
-			break;
-		pg_usleep(1000L);
-		CHECK_FOR_INTERRUPTS();
-	}
+	if (batchproc_take_batch_row(id, wait ? BATCHPROC_ROW_WAIT_MS : 0))
+		return true;
 	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
 	return SPI_processed == 0;
