@@ -611,29 +611,18 @@ import_step(int64 id, MemoryContext cxt)
 }
 
 /*
- * Set the batch's end, notify listeners and wake waiters, and say so in
- * the server log: a success as INFO, a failure as ERROR.  An export's end
- * gives the export up rather than wait for the row (take_row_or_give_up);
- * any other end returns false, having done nothing, when the row is held
- * (take_row; wait as there).
+ * Set the batch's end, unless it ended meanwhile (a cancel), notify
+ * listeners, and say so in the server log: a success as INFO, a failure as
+ * ERROR.  In the caller's transaction, with the batch's row taken; the
+ * X-Ray segment to send once it commits comes back (NULL: none).
  */
-static bool
-finish_step(int64 id, BatchprocBatchState state, const char *error, const char *step,
-			bool wait, MemoryContext cxt)
+static char *
+record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
 	char		nulls[1] = {error ? ' ' : 'n'};
-	char	   *segment = NULL;
 
-	batchproc_begin_tx("batchproc: finishing a batch");
-	if (step)
-		take_row_or_give_up(id, step);
-	else if (!take_row(id, wait))
-	{
-		batchproc_end_tx(cxt);
-		return false;
-	}
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
@@ -659,12 +648,49 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 								(errmsg("batchproc: batch " INT64_FORMAT " %s: %s rows succeeded, %s failed",
 										id, batchproc_batch_state_name(state),
 										SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2))));
-		segment = batchproc_xray_batch_ended(id, cxt);
 	}
+
+	/*
+	 * The batch's segment, sent in progress when its run started, is closed
+	 * in the state the batch ended in: this end, or a cancel committed
+	 * after the run's end (while the ending was kept for the row, or in a
+	 * step's last instant), which no one else closes.
+	 */
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
-	batchproc_end_tx(cxt);
+	return batchproc_xray_batch_ended(id, cxt);
+}
+
+/* After record_end's transaction commits: its trace, and the waiters. */
+static void
+announce_end(char *segment)
+{
 	batchproc_xray_send(segment);
 	ConditionVariableBroadcast(&batchproc_shared->batch_done);
+}
+
+/*
+ * End the batch in a transaction of its own (record_end).  An export's end
+ * gives the export up rather than wait for the row (take_row_or_give_up);
+ * any other end returns false, having done nothing, when the row is held
+ * (take_row; wait as there).
+ */
+static bool
+finish_step(int64 id, BatchprocBatchState state, const char *error, const char *step,
+			bool wait, MemoryContext cxt)
+{
+	char	   *segment;
+
+	batchproc_begin_tx("batchproc: finishing a batch");
+	if (step)
+		take_row_or_give_up(id, step);
+	else if (!take_row(id, wait))
+	{
+		batchproc_end_tx(cxt);
+		return false;
+	}
+	segment = record_end(id, state, error, cxt);
+	batchproc_end_tx(cxt);
+	announce_end(segment);
 	return true;
 }
 
@@ -738,6 +764,7 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	int64		succeeded = 0;
 	int64		failed = 0;
 	int64		total = 0;
+	char	   *segment = NULL;
 
 	batchproc_begin_tx("batchproc: ending a batch's dispatch");
 	batchproc_leases_release(id);
@@ -759,32 +786,40 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 		/* Chunks other workers hold say so without reading the table. */
 		pending = batchproc_leases_held_by_others(id) || rows_pending(id);
-		/*
-		 * With no row pending no chunk can be leased again: the leases go.
-		 * Those of a batch that failed or was cancelled while other workers
-		 * still ran stay until a redrive, lest a worker that has not seen
-		 * the end yet lease a chunk another still sends.
-		 */
-		if (!pending)
-			batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
-								  false, 0, SPI_OK_DELETE);
-		if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
+	}
+
+	/*
+	 * With no row pending no chunk can be leased again: the leases go.
+	 * Those of a batch that failed or was cancelled while other workers
+	 * still ran stay until a redrive, lest a worker that has not seen the
+	 * end yet lease a chunk another still sends.  The end is recorded in
+	 * this transaction, under the row's lock: a cancel and a redrive
+	 * committed after the look would otherwise meet an end meant for the
+	 * run before.
+	 */
+	if (running && !pending)
+	{
+		batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
+							  false, 0, SPI_OK_DELETE);
+		if (succeeded == 0 && failed > 0)
+			segment = record_end(id, BATCHPROC_BATCH_FAILED,
+								 psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
+								 cxt);
+		else if (ending->export_next)
 			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+		else
+			segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
 	}
 	batchproc_end_tx(cxt);
 
 	if (!running)
 		return true;
-	if (!pending && !(succeeded == 0 && failed > 0) && ending->export_next)
-		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
-	else if (pending)
+	if (pending)
 		defer(id);
-	else if (succeeded == 0 && failed > 0)
-		return finish(id, BATCHPROC_BATCH_FAILED,
-					  psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
-					  wait, cxt);
-	else if (!ending->export_next)
-		return finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, wait, cxt);
+	else if (ending->export_next && !(succeeded == 0 && failed > 0))
+		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
+	else
+		announce_end(segment);
 	return true;
 }
 
@@ -800,34 +835,34 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	int64		id = ending->batch_id;
 	bool		redriven = false;
+	char	   *segment = NULL;
 
-	if (ending->export_next || !wait)
+	batchproc_begin_tx("batchproc: ending a batch's dispatch");
+	if (!take_row(id, wait))
 	{
-		batchproc_begin_tx("batchproc: ending a batch's dispatch");
-		if (!take_row(id, wait))
-		{
-			batchproc_end_tx(cxt);
-			return false;
-		}
-		if (!wait)
-		{
-			batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-										   " AND state OPERATOR(pg_catalog.=) 'running'", id),
-								  false, 1, SPI_OK_SELECT);
-			redriven = SPI_processed == 1 && rows_pending(id);
-		}
-		if (!redriven && ending->export_next)
-			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 		batchproc_end_tx(cxt);
+		return false;
 	}
+	if (!wait)
+	{
+		batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+									   " AND state OPERATOR(pg_catalog.=) 'running'", id),
+							  false, 1, SPI_OK_SELECT);
+		redriven = SPI_processed == 1 && rows_pending(id);
+	}
+	if (!redriven && ending->export_next)
+		move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+	else if (!redriven)
+		segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+	batchproc_end_tx(cxt);
+
 	if (redriven)
 		return true;
 	if (ending->export_next)
-	{
 		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
-		return true;
-	}
-	return finish(id, BATCHPROC_BATCH_SUCCEEDED, NULL, wait, cxt);
+	else
+		announce_end(segment);
+	return true;
 }
 
 /*
