@@ -246,6 +246,16 @@ batchproc_worker_keeps_end(int slotno, int64 batch_id, bool keeps)
 	return named;
 }
 
+/* The worker names no batch whose end it keeps (it names them again). */
+void
+batchproc_worker_forget_ends(int slotno)
+{
+	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
+	memset(batchproc_shared->slots[slotno].workers[my_member].kept_ends, 0,
+		   sizeof(batchproc_shared->slots[slotno].workers[my_member].kept_ends));
+	LWLockRelease(batchproc_shared->lock);
+}
+
 /* A worker that attaches or goes runs nothing and keeps no batch's end. */
 static void
 forget_batches(BatchprocPoolWorker *w)

@@ -295,6 +295,8 @@ typedef struct BatchprocDispatchEnding
 	char	   *error;			/* STOPPED_ON_ERROR: the first row's error */
 	bool		export_next;	/* DONE: the batch has an output_s3_uri */
 	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
+	bool		named;			/* in shared memory until recorded
+								 * (batchproc_worker_keeps_end) */
 } BatchprocDispatchEnding;
 
 typedef struct BatchprocDispatcher BatchprocDispatcher;

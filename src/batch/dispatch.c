@@ -996,6 +996,13 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	batchproc_dispatch_abandon_calls(d);
 	batchproc_metrics_take(d->stats);
 	batchproc_pool_leave(d->batch);
+
+	/*
+	 * The slot names the batch until the runner records its end, as for an
+	 * end it keeps: a cancel and a redrive committed before then would
+	 * otherwise start a run that the end meant for this one ends.
+	 */
+	ending->named = batchproc_worker_keeps_end(disp->slotno, d->batch->id, true);
 	batchproc_worker_running(disp->slotno, 0);
 
 	ending->batch_id = d->batch->id;

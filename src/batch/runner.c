@@ -282,8 +282,11 @@ batchproc_batch_end_sql(void)
 		" NULLIF((config OPERATOR(pg_catalog.#>>) '{execution_config,ttl_days}')::pg_catalog.int4, 0))";
 }
 
-/* Move a batch from one state to another, if it is still in the first. */
-static void
+/*
+ * Move a batch from one state to another, if it is still in the first;
+ * false if it was not.
+ */
+static bool
 move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const char *also_set)
 {
 	batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET state = '%s'%s"
@@ -292,6 +295,7 @@ move_state(int64 id, BatchprocBatchState from, BatchprocBatchState to, const cha
 								   batchproc_batch_state_name(to), also_set ? also_set : "",
 								   id, batchproc_batch_state_name(from)),
 						  false, 0, SPI_OK_UPDATE);
+	return SPI_processed == 1;
 }
 
 /* Leave a batch alone for LOOK_AGAIN_MS, or until the worker is woken. */
@@ -611,6 +615,21 @@ import_step(int64 id, MemoryContext cxt)
 }
 
 /*
+ * The X-Ray segment of a batch that a cancel ended after its run had ended
+ * without seeing it (while the run's end was kept for the row, or in its
+ * last instant), or NULL.  The segment was sent in progress when the run
+ * started, and no one else closes it.  SPI connected.
+ */
+static char *
+cancelled_segment(int64 id, MemoryContext cxt)
+{
+	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) 'cancelled'", id),
+						  false, 1, SPI_OK_SELECT);
+	return SPI_processed == 1 ? batchproc_xray_batch_ended(id, cxt) : NULL;
+}
+
+/*
  * Set the batch's end, unless it ended meanwhile (a cancel), notify
  * listeners, and say so in the server log: a success as INFO, a failure as
  * ERROR.  In the caller's transaction, with the batch's row taken; the
@@ -622,6 +641,7 @@ record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
 	char		nulls[1] = {error ? ' ' : 'n'};
+	bool		ended;
 
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* A batch cancelled meanwhile stays cancelled. */
@@ -634,7 +654,8 @@ record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext
 											 batchproc_batch_end_sql(), id,
 											 batchproc_batch_states_sql(false)),
 									1, types, args, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
-	if (SPI_processed == 1)
+	ended = SPI_processed == 1;
+	if (ended)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -649,15 +670,8 @@ record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext
 										id, batchproc_batch_state_name(state),
 										SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2))));
 	}
-
-	/*
-	 * The batch's segment, sent in progress when its run started, is closed
-	 * in the state the batch ended in: this end, or a cancel committed
-	 * after the run's end (while the ending was kept for the row, or in a
-	 * step's last instant), which no one else closes.
-	 */
 	batchproc_spi_execute(psprintf("SELECT pg_catalog.pg_notify('batchproc', '" INT64_FORMAT "')", id), false, 0, SPI_OK_SELECT);
-	return batchproc_xray_batch_ended(id, cxt);
+	return ended ? batchproc_xray_batch_ended(id, cxt) : cancelled_segment(id, cxt);
 }
 
 /* After record_end's transaction commits: its trace, and the waiters. */
@@ -787,6 +801,8 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		/* Chunks other workers hold say so without reading the table. */
 		pending = batchproc_leases_held_by_others(id) || rows_pending(id);
 	}
+	else
+		segment = cancelled_segment(id, cxt);
 
 	/*
 	 * With no row pending no chunk can be leased again: the leases go.
@@ -813,7 +829,10 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	batchproc_end_tx(cxt);
 
 	if (!running)
+	{
+		batchproc_xray_send(segment);
 		return true;
+	}
 	if (pending)
 		defer(id);
 	else if (ending->export_next && !(succeeded == 0 && failed > 0))
@@ -835,6 +854,7 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	int64		id = ending->batch_id;
 	bool		redriven = false;
+	bool		exporting = false;
 	char	   *segment = NULL;
 
 	batchproc_begin_tx("batchproc: ending a batch's dispatch");
@@ -851,15 +871,21 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		redriven = SPI_processed == 1 && rows_pending(id);
 	}
 	if (!redriven && ending->export_next)
-		move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+	{
+		exporting = move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
+		if (!exporting)
+			segment = cancelled_segment(id, cxt);
+	}
 	else if (!redriven)
 		segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
 	batchproc_end_tx(cxt);
 
 	if (redriven)
 		return true;
-	if (ending->export_next)
+	if (exporting)
 		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
+	else if (ending->export_next)
+		batchproc_xray_send(segment);
 	else
 		announce_end(segment);
 	return true;
@@ -1007,15 +1033,38 @@ end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
 	HeldEnding *held;
 
 	if (dispatch_ended(ending, true, cxt))
+	{
+		if (ending->named)
+			(void) batchproc_worker_keeps_end(runner_slotno, ending->batch_id, false);
 		return;
+	}
 	held = MemoryContextAllocZero(held_cxt, sizeof(HeldEnding));
 	held->ending = *ending;
 	if (ending->error)
 		held->ending.error = MemoryContextStrdup(held_cxt, ending->error);
 	held->held_since = GetCurrentTimestamp();
 	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, ENDING_RETRY_MS);
-	held->named = batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
+	held->named = ending->named || batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
 	keep_held(held);
+}
+
+/*
+ * After an error: the batches named in shared memory are those whose end
+ * this worker keeps, and no others (an ending the error cut short, or one
+ * after it in the dispatcher's list, was named too).
+ */
+static void
+rename_held(void)
+{
+	ListCell   *lc;
+
+	batchproc_worker_forget_ends(runner_slotno);
+	foreach(lc, held_endings)
+	{
+		HeldEnding *held = lfirst(lc);
+
+		held->named = batchproc_worker_keeps_end(runner_slotno, held->ending.batch_id, true);
+	}
 }
 
 /* A kept ending recorded, or given up: the worker no longer keeps it. */
@@ -1262,6 +1311,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 						   step_level, cxt);
 			else
 				ReThrowError(edata);
+			rename_held();
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(cxt);
