@@ -7,7 +7,8 @@
 # exporting, or while mallory's import waits for a first byte that does
 # not come.  Both are ordinary members of batchproc_user.  And with no
 # background worker slot for the io worker, or with io workers turned
-# off, batches still run.  Waiting io work is taken up role by role.
+# off, batches still run.  Waiting io work is taken up role by role.  An
+# io worker started on demand does not exit while it keeps a failure.
 use strict;
 use warnings;
 
@@ -325,6 +326,53 @@ is( $node->safe_psql('postgres',
 		"SELECT string_agg(id::text, ',' ORDER BY started_at, id) FROM batchproc.batches"
 		  . " WHERE id IN ($second, $third, $hers)"),
 	"$hers,$second,$third", "alice's import was taken up before mallory's two, submitted before it");
+$node->stop;
+
+# --- An io worker started on demand keeps a failure until the row is
+# free: the first io worker imports mallory's first batch, whose GET a
+# proxy holds ten seconds; her second waits, and an io worker started for
+# it imports it, its GET held as long.  Its CSV lacks the column her
+# mapping reads, and she cancels it in a transaction she leaves open, so
+# that its import fails while its row is held.  The second io worker, with
+# nothing else to do, must not exit with the failure it keeps: it stays,
+# says so, and records the failure once she rolls back; each of her CSVs
+# is read once.
+($node, my $extra_port) = node_behind_proxy('io_extra_kept', "batchproc.io_workers_per_database = 2
+",
+	'--delay-get', '10:2');
+$mallory = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
+is(proxy_counted($extra_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's first GET, and the first io worker with it");
+my $failing = submit_as($node, 'mallory',
+	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"},
+	"input_mapping": {"column_mappings": {"missing": "k"}}}));
+my $extra_gets = 0;
+for (1 .. 600)
+{
+	last if ($extra_gets = proxy_stats($extra_port)->{delayed}{GetObject} // 0) >= 2;
+	select(undef, undef, undef, 0.1);
+}
+is($extra_gets, 2, "a second io worker imports her second batch, its GET held too");
+$log_offset = -s $node->logfile;
+my $extra_session = $node->background_psql('postgres', extra_params => [ '-U', 'mallory' ]);
+$extra_session->query_safe('BEGIN');
+is($extra_session->query_safe("SELECT batchproc_cancel($failing)"), 'cancelled',
+	'mallory cancels it in a transaction she leaves open');
+ok( $node->wait_for_log(
+		qr/WARNING:  batchproc: batch ${failing}'s row in batchproc\.batches is locked by another transaction: its failure is recorded once the row is free/,
+		$log_offset),
+	'its import fails, and the second io worker keeps the failure for her row rather than exit with it');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchproc io worker'"),
+	'2', 'both io workers are there, with nothing to import');
+$extra_session->query_safe('ROLLBACK');
+$extra_session->quit;
+ok( $node->wait_for_log(
+		qr/batchproc: batch ${failing}'s row in batchproc\.batches is free again after \d+ ms: its failure is recorded/,
+		$log_offset),
+	'mallory rolls back, and the io worker records the failure it kept');
+is(wait_for_batch($node, $failing), 'failed', 'her batch fails');
+is(wait_for_batch($node, $mallory), 'succeeded', 'and her first runs to its end');
+is(proxy_stats($extra_port)->{forwarded}{GetObject}, 2, 'each of her CSVs was read once');
 $node->stop;
 
 # --- The same at the end of an export: mallory's 80 kB output passes a
