@@ -116,7 +116,7 @@ extern void batchproc_worker_attach(int slotno, int member, Oid dboid);
 extern void batchproc_worker_detach(int slotno, bool extension_absent);
 extern void batchproc_worker_running(int slotno, int64 batch_id);
 extern bool batchproc_worker_keeps_end(int slotno, int64 batch_id, bool keeps);
-extern void batchproc_worker_forget_ends(int slotno);
+extern void batchproc_worker_name_ends(int slotno, const int64 *ids, int n);
 extern bool batchproc_batch_running(Oid dboid, int64 batch_id);
 extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
 extern int	batchproc_pool_member(void);

@@ -246,13 +246,20 @@ batchproc_worker_keeps_end(int slotno, int64 batch_id, bool keeps)
 	return named;
 }
 
-/* The worker names no batch whose end it keeps (it names them again). */
+/*
+ * The worker names these n batches (at most BATCHPROC_MAX_KEPT_ENDS) as
+ * those whose end it keeps, and no others, in one step: a batch it names
+ * before and after is never unnamed in between.
+ */
 void
-batchproc_worker_forget_ends(int slotno)
+batchproc_worker_name_ends(int slotno, const int64 *ids, int n)
 {
+	int64	   *kept = batchproc_shared->slots[slotno].workers[my_member].kept_ends;
+
+	Assert(n <= BATCHPROC_MAX_KEPT_ENDS);
 	LWLockAcquire(batchproc_shared->lock, LW_EXCLUSIVE);
-	memset(batchproc_shared->slots[slotno].workers[my_member].kept_ends, 0,
-		   sizeof(batchproc_shared->slots[slotno].workers[my_member].kept_ends));
+	for (int i = 0; i < BATCHPROC_MAX_KEPT_ENDS; i++)
+		kept[i] = i < n ? ids[i] : 0;
 	LWLockRelease(batchproc_shared->lock);
 }
 

@@ -125,7 +125,6 @@ typedef struct HeldEnding
 	TimestampTz held_since;
 	TimestampTz retry_at;
 	bool		logged;
-	bool		named;			/* in shared memory (batchproc_worker_keeps_end) */
 } HeldEnding;
 
 static List *held_endings = NIL;	/* HeldEnding *, in held_cxt */
@@ -363,6 +362,17 @@ pick(Step *step)
 			if (!batchproc_pool_lock_step(id))
 			{
 				/* Another worker imports or exports it: look again soon. */
+				defer(id);
+				continue;
+			}
+			if (batchproc_batch_running(MyDatabaseId, id))
+			{
+				/*
+				 * Another worker keeps the end of its step (a failure, until
+				 * the batch's row is free): taken up again, the step would
+				 * be done twice.
+				 */
+				batchproc_pool_unlock_step(id);
 				defer(id);
 				continue;
 			}
@@ -615,6 +625,21 @@ import_step(int64 id, MemoryContext cxt)
 }
 
 /*
+ * The worker no longer owes the ending's batch an end: called in the
+ * transaction that records it, with the batch's row taken.  A redrive or
+ * a purge waits for that row and finds the end once it commits; unnamed
+ * only after the commit, the batch would be refused to them for a moment
+ * after its waiters were woken.
+ */
+static void
+unname(BatchprocDispatchEnding *ending)
+{
+	if (ending->named)
+		(void) batchproc_worker_keeps_end(runner_slotno, ending->batch_id, false);
+	ending->named = false;
+}
+
+/*
  * The X-Ray segment of a batch that a cancel ended after its run had ended
  * without seeing it (while the run's end was kept for the row, or in its
  * last instant), or NULL.  The segment was sent in progress when the run
@@ -629,14 +654,21 @@ cancelled_segment(int64 id, MemoryContext cxt)
 	return SPI_processed == 1 ? batchproc_xray_batch_ended(id, cxt) : NULL;
 }
 
+/* The states an end of a run's calls, or of an export, is recorded from. */
+#define ONLY_RUNNING "ARRAY['running']"
+#define ONLY_EXPORTING "ARRAY['exporting']"
+
 /*
- * Set the batch's end, unless it ended meanwhile (a cancel), notify
- * listeners, and say so in the server log: a success as INFO, a failure as
- * ERROR.  In the caller's transaction, with the batch's row taken; the
- * X-Ray segment to send once it commits comes back (NULL: none).
+ * Set the batch's end if it is still in one of the states of from (an SQL
+ * array: a batch cancelled meanwhile stays cancelled, and one cancelled
+ * and redriven during its export runs on), notify listeners,
+ * and say so in the server log: a success as INFO, a failure as ERROR.  In
+ * the caller's transaction, with the batch's row taken; the X-Ray segment
+ * to send once it commits comes back (NULL: none).
  */
 static char *
-record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext cxt)
+record_end(int64 id, BatchprocBatchState state, const char *from, const char *error,
+		   MemoryContext cxt)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1];
@@ -644,15 +676,13 @@ record_end(int64 id, BatchprocBatchState state, const char *error, MemoryContext
 	bool		ended;
 
 	args[0] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	/* A batch cancelled meanwhile stays cancelled. */
 	batchproc_spi_execute_with_args(psprintf("UPDATE batchproc.batches SET state = '%s', error = $1,"
 											 " in_flight = 0, %s"
 											 " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 											 " AND state OPERATOR(pg_catalog.=) ANY (%s)"
 											 " RETURNING succeeded_rows, failed_rows, " BATCHPROC_LOG_LEVEL_COLUMNS_SQL,
 											 batchproc_batch_state_name(state),
-											 batchproc_batch_end_sql(), id,
-											 batchproc_batch_states_sql(false)),
+											 batchproc_batch_end_sql(), id, from),
 									1, types, args, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	ended = SPI_processed == 1;
 	if (ended)
@@ -685,12 +715,12 @@ announce_end(char *segment)
 /*
  * End the batch in a transaction of its own (record_end).  An export's end
  * gives the export up rather than wait for the row (take_row_or_give_up);
- * any other end returns false, having done nothing, when the row is held
- * (take_row; wait as there).
+ * any other end, a dispatch's ending, returns false, having done nothing,
+ * when the row is held (take_row; wait as there).
  */
 static bool
 finish_step(int64 id, BatchprocBatchState state, const char *error, const char *step,
-			bool wait, MemoryContext cxt)
+			BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	char	   *segment;
 
@@ -702,16 +732,13 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 		batchproc_end_tx(cxt);
 		return false;
 	}
-	segment = record_end(id, state, error, cxt);
+	if (ending)
+		unname(ending);
+	/* An export's end is its batch's only while it is exporting still. */
+	segment = record_end(id, state, step ? ONLY_EXPORTING : batchproc_batch_states_sql(false), error, cxt);
 	batchproc_end_tx(cxt);
 	announce_end(segment);
 	return true;
-}
-
-static bool
-finish(int64 id, BatchprocBatchState state, const char *error, bool wait, MemoryContext cxt)
-{
-	return finish_step(id, state, error, NULL, wait, cxt);
 }
 
 /*
@@ -787,6 +814,7 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		batchproc_end_tx(cxt);
 		return false;
 	}
+	unname(ending);
 	batchproc_spi_execute(psprintf("SELECT state, succeeded_rows, failed_rows, total_rows FROM batchproc.batches"
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
@@ -818,13 +846,13 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		batchproc_spi_execute(psprintf("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 							  false, 0, SPI_OK_DELETE);
 		if (succeeded == 0 && failed > 0)
-			segment = record_end(id, BATCHPROC_BATCH_FAILED,
+			segment = record_end(id, BATCHPROC_BATCH_FAILED, ONLY_RUNNING,
 								 psprintf("every row failed: " INT64_FORMAT " of " INT64_FORMAT " rows", failed, total),
 								 cxt);
 		else if (ending->export_next)
 			move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 		else
-			segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+			segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, ONLY_RUNNING, NULL, cxt);
 	}
 	batchproc_end_tx(cxt);
 
@@ -844,10 +872,12 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 
 /*
  * A lone worker's run of the batch is done: it exports next, or ends.
- * Tried again (!wait) after its row was held, the batch may have been
- * ended and redriven meanwhile (the transaction that held it may do both):
- * then its rows are pending again, and its next run is next_step's.
- * False if another transaction holds the row (take_row).
+ * Unless the batch was cancelled and redriven while the run went on
+ * without seeing the cancel (the worker busy or stopped while both
+ * committed, or the row held by the transaction that did both): then its
+ * redriven rows are pending again, some behind the rows the run had read,
+ * and its next run is next_step's.  False if another transaction holds the
+ * row (take_row).
  */
 static bool
 lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
@@ -863,13 +893,12 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		batchproc_end_tx(cxt);
 		return false;
 	}
-	if (!wait)
-	{
-		batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-									   " AND state OPERATOR(pg_catalog.=) 'running'", id),
-							  false, 1, SPI_OK_SELECT);
-		redriven = SPI_processed == 1 && rows_pending(id);
-	}
+
+	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								   " AND state OPERATOR(pg_catalog.=) 'running'", id),
+						  false, 1, SPI_OK_SELECT);
+	redriven = SPI_processed == 1 && rows_pending(id);
+	unname(ending);
 	if (!redriven && ending->export_next)
 	{
 		exporting = move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
@@ -877,7 +906,7 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 			segment = cancelled_segment(id, cxt);
 	}
 	else if (!redriven)
-		segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, NULL, cxt);
+		segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, ONLY_RUNNING, NULL, cxt);
 	batchproc_end_tx(cxt);
 
 	if (redriven)
@@ -958,7 +987,7 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 			batchproc_batch_log(step->log_level, BATCHPROC_LOG_INFO,
 								(errmsg("batchproc: batch " INT64_FORMAT " exported to %s",
 										step->id, batch->config->output_s3_uri)));
-			(void) finish_step(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, "export", true, cxt);
+			(void) finish_step(step->id, BATCHPROC_BATCH_SUCCEEDED, NULL, "export", NULL, true, cxt);
 			break;
 
 		case BATCHPROC_BATCH_SUCCEEDED:
@@ -998,7 +1027,8 @@ dispatch_ended(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	switch (ending->end)
 	{
 		case BATCHPROC_DISPATCH_STOPPED_ON_ERROR:
-			return finish(ending->batch_id, BATCHPROC_BATCH_FAILED, ending->error, wait, cxt);
+			return finish_step(ending->batch_id, BATCHPROC_BATCH_FAILED, ending->error, NULL, ending,
+							   wait, cxt);
 		case BATCHPROC_DISPATCH_CANCELLED:
 			/* Cancelled, or redriven meanwhile: the table says which. */
 			if (batchproc_pool_mode())
@@ -1034,8 +1064,7 @@ end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
 
 	if (dispatch_ended(ending, true, cxt))
 	{
-		if (ending->named)
-			(void) batchproc_worker_keeps_end(runner_slotno, ending->batch_id, false);
+		unname(ending);
 		return;
 	}
 	held = MemoryContextAllocZero(held_cxt, sizeof(HeldEnding));
@@ -1044,7 +1073,8 @@ end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
 		held->ending.error = MemoryContextStrdup(held_cxt, ending->error);
 	held->held_since = GetCurrentTimestamp();
 	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, ENDING_RETRY_MS);
-	held->named = ending->named || batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
+	if (!held->ending.named)
+		held->ending.named = batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
 	keep_held(held);
 }
 
@@ -1056,23 +1086,26 @@ end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
 static void
 rename_held(void)
 {
+	int64		ids[BATCHPROC_MAX_KEPT_ENDS];
+	int			n = 0;
 	ListCell   *lc;
 
-	batchproc_worker_forget_ends(runner_slotno);
 	foreach(lc, held_endings)
 	{
 		HeldEnding *held = lfirst(lc);
 
-		held->named = batchproc_worker_keeps_end(runner_slotno, held->ending.batch_id, true);
+		held->ending.named = n < BATCHPROC_MAX_KEPT_ENDS;
+		if (held->ending.named)
+			ids[n++] = held->ending.batch_id;
 	}
+	batchproc_worker_name_ends(runner_slotno, ids, n);
 }
 
 /* A kept ending recorded, or given up: the worker no longer keeps it. */
 static void
 forget_held(HeldEnding *held)
 {
-	if (held->named)
-		(void) batchproc_worker_keeps_end(runner_slotno, held->ending.batch_id, false);
+	unname(&held->ending);
 	if (held->ending.error)
 		pfree(held->ending.error);
 	pfree(held);

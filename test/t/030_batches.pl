@@ -1,7 +1,7 @@
 # Batches end to end: the Batch Processor Tool specification's three examples, the CSV import's
 # variations, retries, timeouts, dead letters, continue_on_error, cancel,
-# redrive, the concurrency cap, hundreds of calls in flight, progress and
-# NOTIFY.
+# redrive (also after a cancel the worker did not see), the concurrency
+# cap, hundreds of calls in flight, progress and NOTIFY.
 use strict;
 use warnings;
 
@@ -291,6 +291,30 @@ is(join(',', map { "$_=" . ($stats = lambda_stats())->{by_key}{$_} } qw(ok1 bad 
 is(sql("SELECT b.failed_rows || '|' || b.succeeded_rows || '|' || (SELECT count(*) FROM batchproc.dead_letters d WHERE d.batch_id = b.id) FROM batchproc.batches b WHERE b.id = $id"),
 	'0|3|0', 'the counters and dead letters follow');
 like(get_csv('redrive.out.csv'), qr/^bad,3,500,bad,/m, 'and the export was written again');
+
+# --- A cancel and a redrive that both commit while the worker is away (a
+# worker stopped here; one too busy to look does the same): the run it
+# resumes never sees the cancel, and the failed row the redrive sends again
+# lies behind the rows that run had read.  The run's end must leave that
+# row to a new run, not end the batch with the row never sent again.
+lambda_reset();
+put_csv('away.csv', "key,fail_times,fail_mode,delay_ms\naway-bad,1,500,0\naway-1,0,500,4000\naway-2,0,500,4000\n");
+$id = submit(q({"csv_s3_uri": "s3://batches/away.csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode"},
+    "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "$"}},
+      "delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+  "execution_config": {"retry_policy": {"max_attempts": 1}}}));
+ok($node->poll_query_until('postgres', "SELECT _status = 'FAILED' FROM batchproc_data.batch_$id WHERE key = 'away-bad'"),
+	'away: its first row fails at once, while the two others are in flight');
+my $worker = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
+ok(stop_at_rest($node, $worker), 'away: the worker is stopped');
+is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'away: the batch is cancelled meanwhile');
+is(sql("SELECT batchproc_retry_failed($id)"), '3', 'away: and redriven, its three rows to go again');
+kill 'CONT', $worker;
+is(wait_for($id), 'succeeded', 'away: the worker comes back, and the batch ends');
+is(sql("SELECT string_agg(key || '=' || coalesce(_status, 'none'), ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
+	'away-bad=SUCCESS,away-1=SUCCESS,away-2=SUCCESS', "away: with every row's result");
+is(lambda_stats()->{by_key}{'away-bad'}, 2, 'away: the failed row was sent again, and succeeded');
 
 $lambda->kill_kill;
 done_testing();
