@@ -122,7 +122,8 @@ extern int	batchproc_pool_holders(int *pids, TimestampTz *started);
 extern int	batchproc_pool_member(void);
 extern bool batchproc_is_io_worker(void);
 extern bool batchproc_io_worker_unstartable(void);
-extern int	batchproc_io_busy(int64 *running);
+#define BATCHPROC_BUSY_MAX (BATCHPROC_POOL_PLACES * (1 + BATCHPROC_MAX_KEPT_ENDS))
+extern int	batchproc_io_busy(int64 *busy);
 extern void batchproc_want_io_worker(void);
 extern uint64 batchproc_wakes(void);
 extern bool batchproc_io_worker_extra(void);

@@ -305,11 +305,12 @@ batchproc_io_worker_unstartable(void)
 /*
  * Are all of this database's io workers busy, each with a step, and is
  * there room for one more?  Then returns how many batches the database's
- * workers run, in running (room for BATCHPROC_POOL_PLACES); else -1: an
- * io worker that is idle, or starting, takes whatever waits.
+ * workers run or keep an end of, in busy (room for BATCHPROC_BUSY_MAX): no
+ * new io worker could take those up; else -1: an io worker that is idle,
+ * or starting, takes whatever waits.
  */
 int
-batchproc_io_busy(int64 *running)
+batchproc_io_busy(int64 *busy)
 {
 	BatchprocDbSlot *slot = &batchproc_shared->slots[my_slotno];
 	int			io = 0;
@@ -326,8 +327,13 @@ batchproc_io_busy(int64 *running)
 			io++;
 			idle |= w->starting || w->running_batch == 0;
 		}
-		if (w->pid != 0 && w->running_batch != 0)
-			running[n++] = w->running_batch;
+		if (w->pid == 0)
+			continue;
+		if (w->running_batch != 0)
+			busy[n++] = w->running_batch;
+		for (int i = 0; i < BATCHPROC_MAX_KEPT_ENDS; i++)
+			if (w->kept_ends[i] != 0)
+				busy[n++] = w->kept_ends[i];
 	}
 	LWLockRelease(batchproc_shared->lock);
 	return idle || io >= batchproc_io_workers_per_database ? -1 : n;

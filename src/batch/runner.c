@@ -192,22 +192,23 @@ batchproc_step_watch_start(BatchprocStepWatch *watch, int64 batch_id,
 
 /*
  * In an io worker, during its step: io work that waits (a batch queued, or
- * importing or exporting with no worker on it) while every io worker is
+ * importing or exporting with no worker on it, nor one keeping the end of
+ * its step) while every io worker is
  * busy asks the launcher for one more io worker, so that a small batch
  * does not wait behind a long import or export.  SPI connected.
  */
 static void
 ask_for_io_worker(void)
 {
-	int64		running[BATCHPROC_POOL_PLACES];
+	int64		busy[BATCHPROC_BUSY_MAX];
 	int			n;
 	StringInfoData ids;
 
-	if (!batchproc_is_io_worker() || (n = batchproc_io_busy(running)) < 0)
+	if (!batchproc_is_io_worker() || (n = batchproc_io_busy(busy)) < 0)
 		return;
 	initStringInfo(&ids);
 	for (int i = 0; i < n; i++)
-		appendStringInfo(&ids, ", " INT64_FORMAT, running[i]);
+		appendStringInfo(&ids, ", " INT64_FORMAT, busy[i]);
 	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches"
 								   " WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'importing', 'exporting'])"
 								   " AND id OPERATOR(pg_catalog.<>) ALL (ARRAY[0%s]::pg_catalog.int8[]) LIMIT 1",
@@ -625,12 +626,40 @@ import_step(int64 id, MemoryContext cxt)
 }
 
 /*
- * The worker no longer owes the ending's batch an end: called in the
- * transaction that records it, with the batch's row taken.  A redrive or
- * a purge waits for that row and finds the end once it commits; unnamed
- * only after the commit, the batch would be refused to them for a moment
- * after its waiters were woken.
+ * The batch whose name in shared memory goes when this transaction
+ * commits (unname_at_commit), or 0.
  */
+static int64 unnamed_at_commit = 0;
+
+/*
+ * At commit, after the end is visible and before the batch's row is
+ * released: a redrive or a purge that waits for the row finds the end
+ * and no name, and is neither refused for a moment after the batch's
+ * waiters wake nor let in before the end is recorded.  An abort leaves
+ * the name (batchproc_run_batches names the kept endings again after it).
+ */
+static void
+unname_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && unnamed_at_commit != 0)
+		(void) batchproc_worker_keeps_end(runner_slotno, unnamed_at_commit, false);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		unnamed_at_commit = 0;
+}
+
+/*
+ * The worker no longer owes the ending's batch an end once the transaction
+ * that records it commits: called in it, with the batch's row taken.
+ */
+static void
+unname_at_commit(BatchprocDispatchEnding *ending)
+{
+	if (ending->named)
+		unnamed_at_commit = ending->batch_id;
+	ending->named = false;
+}
+
+/* The same, outside a transaction: at once. */
 static void
 unname(BatchprocDispatchEnding *ending)
 {
@@ -733,7 +762,7 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 		return false;
 	}
 	if (ending)
-		unname(ending);
+		unname_at_commit(ending);
 	/* An export's end is its batch's only while it is exporting still. */
 	segment = record_end(id, state, step ? ONLY_EXPORTING : batchproc_batch_states_sql(false), error, cxt);
 	batchproc_end_tx(cxt);
@@ -814,7 +843,7 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		batchproc_end_tx(cxt);
 		return false;
 	}
-	unname(ending);
+	unname_at_commit(ending);
 	batchproc_spi_execute(psprintf("SELECT state, succeeded_rows, failed_rows, total_rows FROM batchproc.batches"
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
@@ -874,10 +903,9 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
  * A lone worker's run of the batch is done: it exports next, or ends.
  * Unless the batch was cancelled and redriven while the run went on
  * without seeing the cancel (the worker busy or stopped while both
- * committed, or the row held by the transaction that did both): then its
- * redriven rows are pending again, some behind the rows the run had read,
- * and its next run is next_step's.  False if another transaction holds the
- * row (take_row).
+ * committed): then its redriven rows are pending again, some behind the
+ * rows the run had read, and its next run is next_step's.  False if
+ * another transaction holds the row (take_row).
  */
 static bool
 lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
@@ -898,7 +926,7 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 								   " AND state OPERATOR(pg_catalog.=) 'running'", id),
 						  false, 1, SPI_OK_SELECT);
 	redriven = SPI_processed == 1 && rows_pending(id);
-	unname(ending);
+	unname_at_commit(ending);
 	if (!redriven && ending->export_next)
 	{
 		exporting = move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
@@ -1214,8 +1242,11 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 	deferred = NIL;
 	deferred_cxt = cxt;
 	if (held_cxt == NULL)
+	{
 		held_cxt = AllocSetContextCreate(TopMemoryContext, "batchproc held endings",
 										 ALLOCSET_SMALL_SIZES);
+		RegisterXactCallback(unname_callback, NULL);
+	}
 	runner_slotno = slotno;
 	*look_again_ms = -1;
 	disp = batchproc_dispatcher_create(slotno);
@@ -1289,6 +1320,14 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
+
+			/*
+			 * The batch that failed stays named until its failure is
+			 * recorded (rename_held, below): no other io worker takes its
+			 * step up again, and no redrive comes, meanwhile.
+			 */
+			if (failed_id != 0)
+				(void) batchproc_worker_keeps_end(slotno, failed_id, true);
 			batchproc_worker_running(slotno, 0);
 			/* The step's lock goes with the step. */
 			LockReleaseSession(USER_LOCKMETHOD);
@@ -1314,6 +1353,8 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			{
 				failed_id = was_trying->ending.batch_id;
 				step_level = was_trying->ending.log_level;
+				/* Its name stays while its failure is recorded (rename_held). */
+				was_trying->ending.named = false;
 				forget_held(was_trying);
 			}
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
