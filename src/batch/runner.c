@@ -1039,7 +1039,7 @@ close_cancelled_segment(int64 id, MemoryContext cxt)
 	char	   *segment;
 
 	batchproc_begin_tx("batchproc: closing a cancelled batch's trace");
-	segment = batchproc_xray_batch_ended(id, cxt);
+	segment = cancelled_segment(id, cxt);
 	batchproc_end_tx(cxt);
 	batchproc_xray_send(segment);
 }

@@ -48,7 +48,6 @@ batchproc_end_tx(MemoryContext back_to)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-
 /*
  * Take batch id's row in batchproc.batches for this transaction, unless
  * another transaction holds it.  SKIP LOCKED: its owner may hold it with a
