@@ -32,7 +32,8 @@ CREATE TABLE batchproc.batches (
     started_at     timestamptz,
     finished_at    timestamptz,
     expires_at     timestamptz,
-    purged_at      timestamptz
+    purged_at      timestamptz,
+    redrives       integer NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE batchproc.batches IS 'One row per submitted batch and its state';
 COMMENT ON COLUMN batchproc.batches.in_flight IS 'The batch''s calls in flight, over every worker of a pool';
@@ -40,6 +41,7 @@ COMMENT ON COLUMN batchproc.batches.concurrency IS 'The batch''s adaptive concur
 COMMENT ON COLUMN batchproc.batches.worker_inflight_cap IS 'The most calls the worker dispatching the batch lets be in flight over all its batches: batchproc.max_inflight, lower while its loop lags behind the answers; in a pool, the sum over the workers running the batch';
 COMMENT ON COLUMN batchproc.batches.expires_at IS 'When the worker purges the batch''s results and dead letters: its end plus execution_config.ttl_days (NULL: kept)';
 COMMENT ON COLUMN batchproc.batches.purged_at IS 'When the batch''s results table and dead letters were removed; the row stays as history';
+COMMENT ON COLUMN batchproc.batches.redrives IS 'How many times batchproc_retry_failed sent the batch''s rows again; a worker''s run that began before the last redrive records no result and no end';
 
 CREATE INDEX batches_unfinished_idx ON batchproc.batches (id)
     WHERE state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled']);

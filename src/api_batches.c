@@ -310,8 +310,10 @@ batchproc_retry_failed(PG_FUNCTION_ARGS)
 	/* Finished chunks have pending rows again: a pool leases them anew. */
 	exec_for_batch("DELETE FROM batchproc.leases WHERE batch_id OPERATOR(pg_catalog.=) $1",
 				   batch_id, SPI_OK_DELETE, 0);
+	/* A run that began before this one and never saw it records nothing. */
 	exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s', failed_rows = 0,"
-							" error = NULL, finished_at = NULL, expires_at = NULL"
+							" error = NULL, finished_at = NULL, expires_at = NULL,"
+							" redrives = redrives OPERATOR(pg_catalog.+) 1"
 							" WHERE id OPERATOR(pg_catalog.=) $1",
 							batchproc_batch_state_name(BATCHPROC_BATCH_RUNNING)),
 				   batch_id, SPI_OK_UPDATE, 0);

@@ -112,6 +112,9 @@ typedef struct BatchprocBatch
 										 * of it (pool.c) */
 	TimestampTz submitted_at;
 	TimestampTz started_at;		/* its import's start */
+	int32		redrives;		/* batchproc_retry_failed's count, as
+								 * loaded: a run that meets a higher one was
+								 * overtaken by a redrive */
 } BatchprocBatch;
 
 /* import.c */
@@ -297,6 +300,9 @@ typedef struct BatchprocDispatchEnding
 	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		named;			/* in shared memory until recorded
 								 * (batchproc_worker_keeps_end) */
+	int32		redrives;		/* the run's batch->redrives: an end that
+								 * finds more is not the batch's; -1: a
+								 * failure from outside a run */
 } BatchprocDispatchEnding;
 
 typedef struct BatchprocDispatcher BatchprocDispatcher;
@@ -309,8 +315,8 @@ extern void batchproc_dispatcher_add(BatchprocDispatcher *disp, BatchprocBatch *
 									 MemoryContext cxt);
 extern char *batchproc_dispatcher_batches_sql(BatchprocDispatcher *disp);
 extern bool batchproc_dispatcher_idle(BatchprocDispatcher *disp);
-extern int64 batchproc_dispatcher_current(BatchprocDispatcher *disp);
-extern List *batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms);
+extern int64 batchproc_dispatcher_current(BatchprocDispatcher *disp, int32 *redrives);
+extern void batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endings);
 
 /*
  * dispatch.c, shared with preview.c: a retry's delay (exponential backoff
@@ -368,7 +374,7 @@ extern void batchproc_export(BatchprocBatch *batch);
 /* txn.c */
 extern void batchproc_begin_tx(const char *activity);
 extern void batchproc_end_tx(MemoryContext back_to);
-extern bool batchproc_take_batch_row(int64 id, int wait_ms);
+extern bool batchproc_take_batch_row(int64 id, int wait_ms, int32 *redrives);
 
 /* How long a batch's row is waited for: another worker of the pool holds it
  * for a few milliseconds at a time. */

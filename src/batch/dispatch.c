@@ -157,11 +157,18 @@ prepare_statements(Dispatch *d)
 	{
 		Oid			call_types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
 
+		/*
+		 * Not once a redrive overtook the run (before its next look at the
+		 * state): the redrive moved _attempts past this run's call names,
+		 * and this write would bring them back for the redrive's run.
+		 */
 		d->record_call = batchproc_prepared(d->cxt,
 											psprintf("UPDATE %s SET _attempts = $2, _execution_id = $3"
 													 " WHERE _row_id OPERATOR(pg_catalog.=) ANY ($1)"
-													 " AND _status IS NULL",
-													 d->batch->table),
+													 " AND _status IS NULL AND (SELECT b.redrives FROM batchproc.batches b"
+													 " WHERE b.id OPERATOR(pg_catalog.=) " INT64_FORMAT ")"
+													 " OPERATOR(pg_catalog.=) %d",
+													 d->batch->table, d->batch->id, d->batch->redrives),
 											3, call_types);
 	}
 	else if (names_start_executions(d->batch))
@@ -253,11 +260,15 @@ batch_row_free(Dispatch *d, TimestampTz now)
 	 * that long, as a plain update would, but only when the row was free at
 	 * the last look.  A row already held long is looked at without waiting.
 	 */
+	int32		redrives;
 	bool		taken = batchproc_take_batch_row(d->batch->id,
-												 d->row_held_since == 0 ? BATCHPROC_ROW_WAIT_MS : 0);
+												 d->row_held_since == 0 ? BATCHPROC_ROW_WAIT_MS : 0,
+												 &redrives);
 
 	if (taken)
 	{
+		if (redrives != d->batch->redrives)
+			d->redriven = true;
 		if (d->row_held_logged)
 			batchproc_batch_log(d->log_level, BATCHPROC_LOG_INFO,
 								(errmsg("batchproc: batch " INT64_FORMAT "'s row in batchproc.batches is free again after %ld ms: its results are written and its calls go on",
@@ -282,8 +293,37 @@ batch_row_free(Dispatch *d, TimestampTz now)
 }
 
 /*
+ * Was the batch redriven after the end of this run, which the run has not
+ * seen?  A cancel and a redrive both committed while a lone worker was
+ * busy or stopped (the batch's count of redrives grew: batch_row_free,
+ * check_state), or a pool's worker was stuck (pool.c).  Then the run ends
+ * as after a cancel, writing no more results: the redrive sends the rows
+ * the run has in flight again, and a stop it saw ended the batch before
+ * the redrive, and must not end the redrive's run.
+ */
+static bool
+redriven_since(Dispatch *d)
+{
+	if (!d->redriven && (d->batch->pool == NULL || !batchproc_pool_retired(d->batch->pool)))
+		return false;
+	d->redriven = true;
+	d->cancelled = true;
+	d->stop_on_error = false;
+	return true;
+}
+
+/* The run's finished rows are written, or are not to be. */
+static void
+forget_results(Dispatch *d)
+{
+	d->nresults = 0;
+	MemoryContextReset(d->results_cxt);
+}
+
+/*
  * Write the run's finished rows, unless another transaction holds the
- * batch's row: then they wait, and false comes back.
+ * batch's row: then they wait, and false comes back.  A run a redrive
+ * overtook writes none: the redrive sends them again, as rows in flight.
  */
 static bool
 flush_results(Dispatch *d)
@@ -294,11 +334,22 @@ flush_results(Dispatch *d)
 
 	if (d->nresults == 0)
 		return true;
+	if (redriven_since(d))
+	{
+		forget_results(d);
+		return true;
+	}
 	batchproc_begin_tx("batchproc: writing results");
 	if (!batch_row_free(d, GetCurrentTimestamp()))
 	{
 		batchproc_end_tx(loop_cxt);
 		return false;
+	}
+	if (redriven_since(d))
+	{
+		batchproc_end_tx(loop_cxt);
+		forget_results(d);
+		return true;
 	}
 	written = batchproc_results_write(d->write_results, d->batch, d->results, d->nresults,
 									  d->batch->pool ? batchproc_pool_in_flight(d->batch->pool) : d->nbusy);
@@ -310,8 +361,7 @@ flush_results(Dispatch *d)
 			failed += strcmp(d->results[i].status, "SUCCESS") != 0;
 		batchproc_pool_flushed(d->batch->pool, failed, written);
 	}
-	d->nresults = 0;
-	MemoryContextReset(d->results_cxt);
+	forget_results(d);
 	return true;
 }
 
@@ -447,23 +497,8 @@ stop_run(Dispatch *d, char *error)
 }
 
 /*
- * Was the batch redriven after the end of this run, which the run has not
- * seen (a pool's worker that was stuck: pool.c)?  Then the run ends as
- * after a cancel: a stop it saw ended the batch before the redrive, and
- * must not end the redrive's run.
- */
-static bool
-redriven_since(Dispatch *d)
-{
-	if (d->batch->pool == NULL || !batchproc_pool_retired(d->batch->pool))
-		return false;
-	d->cancelled = true;
-	d->stop_on_error = false;
-	return true;
-}
-
-/*
- * Has someone cancelled the batch?  Read at most every STATE_CHECK_MS, and
+ * Has someone cancelled the batch, or cancelled and redriven it?  Read at
+ * most every STATE_CHECK_MS, and
  * record how many calls are in flight, the concurrency and the worker's
  * window (a pool's, summed: pool.c), for batchproc.progress.
  */
@@ -512,24 +547,32 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 									   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
 									   " AND (in_flight OPERATOR(pg_catalog.<>) %d OR concurrency IS NULL"
 									   " OR concurrency OPERATOR(pg_catalog.<>) %d"
-									   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state",
+									   " OR worker_inflight_cap IS DISTINCT FROM %d) RETURNING state, redrives",
 									   in_flight, concurrency, window, d->batch->id,
 									   in_flight, concurrency, window),
 							  false, 1, SPI_OK_UPDATE_RETURNING);
 		have_state = SPI_processed == 1;
 	}
 	if (!have_state)
-		batchproc_spi_execute(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+		batchproc_spi_execute(psprintf("SELECT state, redrives FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 									   d->batch->id), true, 1, SPI_OK_SELECT);
-	/* A batch that is gone, or no longer running, is over for this loop. */
+
+	/*
+	 * A batch that is gone, or no longer running, is over for this loop;
+	 * one running again after a redrive is the redrive's run's.
+	 */
 	if (SPI_processed == 0 ||
 		batchproc_batch_state_from_name(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 																		  SPI_tuptable->tupdesc,
 																		  1, &isnull))) != BATCHPROC_BATCH_RUNNING)
 		d->cancelled = true;
-	if (batchproc_leases_renew(d->leases, now))
+	else if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) !=
+			 d->batch->redrives)
+		d->redriven = true;
+	if (!d->redriven && batchproc_leases_renew(d->leases, now))
 		batchproc_dispatch_drop_lost(d);
 	batchproc_end_tx(loop_cxt);
+	(void) redriven_since(d);
 }
 
 /*
@@ -964,10 +1007,23 @@ batchproc_dispatcher_idle(BatchprocDispatcher *disp)
 	return disp->runs == NIL;
 }
 
-/* The batch the dispatcher was working on when an error came, or 0. */
+/*
+ * The batch the dispatcher was working on when an error came, or 0, and
+ * in *redrives the count of redrives its run began with.
+ */
 int64
-batchproc_dispatcher_current(BatchprocDispatcher *disp)
+batchproc_dispatcher_current(BatchprocDispatcher *disp, int32 *redrives)
 {
+	ListCell   *lc;
+
+	*redrives = -1;
+	foreach(lc, disp->runs)
+	{
+		Dispatch   *d = lfirst(lc);
+
+		if (d->batch->id == disp->current)
+			*redrives = d->batch->redrives;
+	}
 	return disp->current;
 }
 
@@ -1006,6 +1062,7 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 	batchproc_worker_running(disp->slotno, 0);
 
 	ending->batch_id = d->batch->id;
+	ending->redrives = d->batch->redrives;
 	ending->export_next = d->config->output_s3_uri != NULL;
 	ending->log_level = d->log_level;
 
@@ -1031,16 +1088,17 @@ end_run(BatchprocDispatcher *disp, Dispatch *d, MemoryContext result_cxt)
 
 /*
  * Drive every run for up to budget_ms, or until some run ends or the latch
- * is set (new work may have been submitted).  Returns the runs that ended
- * (BatchprocDispatchEnding *, in the caller's memory); they are gone from
- * the dispatcher.
+ * is set (new work may have been submitted).  The runs that ended are
+ * appended to *endings (BatchprocDispatchEnding *, in the caller's memory)
+ * as each ends, so that an error in a later one leaves the caller those
+ * before it; they are gone from the dispatcher.
  */
-List *
-batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
+void
+batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endings)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	TimestampTz give_back = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
-	List	   *endings = NIL;
+	bool		ended = false;
 	bool		woken = disp->woken;
 
 	for (;;)
@@ -1126,7 +1184,8 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 
 				leave_budget(disp, d);
 				MemoryContextSwitchTo(caller);
-				endings = lappend(endings, ending);
+				*endings = lappend(*endings, ending);
+				ended = true;
 				MemoryContextSwitchTo(disp->loop_cxt);
 				MemoryContextDelete(d->cxt);
 			}
@@ -1141,7 +1200,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 
 		now = GetCurrentTimestamp();
 		disp->woken = false;
-		if (endings != NIL || disp->runs == NIL || now >= give_back)
+		if (ended || disp->runs == NIL || now >= give_back)
 			break;
 
 		/* Something finished and capacity is free: fill it before waiting. */
@@ -1167,5 +1226,4 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms)
 		}
 	}
 	MemoryContextSwitchTo(caller);
-	return endings;
 }

@@ -135,6 +135,7 @@ typedef struct Dispatch
 	int			shown_cap;		/* the worker's window, as last recorded */
 	BatchprocLogLevel log_level;	/* the batch's: which lines to write */
 	bool		cancelled;
+	bool		redriven;		/* a redrive overtook the run (dispatch.c) */
 	bool		stop_on_error;	/* continue_on_error false, or a threshold */
 	char	   *first_error;	/* why the run stopped: the batch's error */
 	int64		nsucceeded;		/* the batch's rows, recorded or not yet */

@@ -128,11 +128,14 @@ typedef struct HeldEnding
 } HeldEnding;
 
 static List *held_endings = NIL;	/* HeldEnding *, in held_cxt */
+static List *unended = NIL;		/* a turn's endings not yet handled */
+static BatchprocDispatchEnding *ending_now = NULL;	/* the one handled */
 static MemoryContext held_cxt = NULL;
 static HeldEnding *held_trying = NULL;	/* out of the list while tried */
 static int	runner_slotno = -1;
 
-static void fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt);
+static void fail_batch(int64 id, const char *error, BatchprocLogLevel level, int32 redrives,
+					   MemoryContext cxt);
 
 const char *
 batchproc_batch_state_name(BatchprocBatchState state)
@@ -489,8 +492,8 @@ load_batch(int64 id, MemoryContext cxt)
 	Datum		d;
 
 	batchproc_spi_execute(psprintf("SELECT config, owner, target, columns, total_rows, token,"
-								   " succeeded_rows, failed_rows, submitted_at, coalesce(started_at, submitted_at)"
-								   " FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
+								   " succeeded_rows, failed_rows, submitted_at, coalesce(started_at, submitted_at),"
+								   " redrives FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id), false, 0, SPI_OK_SELECT);
 	if (SPI_processed != 1)
 		elog(ERROR, "batch " INT64_FORMAT " disappeared", id);
 	tup = SPI_tuptable->vals[0];
@@ -525,6 +528,7 @@ load_batch(int64 id, MemoryContext cxt)
 	batch->failed_rows = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	batch->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 	batch->started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
+	batch->redrives = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
 	batch->column_kinds = batchproc_column_kinds(batch);
 	MemoryContextSwitchTo(old);
 	batchproc_target_read_rate_limit(&batch->target);
@@ -536,13 +540,15 @@ load_batch(int64 id, MemoryContext cxt)
 
 /*
  * Take the batch's row for this transaction (batchproc_take_batch_row),
- * with wait giving a hold BATCHPROC_ROW_WAIT_MS to end.  A row that is
- * gone counts as taken: what the caller updates then touches nothing.
+ * with wait giving a hold BATCHPROC_ROW_WAIT_MS to end, and set *redrives
+ * to its count of redrives.  A row that is gone counts as taken, with -1
+ * redrives: what the caller updates then touches nothing.
  */
 static bool
-take_row(int64 id, bool wait)
+take_row(int64 id, bool wait, int32 *redrives)
 {
-	if (batchproc_take_batch_row(id, wait ? BATCHPROC_ROW_WAIT_MS : 0))
+	*redrives = -1;
+	if (batchproc_take_batch_row(id, wait ? BATCHPROC_ROW_WAIT_MS : 0, redrives))
 		return true;
 	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
@@ -558,7 +564,9 @@ take_row(int64 id, bool wait)
 static void
 take_row_or_give_up(int64 id, const char *step)
 {
-	if (take_row(id, true))
+	int32		redrives;
+
+	if (take_row(id, true, &redrives))
 		return;
 	ereport(ERROR,
 			(errcode(BATCHPROC_ERRCODE_BATCH_HELD),
@@ -752,19 +760,29 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 			BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	char	   *segment;
+	int32		redrives = -1;
 
 	batchproc_begin_tx("batchproc: finishing a batch");
 	if (step)
 		take_row_or_give_up(id, step);
-	else if (!take_row(id, wait))
+	else if (!take_row(id, wait, &redrives))
 	{
 		batchproc_end_tx(cxt);
 		return false;
 	}
 	if (ending)
 		unname_at_commit(ending);
-	/* An export's end is its batch's only while it is exporting still. */
-	segment = record_end(id, state, step ? ONLY_EXPORTING : batchproc_batch_states_sql(false), error, cxt);
+
+	/*
+	 * A run that a redrive overtook (after a cancel it never saw) stops on
+	 * a row of the run before: its new run decides.  An export's end is its
+	 * batch's only while it is exporting still.
+	 */
+	if (ending && ending->redrives >= 0 && redrives != ending->redrives)
+		segment = cancelled_segment(id, cxt);
+	else
+		segment = record_end(id, state, step ? ONLY_EXPORTING : batchproc_batch_states_sql(false),
+							 error, cxt);
 	batchproc_end_tx(cxt);
 	announce_end(segment);
 	return true;
@@ -794,7 +812,7 @@ pin_http_target(BatchprocBatch *batch, MemoryContext run_cxt, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 	if (refused)
 	{
-		fail_batch(batch->id, refused, batchproc_config_log_level(batch->config), cxt);
+		fail_batch(batch->id, refused, batchproc_config_log_level(batch->config), batch->redrives, cxt);
 		return false;
 	}
 	batchproc_batch_log(batchproc_config_log_level(batch->config), BATCHPROC_LOG_INFO,
@@ -835,10 +853,11 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	int64		failed = 0;
 	int64		total = 0;
 	char	   *segment = NULL;
+	int32		redrives;
 
 	batchproc_begin_tx("batchproc: ending a batch's dispatch");
 	batchproc_leases_release(id);
-	if (!take_row(id, wait))
+	if (!take_row(id, wait, &redrives))
 	{
 		batchproc_end_tx(cxt);
 		return false;
@@ -847,7 +866,8 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	batchproc_spi_execute(psprintf("SELECT state, succeeded_rows, failed_rows, total_rows FROM batchproc.batches"
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
-	running = SPI_processed == 1 &&
+	/* Running again after a redrive, the batch is the redrive's runs'. */
+	running = SPI_processed == 1 && redrives == ending->redrives &&
 		batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) ==
 		BATCHPROC_BATCH_RUNNING;
 	if (running)
@@ -901,47 +921,51 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 
 /*
  * A lone worker's run of the batch is done: it exports next, or ends.
- * Unless the batch was cancelled and redriven while the run went on
- * without seeing the cancel (the worker busy or stopped while both
- * committed): then its redriven rows are pending again, some behind the
- * rows the run had read, and its next run is next_step's.  False if
- * another transaction holds the row (take_row).
+ * Unless a redrive overtook the run (a cancel and a redrive both committed
+ * while the worker was busy or stopped, so the run never saw the cancel):
+ * then its redriven rows are pending again, some behind the rows the run
+ * had read, and its next run is next_step's.  False if another
+ * transaction holds the row (take_row).
  */
 static bool
 lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 {
 	int64		id = ending->batch_id;
-	bool		redriven = false;
+	bool		redriven;
 	bool		exporting = false;
 	char	   *segment = NULL;
+	int32		redrives;
 
 	batchproc_begin_tx("batchproc: ending a batch's dispatch");
-	if (!take_row(id, wait))
+	if (!take_row(id, wait, &redrives))
 	{
 		batchproc_end_tx(cxt);
 		return false;
 	}
-
-	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT
-								   " AND state OPERATOR(pg_catalog.=) 'running'", id),
-						  false, 1, SPI_OK_SELECT);
-	redriven = SPI_processed == 1 && rows_pending(id);
+	redriven = redrives >= 0 && redrives != ending->redrives;
 	unname_at_commit(ending);
-	if (!redriven && ending->export_next)
+	if (redriven)
+		segment = cancelled_segment(id, cxt);
+	else if (ending->export_next)
 	{
 		exporting = move_state(id, BATCHPROC_BATCH_RUNNING, BATCHPROC_BATCH_EXPORTING, NULL);
 		if (!exporting)
 			segment = cancelled_segment(id, cxt);
 	}
-	else if (!redriven)
+	else
 		segment = record_end(id, BATCHPROC_BATCH_SUCCEEDED, ONLY_RUNNING, NULL, cxt);
 	batchproc_end_tx(cxt);
 
-	if (redriven)
-		return true;
+	/*
+	 * The io worker exports it; woken for a move to exporting that an
+	 * earlier try of this ending committed too (a cancel of the worker
+	 * came before the wake).
+	 */
+	if (ending->export_next && !redriven)
+		batchproc_wake_worker(MyDatabaseId);
 	if (exporting)
-		batchproc_wake_worker(MyDatabaseId);	/* the io worker exports it */
-	else if (ending->export_next)
+		return true;
+	if (ending->export_next || redriven)
 		batchproc_xray_send(segment);
 	else
 		announce_end(segment);
@@ -1084,32 +1108,60 @@ keep_held(HeldEnding *held)
 	MemoryContextSwitchTo(old);
 }
 
-/* What follows a batch's dispatch, now or once its row is free. */
+/* Keep an ending, to be tried again retry_ms from now. */
 static void
-end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
+keep_ending(BatchprocDispatchEnding *ending, int retry_ms)
 {
-	HeldEnding *held;
+	HeldEnding *held = MemoryContextAllocZero(held_cxt, sizeof(HeldEnding));
 
-	if (dispatch_ended(ending, true, cxt))
-	{
-		unname(ending);
-		return;
-	}
-	held = MemoryContextAllocZero(held_cxt, sizeof(HeldEnding));
 	held->ending = *ending;
 	if (ending->error)
 		held->ending.error = MemoryContextStrdup(held_cxt, ending->error);
 	held->held_since = GetCurrentTimestamp();
-	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, ENDING_RETRY_MS);
+	held->retry_at = TimestampTzPlusMilliseconds(held->held_since, retry_ms);
 	if (!held->ending.named)
 		held->ending.named = batchproc_worker_keeps_end(runner_slotno, ending->batch_id, true);
 	keep_held(held);
 }
 
+/* What follows a batch's dispatch, now or once its row is free. */
+static void
+end_or_keep(BatchprocDispatchEnding *ending, MemoryContext cxt)
+{
+	if (dispatch_ended(ending, true, cxt))
+	{
+		unname(ending);
+		return;
+	}
+	keep_ending(ending, ENDING_RETRY_MS);
+}
+
+/*
+ * After an error, a turn's endings not yet handled are kept, to be
+ * recorded at once: their runs are gone from the dispatcher, and a
+ * batch's stop on a failed row (continue_on_error false) lives only in
+ * its ending.  Resumed from the table instead, such a batch found no row
+ * pending and ended as if the row had not failed.  The ending the error
+ * came in fails its batch, unless the error was a cancel of the worker,
+ * which interrupts an ending without failing it: then it is kept too.
+ */
+static void
+keep_unended(bool cancelled)
+{
+	ListCell   *lc;
+
+	if (cancelled && ending_now)
+		keep_ending(ending_now, 0);
+	foreach(lc, unended)
+		keep_ending(lfirst(lc), 0);
+	unended = NIL;
+	ending_now = NULL;
+}
+
 /*
  * After an error: the batches named in shared memory are those whose end
- * this worker keeps, and no others (an ending the error cut short, or one
- * after it in the dispatcher's list, was named too).
+ * this worker keeps, and no others (the batch the error failed was named
+ * too, until its failure is recorded).
  */
 static void
 rename_held(void)
@@ -1146,15 +1198,20 @@ batchproc_runner_keeps_ends(void)
 	return held_endings != NIL;
 }
 
-/* A batch's failure, from outside its dispatch. */
+/*
+ * A batch's failure, from outside its dispatch: in a run that began with
+ * redrives (a later redrive's run is not failed), or in an import or
+ * export (-1).
+ */
 static void
-fail_batch(int64 id, const char *error, BatchprocLogLevel level, MemoryContext cxt)
+fail_batch(int64 id, const char *error, BatchprocLogLevel level, int32 redrives, MemoryContext cxt)
 {
 	BatchprocDispatchEnding ending = {
 		.batch_id = id,
 		.end = BATCHPROC_DISPATCH_STOPPED_ON_ERROR,
 		.error = unconstify(char *, error),
 		.log_level = level,
+		.redrives = redrives,
 	};
 
 	end_or_keep(&ending, cxt);
@@ -1297,14 +1354,15 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			}
 			else
 			{
-				ListCell   *lc;
-				List	   *endings = batchproc_dispatcher_run(disp, STEP_CHECK_MS);
-
-				foreach(lc, endings)
+				batchproc_dispatcher_run(disp, STEP_CHECK_MS, &unended);
+				while (unended != NIL)
 				{
-					/* An error in it fails its batch. */
-					step_id = ((BatchprocDispatchEnding *) lfirst(lc))->batch_id;
-					end_or_keep(lfirst(lc), step_cxt);
+					/* An error in it fails its batch (keep_unended). */
+					ending_now = linitial(unended);
+					unended = list_delete_first(unended);
+					step_id = ending_now->batch_id;
+					end_or_keep(ending_now, step_cxt);
+					ending_now = NULL;
 				}
 				step_id = 0;
 			}
@@ -1313,13 +1371,17 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 		PG_CATCH();
 		{
 			ErrorData  *edata;
-			int64		failed_id = step_id ? step_id : batchproc_dispatcher_current(disp);
+			int32		failed_redrives = -1;
+			int64		failed_id = step_id ? step_id : batchproc_dispatcher_current(disp, &failed_redrives);
 			HeldEnding *was_trying = held_trying;
 
 			MemoryContextSwitchTo(cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
+			if (ending_now)
+				failed_redrives = ending_now->redrives;
+			keep_unended(edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
 
 			/*
 			 * The batch that failed stays named until its failure is
@@ -1352,6 +1414,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			else if (was_trying)
 			{
 				failed_id = was_trying->ending.batch_id;
+				failed_redrives = was_trying->ending.redrives;
 				step_level = was_trying->ending.log_level;
 				/* Its name stays while its failure is recorded (rename_held). */
 				was_trying->ending.named = false;
@@ -1382,7 +1445,7 @@ batchproc_run_batches(int slotno, long *look_again_ms)
 			else if (failed_id != 0)
 				fail_batch(failed_id,
 						   edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message,
-						   step_level, cxt);
+						   step_level, failed_redrives, cxt);
 			else
 				ReThrowError(edata);
 			rename_held();

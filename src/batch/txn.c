@@ -53,25 +53,32 @@ batchproc_end_tx(MemoryContext back_to)
  * another transaction holds it.  SKIP LOCKED: its owner may hold it with a
  * batchproc_cancel left open, and a worker waiting for that would hold
  * every other batch it runs.  A hold gets wait_ms to end first, the time a
- * worker of the pool holds the row.  False if it is held, or gone.
+ * worker of the pool holds the row.  False if it is held, or gone.  Taken,
+ * the row's count of redrives, as last committed, is set in *redrives: a
+ * redrive takes the row too, so the count holds until this transaction
+ * ends.
  */
 bool
-batchproc_take_batch_row(int64 id, int wait_ms)
+batchproc_take_batch_row(int64 id, int wait_ms, int32 *redrives)
 {
 	static BatchprocPrepared *take = NULL;
 	Oid			types[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(id)};
+	bool		isnull;
 
 	if (take == NULL)
 		take = batchproc_prepared(TopMemoryContext,
-								  "SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1"
+								  "SELECT redrives FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1"
 								  " FOR NO KEY UPDATE SKIP LOCKED",
 								  lengthof(types), types);
 	for (int waited = 0;; waited++)
 	{
 		batchproc_spi_execute_prepared(take, args, NULL, false, 1, SPI_OK_SELECT);
 		if (SPI_processed == 1)
+		{
+			*redrives = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			return true;
+		}
 		if (waited >= wait_ms)
 			return false;
 		pg_usleep(1000L);

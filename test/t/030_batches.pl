@@ -292,29 +292,117 @@ is(sql("SELECT b.failed_rows || '|' || b.succeeded_rows || '|' || (SELECT count(
 	'0|3|0', 'the counters and dead letters follow');
 like(get_csv('redrive.out.csv'), qr/^bad,3,500,bad,/m, 'and the export was written again');
 
+# A tool batch of csv's rows, each sent with its key, fail_times, fail_mode
+# and delay_ms, one attempt each; $exec adds to execution_config.
+sub keyed_batch
+{
+	my ($csv, $exec) = @_;
+	return submit(qq({"csv_s3_uri": "s3://batches/$csv", "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode"},
+    "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "\$"}},
+      "delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "\$"}}}},
+  "execution_config": {${\ ($exec // '')}"retry_policy": {"max_attempts": 1}}}));
+}
+
+# How often the stand-in saw each of @keys, once it saw every one.
+sub sent_once
+{
+	my @keys = @_;
+	my $by = time() + 60;
+	select(undef, undef, undef, 0.05)
+	  until (($stats = lambda_stats()) && !grep { !$stats->{by_key}{$_} } @keys) || time() > $by;
+	return join(',', map { "$_=" . ($stats->{by_key}{$_} // 0) } @keys);
+}
+
+sub worker_pid
+{
+	return sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
+}
+
+# Batch $id is cancelled and redriven ($rows rows) while the worker is
+# stopped, which then goes on.
+sub redrive_while_away
+{
+	my ($id, $label, $rows) = @_;
+	my $worker = worker_pid();
+	ok(stop_at_rest($node, $worker), "$label: the worker is stopped");
+	is(sql("SELECT batchproc_cancel($id)"), 'cancelled', "$label: the batch is cancelled meanwhile");
+	is(sql("SELECT batchproc_retry_failed($id)"), $rows, "$label: and redriven, $rows rows to go again");
+	kill 'CONT', $worker;
+}
+
+sub results_of
+{
+	my ($id) = @_;
+	return sql("SELECT string_agg(key || '=' || coalesce(_status, 'none'), ',' ORDER BY _row_id) FROM batchproc_data.batch_$id");
+}
+
 # --- A cancel and a redrive that both commit while the worker is away (a
 # worker stopped here; one too busy to look does the same): the run it
 # resumes never sees the cancel, and the failed row the redrive sends again
-# lies behind the rows that run had read.  The run's end must leave that
-# row to a new run, not end the batch with the row never sent again.
+# lies behind the rows that run had read.  The run must leave the batch to
+# a new run, as after a cancel it saw, not end it with that row never sent
+# again; the rows it had in flight go again too.
 lambda_reset();
 put_csv('away.csv', "key,fail_times,fail_mode,delay_ms\naway-bad,1,500,0\naway-1,0,500,4000\naway-2,0,500,4000\n");
-$id = submit(q({"csv_s3_uri": "s3://batches/away.csv", "target": {"type": "tool", "name": "echo"},
-  "input_mapping": {"column_mappings": {"key": "key", "fail_mode": "fail_mode"},
-    "transformations": {"fail_times": {"type": "jsonpath", "config": {"column": "fail_times", "path": "$"}},
-      "delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
-  "execution_config": {"retry_policy": {"max_attempts": 1}}}));
+$id = keyed_batch('away.csv');
 ok($node->poll_query_until('postgres', "SELECT _status = 'FAILED' FROM batchproc_data.batch_$id WHERE key = 'away-bad'"),
-	'away: its first row fails at once, while the two others are in flight');
-my $worker = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
-ok(stop_at_rest($node, $worker), 'away: the worker is stopped');
-is(sql("SELECT batchproc_cancel($id)"), 'cancelled', 'away: the batch is cancelled meanwhile');
-is(sql("SELECT batchproc_retry_failed($id)"), '3', 'away: and redriven, its three rows to go again');
-kill 'CONT', $worker;
+	'away: its first row fails at once, while the next is in flight');
+redrive_while_away($id, 'away', 3);
 is(wait_for($id), 'succeeded', 'away: the worker comes back, and the batch ends');
-is(sql("SELECT string_agg(key || '=' || coalesce(_status, 'none'), ',' ORDER BY _row_id) FROM batchproc_data.batch_$id"),
-	'away-bad=SUCCESS,away-1=SUCCESS,away-2=SUCCESS', "away: with every row's result");
-is(lambda_stats()->{by_key}{'away-bad'}, 2, 'away: the failed row was sent again, and succeeded');
+is(results_of($id), 'away-bad=SUCCESS,away-1=SUCCESS,away-2=SUCCESS', "away: with every row's result");
+is(join(',', map { "$_=" . ($stats = lambda_stats())->{by_key}{$_} } qw(away-bad away-1 away-2)),
+	'away-bad=2,away-1=2,away-2=1',
+	'away: the failed row was sent again, and so was the row in flight at the redrive (one at a time)');
+is(sql("SELECT redrives FROM batchproc.batches WHERE id = $id"), '1', 'away: the batch counts one redrive');
+
+# --- The same, but the run that missed the cancel and the redrive then
+# stops on a failed row (continue_on_error false): that stop is the run's
+# before the redrive, and must not fail the redriven batch.
+lambda_reset();
+put_csv('away-stop.csv', "key,fail_times,fail_mode,delay_ms\nstop-bad,1,500,6000\nstop-ok,0,500,6000\n");
+$id = keyed_batch('away-stop.csv', '"continue_on_error": false, "max_concurrency": 2, ');
+is(sent_once(qw(stop-bad stop-ok)), 'stop-bad=1,stop-ok=1', 'away, stopping: both rows are sent, and answer after 6 s');
+redrive_while_away($id, 'away, stopping', 2);
+is(wait_for($id), 'succeeded', "away, stopping: the first row's failure, answered to the run before, does not fail the batch");
+is(results_of($id), 'stop-bad=SUCCESS,stop-ok=SUCCESS', "away, stopping: each row's result is its second call's");
+is(join(',', map { "$_=" . ($stats = lambda_stats())->{by_key}{$_} } qw(stop-bad stop-ok)),
+	'stop-bad=2,stop-ok=2', 'away, stopping: each row was sent twice');
+
+# --- Two runs that end in the same turn of the worker's loop, the first of
+# whose ends fails to be recorded (a trigger refuses it here).  The other
+# run's end, a stop on its failed row under continue_on_error false, is
+# kept and recorded: dropped, its batch was taken up again from the table,
+# found no row pending, and succeeded with the failed row.  The worker is
+# stopped while both calls are in flight, so that both answers are read in
+# one turn.
+lambda_reset();
+sql(q{CREATE FUNCTION public.refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.state = 'succeeded' AND NEW.config->>'csv_s3_uri' = 's3://batches/both-a.csv' THEN
+    RAISE EXCEPTION 'refused by the test''s trigger';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_success BEFORE UPDATE ON batchproc.batches
+  FOR EACH ROW EXECUTE FUNCTION public.refuse_success()});
+put_csv('both-a.csv', "key,fail_times,fail_mode,delay_ms\nboth-a,0,500,6000\n");
+put_csv('both-b.csv', "key,fail_times,fail_mode,delay_ms\nboth-b-ok,0,500,0\nboth-b,1,500,6000\n");
+my $both_a = keyed_batch('both-a.csv', '"continue_on_error": false, ');
+my $both_b = keyed_batch('both-b.csv', '"continue_on_error": false, ');
+is(sent_once(qw(both-a both-b)), 'both-a=1,both-b=1', 'both: the two slow rows are sent');
+my $worker = worker_pid();
+ok(stop_at_rest($node, $worker), 'both: the worker is stopped');
+is(lambda_stats()->{in_flight}, 2, 'both: while both calls are in flight');
+my $answered_by = time() + 60;
+select(undef, undef, undef, 0.05) until lambda_stats()->{in_flight} == 0 || time() > $answered_by;
+is(lambda_stats()->{in_flight}, 0, 'both: both are answered meanwhile');
+kill 'CONT', $worker;
+is(wait_for($both_a) . ',' . wait_for($both_b), 'failed,failed', 'both: both batches end failed');
+is(sql("SELECT string_agg(error, ' | ' ORDER BY id) FROM batchproc.batches WHERE id IN ($both_a, $both_b)"),
+	"refused by the test's trigger | row 2 failed: Lambda answered HTTP 500 ServiceException: Internal error (injected failure 1 of 1)",
+	"both: one with the trigger's error, the other with its row's");
+sql('DROP TRIGGER refuse_success ON batchproc.batches; DROP FUNCTION public.refuse_success()');
 
 $lambda->kill_kill;
 done_testing();
