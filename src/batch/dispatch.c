@@ -122,6 +122,7 @@ struct BatchprocDispatcher
 								 * its run moved on: the least in use */
 	int			slotno;			/* the worker's slot in shared memory */
 	int64		current;		/* the batch being worked on, for errors */
+	int32		current_redrives;	/* the count its run began with */
 	bool		woken;			/* the latch was set: read every run's state */
 	List	   *budgets;		/* TargetBudget *, of the runs' targets */
 };
@@ -539,8 +540,11 @@ check_state(Dispatch *d, TimestampTz now, bool woken)
 		batchproc_pool_shown(d->batch->pool, d->config->max_concurrency,
 							 &in_flight, &concurrency, &window);
 	batchproc_begin_tx("batchproc: checking batch state");
-	/* Held by another transaction: the state is read, the figures wait. */
-	if (batch_row_free(d, now))
+	/*
+	 * Held by another transaction: the state is read, the figures wait.  A
+	 * run a redrive overtook has no figures of the batch's to record.
+	 */
+	if (batch_row_free(d, now) && !d->redriven)
 	{
 		batchproc_spi_execute(psprintf("UPDATE batchproc.batches SET in_flight = %d, concurrency = %d,"
 									   " worker_inflight_cap = %d"
@@ -812,6 +816,15 @@ has_room(BatchprocDispatcher *disp, Dispatch *d)
 		(calls == 0 || bytes <= (int64) batchproc_worker_memory_budget * 1024 * 1024);
 }
 
+
+/* Name the run worked on now, for an error in it. */
+static void
+work_on(BatchprocDispatcher *disp, Dispatch *d)
+{
+	disp->current = d->batch->id;
+	disp->current_redrives = d->batch->redrives;
+}
+
 /*
  * Give free capacity to the runs by stride scheduling (see the header),
  * until the worker's window is full or no run has rows waiting.
@@ -844,7 +857,7 @@ fill_slots(BatchprocDispatcher *disp)
 		}
 		if (next == NULL)
 			break;
-		disp->current = next->batch->id;
+		work_on(disp, next);
 		if (!start_next_row(next))
 		{
 			next->passed_over = true;
@@ -1009,21 +1022,13 @@ batchproc_dispatcher_idle(BatchprocDispatcher *disp)
 
 /*
  * The batch the dispatcher was working on when an error came, or 0, and
- * in *redrives the count of redrives its run began with.
+ * in *redrives the count of redrives its run began with.  Kept apart from
+ * the run, which may be gone by then.
  */
 int64
 batchproc_dispatcher_current(BatchprocDispatcher *disp, int32 *redrives)
 {
-	ListCell   *lc;
-
-	*redrives = -1;
-	foreach(lc, disp->runs)
-	{
-		Dispatch   *d = lfirst(lc);
-
-		if (d->batch->id == disp->current)
-			*redrives = d->batch->redrives;
-	}
+	*redrives = disp->current_redrives;
 	return disp->current;
 }
 
@@ -1124,7 +1129,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endin
 		{
 			Dispatch   *d = lfirst(lc);
 
-			disp->current = d->batch->id;
+			work_on(disp, d);
 			check_state(d, now, woken);
 		}
 
@@ -1139,7 +1144,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endin
 		{
 			Dispatch   *d = lfirst(lc);
 
-			disp->current = d->batch->id;
+			work_on(disp, d);
 			for (int i = 0; i < d->nslots; i++)
 			{
 				if (d->slots[i].busy)
@@ -1155,7 +1160,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endin
 		{
 			Dispatch   *d = lfirst(lc);
 
-			disp->current = d->batch->id;
+			work_on(disp, d);
 			if (now >= d->row_retry_at &&
 				(d->nresults >= FLUSH_ROWS ||
 				 (d->nresults > 0 &&
@@ -1174,7 +1179,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endin
 		{
 			Dispatch   *d = lfirst(lc);
 
-			disp->current = d->batch->id;
+			work_on(disp, d);
 			/* A run ends with its results written: never while they wait. */
 			if ((d->cancelled || d->stop_on_error ||
 				 (d->nbusy == 0 && d->exhausted && d->queue_pos >= d->queue_len)) &&
@@ -1197,6 +1202,7 @@ batchproc_dispatcher_run(BatchprocDispatcher *disp, long budget_ms, List **endin
 		disp->runs = list_copy(still);
 		MemoryContextSwitchTo(disp->loop_cxt);
 		disp->current = 0;
+		disp->current_redrives = -1;
 
 		now = GetCurrentTimestamp();
 		disp->woken = false;

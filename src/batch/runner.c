@@ -907,6 +907,9 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 
 	if (!running)
 	{
+		/* An earlier try of this ending may have moved it on to exporting. */
+		if (ending->export_next)
+			batchproc_wake_worker(MyDatabaseId);
 		batchproc_xray_send(segment);
 		return true;
 	}

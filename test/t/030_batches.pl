@@ -375,7 +375,7 @@ is(join(',', map { "$_=" . ($stats = lambda_stats())->{by_key}{$_} } qw(stop-bad
 # kept and recorded: dropped, its batch was taken up again from the table,
 # found no row pending, and succeeded with the failed row.  The worker is
 # stopped while both calls are in flight, so that both answers are read in
-# one turn.
+# one turn; the first batch's run started first, so its end comes first.
 lambda_reset();
 sql(q{CREATE FUNCTION public.refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -389,8 +389,9 @@ CREATE TRIGGER refuse_success BEFORE UPDATE ON batchproc.batches
 put_csv('both-a.csv', "key,fail_times,fail_mode,delay_ms\nboth-a,0,500,6000\n");
 put_csv('both-b.csv', "key,fail_times,fail_mode,delay_ms\nboth-b-ok,0,500,0\nboth-b,1,500,6000\n");
 my $both_a = keyed_batch('both-a.csv', '"continue_on_error": false, ');
+is(sent_once('both-a'), 'both-a=1', "both: the first batch's slow row is sent");
 my $both_b = keyed_batch('both-b.csv', '"continue_on_error": false, ');
-is(sent_once(qw(both-a both-b)), 'both-a=1,both-b=1', 'both: the two slow rows are sent');
+is(sent_once(qw(both-a both-b)), 'both-a=1,both-b=1', "both: then the second's");
 my $worker = worker_pid();
 ok(stop_at_rest($node, $worker), 'both: the worker is stopped');
 is(lambda_stats()->{in_flight}, 2, 'both: while both calls are in flight');
