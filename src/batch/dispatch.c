@@ -294,8 +294,8 @@ batch_row_free(Dispatch *d, TimestampTz now)
 }
 
 /*
- * Was the batch redriven after the end of this run, which the run has not
- * seen?  A cancel and a redrive both committed while a lone worker was
+ * Was the batch redriven since this run began, after an end the run has
+ * not seen?  A cancel and a redrive both committed while a lone worker was
  * busy or stopped (the batch's count of redrives grew: batch_row_free,
  * check_state), or a pool's worker was stuck (pool.c).  Then the run ends
  * as after a cancel, writing no more results: the redrive sends the rows
@@ -815,7 +815,6 @@ has_room(BatchprocDispatcher *disp, Dispatch *d)
 	return calls < batchproc_window_cap() &&
 		(calls == 0 || bytes <= (int64) batchproc_worker_memory_budget * 1024 * 1024);
 }
-
 
 /* Name the run worked on now, for an error in it. */
 static void

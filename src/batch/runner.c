@@ -541,13 +541,14 @@ load_batch(int64 id, MemoryContext cxt)
 /*
  * Take the batch's row for this transaction (batchproc_take_batch_row),
  * with wait giving a hold BATCHPROC_ROW_WAIT_MS to end, and set *redrives
- * to its count of redrives.  A row that is gone counts as taken, with -1
- * redrives: what the caller updates then touches nothing.
+ * (unless NULL) to its count of redrives.  A row that is gone counts as
+ * taken, with -1 redrives: what the caller updates then touches nothing.
  */
 static bool
 take_row(int64 id, bool wait, int32 *redrives)
 {
-	*redrives = -1;
+	if (redrives)
+		*redrives = -1;
 	if (batchproc_take_batch_row(id, wait ? BATCHPROC_ROW_WAIT_MS : 0, redrives))
 		return true;
 	batchproc_spi_execute(psprintf("SELECT FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
@@ -564,9 +565,7 @@ take_row(int64 id, bool wait, int32 *redrives)
 static void
 take_row_or_give_up(int64 id, const char *step)
 {
-	int32		redrives;
-
-	if (take_row(id, true, &redrives))
+	if (take_row(id, true, NULL))
 		return;
 	ereport(ERROR,
 			(errcode(BATCHPROC_ERRCODE_BATCH_HELD),
@@ -741,6 +740,18 @@ record_end(int64 id, BatchprocBatchState state, const char *from, const char *er
 	return ended ? batchproc_xray_batch_ended(id, cxt) : cancelled_segment(id, cxt);
 }
 
+/*
+ * Is the ending's run one that a redrive overtook (after a cancel it never
+ * saw), the batch's row, taken, showing redrives?  Then the end is not the
+ * batch's: the redrive's run records one.  A failure from outside a run
+ * (-1) and a batch that is gone are never overtaken.
+ */
+static bool
+overtaken(const BatchprocDispatchEnding *ending, int32 redrives)
+{
+	return ending->redrives >= 0 && redrives >= 0 && redrives != ending->redrives;
+}
+
 /* After record_end's transaction commits: its trace, and the waiters. */
 static void
 announce_end(char *segment)
@@ -778,7 +789,7 @@ finish_step(int64 id, BatchprocBatchState state, const char *error, const char *
 	 * a row of the run before: its new run decides.  An export's end is its
 	 * batch's only while it is exporting still.
 	 */
-	if (ending && ending->redrives >= 0 && redrives != ending->redrives)
+	if (ending && overtaken(ending, redrives))
 		segment = cancelled_segment(id, cxt);
 	else
 		segment = record_end(id, state, step ? ONLY_EXPORTING : batchproc_batch_states_sql(false),
@@ -867,7 +878,7 @@ pool_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 								   " WHERE id OPERATOR(pg_catalog.=) " INT64_FORMAT, id),
 						  false, 1, SPI_OK_SELECT);
 	/* Running again after a redrive, the batch is the redrive's runs'. */
-	running = SPI_processed == 1 && redrives == ending->redrives &&
+	running = SPI_processed == 1 && !overtaken(ending, redrives) &&
 		batchproc_batch_state_from_name(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) ==
 		BATCHPROC_BATCH_RUNNING;
 	if (running)
@@ -945,7 +956,7 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 		batchproc_end_tx(cxt);
 		return false;
 	}
-	redriven = redrives >= 0 && redrives != ending->redrives;
+	redriven = overtaken(ending, redrives);
 	unname_at_commit(ending);
 	if (redriven)
 		segment = cancelled_segment(id, cxt);
@@ -966,11 +977,7 @@ lone_run_done(BatchprocDispatchEnding *ending, bool wait, MemoryContext cxt)
 	 */
 	if (ending->export_next && !redriven)
 		batchproc_wake_worker(MyDatabaseId);
-	if (exporting)
-		return true;
-	if (ending->export_next || redriven)
-		batchproc_xray_send(segment);
-	else
+	if (!exporting)
 		announce_end(segment);
 	return true;
 }

@@ -54,9 +54,9 @@ batchproc_end_tx(MemoryContext back_to)
  * batchproc_cancel left open, and a worker waiting for that would hold
  * every other batch it runs.  A hold gets wait_ms to end first, the time a
  * worker of the pool holds the row.  False if it is held, or gone.  Taken,
- * the row's count of redrives, as last committed, is set in *redrives: a
- * redrive takes the row too, so the count holds until this transaction
- * ends.
+ * the row's count of redrives, as last committed, is set in *redrives
+ * unless it is NULL: a redrive takes the row too, so the count holds
+ * until this transaction ends.
  */
 bool
 batchproc_take_batch_row(int64 id, int wait_ms, int32 *redrives)
@@ -76,7 +76,8 @@ batchproc_take_batch_row(int64 id, int wait_ms, int32 *redrives)
 		batchproc_spi_execute_prepared(take, args, NULL, false, 1, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
-			*redrives = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			if (redrives)
+				*redrives = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			return true;
 		}
 		if (waited >= wait_ms)
