@@ -14,7 +14,7 @@ use Test::More;
 our @EXPORT = qw(batchproc_node set_server_setting aws aws_at aws_ok moto_url start_service start_stand_in start_lambda psql_as add_users s3_round_trip put_object get_object
   moto_role_credentials
   submit_batch submit_faults wait_for_batch call_name call_prefix spec_example2 spec_example3 spec_example3_results_ok
-  token_bucket_ok stop_at_rest);
+  token_bucket_ok stop_at_rest poll_across_restart);
 
 sub moto_url
 {
@@ -298,6 +298,30 @@ sub set_server_setting
 	return Test::More::ok(
 		$node->poll_query_until('postgres', "SELECT setting = '$value' FROM pg_settings WHERE name = '$name'"),
 		"$name is $value");
+}
+
+# Poll $query on $node until it returns $expected ('t' unless given), as
+# poll_query_until does, but safe while the server restarts after a crash.
+# PostgreSQL 15's poll_query_until writes the query to psql's standard
+# input; a psql refused by a server still in recovery can exit before
+# reading it, and the broken pipe then kills the whole test.  Here the
+# query goes on psql's command line.  True once the query returns $expected.
+sub poll_across_restart
+{
+	my ($node, $query, $expected) = @_;
+	$expected = 't' unless defined $expected;
+	local %ENV = $node->_get_env();
+	my $cmd = [ $node->installed_command('psql'), '-XAt', '-d', $node->connstr('postgres'), '-c', $query ];
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		my ($out, $err) = ('', '');
+		IPC::Run::run($cmd, '<', '/dev/null', '>', \$out, '2>', \$err);
+		chomp $out;
+		return 1 if $out eq $expected && $err eq '';
+		select(undef, undef, undef, 0.1);
+	}
+	return 0;
 }
 
 # Stop (SIGSTOP) backend $pid of $node at one of batchproc's wait points

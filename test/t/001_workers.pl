@@ -8,6 +8,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
+use BatchprocTest qw(poll_across_restart);
+
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init;
 # Four databases with the extension take a worker and an io worker each.
@@ -203,7 +205,7 @@ ok( $node->poll_query_until('postgres',
 # kill -9 makes the postmaster restart every process; the worker returns.
 $pid = worker_pid('postgres');
 kill 'KILL', $pid;
-ok( $node->poll_query_until('postgres',
+ok( poll_across_restart($node,
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
 		  . " AND datname = 'postgres' AND pid <> $pid"),
 	'a worker killed with SIGKILL comes back after the crash restart');

@@ -136,7 +136,7 @@ ok($node->poll_query_until('postgres', "SELECT state = 'importing' FROM batchpro
 	'a slow query\'s import is under way');
 my $worker = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
 kill 'KILL', $worker;
-ok($node->poll_query_until('postgres',
+ok(poll_across_restart($node,
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
 		  . " AND datname = 'postgres' AND pid <> $worker"),
 	'the server restarts and the worker comes back');

@@ -32,7 +32,7 @@ sub kill_worker_when
 	my $pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'");
 	my $seen = $before_kill ? $before_kill->() : undef;
 	kill 'KILL', $pid;
-	ok( $node->poll_query_until('postgres',
+	ok( poll_across_restart($node,
 			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
 			  . " AND datname = 'postgres' AND pid <> $pid"),
 		'the server restarts and the worker comes back');

@@ -191,7 +191,7 @@ sub crash_mid_call
 		"batch $id: the rows of its first call are pending when the worker is stopped");
 	set_server_setting($node, 'batchproc.max_payload_bytes', $limit);
 	kill 'KILL', $pid;
-	ok($node->poll_query_until('postgres',
+	ok(poll_across_restart($node,
 			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'"
 			  . " AND datname = 'postgres' AND pid <> $pid"),
 		"batch $id: the server restarts and the worker comes back");

@@ -134,7 +134,7 @@ my $log_offset = -s $node->logfile;
 is(kill('KILL', $pid), 1, 'the io worker is killed mid-import');
 ok($node->wait_for_log(qr/\(PID $pid\) was terminated by signal 9/, $log_offset),
 	'the server restarts after the crash');
-ok($node->poll_query_until('postgres', "SELECT state FROM batchproc.batches WHERE id = $id", 'succeeded'),
+ok(poll_across_restart($node, "SELECT state FROM batchproc.batches WHERE id = $id", 'succeeded'),
 	'after the restart, the batch is imported and run');
 is($node->safe_psql('postgres', "SELECT total_rows, succeeded_rows FROM batchproc.batches WHERE id = $id"),
 	"$rows|$rows", 'its row count is the CSV\'s');

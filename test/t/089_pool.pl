@@ -35,7 +35,7 @@ my $workers_sql = "SELECT pid FROM pg_stat_activity"
 sub pool_is_back
 {
 	my ($gone, $what) = @_;
-	ok( $node->poll_query_until('postgres',
+	ok( poll_across_restart($node,
 			"SELECT count(*) = 3 AND NOT (array_agg(pid) && ARRAY[$gone]) FROM ($workers_sql) w"),
 		$what);
 }
