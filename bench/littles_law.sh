@@ -34,6 +34,10 @@
 # connections, come before the first batch: the target's Node process is
 # then past its own warm-up (JIT, accept path), and a first batch's share
 # measures the worker's new connections, not the target's first calls.
+# WIRE=1 (root, and tcpdump installed) captures the target's port and
+# adds, per batch, what bench/wire_split.py reads from the packets: the
+# target's time for a call as the kernel saw it pass, and what of a slot's
+# cycle in the batch's middle is left to the worker.
 # Not a pass/fail test.
 set -euo pipefail
 harness_name=bench
@@ -43,6 +47,11 @@ DELAY_MS=${DELAY_MS:-100}
 CONCURRENCY=${CONCURRENCY:-500}
 RUNS=${RUNS:-1}
 WARM=${WARM:-0}
+WIRE=${WIRE:-0}
+if [ "$WIRE" = 1 ] && { [ "$(id -u)" -ne 0 ] || ! command -v tcpdump >/dev/null; }; then
+	echo "WIRE=1 needs root and tcpdump (apt-get install -y tcpdump)" >&2
+	exit 1
+fi
 
 # PostgreSQL lets curl hold a third of a backend's descriptors
 # (AcquireExternalFD): max_files_per_process below makes room for
@@ -63,7 +72,15 @@ node "$src/bench/services/fast_target.js" --delay-ms "$DELAY_MS" \
 service_pids+=($!)
 exec 9>"$work/target.in"
 for _ in $(seq 1 50); do [ -s "$work/target.port" ] && break; sleep 0.1; done
-target="http://127.0.0.1:$(head -n 1 "$work/target.port")"
+target_port=$(head -n 1 "$work/target.port")
+target="http://127.0.0.1:$target_port"
+if [ "$WIRE" = 1 ]; then
+	# -U writes each packet out at once: a batch's packets are on disk by its end.
+	tcpdump -i lo -n -U -s 96 -B 65536 --time-stamp-precision=nano -w "$work/wire.pcap" \
+		"tcp port $target_port" 2>"$work/tcpdump.log" &
+	service_pids+=($!)
+	for _ in $(seq 1 50); do grep -q listening "$work/tcpdump.log" && break; sleep 0.1; done
+fi
 export AWS_ENDPOINT_URL_LAMBDA="$target"
 start_cluster bench "fsync = off
 max_files_per_process = $((CONCURRENCY * 3 + 1000))
@@ -140,5 +157,11 @@ for _ in $(seq 1 "$RUNS"); do
 		}'
 	echo "  $phases"
 	printf '  the target held each call %.1f ms on average (from its request to its answer)\n' "$held"
+	if [ "$WIRE" = 1 ]; then
+		IFS='|' read -r from to < <(sql -c "
+			SELECT extract(epoch FROM submitted_at), extract(epoch FROM finished_at)
+			  FROM batchproc.batches WHERE id = $id")
+		"$PYTHON" "$src/bench/wire_split.py" "$work/wire.pcap" "$target_port" "$from" "$to" "$CONCURRENCY"
+	fi
 done
 print_load end
