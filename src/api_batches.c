@@ -28,6 +28,7 @@
 
 #include "api.h"
 #include "batch/batch.h"
+#include "batch/xray.h"
 #include "batchproc.h"
 #include "rights.h"
 #include "sql.h"
@@ -171,8 +172,17 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 	if (!is_final(state))
 	{
 		BatchprocRights saved = batchproc_elevate();
+		char	   *was;
 
-		/* The worker may end the batch meanwhile: its ending stands. */
+		/*
+		 * The worker may end the batch meanwhile: its ending stands.  The
+		 * row is taken first, for the state it is cancelled from.
+		 */
+		exec_for_batch(psprintf("SELECT state FROM batchproc.batches WHERE id OPERATOR(pg_catalog.=) $1"
+								" AND state OPERATOR(pg_catalog.<>) ALL (%s) FOR NO KEY UPDATE",
+								batchproc_batch_states_sql(true)),
+					   batch_id, SPI_OK_SELECT, 1);
+		was = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 		exec_for_batch(psprintf("UPDATE batchproc.batches SET state = '%s',"
 								" in_flight = 0, %s"
 								" WHERE id OPERATOR(pg_catalog.=) $1"
@@ -187,6 +197,17 @@ batchproc_cancel(PG_FUNCTION_ARGS)
 						   batch_id, SPI_OK_SELECT, 0);
 			state = (char *) batchproc_batch_state_name(BATCHPROC_BATCH_CANCELLED);
 			batchproc_wake_worker_at_commit();
+
+			/*
+			 * A batch's X-Ray segment, sent in progress when its run started,
+			 * is closed by the run when it sees a cancel.  Cancelled from
+			 * exporting, the batch has no run left, and its export may wait
+			 * for an io worker that never takes it up now: close it here.
+			 * An io worker exporting it closes it too, with the same
+			 * segment.
+			 */
+			if (was && strcmp(was, batchproc_batch_state_name(BATCHPROC_BATCH_EXPORTING)) == 0)
+				batchproc_xray_send_at_commit(batchproc_xray_batch_ended(batch_id, CurrentMemoryContext));
 		}
 		else
 			state = batch_state(batch_id);

@@ -166,5 +166,6 @@ extern int	batchproc_max_config_bytes;
 /* hooks.c */
 extern void batchproc_install_hooks(void);
 extern void batchproc_wake_worker_at_commit(void);
+extern void batchproc_xray_send_at_commit(const char *document);
 
 #endif							/* BATCHPROC_H */

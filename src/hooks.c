@@ -11,6 +11,11 @@
  * woken process one catalog lookup.  A transaction that would need a wake
  * from a later COMMIT PREPARED cannot be prepared.
  *
+ * An X-Ray segment that a change closes (a batch cancelled from
+ * exporting) goes at commit too, built and its socket opened before, so
+ * that the commit only hands it to the kernel; a subtransaction that
+ * rolls back takes its segments with it.
+ *
  * DROP DATABASE is the exception: it waits only a few seconds for other
  * sessions to leave the database, so its worker is told to exit at once.
  *
@@ -29,6 +34,7 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
+#include "batch/xray.h"
 #include "batchproc.h"
 
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -40,12 +46,22 @@ static bool our_extension_dropped = false;
 static List *created_extensions = NIL;	/* OIDs, in TopTransactionContext */
 static bool xact_callback_registered = false;
 
+/* An X-Ray datagram to send at commit, and the transaction level that asked. */
+typedef struct PendingDatagram
+{
+	int			level;
+	char	   *datagram;
+} PendingDatagram;
+
+static List *datagrams_at_commit = NIL; /* in TopTransactionContext */
+
 static void
 forget_pending(void)
 {
 	wake_worker_pending = wake_launcher_pending = false;
 	batches_changed = our_extension_dropped = false;
 	created_extensions = NIL;
+	datagrams_at_commit = NIL;
 }
 
 /*
@@ -76,6 +92,8 @@ refuse_prepare(void)
 static void
 bp_xact_callback(XactEvent event, void *arg)
 {
+	ListCell   *lc;
+
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
@@ -83,6 +101,8 @@ bp_xact_callback(XactEvent event, void *arg)
 				batchproc_wake_worker(MyDatabaseId);
 			if (wake_launcher_pending)
 				batchproc_wake_launcher();
+			foreach(lc, datagrams_at_commit)
+				batchproc_xray_send_datagram(((PendingDatagram *) lfirst(lc))->datagram);
 			forget_pending();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -98,12 +118,34 @@ bp_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* A subtransaction's segments go with it, or pass to its parent. */
+static void
+bp_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	foreach(lc, datagrams_at_commit)
+	{
+		PendingDatagram *p = lfirst(lc);
+
+		if (p->level < level)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+			datagrams_at_commit = foreach_delete_current(datagrams_at_commit, lc);
+		else if (event == SUBXACT_EVENT_COMMIT_SUB)
+			p->level = level - 1;
+	}
+}
+
 static void
 ensure_xact_callback(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(bp_xact_callback, NULL);
+		RegisterSubXactCallback(bp_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 }
@@ -119,6 +161,29 @@ batchproc_wake_worker_at_commit(void)
 	ensure_xact_callback();
 	wake_worker_pending = true;
 	batches_changed = true;
+}
+
+/*
+ * Send X-Ray segment document (NULL: none) to the daemon when the current
+ * transaction commits, and not if it, or the subtransaction that asks,
+ * rolls back.
+ */
+void
+batchproc_xray_send_at_commit(const char *document)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	char	   *datagram = batchproc_xray_datagram(document);
+
+	if (datagram != NULL)
+	{
+		PendingDatagram *p = palloc(sizeof(PendingDatagram));
+
+		ensure_xact_callback();
+		p->level = GetCurrentTransactionNestLevel();
+		p->datagram = datagram;
+		datagrams_at_commit = lappend(datagrams_at_commit, p);
+	}
+	MemoryContextSwitchTo(old);
 }
 
 static void

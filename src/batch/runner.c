@@ -1064,8 +1064,8 @@ run_step(Step *step, BatchprocDispatcher *disp, MemoryContext cxt)
 /*
  * A batch that a cancel ended, seen by a worker that ran part of it: its
  * X-Ray segment, sent in progress when a run of it started, is sent
- * complete (batchproc_cancel, in the user's backend, sends nothing).
- * Every worker that ran it sends the same document.
+ * complete (batchproc_cancel sends it only for a batch it cancels from
+ * exporting).  Every worker that ran it sends the same document.
  */
 static void
 close_cancelled_segment(int64 id, MemoryContext cxt)

@@ -21,7 +21,9 @@
  * 127.0.0.1:2000) holding the line {"format": "json", "version": 1} and
  * one segment.  The batch's segment is sent in progress when a run of it
  * starts and complete when it ends, or when a worker sees that it was
- * cancelled (runner.c); each row's call is a subsegment of its own, sent
+ * cancelled (runner.c), or, for a batch cancelled from exporting, which
+ * no run may be left to see, when the cancel commits (api_batches.c,
+ * hooks.c); each row's call is a subsegment of its own, sent
  * when the row ends, with its HTTP status, its error/fault/throttle flags
  * (throttle for a 429 or a throttling error under another status), its
  * error as the cause, and the row's id, attempts and status as
@@ -30,9 +32,11 @@
  * Tracing never holds a row up: the socket is non-blocking and a datagram
  * that cannot go at once is dropped; nothing is retried.  A daemon that is
  * absent is not noticed at all (UDP).  An address that cannot be used is
- * reported once, with a warning, and the worker then sends nothing more
- * (the headers still go).  A host name in the address is resolved once,
- * when the worker first sends.
+ * reported once per process (a warning in a worker; in a user's backend,
+ * which sends when a cancel commits, the server's log only, for the
+ * address is the server's), and that process then sends nothing more (the
+ * headers still go).  A host name in the address is resolved once, when a
+ * process first sends.
  *
  * IDENTIFICATION
  *	  src/batch/xray.c
@@ -168,7 +172,14 @@ append_failure(StringInfo buf, uint64 cause_seed, long http_status, bool throttl
 }
 
 /*
- * Open the socket to the daemon, once per worker.  AWS_XRAY_DAEMON_ADDRESS
+ * How an unusable daemon address or socket is reported: a warning in a
+ * worker; in a user's backend, which sends only when a cancel commits, the
+ * server's log alone, for the address and its hint are the server's.
+ */
+#define XRAY_WARNING (IsBackgroundWorker ? WARNING : LOG_SERVER_ONLY)
+
+/*
+ * Open the socket to the daemon, once per process.  AWS_XRAY_DAEMON_ADDRESS
  * is host:port, or "udp:host:port tcp:host:port" as the SDKs also accept
  * it (only the UDP one is used); an IPv6 host is in brackets.
  */
@@ -201,9 +212,9 @@ open_socket(void)
 	if (colon == NULL || colon == address || colon[1] == '\0' ||
 		strspn(colon + 1, "0123456789") != strlen(colon + 1))
 	{
-		ereport(WARNING,
+		ereport(XRAY_WARNING,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batchproc: AWS_XRAY_DAEMON_ADDRESS \"%s\" is not an address this worker can send X-Ray segments to",
+				 errmsg("batchproc: AWS_XRAY_DAEMON_ADDRESS \"%s\" is not an address batchproc can send X-Ray segments to",
 						setting),
 				 errdetail("Batches with enable_xray still send trace headers, but no segments go to the X-Ray daemon."),
 				 errhint("Set AWS_XRAY_DAEMON_ADDRESS in the server's environment to host:port, such as 127.0.0.1:2000, and restart the server.")));
@@ -225,7 +236,7 @@ open_socket(void)
 	rc = getaddrinfo(host, port, &hints, &found);
 	if (rc != 0 || found == NULL)
 	{
-		ereport(WARNING,
+		ereport(XRAY_WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("batchproc: could not resolve the X-Ray daemon's address \"%s\": %s",
 						setting, gai_strerror(rc)),
@@ -235,7 +246,7 @@ open_socket(void)
 	if (!AcquireExternalFD())
 	{
 		freeaddrinfo(found);
-		ereport(WARNING,
+		ereport(XRAY_WARNING,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("batchproc: no file descriptor is left for the X-Ray daemon's socket"),
 				 errdetail("Batches with enable_xray still send trace headers, but no segments go to the X-Ray daemon."),
@@ -247,7 +258,7 @@ open_socket(void)
 	{
 		ReleaseExternalFD();
 		freeaddrinfo(found);
-		ereport(WARNING,
+		ereport(XRAY_WARNING,
 				(errcode_for_socket_access(),
 				 errmsg("batchproc: could not open a socket to the X-Ray daemon: %m")));
 		return false;
@@ -260,27 +271,45 @@ open_socket(void)
 }
 
 /*
- * Send one segment document to the daemon, or drop it: a full socket
- * buffer or an absent daemon never holds the worker up.  A NULL document
- * (a batch not traced) sends nothing.
+ * The datagram that carries one segment document, in the current memory
+ * context, once the socket to the daemon is open (opening it here, where
+ * an error may still be thrown); NULL for a NULL document (a batch not
+ * traced), one too large to go, or no socket.
  */
-void
-batchproc_xray_send(const char *document)
+char *
+batchproc_xray_datagram(const char *document)
 {
 	StringInfoData datagram;
-	ssize_t		sent;
 
 	if (document == NULL || !open_socket())
-		return;
+		return NULL;
 	initStringInfo(&datagram);
 	appendStringInfoString(&datagram, XRAY_HEADER_LINE);
 	appendStringInfoString(&datagram, document);
 	if (datagram.len > XRAY_MAX_DATAGRAM)
 	{
 		pfree(datagram.data);
-		return;
+		return NULL;
 	}
-	sent = sendto(xray_socket, datagram.data, datagram.len, MSG_DONTWAIT | MSG_NOSIGNAL,
+	return datagram.data;
+}
+
+/*
+ * Send a datagram (batchproc_xray_datagram) to the daemon, or drop it: a
+ * full socket buffer or an absent daemon never holds the sender up.  It
+ * allocates nothing and raises at most a warning, so that it can run after
+ * a commit;
+ * a socket that fails otherwise is closed, with a warning, and this
+ * process sends no more.
+ */
+void
+batchproc_xray_send_datagram(const char *datagram)
+{
+	ssize_t		sent;
+
+	if (datagram == NULL || socket_state != XRAY_SOCKET_OPEN)
+		return;
+	sent = sendto(xray_socket, datagram, strlen(datagram), MSG_DONTWAIT | MSG_NOSIGNAL,
 				  (struct sockaddr *) &daemon_addr, daemon_addr_len);
 	if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS &&
 		errno != ECONNREFUSED && errno != EINTR)
@@ -292,12 +321,22 @@ batchproc_xray_send(const char *document)
 		ReleaseExternalFD();
 		socket_state = XRAY_SOCKET_UNUSABLE;
 		errno = save_errno;
-		ereport(WARNING,
+		ereport(XRAY_WARNING,
 				(errcode_for_socket_access(),
 				 errmsg("batchproc: could not send to the X-Ray daemon: %m"),
-				 errdetail("This worker sends no more X-Ray segments until it restarts; its calls still carry trace headers.")));
+				 errdetail("This process sends no more X-Ray segments; the batches' calls still carry trace headers.")));
 	}
-	pfree(datagram.data);
+}
+
+/* Send one segment document to the daemon, or drop it. */
+void
+batchproc_xray_send(const char *document)
+{
+	char	   *datagram = batchproc_xray_datagram(document);
+
+	batchproc_xray_send_datagram(datagram);
+	if (datagram)
+		pfree(datagram);
 }
 
 /* The batch's segment: ended (with its state and error) or in progress. */

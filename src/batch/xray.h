@@ -34,5 +34,7 @@ extern void batchproc_xray_row_ended(const BatchprocXray *xray, const BatchprocT
 									 long http_status, bool throttled);
 extern char *batchproc_xray_batch_ended(int64 batch_id, MemoryContext cxt);
 extern void batchproc_xray_send(const char *document);
+extern char *batchproc_xray_datagram(const char *document);
+extern void batchproc_xray_send_datagram(const char *datagram);
 
 #endif							/* BATCHPROC_XRAY_H */

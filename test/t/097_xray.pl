@@ -2,12 +2,13 @@
 # as the default), every call of a batch carries X-Amzn-Trace-Id with the
 # batch's trace and its row's parent id, and a UDP listener of ours playing
 # the X-Ray daemon gets the batch's segment and one subsegment per row, a
-# failing row's with its fault and cause; without it, no header and no
-# datagram; with no daemon listening, or an address that is no address,
-# the batch succeeds all the same.  A batch's log_level is honoured, and
-# one grep on "batchproc: batch <id> " finds its start, retries, failures
-# and end.  Batches are submitted by alice, an unprivileged member of
-# batchproc_user.
+# failing row's with its fault and cause; a batch cancelled, in flight or
+# while its export waits for an io worker, gets its segment closed;
+# without it, no header and no datagram; with no daemon listening, or an
+# address that is no address, the batch succeeds all the same.  A batch's
+# log_level is honoured, and one grep on "batchproc: batch <id> " finds its
+# start, retries, failures and end.  Batches are submitted by alice, an
+# unprivileged member of batchproc_user.
 use strict;
 use warnings;
 
@@ -294,6 +295,49 @@ is(($csegment->{annotations}{state} // '-') . '/' . ($csegment->{in_progress} ? 
 	'cancelled/complete', 'the cancelled batch\'s segment is sent complete, in state cancelled');
 ok((grep { $_->{in_progress} && ($_->{id} // '') eq ($csegment->{id} // '') } documents_of($cid)),
 	'the same segment that was sent in progress');
+
+# --- A batch cancelled while its export waits for an io worker: no run is
+# left to see the cancel, so the cancel's commit closes the segment.  The
+# io worker is stopped at rest once the call is in flight, so that the
+# run's end leaves the batch exporting with no one to take the export up.
+sql('GRANT batchproc_s3_write TO alice');
+put_object($bucket, 'export.csv', "key,delay_ms\nexported,3000\n");
+my $eid = as_alice(q{SELECT batchproc_submit('{"csv_s3_uri": "s3://xray/export.csv", "output_s3_uri": "s3://xray/export.out.csv",
+  "target": {"type": "tool", "name": "echo"},
+  "input_mapping": {"column_mappings": {"key": "key"},
+    "transformations": {"delay_ms": {"type": "jsonpath", "config": {"column": "delay_ms", "path": "$"}}}},
+  "execution_config": {"enable_xray": true}}')});
+like($eid, qr/^\d+$/, 'alice submits a traced batch with an output file');
+my $sent_by = time() + 60;
+select(undef, undef, undef, 0.1) until (grep { $_->{in_progress} } documents_of($eid)) || time() > $sent_by;
+ok((grep { $_->{in_progress} } documents_of($eid)), 'its run started: its segment was sent in progress');
+my $io = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc io worker' AND datname = 'postgres'"
+	  . ' ORDER BY pid LIMIT 1');
+# A test that dies while the io worker is stopped must not leave it so.
+END { kill 'CONT', $io if $io; }
+ok(stop_at_rest($node, $io), 'the io worker is stopped');
+ok($node->poll_query_until('postgres', "SELECT state = 'exporting' FROM batchproc.batches WHERE id = $eid"),
+	'its call answered, the batch waits for its export');
+is(as_alice("BEGIN; SAVEPOINT s; SELECT batchproc_cancel($eid); ROLLBACK TO s; COMMIT"), 'cancelled',
+	'a cancel in a subtransaction rolled back');
+is(sql("SELECT state FROM batchproc.batches WHERE id = $eid"), 'exporting', 'leaves the batch exporting');
+is(as_alice("SELECT batchproc_cancel($eid)"), 'cancelled', 'alice cancels it');
+my $esegment = ended_segment($eid) // {};
+is(($esegment->{annotations}{state} // '-') . '/' . ($esegment->{in_progress} ? 'in progress' : 'complete'),
+	'cancelled/complete', 'its segment is sent complete, in state cancelled, with the io worker still stopped');
+kill 'CONT', $io;
+# A batch after it, imported and exported by the same io worker, shows
+# that the io worker has run its queue since.
+my ($after_id, $after_state) = run_batch(q({"csv_s3_uri": "s3://xray/one.csv", "output_s3_uri": "s3://xray/after.out.csv",
+  "target": {"type": "tool", "name": "echo"}, "input_mapping": {"column_mappings": {"key": "key"}},
+  "execution_config": {"enable_xray": true}}));
+is($after_state, 'succeeded', 'the io worker runs again: a batch after it is exported');
+ok(ended_segment($after_id), 'and its segment, sent after the cancel\'s, has come');
+is(scalar(grep { !$_->{type} && !$_->{in_progress} } documents_of($eid)), 1,
+	'the cancelled batch got one closed segment: the rolled-back cancel sent none');
+is(sql("SELECT state FROM batchproc.batches WHERE id = $eid"), 'cancelled', 'the cancelled batch stays cancelled');
+my ($head_rc) = aws('s3api', 'head-object', '--bucket', $bucket, '--key', 'export.out.csv');
+isnt($head_rc, 0, 'and its output file was not written');
 
 # --- The batch without X-Ray, which ran before all of these.
 is(scalar(documents_of($off)), 0, 'a batch with enable_xray false sends no datagram');
