@@ -80,14 +80,14 @@ def main():
     # mean time it holds one, is the rate; the slots not on the wire are
     # the worker's.
     skip = len(batch) // 20
-    lo, hi = batch[skip][0], batch[-skip][0]
-    held_in_window = sum(max(0.0, min(answer, hi) - max(request, lo)) for request, answer, _ in batch)
-    on_wire = held_in_window / (hi - lo)
-    middle = [answer - request for request, answer, _ in batch if lo <= request <= hi]
+    since, until = batch[skip][0], batch[-skip][0]
+    held_in_window = sum(max(0.0, min(answer, until) - max(request, since)) for request, answer, _ in batch)
+    on_wire = held_in_window / (until - since)
+    middle = [answer - request for request, answer, _ in batch if since <= request <= until]
     wire = statistics.mean(middle)
     rate = on_wire / wire
     cycle = concurrency / rate
-    print(f'  its middle ({ms(hi - lo) / 1000:.2f} s): {on_wire:.1f} of {concurrency} slots on the wire on average'
+    print(f'  its middle ({until - since:.2f} s): {on_wire:.1f} of {concurrency} slots on the wire on average'
           f' at {ms(wire):.2f} ms a call = {rate:.0f} calls/s; a slot\'s cycle {ms(cycle):.2f} ms,'
           f' {ms(cycle - wire):.2f} of them the worker\'s (sending, noticing the answer, filling the slot again)')
 

@@ -298,9 +298,8 @@ batchproc_xray_datagram(const char *document)
  * Send a datagram (batchproc_xray_datagram) to the daemon, or drop it: a
  * full socket buffer or an absent daemon never holds the sender up.  It
  * allocates nothing and raises at most a warning, so that it can run after
- * a commit;
- * a socket that fails otherwise is closed, with a warning, and this
- * process sends no more.
+ * a commit; a socket that fails otherwise is closed, with that warning,
+ * and this process sends no more.
  */
 void
 batchproc_xray_send_datagram(const char *datagram)
