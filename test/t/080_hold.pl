@@ -71,6 +71,9 @@ sub alice_carries_on
 	is(wait_for_batch($on // $node, $id), 'succeeded', "alice's batch succeeds $what");
 }
 
+# The launcher starts the worker after the server: read its pid once it is there.
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'batchproc worker'")
+  or die 'the worker did not start';
 my $worker_pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker'");
 
 # --- Wide headers.  The table holds 1600 columns, of which the batch's own
