@@ -118,7 +118,8 @@ received, faulted or not), "forwarded": {kind: n}, "faults": {kind: n}
 "tampered": {"signature": n, "body": n}, "expired": {kind: n},
 "refused": {kind: n} (--verify-s3),
 "upstream_status": {kind: {status: n}},
-"upstream_errors": n, "relayed": {kind: body bytes written to the
+"upstream_errors": n, "upload_parts": {part number: UploadParts of it
+received}, "relayed": {kind: body bytes written to the
 client}, "trace_headers": {execution name: the traceHeader of its
 StartExecution or StartSyncExecution body, or null}}.  Kinds are S3 operation names (PutObject,
 UploadPart, CreateMultipartUpload, CompleteMultipartUpload,
@@ -319,6 +320,7 @@ class State:
         self.tamper_limits = {"signature": args.tamper_signature, "body": args.tamper_body}
         self.tampered = {"signature": 0, "body": 0}
         self.requests = {}
+        self.upload_parts = {}
         self.forwarded = {}
         self.injected = {}
         self.delayed = {}
@@ -327,10 +329,13 @@ class State:
         self.relayed = {}
         self.trace_headers = {}
 
-    def receive(self, kind):
-        """Count a request; return the fault to inject, or None."""
+    def receive(self, kind, part=None):
+        """Count a request (an UploadPart by its part number too); return
+        the fault to inject, or None."""
         with self.lock:
             self.requests[kind] = self.requests.get(kind, 0) + 1
+            if part is not None:
+                self.upload_parts[part] = self.upload_parts.get(part, 0) + 1
             fault = self.faults.get(kind)
             done = self.injected.get(kind, 0)
             if fault is None or done >= fault[2]:
@@ -398,6 +403,7 @@ class State:
                 "refused": dict(self.refused),
                 "upstream_status": {k: dict(v) for k, v in self.upstream_status.items()},
                 "upstream_errors": self.upstream_errors,
+                "upload_parts": dict(self.upload_parts),
                 "relayed": dict(self.relayed),
                 "trace_headers": dict(self.trace_headers),
             }
@@ -445,7 +451,8 @@ class Handler(http_service.Handler):
             return None
         if self.refuse_s3_signature(kind, body):
             return None
-        fault = self.state.receive(kind)
+        part = parse_qs(query).get("partNumber", [None])[0] if kind == "UploadPart" else None
+        fault = self.state.receive(kind, part)
         self.state.record_trace_header(kind, body)
         if fault is not None:
             status, data, _ = fault
