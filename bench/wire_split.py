@@ -12,6 +12,9 @@ For one batch (the calls whose request falls in [START, END], epoch
 seconds) it prints:
 - the target's time on the wire for a call: mean, p50, p99, and the mean
   for the first call of a new connection and for the other calls;
+- for the new connections, how long after the worker opened one (its SYN)
+  its first request followed: the worker's time to send on it, which
+  includes the calls it started meanwhile;
 - in the batch's middle (from its 5th to its 95th percentile of calls by
   request time, away from the ramp and the drain): the calls on the wire
   on average (their time on the wire within that window, over its
@@ -30,26 +33,30 @@ import statistics
 import subprocess
 import sys
 
-PACKET = re.compile(r'^(\d+\.\d+) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): .*length (\d+)')
+PACKET = re.compile(r'^(\d+\.\d+) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): Flags \[([^]]*)\].*length (\d+)')
 
 
 def calls_on_wire(pcap, port):
-    """(request time, answer time, new connection) of every call, in order."""
+    """(request time, answer time, when its connection was opened if the
+    call is the connection's first, else None) of every call, in order."""
     dump = subprocess.run(['tcpdump', '-r', pcap, '-n', '-tt', '--time-stamp-precision=nano'],
                           capture_output=True, text=True, check=True).stdout
     asked = {}
-    seen = set()
+    opened = {}
     calls = []
     for line in dump.splitlines():
         m = PACKET.match(line)
-        if not m or int(m.group(4)) == 0:
+        if not m:
             continue
-        at, src, dst = float(m.group(1)), m.group(2), m.group(3)
+        at, src, dst, flags = float(m.group(1)), m.group(2), m.group(3), m.group(4)
+        if dst == port and flags == 'S':
+            opened[src] = at
+        if int(m.group(5)) == 0:
+            continue
         if dst == port:
             asked.setdefault(src, at)
         elif src == port and dst in asked:
-            calls.append((asked.pop(dst), at, dst not in seen))
-            seen.add(dst)
+            calls.append((asked.pop(dst), at, opened.pop(dst, None)))
     calls.sort()
     return calls
 
@@ -69,12 +76,16 @@ def main():
         print(f'  on the wire: only {len(batch)} calls in the batch\'s window')
         return
     held = sorted(answer - request for request, answer, _ in batch)
-    first = [answer - request for request, answer, new in batch if new]
-    later = [answer - request for request, answer, new in batch if not new]
+    first = [answer - request for request, answer, syn in batch if syn is not None]
+    later = [answer - request for request, answer, syn in batch if syn is None]
     print(f'  on the wire: the target took {ms(statistics.mean(held)):.2f} ms a call'
           f' (p50 {ms(held[len(held) // 2]):.2f}, p99 {ms(held[int(len(held) * 0.99)]):.2f});'
           f' {ms(statistics.mean(first)):.2f} for the first call of each of {len(first)} new connections'
           + (f', {ms(statistics.mean(later)):.2f} for the others' if later else ''))
+    sent_after = sorted(request - syn for request, _, syn in batch if syn is not None)
+    if sent_after:
+        print(f'  a new connection\'s first request left {ms(statistics.mean(sent_after)):.2f} ms after it was'
+              f' opened on average (max {ms(sent_after[-1]):.2f})')
     # The middle: away from the ramp and the drain.  Little's law on the
     # wire: the calls the target holds on average over the window, by the
     # mean time it holds one, is the rate; the slots not on the wire are

@@ -15,7 +15,10 @@
  * change).  A wake on the epoll descriptor asks it which sockets are
  * ready and hands them to curl_multi_socket_action; the wait's timeout is
  * computed from the deadline, so a latch wake-up does not restart curl's
- * timer, and the timer fires even while sockets keep the loop busy.
+ * timer, and the timer fires even while sockets keep the loop busy.  A
+ * caller that starts many transfers in a row may look at the sockets
+ * between them without waiting (batchproc_http_progress_connecting), so
+ * that requests on new connections go out as the connections come up.
  * CHECK_FOR_INTERRUPTS runs at every wake, so a query cancel or SIGTERM
  * ends a transfer at once; the transfer's resources go with its memory
  * context.  A caller's wake hook runs there too, for what is not an
@@ -132,6 +135,9 @@ static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 									 * not do, reported at the next wait */
 static WaitEventSet *wait_set = NULL;
 static int64 last_look_us = -1; /* when a wait last looked at the sockets */
+static int	opened_since_look = 0;	/* connections curl opened since then */
+static bool ready_since_look = false;	/* progress found sockets ready since */
+static bool done_since_wait = false;	/* transfers reaped between waits */
 static int64 loop_lag_us = 0;	/* see batchproc_http_loop_lag_us */
 static bool latch_was_set = false;
 static BatchprocHttpWakeHook wake_hook = NULL;
@@ -536,6 +542,8 @@ open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addres
 	fd = socket(address->family, address->socktype, address->protocol);
 	if (fd == CURL_SOCKET_BAD)
 		ReleaseExternalFD();
+	else
+		opened_since_look++;
 	return fd;
 }
 
@@ -816,6 +824,7 @@ reap_finished(void)
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
 			req->done = true;
+			done_since_wait = true;
 			req->headers_done = true;
 			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->response.status);
 			if (msg->data.result != CURLE_OK)
@@ -926,16 +935,24 @@ wait_and_drive_capped(bool block, long cap_ms)
 	/*
 	 * Sockets ready before the wait were ready while the caller worked: they
 	 * may have waited since the last look.  They go first, and the wait then
-	 * only looks for what came since.
+	 * only looks for what came since.  So do those that
+	 * batchproc_http_progress_connecting found ready since the last look:
+	 * the caller turns to what curl read from them after this wait.  A
+	 * transfer finished outside a wait is the caller's to see at once.
 	 */
 	entered_us = monotonic_us();
 	loop_lag_us = 0;
+	opened_since_look = 0;
 	if (nsockets > 0 && drive_ready_sockets() > 0)
 	{
-		if (last_look_us >= 0)
-			loop_lag_us = entered_us - last_look_us;
+		ready_since_look = true;
 		timeout = 0;
 	}
+	if (ready_since_look && last_look_us >= 0)
+		loop_lag_us = entered_us - last_look_us;
+	ready_since_look = false;
+	if (done_since_wait)
+		timeout = 0;
 
 	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
@@ -976,6 +993,9 @@ wait_and_drive_capped(bool block, long cap_ms)
 	if (wake_hook)
 		wake_hook(wake_hook_arg);
 	reap_finished();
+	/* The caller looks at its transfers after a wait. */
+	if (block)
+		done_since_wait = false;
 }
 
 static void
@@ -1037,6 +1057,24 @@ batchproc_http_progress(void)
 {
 	if (nmultis > 0)
 		wait_and_drive(false);
+}
+
+/*
+ * curl sends a request on a new connection once a look at the sockets
+ * finds the connection up: for a caller that starts many transfers in a
+ * row, that is after the last of them unless it looks in between.  The
+ * look hands curl the ready sockets only; the latch, interrupts and
+ * curl's timer wait for the next wait.
+ */
+void
+batchproc_http_progress_connecting(void)
+{
+	if (opened_since_look == 0)
+		return;
+	opened_since_look = 0;
+	if (drive_ready_sockets() > 0)
+		ready_since_look = true;
+	reap_finished();
 }
 
 BatchprocHttpResponse *

@@ -99,6 +99,15 @@ extern BatchprocHttpResponse *batchproc_http_perform(BatchprocHttpRequest *req);
  */
 extern void batchproc_http_start(BatchprocHttpRequest *req);
 extern void batchproc_http_progress(void);
+
+/*
+ * For a caller that starts many transfers in a row, between them: if one
+ * opened a connection since the last look at the sockets, let curl send
+ * on those that are up (kept connections send as the transfer starts).
+ * It never waits, and leaves the latch and interrupts to the next wait.
+ */
+extern void batchproc_http_progress_connecting(void);
+
 extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
 
 /*
@@ -110,10 +119,11 @@ extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
 extern void batchproc_http_wait(long max_ms);
 
 /*
- * How long the sockets ready as the last wait began may have waited for
- * it: the time since the look at the sockets before (or since the first
- * socket came into an empty set, if later), or 0 when none were ready.
- * An event loop lags behind its answers by this much.
+ * How long the sockets ready as the last wait began (or found ready by
+ * batchproc_http_progress_connecting since the look before) may have
+ * waited for it: the time since the look at the sockets before (or since
+ * the first socket came into an empty set, if later), or 0 when none were
+ * ready.  An event loop lags behind its answers by this much.
  */
 extern int64 batchproc_http_loop_lag_us(void);
 

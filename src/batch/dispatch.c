@@ -67,7 +67,9 @@
  * and results written, the share of capacity each gets, and their ends.
  *
  * The wait point is batchproc_http_wait: the latch, curl's sockets, and the
- * next timer of any slot.
+ * next timer of any slot.  A large fill looks at curl's sockets between
+ * its calls without waiting, if they open connections: curl sends a new
+ * connection's request only once a look finds the connection up.
  *
  * IDENTIFICATION
  *	  src/batch/dispatch.c
@@ -99,6 +101,13 @@
 /* A group of finished rows is written at this size, or after this long. */
 #define FLUSH_ROWS			500
 #define FLUSH_MS			200
+/*
+ * A fill that opens connections lets curl act on them after this many
+ * calls started: their requests go out as their connections come up, not
+ * after the fill's last call is built (a first batch's first calls,
+ * docs/performance.md).
+ */
+#define PROGRESS_CALLS		32
 /* The batch's state is read at least this often, to notice a cancel. */
 #define STATE_CHECK_MS		500
 /* A run's concurrency is halved at most this often, so that one burst of
@@ -833,6 +842,7 @@ fill_slots(BatchprocDispatcher *disp)
 {
 	int			busy = inflight(disp);
 	int			cap = batchproc_window_cap();
+	int			started = 0;
 	ListCell   *lc;
 
 	/* Calls of other workers may have ended since the last look. */
@@ -868,6 +878,8 @@ fill_slots(BatchprocDispatcher *disp)
 		next->pass += 1.0 / next->config->priority;
 		/* A row may finish at once (a bad input), freeing its slot. */
 		busy = inflight(disp);
+		if (++started % PROGRESS_CALLS == 0)
+			batchproc_http_progress_connecting();
 	}
 	/* Rows that only the window keeps waiting: it may grow. */
 	if (busy >= cap)
