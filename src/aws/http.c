@@ -135,9 +135,12 @@ static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 									 * not do, reported at the next wait */
 static WaitEventSet *wait_set = NULL;
 static int64 last_look_us = -1; /* when a wait last looked at the sockets */
-static int	opened_since_look = 0;	/* connections curl opened since then */
-static bool ready_since_look = false;	/* progress found sockets ready since */
-static bool done_since_wait = false;	/* transfers reaped between waits */
+static int	opened_since_wait = 0;	/* sockets curl opened since a wait */
+static bool ready_since_look = false;	/* batchproc_http_progress_connecting
+										 * found sockets ready since the last
+										 * look */
+static bool done_since_wait = false;	/* transfers reaped since the last
+										 * batchproc_http_wait */
 static int64 loop_lag_us = 0;	/* see batchproc_http_loop_lag_us */
 static bool latch_was_set = false;
 static BatchprocHttpWakeHook wake_hook = NULL;
@@ -543,7 +546,7 @@ open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addres
 	if (fd == CURL_SOCKET_BAD)
 		ReleaseExternalFD();
 	else
-		opened_since_look++;
+		opened_since_wait++;
 	return fd;
 }
 
@@ -935,14 +938,15 @@ wait_and_drive_capped(bool block, long cap_ms)
 	/*
 	 * Sockets ready before the wait were ready while the caller worked: they
 	 * may have waited since the last look.  They go first, and the wait then
-	 * only looks for what came since.  So do those that
-	 * batchproc_http_progress_connecting found ready since the last look:
-	 * the caller turns to what curl read from them after this wait.  A
-	 * transfer finished outside a wait is the caller's to see at once.
+	 * only looks for what came since.  Sockets that
+	 * batchproc_http_progress_connecting found ready since the last look
+	 * count in the lag as if found here, even if curl has closed them
+	 * since: the caller turns to what curl read from them only after this
+	 * wait.
 	 */
 	entered_us = monotonic_us();
 	loop_lag_us = 0;
-	opened_since_look = 0;
+	opened_since_wait = 0;
 	if (nsockets > 0 && drive_ready_sockets() > 0)
 	{
 		ready_since_look = true;
@@ -951,8 +955,6 @@ wait_and_drive_capped(bool block, long cap_ms)
 	if (ready_since_look && last_look_us >= 0)
 		loop_lag_us = entered_us - last_look_us;
 	ready_since_look = false;
-	if (done_since_wait)
-		timeout = 0;
 
 	nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
@@ -993,9 +995,6 @@ wait_and_drive_capped(bool block, long cap_ms)
 	if (wake_hook)
 		wake_hook(wake_hook_arg);
 	reap_finished();
-	/* The caller looks at its transfers after a wait. */
-	if (block)
-		done_since_wait = false;
 }
 
 static void
@@ -1061,17 +1060,18 @@ batchproc_http_progress(void)
 
 /*
  * curl sends a request on a new connection once a look at the sockets
- * finds the connection up: for a caller that starts many transfers in a
- * row, that is after the last of them unless it looks in between.  The
- * look hands curl the ready sockets only; the latch, interrupts and
- * curl's timer wait for the next wait.
+ * finds the connection up (a TLS handshake takes a look for each of its
+ * steps): for a caller that starts many transfers in a row, that is after
+ * the last of them unless it looks in between.  Once any opened a
+ * connection, every call until the next wait looks.  The look hands curl
+ * the ready sockets only; the latch, interrupts and curl's timer wait for
+ * the next wait.
  */
 void
 batchproc_http_progress_connecting(void)
 {
-	if (opened_since_look == 0)
+	if (opened_since_wait == 0)
 		return;
-	opened_since_look = 0;
 	if (drive_ready_sockets() > 0)
 		ready_since_look = true;
 	reap_finished();
@@ -1156,7 +1156,13 @@ void
 batchproc_http_wait(long max_ms)
 {
 	ensure_multi();
-	wait_and_drive_capped(true, max_ms);
+	/*
+	 * A transfer reaped since the last call (by progress, at its start, or
+	 * in another request's wait) is the caller's to see now: then this one
+	 * only looks.
+	 */
+	wait_and_drive_capped(!done_since_wait, max_ms);
+	done_since_wait = false;
 }
 
 int64

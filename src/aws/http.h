@@ -102,9 +102,9 @@ extern void batchproc_http_progress(void);
 
 /*
  * For a caller that starts many transfers in a row, between them: if one
- * opened a connection since the last look at the sockets, let curl send
- * on those that are up (kept connections send as the transfer starts).
- * It never waits, and leaves the latch and interrupts to the next wait.
+ * opened a connection since the last wait, let curl send on those that
+ * are up (kept connections send as the transfer starts).  It never waits,
+ * and leaves the latch and interrupts to the next wait.
  */
 extern void batchproc_http_progress_connecting(void);
 
@@ -113,7 +113,8 @@ extern BatchprocHttpResponse *batchproc_http_finish(BatchprocHttpRequest *req);
 /*
  * For an event loop with many requests in flight: wait once, for at most
  * max_ms (-1: as long as curl's next timer or until the latch is set), for
- * any transfer to move; then ask each request whether it is done.  The
+ * any transfer to move; then ask each request whether it is done.  If a
+ * transfer finished since the last call, outside it, it only looks.  The
  * latch is reset and interrupts are checked inside.
  */
 extern void batchproc_http_wait(long max_ms);

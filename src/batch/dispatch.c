@@ -102,10 +102,11 @@
 #define FLUSH_ROWS			500
 #define FLUSH_MS			200
 /*
- * A fill that opens connections lets curl act on them after this many
- * calls started: their requests go out as their connections come up, not
- * after the fill's last call is built (a first batch's first calls,
- * docs/performance.md).
+ * A fill that opens connections lets curl act on them after every this
+ * many rows started: their requests go out as their connections come up,
+ * not after the fill's last call is built (a first batch's first calls,
+ * docs/performance.md).  An error of the transport there is the run's
+ * being filled, as one in starting its call would be.
  */
 #define PROGRESS_CALLS		32
 /* The batch's state is read at least this often, to notice a cancel. */
