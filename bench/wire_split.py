@@ -80,7 +80,8 @@ def main():
     later = [answer - request for request, answer, syn in batch if syn is None]
     print(f'  on the wire: the target took {ms(statistics.mean(held)):.2f} ms a call'
           f' (p50 {ms(held[len(held) // 2]):.2f}, p99 {ms(held[int(len(held) * 0.99)]):.2f});'
-          f' {ms(statistics.mean(first)):.2f} for the first call of each of {len(first)} new connections'
+          + (f' {ms(statistics.mean(first)):.2f} for the first call of each of {len(first)} new connections'
+             if first else ' no new connection')
           + (f', {ms(statistics.mean(later)):.2f} for the others' if later else ''))
     sent_after = sorted(request - syn for request, _, syn in batch if syn is not None)
     if sent_after:

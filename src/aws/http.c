@@ -248,6 +248,13 @@ new_multi(void)
 	 * queue rather than fail to connect.
 	 */
 	curl_multi_setopt(m->handle, CURLMOPT_MAX_TOTAL_CONNECTIONS, connections_per_multi);
+	/*
+	 * By default curl keeps four idle connections per transfer in the
+	 * handle, so a batch's last calls closed most of its connections as
+	 * they ended, and the next batch opened them again.  Idle ones still
+	 * close after curl's CURLOPT_MAXAGE_CONN.
+	 */
+	curl_multi_setopt(m->handle, CURLMOPT_MAXCONNECTS, connections_per_multi);
 	curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *) (intptr_t) nmultis);
 	curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, timer_cb);
