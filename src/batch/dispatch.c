@@ -102,13 +102,13 @@
 #define FLUSH_ROWS			500
 #define FLUSH_MS			200
 /*
- * A fill that opens connections lets curl act on them after every this
- * many rows started: their requests go out as their connections come up,
- * not after the fill's last call is built (a first batch's first calls,
+ * A fill that opens connections lets curl act on them every PROGRESS_ROWS
+ * rows it starts: their requests go out as their connections come up, not
+ * after the fill's last call is built (a first batch's first calls,
  * docs/performance.md).  An error of the transport there is the run's
  * being filled, as one in starting its call would be.
  */
-#define PROGRESS_CALLS		32
+#define PROGRESS_ROWS		32
 /* The batch's state is read at least this often, to notice a cancel. */
 #define STATE_CHECK_MS		500
 /* A run's concurrency is halved at most this often, so that one burst of
@@ -879,7 +879,7 @@ fill_slots(BatchprocDispatcher *disp)
 		next->pass += 1.0 / next->config->priority;
 		/* A row may finish at once (a bad input), freeing its slot. */
 		busy = inflight(disp);
-		if (++started % PROGRESS_CALLS == 0)
+		if (++started % PROGRESS_ROWS == 0)
 			batchproc_http_progress_connecting();
 	}
 	/* Rows that only the window keeps waiting: it may grow. */
