@@ -135,7 +135,7 @@ static int	epoll_failed_errno = 0; /* an epoll_ctl the socket callback could
 									 * not do, reported at the next wait */
 static WaitEventSet *wait_set = NULL;
 static int64 last_look_us = -1; /* when a wait last looked at the sockets */
-static int	opened_since_wait = 0;	/* sockets curl opened since a wait */
+static bool opened_since_wait = false;	/* curl opened a socket since a wait */
 static bool ready_since_look = false;	/* batchproc_http_progress_connecting
 										 * found sockets ready since the last
 										 * look */
@@ -553,7 +553,7 @@ open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addres
 	if (fd == CURL_SOCKET_BAD)
 		ReleaseExternalFD();
 	else
-		opened_since_wait++;
+		opened_since_wait = true;
 	return fd;
 }
 
@@ -953,7 +953,7 @@ wait_and_drive_capped(bool block, long cap_ms)
 	 */
 	entered_us = monotonic_us();
 	loop_lag_us = 0;
-	opened_since_wait = 0;
+	opened_since_wait = false;
 	if (nsockets > 0 && drive_ready_sockets() > 0)
 	{
 		ready_since_look = true;
@@ -1077,7 +1077,7 @@ batchproc_http_progress(void)
 void
 batchproc_http_progress_connecting(void)
 {
-	if (opened_since_wait == 0)
+	if (!opened_since_wait)
 		return;
 	if (drive_ready_sockets() > 0)
 		ready_since_look = true;
