@@ -34,6 +34,9 @@
 # connections, come before the first batch: the target's Node process is
 # then past its own warm-up (JIT, accept path), and a first batch's share
 # measures the worker's new connections, not the target's first calls.
+# WORKERS (default 1) is batchproc.workers_per_database: the batch's rows
+# are then shared by a pool of that many workers, and the CPU time per
+# row is all of theirs.
 # WIRE=1 (root, and tcpdump installed) captures the target's port and
 # adds, per batch, what bench/wire_split.py reads from the packets: the
 # target's time for a call as the kernel saw it pass, and what of a slot's
@@ -48,6 +51,7 @@ CONCURRENCY=${CONCURRENCY:-500}
 RUNS=${RUNS:-1}
 WARM=${WARM:-0}
 WIRE=${WIRE:-0}
+WORKERS=${WORKERS:-1}
 if [ "$WIRE" = 1 ] && { [ "$(id -u)" -ne 0 ] || ! command -v tcpdump >/dev/null; }; then
 	echo "WIRE=1 needs root and tcpdump (apt-get install -y tcpdump)" >&2
 	exit 1
@@ -85,6 +89,8 @@ export AWS_ENDPOINT_URL_LAMBDA="$target"
 start_cluster bench "fsync = off
 max_files_per_process = $((CONCURRENCY * 3 + 1000))
 track_commit_timestamp = on
+max_worker_processes = $((WORKERS + 8))
+batchproc.workers_per_database = $WORKERS
 batchproc.max_payload_bytes = '64kB'"
 . "$src/bench/common.sh"
 
@@ -92,23 +98,32 @@ bench_setup
 sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $ROWS) g)
           TO 's3://bench/littles-law.csv' WITH (FORMAT csv, HEADER)"
 
-# The worker's CPU time so far, in clock ticks.
-worker_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The workers' CPU time so far, in clock ticks.
+worker_ticks() {
+	local pid ticks=0
+
+	for pid in $pids; do
+		ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+	done
+	echo "$ticks"
+}
 for _ in $(seq 1 100); do
-	pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
-	[ -n "$pid" ] && break
+	pids=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
+	[ "$(echo "$pids" | grep -c .)" -eq "$WORKERS" ] && break
 	sleep 0.1
 done
+[ "$(echo "$pids" | grep -c .)" -eq "$WORKERS" ] || { echo "the database does not have $WORKERS batchproc workers running" >&2; exit 1; }
 
 if [ "$WARM" -gt 0 ]; then
 	node "$src/bench/services/warm_client.js" \
 		"$target/2015-03-31/functions/echo/invocations" "$WARM" "$CONCURRENCY"
 fi
 print_load start
+echo "batchproc workers in the database: $WORKERS"
 printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec ms mean   exec ms p99   max in flight   worker CPU us/row\n'
 for _ in $(seq 1 "$RUNS"); do
 	curl -s -X POST "$target/_reset" >/dev/null
-	ticks=$(worker_ticks "$pid")
+	ticks=$(worker_ticks)
 	id=$(sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/littles-law.csv\",
 		\"target\": {\"type\": \"tool\", \"name\": \"echo\"},
 		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"}},
@@ -116,7 +131,7 @@ for _ in $(seq 1 "$RUNS"); do
 		\"execution_config\": {\"max_concurrency\": $CONCURRENCY}}')")
 	state=$(sql -c "SELECT batchproc_wait($id, '1 hour')")
 	[ "$state" = succeeded ] || { echo "batch $id ended $state" >&2; exit 1; }
-	ticks=$(($(worker_ticks "$pid") - ticks))
+	ticks=$(($(worker_ticks) - ticks))
 	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS' AND echoed = key")
 	[ "$ok" = "$ROWS" ] || { echo "batch $id: $ok of $ROWS rows right" >&2; exit 1; }
 	IFS='|' read -r seconds mean p99 < <(sql -c "
