@@ -197,9 +197,10 @@ for my $case (sort keys %refused_at_submit)
 {
 	$n++;
 	next unless $case =~ /^(decimal|hex and short|short|octal|IPv4-mapped IPv6)$/;
-	my $id = submit_as('mallory', "attack_$n");
+	# Rolled back: a batch that ran would call the internal service, whose
+	# count of calls the case below reads.
+	my $id = as('mallory', "BEGIN; SELECT batchproc_submit('" . config("attack_$n") . "'); ROLLBACK");
 	like($id, qr/^\d+$/, "$case: a spelling of an address in the range is allowed too");
-	sql("SELECT batchproc_cancel($id)");
 }
 
 # A reload that drops the range re-checks the running batch's pinned
