@@ -105,6 +105,11 @@ And delays, on every request they apply to, which is then forwarded:
                            in coming (the client sees nothing, not even
                            the headers).
 
+  --delay-get-key KEY      only GetObject requests of KEY are held (and
+                           counted against --delay-get's N): with N "all",
+                           a client that gives up on a held GET and asks
+                           again is held again, while other objects pass.
+
   --get-kbps KB            a GetObject answer's body is relayed at KB
                            kilobytes a second, a tenth of a second's worth
                            at a time, so that reading a large object takes
@@ -145,7 +150,7 @@ import os
 import sys
 import threading
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import http_service  # noqa: E402
@@ -308,6 +313,7 @@ class State:
         self.delay_limits = {}
         if args.delay_get:
             self.delays["GetObject"], self.delay_limits["GetObject"] = args.delay_get
+        self.delay_get_key = args.delay_get_key
         if args.fail_get_status:
             status, n = args.fail_get_status
             code, message = ERRORS.get(status, ("ProxyFault", "Injected by the proxy."))
@@ -374,9 +380,12 @@ class State:
     def transfer_seconds(self, nbytes):
         return nbytes / (self.link_mbps * 1e6) if self.link_mbps else 0
 
-    def delay(self, kind):
-        """Seconds to hold a request of this kind before forwarding it."""
+    def delay(self, kind, key):
+        """Seconds to hold a request of this kind, for this key, before
+        forwarding it."""
         seconds = self.delays.get(kind, 0)
+        if kind == "GetObject" and self.delay_get_key is not None and key != self.delay_get_key:
+            return 0
         if seconds:
             with self.lock:
                 if self.delayed.get(kind, 0) >= self.delay_limits.get(kind, float("inf")):
@@ -465,7 +474,8 @@ class Handler(http_service.Handler):
         auth = self.state.tamper("signature", kind, tamper_signature,
                                  self.headers.get("Authorization"))
         body = self.state.tamper("body", kind, tamper_body, body) or body
-        time.sleep(self.state.delay(kind) + self.state.transfer_seconds(len(body)))
+        key = unquote(path.lstrip("/").partition("/")[2])
+        time.sleep(self.state.delay(kind, key) + self.state.transfer_seconds(len(body)))
         self.forward(kind, body, was_chunked, self.state.lose_answer(kind), auth)
 
     def refuse_expired(self, kind, json_api):
@@ -609,6 +619,7 @@ def main():
     parser.add_argument("--fail-abort", type=count_arg, default=0, metavar="N")
     parser.add_argument("--delay-start-execution", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--delay-get", type=value_count_arg(float, "SECONDS:N, as in 600:1"), metavar="SECONDS:N")
+    parser.add_argument("--delay-get-key", metavar="KEY")
     parser.add_argument("--lose-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-start-execution", type=count_arg, default=0, metavar="N")
     parser.add_argument("--throttle-describe-execution", type=count_arg, default=0, metavar="N")

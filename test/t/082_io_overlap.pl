@@ -180,13 +180,19 @@ is($node->safe_psql('postgres', "SELECT to_regclass('batchproc_data.batch_$mallo
 	'no half-imported table is left');
 $node->stop;
 
+# The cases below that hold an import ten minutes hold every GET of its
+# object, not only the first: a download with no byte for 30 s is given up
+# and asked for again, and the import must stay held however slow the
+# case is.
+my @hold_stalled = ('--delay-get', '600:all', '--delay-get-key', 'stalled.csv');
+
 # --- An import whose GET never brings a byte: a proxy holds mallory's
 # GetObject (the first) ten minutes, so her io worker waits in the
 # transport, before any chunk.  It still notices what happens meanwhile:
 # alice's batch, queued behind it, gets another io worker and runs to its
 # end, and mallory's cancel stops the held import, whose GET the proxy
 # never answered.
-($node, my $stall_port) = node_behind_proxy('io_stalled', '', '--delay-get', '600:1');
+($node, my $stall_port) = node_behind_proxy('io_stalled', '', @hold_stalled);
 put_object($bucket, 'stalled.csv', "key\nk1\n");
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
@@ -210,7 +216,7 @@ $node->stop;
 # runs too.  Until then the io worker is busy with mallory's first import,
 # whose GET a proxy holds, so that alice's batch stays queued.
 ($node, my $hold_port) = node_behind_proxy('io_held_row', "batchproc.io_workers_per_database = 1\n",
-	'--delay-get', '600:1');
+	@hold_stalled);
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
 is(proxy_counted($hold_port, 'delayed', 'GetObject'), 1,
@@ -311,7 +317,7 @@ $node->stop;
 # that all three wait at once.  The second io worker takes alice's first,
 # mallory having an import under way already, and mallory's after it.
 ($node, my $role_port) = node_behind_proxy('io_by_role', "batchproc.io_workers_per_database = 2\n",
-	'--delay-get', '600:1');
+	@hold_stalled);
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
 is(proxy_counted($role_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's first import");
