@@ -66,23 +66,37 @@ worker_pid() {
 # other work moves them, and only ratios within one run compare.
 print_load() { echo "load: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }
 
-# A cluster and a fast target (bench/services) for calls in flight by the
-# thousand: room for their connections (see bench/littles_law.sh), and
-# payloads held below Lambda's 6 MB so that that many tool calls fit the
-# default worker_memory_budget (2GB).
-start_wide_bench() {
-	local inflight=$1 delay_ms=$2
-
+# The soft descriptor limit raised to the hard one, for the servers too:
+# as root they run under runuser, whose session drops it to 1024.
+raise_descriptor_limit() {
 	ulimit -Sn "$(ulimit -Hn)"
 	if [ "$(id -u)" -eq 0 ]; then
 		as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
 	fi
+}
+
+# postgresql.conf lines for calls in flight by the thousand: room for
+# their connections (see bench/littles_law.sh), and payloads held below
+# Lambda's 6 MB so that that many tool calls fit the default
+# worker_memory_budget (2GB).
+wide_conf() {
+	local inflight=$1
+
+	printf '%s\n' "max_files_per_process = $((inflight * 3 + 1000))" \
+		"batchproc.max_inflight = $inflight" \
+		"batchproc.max_payload_bytes = '64kB'"
+}
+
+# A cluster and a fast target (bench/services) for calls in flight by the
+# thousand.
+start_wide_bench() {
+	local inflight=$1 delay_ms=$2
+
+	raise_descriptor_limit
 	start_fast_target target "$delay_ms"
 	export AWS_ENDPOINT_URL_LAMBDA="$target_url"
 	start_cluster bench "fsync = off
-max_files_per_process = $((inflight * 3 + 1000))
 max_wal_size = 4GB
-batchproc.max_inflight = $inflight
-batchproc.max_payload_bytes = '64kB'"
+$(wide_conf "$inflight")"
 	bench_setup
 }

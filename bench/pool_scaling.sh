@@ -6,7 +6,8 @@
 # For each worker count of WORKERS (default "1 2 4") a fresh cluster runs
 # one batch of ROWS rows (default 20,000) to a `tool` target at
 # max_concurrency CONCURRENCY (default 256), which the pool's workers
-# share; it prints rows/s from submit to finished_at (CSV in moto's S3,
+# share (each with room for them all: bench/common.sh's wide_conf);
+# it prints rows/s from submit to finished_at (CSV in moto's S3,
 # import and result writes included), the fraction of Little's law
 # (CONCURRENCY / LATENCY_MS) that is.  Throughput grows with workers until the
 # target's latency (Little's law) or the machine's CPU is the limit: on
@@ -23,6 +24,7 @@ LATENCY_MS=${LATENCY_MS:-20}
 build_and_install
 start_moto
 . "$src/bench/common.sh"
+raise_descriptor_limit
 start_fast_target slow "$LATENCY_MS"
 
 print_load start
@@ -31,7 +33,8 @@ for n in $WORKERS; do
 	start_cluster "pool$n" "fsync = off
 max_worker_processes = $((n + 8))
 batchproc.workers_per_database = $n
-batchproc.endpoint_url_lambda = '$target_url'"
+batchproc.endpoint_url_lambda = '$target_url'
+$(wide_conf "$CONCURRENCY")"
 	if [ -n "$first" ]; then
 		bench_setup
 		first=
