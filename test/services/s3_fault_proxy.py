@@ -109,6 +109,8 @@ And delays, on every request they apply to, which is then forwarded:
                            counted against --delay-get's N): with N "all",
                            a client that gives up on a held GET and asks
                            again is held again, while other objects pass.
+                           KEY is the object's key in a path-style request
+                           (/bucket/KEY); without --delay-get nothing is held.
 
   --get-kbps KB            a GetObject answer's body is relayed at KB
                            kilobytes a second, a tenth of a second's worth

@@ -182,17 +182,19 @@ $node->stop;
 
 # The cases below that hold an import ten minutes hold every GET of its
 # object, not only the first: a download with no byte for 30 s is given up
-# and asked for again, and the import must stay held however slow the
-# case is.
+# and asked for again, up to batchproc.aws_max_attempts times (then the
+# import fails).  With every GET held and the most attempts, the import
+# stays held for five minutes at least, however slow the case is.
 my @hold_stalled = ('--delay-get', '600:all', '--delay-get-key', 'stalled.csv');
+my $hold_conf = "batchproc.aws_max_attempts = 10\n";
 
 # --- An import whose GET never brings a byte: a proxy holds mallory's
-# GetObject (the first) ten minutes, so her io worker waits in the
+# GetObjects ten minutes, so her io worker waits in the
 # transport, before any chunk.  It still notices what happens meanwhile:
 # alice's batch, queued behind it, gets another io worker and runs to its
 # end, and mallory's cancel stops the held import, whose GET the proxy
 # never answered.
-($node, my $stall_port) = node_behind_proxy('io_stalled', '', @hold_stalled);
+($node, my $stall_port) = node_behind_proxy('io_stalled', $hold_conf, @hold_stalled);
 put_object($bucket, 'stalled.csv', "key\nk1\n");
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
@@ -215,8 +217,8 @@ $node->stop;
 # imported and runs to its end; alice rolls back, and hers is imported and
 # runs too.  Until then the io worker is busy with mallory's first import,
 # whose GET a proxy holds, so that alice's batch stays queued.
-($node, my $hold_port) = node_behind_proxy('io_held_row', "batchproc.io_workers_per_database = 1\n",
-	@hold_stalled);
+($node, my $hold_port) = node_behind_proxy('io_held_row',
+	"batchproc.io_workers_per_database = 1\n" . $hold_conf, @hold_stalled);
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
 is(proxy_counted($hold_port, 'delayed', 'GetObject'), 1,
@@ -316,8 +318,8 @@ $node->stop;
 # of her batches and one of alice's are submitted in one transaction, so
 # that all three wait at once.  The second io worker takes alice's first,
 # mallory having an import under way already, and mallory's after it.
-($node, my $role_port) = node_behind_proxy('io_by_role', "batchproc.io_workers_per_database = 2\n",
-	@hold_stalled);
+($node, my $role_port) = node_behind_proxy('io_by_role',
+	"batchproc.io_workers_per_database = 2\n" . $hold_conf, @hold_stalled);
 $mallory = submit_as($node, 'mallory',
 	qq({"csv_s3_uri": "s3://$bucket/stalled.csv", "target": {"type": "tool", "name": "echo"}}));
 is(proxy_counted($role_port, 'delayed', 'GetObject'), 1, "the proxy holds mallory's first import");
