@@ -62,10 +62,8 @@ fi
 # CONCURRENCY connections, and the soft descriptor limit must allow it too.
 # As root the servers run under runuser, whose session drops that limit
 # to 1024 (about 330 connections): raise it to the hard limit there.
-ulimit -Sn "$(ulimit -Hn)"
-if [ "$(id -u)" -eq 0 ]; then
-	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
-fi
+. "$src/bench/common.sh"
+raise_descriptor_limit
 
 build_and_install
 start_moto
@@ -92,7 +90,6 @@ track_commit_timestamp = on
 max_worker_processes = $((WORKERS + 8))
 batchproc.workers_per_database = $WORKERS
 batchproc.max_payload_bytes = '64kB'"
-. "$src/bench/common.sh"
 
 bench_setup
 sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $ROWS) g)

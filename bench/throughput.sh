@@ -50,10 +50,8 @@ BENCH_CONF=${BENCH_CONF:-}
 # Room for LATENCY_CONCURRENCY connections (see bench/littles_law.sh) and
 # payloads held below Lambda's 6 MB so that that many calls fit the default
 # batchproc.worker_memory_budget, as bench/common.sh's start_wide_bench does.
-ulimit -Sn "$(ulimit -Hn)"
-if [ "$(id -u)" -eq 0 ]; then
-	as_tester() { runuser -u "$tester" -- sh -c 'ulimit -Sn "$(ulimit -Hn)" && exec "$@"' sh env PATH="$PATH" "$@"; }
-fi
+. "$src/bench/common.sh"
+raise_descriptor_limit
 
 build_and_install
 preload=batchproc
@@ -68,7 +66,6 @@ else
 	echo "pg_net: skipped (set PG_NET_SRC to a checkout of github.com/supabase/pg_net to compare)"
 fi
 start_moto
-. "$src/bench/common.sh"
 
 start_fast_target zero 0
 zero_url=$target_url

@@ -243,11 +243,16 @@ def tamper_body(body):
     return None
 
 
+def bucket_and_key(path):
+    """The bucket and the (still percent-encoded) key of a path-style
+    request's path."""
+    bucket, _, key = path.lstrip("/").partition("/")
+    return bucket, key
+
+
 def classify(method, path, query):
     """The S3 operation of a path-style request."""
-    parts = path.lstrip("/").split("/", 1)
-    bucket = parts[0]
-    key = parts[1] if len(parts) > 1 else ""
+    bucket, key = bucket_and_key(path)
     q = parse_qs(query, keep_blank_values=True)
     if not bucket:
         return "ListBuckets" if method == "GET" else method + "Service"
@@ -476,7 +481,7 @@ class Handler(http_service.Handler):
         auth = self.state.tamper("signature", kind, tamper_signature,
                                  self.headers.get("Authorization"))
         body = self.state.tamper("body", kind, tamper_body, body) or body
-        key = unquote(path.lstrip("/").partition("/")[2])
+        key = unquote(bucket_and_key(path)[1])
         time.sleep(self.state.delay(kind, key) + self.state.transfer_seconds(len(body)))
         self.forward(kind, body, was_chunked, self.state.lose_answer(kind), auth)
 
