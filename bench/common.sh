@@ -66,6 +66,34 @@ worker_pid() {
 # other work moves them, and only ratios within one run compare.
 print_load() { echo "load: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }
 
+# pin_apart TARGET_PID PID...: the target on the last CPU, the other
+# processes (batchproc's workers) on the rest.  A target on this machine
+# stands for a service on another one; sharing the cores, the kernel often
+# runs a worker on the CPU of the target that has just written to it, where
+# it waits for the target's own work (docs/performance.md, "A tenth day").
+pin_apart() {
+	local last=$(($(nproc) - 1)) target=$1 pid
+
+	shift
+	[ "$last" -ge 1 ] || { echo "PIN=1 needs two CPUs at least" >&2; exit 1; }
+	taskset -pc "$last" "$target" >/dev/null
+	for pid in "$@"; do
+		taskset -pc "0-$((last - 1))" "$pid" >/dev/null
+	done
+	echo "pinned: the target on CPU $last, the batchproc workers on CPU 0-$((last - 1))"
+}
+
+# runqueue_ns PID...: how long the processes have waited for a CPU while
+# ready to run, in ns, all together (/proc/PID/schedstat).
+runqueue_ns() {
+	local pid ns=0
+
+	for pid in "$@"; do
+		ns=$((ns + $(cut -d' ' -f2 "/proc/$pid/schedstat")))
+	done
+	echo "$ns"
+}
+
 # The soft descriptor limit raised to the hard one, for the servers too:
 # as root they run under runuser, whose session drops it to 1024.
 raise_descriptor_limit() {

@@ -37,6 +37,11 @@
 # WORKERS (default 1) is batchproc.workers_per_database: the batch's rows
 # are then shared by a pool of that many workers, and the CPU time per
 # row is all of theirs.
+# PIN=1 runs the target on the last CPU and the workers on the others (at
+# least two CPUs; bench/common.sh's pin_apart): the target stands for a
+# service on another machine, and the figure is then the worker's, not
+# the two processes' contention for a core.  Either way each batch prints
+# how long the workers waited for a CPU while ready to run.
 # WIRE=1 (root, and tcpdump installed) captures the target's port and
 # adds, per batch, what bench/wire_split.py reads from the packets: the
 # target's time for a call as the kernel saw it pass, and what of a slot's
@@ -52,6 +57,7 @@ RUNS=${RUNS:-1}
 WARM=${WARM:-0}
 WIRE=${WIRE:-0}
 WORKERS=${WORKERS:-1}
+PIN=${PIN:-0}
 if [ "$WIRE" = 1 ] && { [ "$(id -u)" -ne 0 ] || ! command -v tcpdump >/dev/null; }; then
 	echo "WIRE=1 needs root and tcpdump (apt-get install -y tcpdump)" >&2
 	exit 1
@@ -71,7 +77,8 @@ start_moto
 mkfifo "$work/target.in"
 node "$src/bench/services/fast_target.js" --delay-ms "$DELAY_MS" \
 	>"$work/target.port" 2>"$work/target.log" <"$work/target.in" &
-service_pids+=($!)
+target_pid=$!
+service_pids+=("$target_pid")
 exec 9>"$work/target.in"
 for _ in $(seq 1 50); do [ -s "$work/target.port" ] && break; sleep 0.1; done
 target_port=$(head -n 1 "$work/target.port")
@@ -110,6 +117,10 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 [ "$(echo "$pids" | grep -c .)" -eq "$WORKERS" ] || { echo "the database does not have $WORKERS batchproc workers running" >&2; exit 1; }
+if [ "$PIN" = 1 ]; then
+	# shellcheck disable=SC2086 # a pid a word
+	pin_apart "$target_pid" $pids
+fi
 
 if [ "$WARM" -gt 0 ]; then
 	node "$src/bench/services/warm_client.js" \
@@ -121,6 +132,8 @@ printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec m
 for _ in $(seq 1 "$RUNS"); do
 	curl -s -X POST "$target/_reset" >/dev/null
 	ticks=$(worker_ticks)
+	# shellcheck disable=SC2086
+	waited=$(runqueue_ns $pids)
 	id=$(sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/littles-law.csv\",
 		\"target\": {\"type\": \"tool\", \"name\": \"echo\"},
 		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"}},
@@ -129,6 +142,8 @@ for _ in $(seq 1 "$RUNS"); do
 	state=$(sql -c "SELECT batchproc_wait($id, '1 hour')")
 	[ "$state" = succeeded ] || { echo "batch $id ended $state" >&2; exit 1; }
 	ticks=$(($(worker_ticks) - ticks))
+	# shellcheck disable=SC2086
+	waited=$(($(runqueue_ns $pids) - waited))
 	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS' AND echoed = key")
 	[ "$ok" = "$ROWS" ] || { echo "batch $id: $ok of $ROWS rows right" >&2; exit 1; }
 	IFS='|' read -r seconds mean p99 < <(sql -c "
@@ -169,6 +184,7 @@ for _ in $(seq 1 "$RUNS"); do
 		}'
 	echo "  $phases"
 	printf '  the target held each call %.1f ms on average (from its request to its answer)\n' "$held"
+	awk -v w="$waited" -v r="$ROWS" 'BEGIN { printf "  the workers waited for a CPU %.1f us a row (ready to run, not running)\n", w / 1000 / r }'
 	if [ "$WIRE" = 1 ]; then
 		IFS='|' read -r from to < <(sql -c "
 			SELECT extract(epoch FROM submitted_at), extract(epoch FROM finished_at)
