@@ -66,29 +66,56 @@ worker_pid() {
 # other work moves them, and only ratios within one run compare.
 print_load() { echo "load: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }
 
-# pin_apart TARGET_PID PID...: the target on the last CPU, the other
-# processes (batchproc's workers) on the rest.  A target on this machine
-# stands for a service on another one; sharing the cores, the kernel often
-# runs a worker on the CPU of the target that has just written to it, where
-# it waits for the target's own work (docs/performance.md, "A tenth day").
+# The CPUs this script may use, by number, one a line (taskset's list,
+# "0-3,6" say, spelled out).
+allowed_cpus() {
+	local range
+
+	for range in $(taskset -pc $$ | sed 's/.*: //' | tr ',' ' '); do
+		seq "${range%-*}" "${range#*-}"
+	done
+}
+
+# pin_apart TARGET_PID PID...: every thread of the target on the last
+# allowed CPU, the other processes (batchproc's workers) on the rest.  A
+# target on this machine stands for a service on another one; sharing the
+# cores, a worker ready to run waits while the target holds its core
+# (docs/performance.md, "A tenth day").  PostgreSQL's other processes,
+# moto and this script still run anywhere.
 pin_apart() {
-	local last=$(($(nproc) - 1)) target=$1 pid
+	local target=$1 pid cpus last rest
 
 	shift
-	[ "$last" -ge 1 ] || { echo "PIN=1 needs two CPUs at least" >&2; exit 1; }
-	taskset -pc "$last" "$target" >/dev/null
+	cpus=$(allowed_cpus)
+	last=$(echo "$cpus" | tail -n 1)
+	rest=$(echo "$cpus" | sed '$d' | paste -sd,)
+	[ -n "$rest" ] || { echo "PIN=1 needs two CPUs at least" >&2; exit 1; }
+	taskset -apc "$last" "$target" >/dev/null
 	for pid in "$@"; do
-		taskset -pc "0-$((last - 1))" "$pid" >/dev/null
+		taskset -apc "$rest" "$pid" >/dev/null
 	done
-	echo "pinned: the target on CPU $last, the batchproc workers on CPU 0-$((last - 1))"
+	echo "pinned: the target on CPU $last, the batchproc workers on CPU $rest"
+}
+
+# cpu_ticks PID...: the processes' CPU time (user and system) so far, in
+# clock ticks, all together.
+cpu_ticks() {
+	local pid ticks=0
+
+	for pid in "$@"; do
+		ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+	done
+	echo "$ticks"
 }
 
 # runqueue_ns PID...: how long the processes have waited for a CPU while
-# ready to run, in ns, all together (/proc/PID/schedstat).
+# ready to run, in ns, all together; "-" where the kernel does not keep
+# it (/proc/PID/schedstat needs CONFIG_SCHED_INFO).
 runqueue_ns() {
 	local pid ns=0
 
 	for pid in "$@"; do
+		[ -r "/proc/$pid/schedstat" ] || { echo -; return; }
 		ns=$((ns + $(cut -d' ' -f2 "/proc/$pid/schedstat")))
 	done
 	echo "$ns"

@@ -37,11 +37,11 @@
 # WORKERS (default 1) is batchproc.workers_per_database: the batch's rows
 # are then shared by a pool of that many workers, and the CPU time per
 # row is all of theirs.
-# PIN=1 runs the target on the last CPU and the workers on the others (at
-# least two CPUs; bench/common.sh's pin_apart): the target stands for a
-# service on another machine, and the figure is then the worker's, not
-# the two processes' contention for a core.  Either way each batch prints
-# how long the workers waited for a CPU while ready to run.
+# PIN=1 runs the target's threads on one CPU and the workers on the
+# others (at least two CPUs; bench/common.sh's pin_apart): the target
+# stands for a service on another machine, and the workers never wait for
+# the core it holds.  Either way each batch prints how long the workers
+# waited for a CPU while ready to run.
 # WIRE=1 (root, and tcpdump installed) captures the target's port and
 # adds, per batch, what bench/wire_split.py reads from the packets: the
 # target's time for a call as the kernel saw it pass, and what of a slot's
@@ -60,6 +60,10 @@ WORKERS=${WORKERS:-1}
 PIN=${PIN:-0}
 if [ "$WIRE" = 1 ] && { [ "$(id -u)" -ne 0 ] || ! command -v tcpdump >/dev/null; }; then
 	echo "WIRE=1 needs root and tcpdump (apt-get install -y tcpdump)" >&2
+	exit 1
+fi
+if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
+	echo "PIN=1 needs two CPUs at least" >&2
 	exit 1
 fi
 
@@ -102,15 +106,6 @@ bench_setup
 sql -c "COPY (SELECT 'key' || g AS key FROM generate_series(1, $ROWS) g)
           TO 's3://bench/littles-law.csv' WITH (FORMAT csv, HEADER)"
 
-# The workers' CPU time so far, in clock ticks.
-worker_ticks() {
-	local pid ticks=0
-
-	for pid in $pids; do
-		ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-	done
-	echo "$ticks"
-}
 for _ in $(seq 1 100); do
 	pids=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchproc worker' AND datname = 'postgres'")
 	[ "$(echo "$pids" | grep -c .)" -eq "$WORKERS" ] && break
@@ -131,9 +126,8 @@ echo "batchproc workers in the database: $WORKERS"
 printf 'rows     concurrency  delay   seconds   rows/s   bound    share   exec ms mean   exec ms p99   max in flight   worker CPU us/row\n'
 for _ in $(seq 1 "$RUNS"); do
 	curl -s -X POST "$target/_reset" >/dev/null
-	ticks=$(worker_ticks)
-	# shellcheck disable=SC2086
-	waited=$(runqueue_ns $pids)
+	# shellcheck disable=SC2086 # a pid a word
+	ticks=$(cpu_ticks $pids) waited=$(runqueue_ns $pids)
 	id=$(sql -c "SELECT batchproc_submit('{\"csv_s3_uri\": \"s3://bench/littles-law.csv\",
 		\"target\": {\"type\": \"tool\", \"name\": \"echo\"},
 		\"input_mapping\": {\"column_mappings\": {\"key\": \"key\"}},
@@ -141,9 +135,10 @@ for _ in $(seq 1 "$RUNS"); do
 		\"execution_config\": {\"max_concurrency\": $CONCURRENCY}}')")
 	state=$(sql -c "SELECT batchproc_wait($id, '1 hour')")
 	[ "$state" = succeeded ] || { echo "batch $id ended $state" >&2; exit 1; }
-	ticks=$(($(worker_ticks) - ticks))
 	# shellcheck disable=SC2086
-	waited=$(($(runqueue_ns $pids) - waited))
+	ticks=$(($(cpu_ticks $pids) - ticks))
+	# shellcheck disable=SC2086
+	[ "$waited" = - ] || waited=$(($(runqueue_ns $pids) - waited))
 	ok=$(sql -c "SELECT count(*) FROM batchproc_data.batch_$id WHERE _status = 'SUCCESS' AND echoed = key")
 	[ "$ok" = "$ROWS" ] || { echo "batch $id: $ok of $ROWS rows right" >&2; exit 1; }
 	IFS='|' read -r seconds mean p99 < <(sql -c "
@@ -184,7 +179,8 @@ for _ in $(seq 1 "$RUNS"); do
 		}'
 	echo "  $phases"
 	printf '  the target held each call %.1f ms on average (from its request to its answer)\n' "$held"
-	awk -v w="$waited" -v r="$ROWS" 'BEGIN { printf "  the workers waited for a CPU %.1f us a row (ready to run, not running)\n", w / 1000 / r }'
+	[ "$waited" = - ] ||
+		awk -v w="$waited" -v r="$ROWS" 'BEGIN { printf "  the workers waited for a CPU %.1f us a row (ready to run, not running)\n", w / 1000 / r }'
 	if [ "$WIRE" = 1 ]; then
 		IFS='|' read -r from to < <(sql -c "
 			SELECT extract(epoch FROM submitted_at), extract(epoch FROM finished_at)

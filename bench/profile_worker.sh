@@ -41,7 +41,6 @@ for _ in $(seq 1 200); do
 	sleep 0.05
 done
 [ -n "$pid" ] || { echo "no batchproc worker appeared" >&2; exit 1; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ticks_before=$(cpu_ticks "$pid")
 target_before=$(cpu_ticks "$target_pid")
 perf record -F 999 "${call_graph[@]}" -p "$pid" -o "$work/perf.data" >"$work/perf-record.log" 2>&1 &
